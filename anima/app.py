@@ -1,0 +1,38 @@
+"""Wiring: `build(config)` makes the parts once; the CLI and the server take the result.
+
+Parts load on first use, so `anima config show` never loads a model and a test can
+hand in fakes: `build(config, chat_model=FakeChatModel([...]))`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from anima.assistant import Assistant
+from anima.config import Config
+from anima.models import ChatModel, load_chat_model
+from anima.store import Store
+
+
+@dataclass
+class Container:
+    config: Config
+    _chat_model: ChatModel | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    @cached_property
+    def chat_model(self) -> ChatModel:
+        return self._chat_model or load_chat_model(self.config)
+
+    @cached_property
+    def store(self) -> Store:
+        return self._store or Store(self.config.data_dir / "users" / self.config.user / "anima.db")
+
+    @cached_property
+    def assistant(self) -> Assistant:
+        return Assistant(self.chat_model, self.store, self.config)
+
+
+def build(config: Config, *, chat_model: ChatModel | None = None, store: Store | None = None) -> Container:
+    return Container(config, chat_model, store)

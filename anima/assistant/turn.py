@@ -1,0 +1,101 @@
+"""The turn pipeline: one user message in, one streamed reply out, one row logged.
+
+    1. check the input (empty text, unknown persona)       [the safety guard plugs in here]
+    2. prompt: persona + recent turns of this conversation  [memories join here]
+    3. generate, streaming
+    4. log the turn (text, reply, model, timings, tokens)   [learning runs after this]
+
+Nothing runs in front of the first token that does not have to.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from anima.assistant.persona import Persona, get_persona
+from anima.config import Config
+from anima.errors import BadInput
+from anima.models.base import ChatModel, Chunk, Message, Options, Usage
+from anima.store import Store, Turn
+
+
+def check_input(text: str, persona: str) -> Persona:
+    """The checks that need no model: callers run them before loading one."""
+    if not text or not text.strip():
+        raise BadInput("the message is empty", "type something to ask")
+    return get_persona(persona)
+
+
+@dataclass
+class Assistant:
+    model: ChatModel
+    store: Store
+    config: Config
+
+    def options(self, **overrides) -> Options:
+        g = self.config.generation
+        return Options(**{"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, **overrides})
+
+    def prompt(self, persona: Persona, conversation_id: int, text: str) -> list[Message]:
+        messages: list[Message] = [{"role": "system", "content": persona.system_prompt}]
+        for turn in self.store.turns(conversation_id, self.config.history_turns):
+            if turn.status != "error":
+                messages += [{"role": "user", "content": turn.user_text}, {"role": "assistant", "content": turn.reply}]
+        messages.append({"role": "user", "content": text})
+        return messages
+
+    def reply(self, text: str, *, conversation_id: int | None = None, persona: str | None = None, options: Options | None = None) -> Reply:
+        """Start a turn. Iterate the result for the reply's text; `.turn` holds the
+        logged record once iteration ends (or `.close()` stops it early)."""
+        chosen = check_input(text, persona or self.config.persona)
+        if conversation_id is None:
+            conversation_id = self.store.new_conversation(chosen.name)
+        messages = self.prompt(chosen, conversation_id, text)
+        turn = Turn(conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply="")
+        return Reply(self, turn, messages, options or self.options())
+
+
+class Reply:
+    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options):
+        self.assistant, self.turn, self.messages, self.options = assistant, turn, messages, options
+        self._chunks = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def text(self) -> str:
+        """Run to the end and return the whole reply."""
+        for _ in self:
+            pass
+        return self.turn.reply
+
+    def close(self) -> None:
+        """Stop generating; the partial reply is logged with status "stopped"."""
+        self._chunks.close()
+
+    def _run(self) -> Iterator[str]:
+        turn, parts, last = self.turn, [], Chunk("")
+        start = time.perf_counter()
+        try:
+            for chunk in self.assistant.model.stream(self.messages, self.options):
+                if chunk.text:
+                    if turn.first_token_ms is None:
+                        turn.first_token_ms = (time.perf_counter() - start) * 1000
+                    parts.append(chunk.text)
+                    yield chunk.text
+                last = chunk
+        except (GeneratorExit, KeyboardInterrupt):
+            turn.status = "stopped"
+            raise
+        except BaseException:
+            turn.status = "error"
+            raise
+        finally:
+            turn.reply = "".join(parts)
+            turn.latency_ms = (time.perf_counter() - start) * 1000
+            turn.finish_reason = last.finish_reason if turn.status == "ok" else turn.status
+            usage = last.usage or Usage(sum(self.assistant.model.count_tokens(m["content"]) for m in self.messages), self.assistant.model.count_tokens(turn.reply))
+            turn.prompt_tokens, turn.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            self.assistant.store.log_turn(turn)

@@ -1,0 +1,332 @@
+"""The `anima` command. Known errors print one line and exit 1; usage errors exit 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+from typer.core import TyperGroup
+
+from anima import __version__
+from anima.app import build
+from anima.assistant.turn import check_input
+from anima.config import Config, config_path, data_dir, load_config, to_toml
+from anima.errors import AnimaError
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
+
+
+class _Group(TyperGroup):
+    """Turns anima's errors into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AnimaError as exc:
+            err.print(f"[red]error:[/red] {exc.message}" + (f" [dim]({exc.hint})[/dim]" if exc.hint else ""), highlight=False)
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:
+            if os.environ.get("ANIMA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
+                raise
+            log = _log_path()
+            with log.open("a") as f:
+                f.write(traceback.format_exc())
+            err.print(f"[red]internal error[/red] (a bug in anima; details in {log})")
+            raise typer.Exit(1) from None
+
+
+def _log_path() -> Path:
+    for folder in (data_dir() / "logs", Path.home() / ".cache" / "anima"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder / "anima.log"
+        except OSError:
+            continue
+    return Path("/tmp/anima.log")
+
+
+app = typer.Typer(cls=_Group, help="anima: a local-first personal assistant.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+models_app = typer.Typer(cls=_Group, help="List, download and inspect models.", no_args_is_help=True)
+config_app = typer.Typer(cls=_Group, help="Show the effective configuration.", no_args_is_help=True)
+bench_app = typer.Typer(cls=_Group, help="Benchmarks, printed as a table or --json.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+app.add_typer(bench_app, name="bench")
+
+ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
+BackendOpt = typer.Option(None, "--backend", help="llama_cpp | openai_http | fake")
+PersonaOpt = typer.Option(None, "--persona", "-p", help="Persona name (`/persona` lists them in chat).")
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"anima {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    logging.basicConfig(level=logging.WARNING)
+
+
+# --- talking -----------------------------------------------------------------
+
+
+@app.command()
+def ask(
+    text: str = typer.Argument(..., help="The message; `-` reads it from stdin."),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    persona: Optional[str] = PersonaOpt,
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest reply in tokens."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="0 = greedy."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ask one question and print the answer."""
+    if text == "-":
+        text = sys.stdin.read()
+    config = load_config(model=model, backend=backend, persona=persona)
+    check_input(text, config.persona)  # before the model loads
+    container = build(config)
+    reply = container.assistant.reply(text, persona=persona, options=container.assistant.options(**_given(max_tokens=max_tokens, temperature=temperature)))
+    if as_json:
+        reply.text()
+        t = reply.turn
+        print(json.dumps({
+            "answer": t.reply, "model": t.model, "latency_ms": round(t.latency_ms, 1), "tokens": t.completion_tokens,
+            "prompt_tokens": t.prompt_tokens, "first_token_ms": t.first_token_ms and round(t.first_token_ms, 1),
+            "finish_reason": t.finish_reason, "persona": t.persona, "conversation_id": t.conversation_id,
+        }))
+        return
+    try:
+        for piece in reply:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        sys.stdout.write(" [stopped]")
+    sys.stdout.write("\n")
+
+
+def _given(**values):
+    return {k: v for k, v in values.items() if v is not None}
+
+
+CHAT_HELP = """Commands:
+  /help             this help
+  /persona [NAME]   list personas, or switch to NAME
+  /new              start a new conversation
+  /exit             leave (or Ctrl-D)
+Multi-line input: end a line with \\ to continue it, or put \"\"\" on a line to start and end a block.
+Ctrl-C stops the current reply."""
+
+
+def read_message(prompt: str = "you> ") -> str:
+    """One message from stdin: a single line, `\\`-continued lines, or a \"\"\" block."""
+    line = input(prompt)
+    if line.strip() == '"""':
+        lines = []
+        while (line := input("... ")).strip() != '"""':
+            lines.append(line)
+        return "\n".join(lines)
+    lines = []
+    while line.endswith("\\"):
+        lines.append(line[:-1])
+        line = input("... ")
+    return "\n".join(lines + [line])
+
+
+@app.command()
+def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, persona: Optional[str] = PersonaOpt) -> None:
+    """Talk with anima (streaming). /help inside for commands."""
+    from anima.assistant import get_persona, personas
+
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:  # pragma: no cover - not on every platform
+        pass
+    config = load_config(model=model, backend=backend, persona=persona)
+    current = get_persona(config.persona).name
+    container = build(config)
+    with err.status(f"loading {config.model}..."):
+        model_name = container.chat_model.name
+    out.print(f"[bold]anima[/bold] {__version__} · model [cyan]{model_name}[/cyan] · persona [cyan]{current}[/cyan] · /help for commands, Ctrl-D to leave")
+    conversation_id = None
+    while True:
+        try:
+            text = read_message()
+        except EOFError:
+            out.print()
+            return
+        except KeyboardInterrupt:
+            out.print("\n[dim](Ctrl-C stops a reply; /exit or Ctrl-D leaves)[/dim]")
+            continue
+        command, _, arg = text.strip().partition(" ")
+        if command in ("/exit", "/quit"):
+            return
+        if command == "/help":
+            out.print(CHAT_HELP, highlight=False, markup=False)
+            continue
+        if command == "/new":
+            conversation_id = None
+            out.print("[dim]new conversation[/dim]")
+            continue
+        if command == "/persona":
+            if not arg:
+                for p in personas().values():
+                    out.print(f"{'*' if p.name == current else ' '} [cyan]{p.name:12}[/cyan] {p.description}")
+                continue
+            try:
+                current = get_persona(arg.strip()).name
+            except AnimaError as exc:
+                err.print(f"[red]error:[/red] {exc}", highlight=False)
+                continue
+            conversation_id = None
+            out.print(f"[dim]persona: {current} (new conversation)[/dim]")
+            continue
+        if command.startswith("/"):
+            err.print(f"unknown command {command}; /help lists them")
+            continue
+        if not text.strip():
+            continue
+        try:
+            reply = container.assistant.reply(text, conversation_id=conversation_id, persona=current)
+        except AnimaError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            continue
+        conversation_id = reply.turn.conversation_id
+        sys.stdout.write("anima> ")
+        try:
+            for piece in reply:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.stdout.write(" [stopped]")
+        except AnimaError as exc:
+            sys.stdout.write("\n")
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.stdout.write("\n")
+
+
+# --- models -----------------------------------------------------------------
+
+
+def _bytes_progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+
+
+@models_app.command("list")
+def models_list(as_json: bool = JsonOpt) -> None:
+    """Models anima knows, and which are downloaded."""
+    from anima.models.registry import local_models
+
+    rows = [{"name": s.name, "kind": s.kind, "size": s.size, "present": p is not None, "path": str(p) if p else None, "description": s.description} for s, p in local_models()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "kind", "size", "downloaded", "description")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], f"{r['size'] / 1e6:,.0f} MB", "yes" if r["present"] else "no", r["description"])
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument("default", help="Model name from `anima models list`."), force: bool = typer.Option(False, "--force", help="Fetch again even if present.")) -> None:
+    """Download a model (with resume) and verify its sha256."""
+    from anima.models.registry import get_spec, pull
+
+    spec = get_spec(name)
+    with _bytes_progress() as progress:
+        task = progress.add_task(f"{spec.name}", total=spec.size)
+        path = pull(spec, progress=lambda done, total: progress.update(task, completed=done, total=total), force=force, log=lambda msg: progress.console.print(f"[dim]{msg}[/dim]"))
+    out.print(f"{spec.name}: {path} (sha256 verified)")
+
+
+@models_app.command("info")
+def models_info(name: str, verify: bool = typer.Option(False, "--verify", help="Recompute the sha256 now."), as_json: bool = JsonOpt) -> None:
+    """Details of one model: file, size, sha256, sources."""
+    from anima.models.registry import get_spec, model_path
+    from anima.models.registry import verify as verify_file
+
+    spec = get_spec(name)
+    path = model_path(spec)
+    if verify and path.exists():
+        with _bytes_progress() as progress:
+            task = progress.add_task("sha256", total=spec.size)
+            verify_file(spec, path, progress=lambda d, t: progress.update(task, completed=d), force=True)
+    info = {
+        "name": spec.name, "kind": spec.kind, "description": spec.description, "file": spec.filename, "size": spec.size,
+        "sha256": spec.sha256, "path": str(path), "present": path.exists(), "verified": bool(verify and path.exists()),
+        "sources": [s.describe() for s in spec.sources],
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        out.print(f"[bold]{key:12}[/bold] {', '.join(value) if isinstance(value, list) else value}", highlight=False)
+    if not path.exists():
+        out.print(f"[yellow]not downloaded[/yellow]: run `anima models pull {spec.name}`")
+
+
+# --- config -----------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(as_json: bool = JsonOpt) -> None:
+    """The effective settings (defaults < file < ANIMA_* env), and where they come from."""
+    config = load_config()
+    data = config.model_dump(mode="json")
+    if as_json:
+        print(json.dumps({"config_file": str(config_path()), "data_dir": str(data_dir()), "settings": data}, indent=2))
+        return
+    print(f"# config file: {config_path()}{'' if config_path().exists() else ' (not present; defaults)'}")
+    print(f"# data dir:    {data_dir()}")
+    print(to_toml(data))
+
+
+# --- benchmarks ---------------------------------------------------------------
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    model: Optional[str] = ModelOpt,
+    prompts: int = typer.Option(8, "--prompts", help="How many prompts to time."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens generated per prompt."),
+    rounds: int = typer.Option(2, "--rounds", help="Times each prompt is timed per side (order alternates)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Raw llama-cpp-python vs anima's `ask` pipeline: same model, prompts, greedy."""
+    from anima.bench.overhead import run_overhead
+
+    config = load_config(model=model, backend="llama_cpp")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("bench overhead", total=None)
+        result = run_overhead(config, n_prompts=prompts, max_tokens=max_tokens, rounds=rounds, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("", "raw llama-cpp-python", "anima pipeline", title=f"overhead · {result['model']} · {result['prompts']} prompts × {result['rounds']} rounds · max_tokens {result['max_tokens']}")
+    raw, ours = result["raw"], result["anima"]
+    table.add_row("wall time (s)", f"{raw['wall_s']:.2f}", f"{ours['wall_s']:.2f}")
+    table.add_row("tokens generated", str(raw["completion_tokens"]), str(ours["completion_tokens"]))
+    table.add_row("tokens/s", f"{raw['tokens_per_s']:.2f}", f"{ours['tokens_per_s']:.2f}")
+    table.add_row("first token p50 (ms)", f"{raw['first_token_p50_ms']:.0f}", f"{ours['first_token_p50_ms']:.0f}")
+    out.print(table)
+    verdict = "[green]meets[/green]" if result["ratio"] >= 0.95 else "[red]misses[/red]"
+    out.print(f"ratio (anima tokens/s ÷ raw tokens/s): [bold]{result['ratio']:.3f}[/bold] — {verdict} the ≥ 0.95 target")
+
+
+def main() -> None:
+    app()

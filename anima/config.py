@@ -1,0 +1,144 @@
+"""Settings: defaults < TOML file < ANIMA_* environment < command-line flags.
+
+The TOML file lives at `$ANIMA_HOME/config.toml`, else `$XDG_CONFIG_HOME/anima/config.toml`
+(or `$ANIMA_CONFIG`). Data lives in `$ANIMA_HOME`, else `$XDG_DATA_HOME/anima`.
+Nested keys use `__` in the environment: `ANIMA_LLAMA_CPP__N_CTX=8192`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from anima.errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+def config_path() -> Path:
+    if explicit := os.environ.get("ANIMA_CONFIG"):
+        return Path(explicit)
+    if home := os.environ.get("ANIMA_HOME"):
+        return Path(home) / "config.toml"
+    return Path(platformdirs.user_config_dir("anima")) / "config.toml"
+
+
+def data_dir() -> Path:
+    if home := os.environ.get("ANIMA_HOME"):
+        return Path(home)
+    return Path(platformdirs.user_data_dir("anima"))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LlamaCppSettings(_Section):
+    n_ctx: int = Field(4096, ge=256, description="Context window in tokens; 4096 fits chat + memories in ~2 GB RAM.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all physical cores.")
+    n_batch: int = Field(512, ge=8, description="Prompt tokens evaluated per batch.")
+    verbose: bool = Field(False, description="Let llama.cpp print its own logs to stderr.")
+
+
+class OpenAIHTTPSettings(_Section):
+    base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible API root, ending in /v1.")
+    api_key: str = Field("", description="Bearer key for the server, if it needs one.")
+    model: str = Field("", description="Model name the server expects; default: the server's first model.")
+    embed_model: str = Field("", description="Embedding model name on the server; default: the server's first model.")
+    timeout: float = Field(120.0, gt=0, description="Seconds to wait for a reply before giving up.")
+
+
+class GenerationSettings(_Section):
+    max_tokens: int = Field(512, ge=1, description="Longest reply, in tokens.")
+    temperature: float = Field(0.7, ge=0, le=2, description="0 is greedy (repeatable); higher is more varied.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling cut-off.")
+    seed: int | None = Field(None, description="Fixed sampling seed, for repeatable replies.")
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANIMA_", env_nested_delimiter="__", extra="forbid")
+
+    version: int = Field(CONFIG_VERSION, description="Config format version; older files are upgraded on load.")
+    backend: Literal["llama_cpp", "openai_http", "fake"] = Field(
+        "llama_cpp", description="Where replies come from: embedded llama.cpp, an OpenAI-compatible server, or scripted."
+    )
+    model: str = Field("default", description="Registry name (`anima models list`) or a path to a .gguf file.")
+    embedder: str = Field("minilm", description="Registry name or .gguf path of the sentence embedder.")
+    persona: str = Field("assistant", description="Persona used when none is given (`/persona` in chat).")
+    user: str = Field("local", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="Whose data directory and conversation log to use.")
+    history_turns: int = Field(6, ge=0, description="Recent turns of the conversation sent back to the model.")
+    llama_cpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
+    openai_http: OpenAIHTTPSettings = Field(default_factory=OpenAIHTTPSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # Earlier wins: flags, then environment, then the TOML file, then defaults.
+        return (init_settings, env_settings, _TomlFile(settings_cls))
+
+    @property
+    def data_dir(self) -> Path:
+        return data_dir()
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # required by the base class; __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return upgrade(read_toml(config_path()))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the line it names, or delete the file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}", "check its permissions and encoding") from exc
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older config file up to CONFIG_VERSION (no older format exists yet)."""
+    version = data.get("version", CONFIG_VERSION)
+    if not isinstance(version, int) or version > CONFIG_VERSION:
+        raise ConfigError(f"{config_path()} has version {version!r}; this anima reads up to {CONFIG_VERSION}", "upgrade anima")
+    return {**data, "version": CONFIG_VERSION}
+
+
+def load_config(**flags: Any) -> Config:
+    """Build the config; `flags` are command-line values (None means not given)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Config(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown config key '{where}' (from {config_path()} or ANIMA_* env)", "remove it; `anima config show` lists the keys") from exc
+        raise ConfigError(f"bad config value for '{where}': {err['msg']}", f"fix it in {config_path()} or the ANIMA_* env") from exc
+
+
+def to_toml(data: dict[str, Any], _prefix: str = "") -> str:
+    """A small TOML writer for the config's shape: scalars, then one table per section."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{_prefix}{k}]", to_toml(v, f"{_prefix}{k}.")]
+    return "\n".join(line for line in lines if line is not None).strip("\n")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,86 @@
+"""The two model interfaces: `ChatModel` and `Embedder`.
+
+A chat backend implements one method, `stream(messages, options) -> Iterator[Chunk]`;
+everything above it (joining text, JSON parsing, timing, logging) lives once, here
+and in `anima.assistant`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+
+@dataclass
+class Options:
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None  # constrain the reply to this JSON schema
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Chunk:
+    text: str
+    finish_reason: str | None = None  # set on the last chunk: "stop" | "length"
+    usage: Usage | None = None  # set on the last chunk when the backend knows it
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    name: str
+
+    def stream(self, messages: list[Message], options: Options) -> Iterator[Chunk]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+@dataclass
+class Completion:
+    text: str
+    model: str
+    usage: Usage
+    finish_reason: str | None
+    latency_ms: float
+    first_token_ms: float | None
+
+    def json(self) -> Any:
+        """The reply parsed as JSON; lenient about raw control characters in strings,
+        which llama.cpp's schema grammar lets through."""
+        return json.loads(self.text, strict=False)
+
+
+def complete(model: ChatModel, messages: list[Message], options: Options | None = None) -> Completion:
+    """Run `model.stream` to the end and join the pieces."""
+    start = time.perf_counter()
+    parts: list[str] = []
+    first = None
+    last = Chunk("")
+    for chunk in model.stream(messages, options or Options()):
+        if first is None and chunk.text:
+            first = (time.perf_counter() - start) * 1000
+        parts.append(chunk.text)
+        last = chunk
+    text = "".join(parts)
+    usage = last.usage or Usage(completion_tokens=model.count_tokens(text))
+    return Completion(text, model.name, usage, last.finish_reason, (time.perf_counter() - start) * 1000, first)

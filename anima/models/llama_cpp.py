@@ -1,0 +1,112 @@
+"""Embedded llama.cpp through llama-cpp-python: the default backend.
+
+We format the chat with the model's own template (from the GGUF metadata) and pass
+token ids to `create_completion`, so we know the exact prompt length before
+generating (a typed `ContextTooLong` instead of llama-cpp-python's ValueError) and
+llama.cpp still reuses the KV cache for a shared prefix (persona, profile).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from anima.errors import ContextTooLong, ModelCorrupt, ModelUnavailable
+from anima.models.base import Chunk, Message, Options, Usage
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp
+        from llama_cpp import llama_chat_format
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelUnavailable("llama-cpp-python is not installed", "run `pip install 'llama-cpp-python>=0.3.36,<0.4'`") from exc
+    return llama_cpp, llama_chat_format
+
+
+def _load(path: Path, **kwargs: Any):
+    llama_cpp, _ = _import_llama_cpp()
+    try:
+        return llama_cpp.Llama(model_path=str(path), **kwargs)
+    except ValueError as exc:  # llama.cpp could not parse the file
+        raise ModelCorrupt(f"llama.cpp cannot load {path}: {exc}", "the file is damaged or not a GGUF model; pull it again") from exc
+
+
+class LlamaCppChatModel:
+    def __init__(self, path: Path, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, verbose: bool = False):
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.llm = _load(self.path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, verbose=verbose)
+        _, chat_format = _import_llama_cpp()
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelCorrupt(f"{self.path} has no chat template", "use an instruct (chat) GGUF")
+        special = lambda token_id: self.llm.detokenize([token_id], special=True).decode("utf-8", "replace") if token_id >= 0 else ""
+        self._formatter = chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=special(self.llm.token_eos()), bos_token=special(self.llm.token_bos()), stop_token_ids=[self.llm.token_eos()]
+        )
+        self._grammars: dict[str, Any] = {}
+        self.lock = threading.Lock()  # a llama.cpp context serves one generation at a time
+
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    def prompt_tokens(self, messages: list[Message]) -> tuple[list[int], list[str]]:
+        """Token ids of the formatted chat, and the template's stop strings."""
+        result = self._formatter(messages=messages)
+        tokens = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        return tokens, stop
+
+    def stream(self, messages: list[Message], options: Options) -> Iterator[Chunk]:
+        tokens, stop = self.prompt_tokens(messages)
+        if len(tokens) + 1 >= self.n_ctx:
+            raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the message, or raise llama_cpp.n_ctx")
+        with self.lock:
+            parts, finish = [], None
+            for event in self.llm.create_completion(
+                prompt=tokens,
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                stop=options.stop + stop,
+                seed=options.seed,
+                grammar=self._grammar(options.json_schema),
+                stream=True,
+            ):
+                choice = event["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                if choice["text"]:
+                    parts.append(choice["text"])
+                    yield Chunk(choice["text"])
+        yield Chunk("", finish or "stop", Usage(len(tokens), self.count_tokens("".join(parts))))
+
+    def _grammar(self, schema: dict[str, Any] | None):
+        if schema is None:
+            return None
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            llama_cpp, _ = _import_llama_cpp()
+            self._grammars[key] = llama_cpp.LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+
+
+class LlamaCppEmbedder:
+    """Sentence embeddings from a GGUF embedding model (mean-pooled, L2-normalised)."""
+
+    def __init__(self, path: Path, name: str | None = None, n_threads: int | None = None):
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.llm = _load(self.path, embedding=True, n_ctx=512, n_batch=512, n_threads=n_threads, verbose=False)
+        self.lock = threading.Lock()
+        self.dim = self.llm.n_embd()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        with self.lock:
+            return [self.llm.embed(text, normalize=True, truncate=True) for text in texts]

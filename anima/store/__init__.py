@@ -1,0 +1,3 @@
+from anima.store.store import Conversation, Store, Turn
+
+__all__ = ["Conversation", "Store", "Turn"]

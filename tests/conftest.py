@@ -1,0 +1,53 @@
+"""Every test gets its own ANIMA_HOME in a temp dir and no ANIMA_* settings from the
+machine. Tests marked `model` use the real GGUF files pulled by `make test` into the
+user's data dir (found before ANIMA_HOME is redirected)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from anima.models import registry
+
+REAL_MODELS_DIR = registry.models_dir()  # evaluated before any fixture moves ANIMA_HOME
+
+
+@pytest.fixture(autouse=True)
+def anima_home(tmp_path, monkeypatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("ANIMA_") and key != "ANIMA_MINILM_DIR":
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    monkeypatch.setenv("ANIMA_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+def real_model(name: str) -> Path:
+    """Path of a pulled registry model; fails (not skips) when missing, because
+    `make test` pulls them first and a silent skip would hide a broken set-up."""
+    spec = registry.SPECS[name]
+    path = REAL_MODELS_DIR / spec.filename
+    if not path.exists():
+        pytest.fail(f"model '{name}' is not pulled: run `anima models pull {name}` (make test does)")
+    return path
+
+
+@pytest.fixture
+def link_models(anima_home):
+    """Make pulled models visible inside the test's ANIMA_HOME (symlinks, no copies)."""
+
+    def link(*names: str) -> None:
+        target = anima_home / "models"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            src = real_model(name)
+            (target / src.name).symlink_to(src)
+            stamp = src.with_name(src.name + ".verified")
+            if stamp.exists():
+                shutil.copy(stamp, target / stamp.name)
+
+    return link

@@ -1,0 +1,159 @@
+"""Real-model tests (marked `model`): the embedded GGUFs that `make test` pulls, and
+llama-cpp-python's own OpenAI-compatible server as the remote backend's peer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from anima.app import build
+from anima.config import load_config
+from anima.errors import ContextTooLong, ModelCorrupt
+from anima.models.base import Options, complete
+from anima.models.llama_cpp import LlamaCppChatModel, LlamaCppEmbedder
+from anima.models.openai_http import OpenAIChatModel
+from tests.conftest import real_model
+from tests.servers import free_port
+
+pytestmark = pytest.mark.model
+ANIMA = shutil.which("anima", path=os.path.dirname(sys.executable)) or "anima"
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return LlamaCppChatModel(real_model("default"), name="default")
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return LlamaCppChatModel(real_model("small"), name="small", n_ctx=512)
+
+
+def env_with_home(home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["ANIMA_HOME"] = str(home)
+    return env
+
+
+def test_capital_of_france_through_the_pipeline(default_model):
+    container = build(load_config(), chat_model=default_model)
+    reply = container.assistant.reply("What is the capital of France?", options=container.assistant.options(temperature=0, max_tokens=40))
+    assert "Paris" in reply.text()
+    turn = container.store.turns(reply.turn.conversation_id)[0]
+    assert turn.prompt_tokens > 10 and 0 < turn.completion_tokens <= 40 and turn.first_token_ms > 0
+
+
+def test_streaming_and_token_counts_match_llama_cpp(default_model):
+    messages = [{"role": "user", "content": "Count from one to five in words."}]
+    chunks = list(default_model.stream(messages, Options(max_tokens=30, temperature=0)))
+    assert len([c for c in chunks if c.text]) > 3
+    ours = chunks[-1].usage
+    theirs = default_model.llm.create_chat_completion(messages, max_tokens=30, temperature=0)["usage"]
+    assert ours.prompt_tokens == theirs["prompt_tokens"]
+    assert abs(ours.completion_tokens - theirs["completion_tokens"]) <= 1  # ours re-tokenises the text
+
+
+def test_json_schema_constrained_output(default_model):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}}, "required": ["city", "country"]}
+    c = complete(default_model, [{"role": "user", "content": "Name the capital of Italy as JSON with city and country."}], Options(max_tokens=60, temperature=0, json_schema=schema))
+    data = c.json()
+    assert set(data) == {"city", "country"} and "Rome" in data["city"]
+
+
+def test_prompt_longer_than_context_is_context_too_long(small_model):
+    with pytest.raises(ContextTooLong, match="context window is 512"):
+        list(small_model.stream([{"role": "user", "content": "word " * 2000}], Options(max_tokens=8)))
+    # the model still works afterwards
+    assert complete(small_model, [{"role": "user", "content": "Say hi."}], Options(max_tokens=5, temperature=0)).text
+
+
+def test_truncated_gguf_is_one_line_error(tmp_path, anima_home):
+    broken = tmp_path / "broken.gguf"
+    with open(real_model("small"), "rb") as f:
+        broken.write_bytes(f.read(2_000_000))
+    with pytest.raises(ModelCorrupt):
+        LlamaCppChatModel(broken)
+    proc = subprocess.run([ANIMA, "ask", "--model", str(broken), "hi"], capture_output=True, text=True, env=env_with_home(anima_home), timeout=120)
+    assert proc.returncode == 1 and "cannot load" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_minilm_embedder():
+    e = LlamaCppEmbedder(real_model("minilm"))
+    assert e.dim == 384
+    a, b, c = e.embed(["The cat sits on the mat", "A cat is sitting on a rug", "Stock markets fell sharply today"])
+    dot = lambda x, y: sum(i * j for i, j in zip(x, y))
+    assert abs(dot(a, a) - 1) < 1e-3 and dot(a, b) > 0.6 > 0.2 > dot(a, c)
+
+
+def test_openai_http_against_llama_cpp_server():
+    """The remote backend against a real OpenAI-compatible server: llama-cpp-python's own."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(real_model("small")), "--model_alias", "small", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 120
+        while True:
+            try:
+                model = OpenAIChatModel(url)
+                break
+            except Exception:
+                assert time.time() < deadline and server.poll() is None, "llama_cpp.server did not start"
+                time.sleep(0.5)
+        assert model.model == "small"
+        chunks = list(model.stream([{"role": "user", "content": "What is the capital of France? One word."}], Options(max_tokens=10, temperature=0)))
+        assert len([c for c in chunks if c.text]) >= 1 and "Paris" in "".join(c.text for c in chunks)
+        schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+        c = complete(model, [{"role": "user", "content": "Capital of Spain, as JSON."}], Options(max_tokens=30, temperature=0, json_schema=schema))
+        assert "answer" in c.json()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_ask_json_cli_with_default_model(anima_home, link_models):
+    link_models("default")
+    proc = subprocess.run([ANIMA, "ask", "--json", "--temperature", "0", "What is the capital of France?"], capture_output=True, text=True, env=env_with_home(anima_home), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert "Paris" in data["answer"] and data["model"] == "default" and data["tokens"] > 0 and data["latency_ms"] > 0
+
+
+def test_chat_ctrl_c_in_a_real_process(anima_home, link_models):
+    """SIGINT while a reply streams stops that reply; the REPL keeps going."""
+    link_models("small")
+    proc = subprocess.Popen([ANIMA, "chat", "--model", "small"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with_home(anima_home), bufsize=1)
+    try:
+        proc.stdin.write("Write a very long story about a dragon, at least 500 words.\n")
+        proc.stdin.flush()
+        seen = ""
+        while "anima> " not in seen or len(seen.split("anima> ", 1)[1]) < 20:
+            seen += proc.stdout.read(1)
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write("/exit\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "[stopped]" in seen + out
+    assert "Traceback" not in err
+
+
+def test_bench_overhead_runs(anima_home, link_models):
+    link_models("small")
+    proc = subprocess.run([ANIMA, "bench", "overhead", "--model", "small", "--prompts", "2", "--max-tokens", "8", "--rounds", "1", "--json"], capture_output=True, text=True, env=env_with_home(anima_home), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["raw"]["completion_tokens"] > 0 and data["anima"]["completion_tokens"] > 0
+    assert 0.5 < data["ratio"] < 2.0
