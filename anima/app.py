@@ -12,7 +12,7 @@ from functools import cached_property
 from anima.assistant import Assistant
 from anima.config import Config
 from anima.models import ChatModel, load_chat_model
-from anima.store import Store
+from anima.store import Store, open_store
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Container:
 
     @cached_property
     def store(self) -> Store:
-        return self._store or Store(self.config.data_dir / "users" / self.config.user / "anima.db")
+        s = self.config.store
+        return self._store or open_store(self.config.data_dir, self.config.user, s.encrypt, s.vectors)
 
     @cached_property
     def assistant(self) -> Assistant:

@@ -54,6 +54,11 @@ class OpenAIHTTPSettings(_Section):
     timeout: float = Field(120.0, gt=0, description="Seconds to wait for a reply before giving up.")
 
 
+class StoreSettings(_Section):
+    encrypt: bool = Field(True, description="Encrypt each user's database at rest (SQLCipher).")
+    vectors: Literal["auto", "sqlite-vec", "numpy"] = Field("auto", description="Vector search: sqlite-vec when it loads, else numpy.")
+
+
 class GenerationSettings(_Section):
     max_tokens: int = Field(512, ge=1, description="Longest reply, in tokens.")
     temperature: float = Field(0.7, ge=0, le=2, description="0 is greedy (repeatable); higher is more varied.")
@@ -76,6 +81,7 @@ class Config(BaseSettings):
     llama_cpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
     openai_http: OpenAIHTTPSettings = Field(default_factory=OpenAIHTTPSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

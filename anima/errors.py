@@ -7,6 +7,7 @@
     ├── ModelUnavailable        backend not installed, server unreachable or refusing
     ├── ContextTooLong          prompt longer than the model's context window
     ├── StoreError              data dir not writable, database unreadable
+    │   └── WrongPassphrase     the key or passphrase does not open the database
     └── BadInput                empty prompt, unknown persona, bad file
 
 Everything else is a bug in anima: the CLI prints "internal error" and the log
@@ -50,6 +51,10 @@ class ContextTooLong(AnimaError):
 
 class StoreError(AnimaError):
     code = "store_error"
+
+
+class WrongPassphrase(StoreError):
+    code = "wrong_passphrase"
 
 
 class BadInput(AnimaError):

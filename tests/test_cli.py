@@ -37,10 +37,9 @@ def test_ask_json_has_the_promised_keys():
 def test_ask_streams_text_and_logs_the_turn(anima_home):
     result = run("ask", "--backend", "fake", "ping")
     assert result.stdout == "You said: ping\n"
-    from anima.store import Store
+    from anima.store import open_store
 
-    store = Store(anima_home / "users" / "local" / "anima.db")
-    assert store.count_turns() == 1
+    assert open_store(anima_home, "local").count_turns() == 1
 
 
 def test_ask_reads_stdin():
@@ -143,7 +142,7 @@ def test_real_process_prints_one_line_and_no_traceback(anima_home, tmp_path):
     blocker.write_text("a file where the data dir should be")
     cases = [
         ({"ANIMA_HOME": str(anima_home)}, ["ask", "hi"], "not downloaded yet"),
-        ({"ANIMA_HOME": str(blocker)}, ["ask", "--backend", "fake", "hi"], "cannot open the database"),
+        ({"ANIMA_HOME": str(blocker)}, ["ask", "--backend", "fake", "hi"], "Not a directory"),
         ({"ANIMA_HOME": str(anima_home), "ANIMA_BACKEND": "openai_http", "ANIMA_OPENAI_HTTP__BASE_URL": "http://127.0.0.1:9/v1"}, ["ask", "hi"], "cannot reach http://127.0.0.1:9/v1"),
     ]
     for extra, args, message in cases:
@@ -175,7 +174,7 @@ def test_read_only_data_dir_is_one_line_and_keeps_the_log(anima_home):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    from anima.store import Store
+    from anima.store import open_store
 
-    turns = Store(folder / "anima.db").turns(1)
+    turns = open_store(anima_home, "local").turns(1)
     assert [t.user_text for t in turns] == ["remember me"]

@@ -1,19 +1,23 @@
-"""The one place that writes SQL. A `Store` is one user's database file.
-
-Today the connection is the standard library's SQLite; the encrypted SQLCipher
-connection slots in at `connect()` without changing anything above it.
+"""The one place that writes SQL. A `Store` is one user's database file:
+conversations and turns (the log), episodes (every message, searchable) and
+memories (distilled, with validity and provenance), each text in FTS5 (BM25) and
+each embedding in a vector index (sqlite-vec, or numpy when it can't load).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import json
+import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from anima.errors import StoreError
+from anima.store.db import DatabaseError, OperationalError, connect, transaction
+from anima.store.keys import Key
 from anima.store.migrations import migrate
+from anima.store.vectors import NumpyIndex, SqliteVecIndex, to_blob
 
 
 def now() -> str:
@@ -45,32 +49,58 @@ class Conversation:
     created_at: str
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-    except (OSError, sqlite3.OperationalError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise StoreError(f"cannot open the database {path}: {reason}", "check the folder's permissions, or set ANIMA_HOME to a writable folder") from exc
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a readable database: {exc}", "restore it from a backup, or move it aside to start fresh") from exc
-    db.execute("PRAGMA synchronous=FULL")  # an acknowledged turn survives kill -9 and power loss
-    db.execute("PRAGMA foreign_keys=ON")
-    db.row_factory = sqlite3.Row
-    return db
+@dataclass
+class Episode:
+    text: str
+    role: str = "user"
+    speaker: str = ""
+    ts: str = field(default_factory=now)
+    source: str = "chat"
+    ref: str | None = None
+    conversation_id: int | None = None
+    id: int | None = None
+
+
+@dataclass
+class Memory:
+    text: str
+    kind: str = "fact"
+    subject: str = "user"
+    ref_date: str | None = None
+    valid_from: str = field(default_factory=now)
+    valid_to: str | None = None
+    confidence: float = 1.0
+    source_ids: list[int] = field(default_factory=list)
+    created_at: str = field(default_factory=now)
+    updated_at: str = field(default_factory=now)
+    id: int | None = None
+
+
+KINDS = ("fact", "preference", "event", "plan", "person", "relation")
+_TABLES = {"episodes": Episode, "memories": Memory}
+
+
+def fts_query(text: str) -> str:
+    """A user's words as an FTS5 query: each word quoted (no operators), OR-ed."""
+    words = re.findall(r"\w+", text.lower())
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, key: Key | None = None, vectors: str = "auto"):
         self.path = path
-        self.db = connect(path)
-        self._lock = threading.Lock()
+        self.db, vec_loaded = connect(path, key, vectors)
+        self.vectors = SqliteVecIndex(self.db) if vec_loaded else NumpyIndex(self.db)
+        self.encrypted = key is not None
+        self._lock = threading.RLock()
         with self._lock:
             try:
                 migrate(self.db)
-            except sqlite3.DatabaseError as exc:
+            except DatabaseError as exc:
                 raise StoreError(f"cannot use the database {path}: {exc}", "check its permissions, or move it aside to start fresh") from exc
+            if dim := self.meta("embed_dim"):
+                for table in _TABLES:
+                    self.vectors.sync(table, int(dim))
 
     def close(self) -> None:
         self.db.close()
@@ -78,12 +108,19 @@ class Store:
     def _write(self, sql: str, params: tuple | dict = ()) -> int:
         with self._lock:
             try:
-                with self.db:
+                with transaction(self.db):
                     return self.db.execute(sql, params).lastrowid
-            except sqlite3.OperationalError as exc:
+            except OperationalError as exc:
                 raise StoreError(f"cannot write to {self.path}: {exc}", "check free space and permissions") from exc
 
-    # conversations
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM _anima_meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write("INSERT INTO _anima_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # --- conversations and turns ----------------------------------------------
 
     def new_conversation(self, persona: str, title: str = "") -> int:
         return self._write("INSERT INTO conversations (title, persona, created_at) VALUES (?, ?, ?)", (title, persona, now()))
@@ -92,15 +129,13 @@ class Store:
         rows = self.db.execute("SELECT id, title, persona, created_at FROM conversations ORDER BY id DESC LIMIT ?", (limit,))
         return [Conversation(**dict(r)) for r in rows]
 
-    # turns
-
     def log_turn(self, turn: Turn) -> int:
         row = asdict(turn)
         del row["id"]
-        cols = ", ".join(row)
-        turn.id = self._write(f"INSERT INTO turns ({cols}) VALUES ({', '.join(':' + c for c in row)})", row)
-        if turn.status == "ok":
-            self._write("UPDATE conversations SET title = ? WHERE id = ? AND title = ''", (turn.user_text[:60], turn.conversation_id))
+        with self._lock, transaction(self.db):
+            turn.id = self.db.execute(f"INSERT INTO turns ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
+            if turn.status == "ok":
+                self.db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = ''", (turn.user_text[:60], turn.conversation_id))
         return turn.id
 
     def turns(self, conversation_id: int, limit: int | None = None) -> list[Turn]:
@@ -113,3 +148,121 @@ class Store:
 
     def count_turns(self) -> int:
         return self.db.execute("SELECT count(*) FROM turns").fetchone()[0]
+
+    # --- episodes and memories: one code path for both tables ------------------
+
+    def _check_dim(self, vector) -> bytes:
+        blob = to_blob(vector)
+        dim = len(blob) // 4
+        known = self.meta("embed_dim")
+        if known is None:
+            self.set_meta("embed_dim", str(dim))
+            for table in _TABLES:
+                self.vectors.sync(table, dim)
+        elif int(known) != dim:
+            raise StoreError(f"this database holds {known}-d embeddings, not {dim}-d", "use the embedder it was made with, or run `anima memory reindex`")
+        return blob
+
+    def _add(self, table: str, record, vector) -> int:
+        row = asdict(record)
+        del row["id"]
+        if "source_ids" in row:
+            row["source_ids"] = json.dumps(row["source_ids"])
+        blob = self._check_dim(vector) if vector is not None else None
+        row["embedding"] = blob
+        with self._lock, transaction(self.db):
+            rowid = self.db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
+            self.db.execute(f"INSERT INTO fts_{table}(rowid, text) VALUES (?, ?)", (rowid, record.text))
+            if blob is not None:
+                self.vectors.upsert(table, rowid, blob)
+        record.id = rowid
+        return rowid
+
+    def _get(self, table: str, ids: list[int]) -> list:
+        if not ids:
+            return []
+        cls, names = _TABLES[table], [f.name for f in fields(_TABLES[table])]
+        rows = self.db.execute(f"SELECT {', '.join(names)} FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", list(ids)).fetchall()
+        by_id = {r["id"]: cls(**{**dict(r), **({"source_ids": json.loads(r["source_ids"])} if "source_ids" in names else {})}) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def search_text(self, table: str, query: str, k: int) -> list[tuple[int, float]]:
+        """BM25 over the table's FTS index: (id, score), best first (higher is better)."""
+        q = fts_query(query)
+        if not q:
+            return []
+        rows = self.db.execute(f"SELECT rowid, bm25(fts_{table}) AS s FROM fts_{table} WHERE fts_{table} MATCH ? ORDER BY s, rowid LIMIT ?", (q, k))
+        return [(int(r[0]), -float(r[1])) for r in rows]
+
+    def search_vector(self, table: str, vector, k: int) -> list[tuple[int, float]]:
+        """Nearest neighbours by cosine: (id, similarity), best first."""
+        if self.meta("embed_dim") is None:
+            return []
+        return [(i, 1.0 - d) for i, d in self.vectors.search(table, self._check_dim(vector), k)]
+
+    def _delete(self, table: str, rowid: int) -> bool:
+        """Hard delete: the row, its FTS entry and its vector."""
+        with self._lock, transaction(self.db):
+            gone = self.db.execute(f"DELETE FROM {table} WHERE id = ?", (rowid,)).rowcount
+            self.db.execute(f"DELETE FROM fts_{table} WHERE rowid = ?", (rowid,))
+            self.vectors.delete(table, rowid)
+        return bool(gone)
+
+    # episodes
+
+    def add_episode(self, episode: Episode, vector=None) -> int:
+        return self._add("episodes", episode, vector)
+
+    def episodes(self, ids: list[int]) -> list[Episode]:
+        return self._get("episodes", ids)
+
+    def episodes_between(self, start: str, end: str, limit: int = 200) -> list[Episode]:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM episodes WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT ?", (start, end, limit))]
+        return self.episodes(ids)
+
+    def recent_episode_ids(self, limit: int) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM episodes ORDER BY ts DESC, id DESC LIMIT ?", (limit,))]
+
+    def count_episodes(self) -> int:
+        return self.db.execute("SELECT count(*) FROM episodes").fetchone()[0]
+
+    # memories
+
+    def add_memory(self, memory: Memory, vector=None) -> int:
+        return self._add("memories", memory, vector)
+
+    def memories(self, ids: list[int]) -> list[Memory]:
+        return self._get("memories", ids)
+
+    def list_memories(self, kind: str | None = None, include_invalid: bool = False, limit: int = 1000) -> list[Memory]:
+        where, params = ["1 = 1"], []
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        if not include_invalid:
+            where.append("valid_to IS NULL")
+        ids = [r[0] for r in self.db.execute(f"SELECT id FROM memories WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit))]
+        return self.memories(ids)
+
+    def update_memory(self, memory: Memory, vector=None) -> None:
+        """Change a memory in place (the user's own edit); `vector` when the text changed."""
+        memory.updated_at = now()
+        row = asdict(memory)
+        row["source_ids"] = json.dumps(row["source_ids"])
+        cols = [c for c in row if c != "id"]
+        blob = self._check_dim(vector) if vector is not None else None
+        with self._lock, transaction(self.db):
+            self.db.execute(f"UPDATE memories SET {', '.join(f'{c} = :{c}' for c in cols)} WHERE id = :id", row)
+            self.db.execute("UPDATE fts_memories SET text = ? WHERE rowid = ?", (memory.text, memory.id))
+            if blob is not None:
+                self.db.execute("UPDATE memories SET embedding = ? WHERE id = ?", (blob, memory.id))
+                self.vectors.upsert("memories", memory.id, blob)
+
+    def invalidate_memory(self, memory_id: int, when: str | None = None) -> None:
+        self._write("UPDATE memories SET valid_to = ?, updated_at = ? WHERE id = ?", (when or now(), now(), memory_id))
+
+    def delete_memory(self, memory_id: int) -> bool:
+        return self._delete("memories", memory_id)
+
+    def delete_episode(self, episode_id: int) -> bool:
+        return self._delete("episodes", episode_id)

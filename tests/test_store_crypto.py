@@ -1,0 +1,184 @@
+"""The encrypted store: keys, wrong keys, plain-to-encrypted, full-text and vector search
+(the same tests against sqlite-vec and the numpy fallback), hard deletes, kill -9."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from anima.errors import StoreError, WrongPassphrase
+from anima.models.fake import FakeEmbedder
+from anima.store import Episode, Memory, Store, open_store, user_db_path
+from anima.store.db import SQLITE_HEADER
+from anima.store.keys import Key, keys_dir
+
+embed = FakeEmbedder(dim=32)
+
+
+def vec(text):
+    return embed.embed([text])[0]
+
+
+def test_new_store_is_encrypted_with_a_0600_key_file(anima_home):
+    store = open_store(anima_home, "alice")
+    store.add_episode(Episode("my passport number is X123"), vec("passport"))
+    store.close()
+    raw = user_db_path(anima_home, "alice").read_bytes()
+    assert not raw.startswith(SQLITE_HEADER) and b"passport" not in raw
+    key_file = keys_dir() / "alice.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert open_store(anima_home, "alice").count_episodes() == 1  # the same key opens it again
+
+
+def test_wrong_passphrase_is_a_clear_error_and_leaves_the_file_alone(anima_home, monkeypatch):
+    monkeypatch.setenv("ANIMA_PASSPHRASE", "correct horse")
+    store = open_store(anima_home, "bob")
+    store.add_memory(Memory("likes tea"), vec("likes tea"))
+    store.close()
+    path = user_db_path(anima_home, "bob")
+    before = path.read_bytes()
+    monkeypatch.setenv("ANIMA_PASSPHRASE", "wrong horse")
+    with pytest.raises(WrongPassphrase, match="wrong key or passphrase"):
+        open_store(anima_home, "bob")
+    assert path.read_bytes() == before
+    monkeypatch.setenv("ANIMA_PASSPHRASE", "correct horse")
+    assert [m.text for m in open_store(anima_home, "bob").list_memories()] == ["likes tea"]
+
+
+def test_lost_key_file_is_a_clear_error(anima_home):
+    open_store(anima_home, "carol").close()
+    (keys_dir() / "carol.key").unlink()
+    with pytest.raises(WrongPassphrase, match="no key for the encrypted database"):
+        open_store(anima_home, "carol")
+
+
+def test_plain_database_is_encrypted_in_place_without_loss(anima_home):
+    path = user_db_path(anima_home, "dave")
+    plain = Store(path)  # no key: plain SQLite, as the first release wrote
+    cid = plain.new_conversation("assistant")
+    from anima.store import Turn
+
+    plain.log_turn(Turn(cid, "assistant", "m", "hello", "hi"))
+    plain.add_episode(Episode("I live in Lisbon"), vec("I live in Lisbon"))
+    plain.close()
+    assert path.read_bytes().startswith(SQLITE_HEADER)
+    store = open_store(anima_home, "dave")
+    assert not path.read_bytes().startswith(SQLITE_HEADER)
+    assert [t.reply for t in store.turns(cid)] == ["hi"]
+    assert store.search_text("episodes", "Lisbon", 5)[0][0] == 1
+
+
+def test_unencrypted_store_when_configured(anima_home):
+    open_store(anima_home, "erin", encrypt=False).close()
+    assert user_db_path(anima_home, "erin").read_bytes().startswith(SQLITE_HEADER)
+
+
+def test_encrypted_file_opened_without_a_key_is_clear(anima_home):
+    open_store(anima_home, "frank").close()
+    with pytest.raises(StoreError, match="not a readable database"):
+        open_store(anima_home, "frank", encrypt=False)
+
+
+def test_passphrase_key_literal_escapes_quotes(tmp_path):
+    store = Store(tmp_path / "q.db", Key("it's a 'test'", raw=False, source="test"))
+    store.close()
+    assert Store(tmp_path / "q.db", Key("it's a 'test'", raw=False, source="test")).count_episodes() == 0
+
+
+@pytest.fixture(params=["sqlite-vec", "numpy"])
+def store(request, tmp_path):
+    return Store(tmp_path / "s.db", Key("k" * 8, raw=False, source="test"), vectors=request.param)
+
+
+TEXTS = ["I adopted a dog named Rex", "My sister lives in Berlin", "I am training for a marathon", "Rex loves the beach", "Berlin is cold in winter"]
+
+
+def fill(store):
+    return [store.add_episode(Episode(t, ts=f"2023-05-0{i + 1}T10:00:00"), vec(t)) for i, t in enumerate(TEXTS)]
+
+
+def test_full_text_search_ranks_by_bm25(store):
+    ids = fill(store)
+    hits = store.search_text("episodes", "where does my sister live?", 3)
+    assert hits[0][0] == ids[1]
+    assert store.search_text("episodes", "***", 3) == []  # no words: no query, no error
+    assert {i for i, _ in store.search_text("episodes", 'rex" OR "berlin', 5)} == {ids[0], ids[1], ids[3], ids[4]}  # quotes are words, not syntax
+
+
+def test_vector_search_is_exact_and_same_for_both_backends(store):
+    ids = fill(store)
+    hits = store.search_vector("episodes", vec("dog named Rex"), 5)
+    assert hits[0][0] == ids[0] and hits[0][1] > hits[1][1]
+    import numpy as np
+
+    q = np.array(vec("dog named Rex"), dtype=np.float32)
+    expected = sorted(ids, key=lambda i: -float(np.dot(q, np.array(vec(TEXTS[ids.index(i)]), dtype=np.float32))))
+    assert [i for i, _ in hits] == expected
+
+
+def test_hard_delete_removes_row_text_and_vector(store):
+    ids = fill(store)
+    assert store.delete_episode(ids[0])
+    assert store.episodes([ids[0]]) == []
+    assert ids[0] not in [i for i, _ in store.search_text("episodes", "Rex dog", 5)]
+    assert ids[0] not in [i for i, _ in store.search_vector("episodes", vec("I adopted a dog named Rex"), 5)]
+    assert store.db.execute("SELECT count(*) FROM fts_episodes WHERE rowid = ?", (ids[0],)).fetchone()[0] == 0
+    assert not store.delete_episode(ids[0])
+
+
+def test_memories_edit_invalidate_and_list(store):
+    m = Memory("works at Acme", kind="fact", source_ids=[1, 2])
+    store.add_memory(m, vec(m.text))
+    m.text = "works at Globex"
+    store.update_memory(m, vec(m.text))
+    assert store.memories([m.id])[0].text == "works at Globex"
+    assert store.search_text("memories", "Globex", 3)[0][0] == m.id and store.search_text("memories", "Acme", 3) == []
+    store.invalidate_memory(m.id, "2024-01-01")
+    assert store.list_memories() == [] and store.list_memories(include_invalid=True)[0].valid_to == "2024-01-01"
+    assert store.memories([m.id])[0].source_ids == [1, 2]
+
+
+def test_vec_index_catches_up_with_rows_written_without_it(tmp_path):
+    key = Key("k" * 8, raw=False, source="test")
+    numpy_store = Store(tmp_path / "s.db", key, vectors="numpy")
+    ids = fill(numpy_store)
+    numpy_store.close()
+    vec_store = Store(tmp_path / "s.db", key, vectors="sqlite-vec")
+    assert vec_store.vectors.name == "sqlite-vec"
+    assert vec_store.search_vector("episodes", vec(TEXTS[2]), 1)[0][0] == ids[2]
+
+
+def test_embedding_dimension_mismatch_is_clear(store):
+    fill(store)
+    with pytest.raises(StoreError, match="32-d embeddings, not 8-d"):
+        store.add_episode(Episode("x"), [1.0] * 8)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from anima.store import Store, Turn
+from anima.store.keys import Key
+store = Store(Path(sys.argv[1]), Key("pw", raw=False, source="t"))
+cid = store.new_conversation("assistant")
+for i in range(10_000):
+    store.log_turn(Turn(cid, "assistant", "m", f"q{i}", f"a{i}"))
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_loses_nothing_acknowledged(tmp_path):
+    path = tmp_path / "k.db"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    acked = -1
+    for line in proc.stdout:
+        acked = int(line)
+        if acked >= 50:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = Store(path, Key("pw", raw=False, source="t"))
+    assert store.count_turns() >= acked + 1
