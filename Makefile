@@ -24,7 +24,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/anima models pull default
+	$(BIN)/anima models pull
 	$(BIN)/anima chat
 
 models: $(VENV)/.installed

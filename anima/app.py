@@ -11,7 +11,8 @@ from functools import cached_property
 
 from anima.assistant import Assistant
 from anima.config import Config
-from anima.models import ChatModel, load_chat_model
+from anima.memory import Learner, MemoryService
+from anima.models import ChatModel, Embedder, load_chat_model, load_embedder
 from anima.store import Store, open_store
 
 
@@ -20,6 +21,7 @@ class Container:
     config: Config
     _chat_model: ChatModel | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
+    _embedder: Embedder | None = field(default=None, repr=False)
 
     @cached_property
     def chat_model(self) -> ChatModel:
@@ -31,9 +33,23 @@ class Container:
         return self._store or open_store(self.config.data_dir, self.config.user, s.encrypt, s.vectors)
 
     @cached_property
+    def embedder(self) -> Embedder:
+        return self._embedder or load_embedder(self.config)
+
+    @cached_property
+    def memory(self) -> MemoryService:
+        return MemoryService(self.store, self.embedder, self.chat_model)
+
+    @cached_property
+    def learner(self) -> Learner | None:
+        return Learner(self.memory) if self.config.memory.learn else None
+
+    @cached_property
     def assistant(self) -> Assistant:
-        return Assistant(self.chat_model, self.store, self.config)
+        if not self.config.memory.enabled:
+            return Assistant(self.chat_model, self.store, self.config)
+        return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner)
 
 
-def build(config: Config, *, chat_model: ChatModel | None = None, store: Store | None = None) -> Container:
-    return Container(config, chat_model, store)
+def build(config: Config, *, chat_model: ChatModel | None = None, store: Store | None = None, embedder: Embedder | None = None) -> Container:
+    return Container(config, chat_model, store, embedder)

@@ -59,6 +59,12 @@ class StoreSettings(_Section):
     vectors: Literal["auto", "sqlite-vec", "numpy"] = Field("auto", description="Vector search: sqlite-vec when it loads, else numpy.")
 
 
+class MemorySettings(_Section):
+    enabled: bool = Field(True, description="Keep every message and recall relevant ones into the prompt.")
+    learn: bool = Field(True, description="Distil long-term memories from messages with the model, after each reply.")
+    recall_k: int = Field(6, ge=0, le=50, description="Memories and past messages put into the prompt per turn.")
+
+
 class GenerationSettings(_Section):
     max_tokens: int = Field(512, ge=1, description="Longest reply, in tokens.")
     temperature: float = Field(0.7, ge=0, le=2, description="0 is greedy (repeatable); higher is more varied.")
@@ -74,7 +80,7 @@ class Config(BaseSettings):
         "llama_cpp", description="Where replies come from: embedded llama.cpp, an OpenAI-compatible server, or scripted."
     )
     model: str = Field("default", description="Registry name (`anima models list`) or a path to a .gguf file.")
-    embedder: str = Field("minilm", description="Registry name or .gguf path of the sentence embedder.")
+    embedder: str = Field("minilm", description='Registry name or .gguf path of the sentence embedder, or "remote" for the server\'s.')
     persona: str = Field("assistant", description="Persona used when none is given (`/persona` in chat).")
     user: str = Field("local", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="Whose data directory and conversation log to use.")
     history_turns: int = Field(6, ge=0, description="Recent turns of the conversation sent back to the model.")
@@ -82,6 +88,7 @@ class Config(BaseSettings):
     openai_http: OpenAIHTTPSettings = Field(default_factory=OpenAIHTTPSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

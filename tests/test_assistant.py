@@ -14,7 +14,9 @@ def fake():
 
 @pytest.fixture
 def container(fake):
-    return build(load_config(), chat_model=fake)
+    config = load_config(backend="fake")
+    config.memory.learn = False  # learning has its own tests; here the script is for replies only
+    return build(config, chat_model=fake)
 
 
 def test_fake_model_scripts_and_records(fake):

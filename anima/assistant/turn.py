@@ -1,9 +1,11 @@
 """The turn pipeline: one user message in, one streamed reply out, one row logged.
 
     1. check the input (empty text, unknown persona)       [the safety guard plugs in here]
-    2. prompt: persona + recent turns of this conversation  [memories join here]
-    3. generate, streaming
-    4. log the turn (text, reply, model, timings, tokens)   [learning runs after this]
+    2. recall: profile + memories and past messages relevant to the text
+    3. prompt: persona + memory block + recent turns of this conversation
+    4. generate, streaming
+    5. after the last token: log the turn, keep both messages as episodes, and hand
+       the user's message to the background learner
 
 Nothing runs in front of the first token that does not have to.
 """
@@ -17,6 +19,8 @@ from typing import Iterator
 from anima.assistant.persona import Persona, get_persona
 from anima.config import Config
 from anima.errors import BadInput
+from anima.memory import Hit, Learner, MemoryService
+from anima.memory.service import utcnow
 from anima.models.base import ChatModel, Chunk, Message, Options, Usage
 from anima.store import Store, Turn
 
@@ -33,13 +37,16 @@ class Assistant:
     model: ChatModel
     store: Store
     config: Config
+    memory: MemoryService | None = None
+    learner: Learner | None = None
 
     def options(self, **overrides) -> Options:
         g = self.config.generation
         return Options(**{"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, **overrides})
 
-    def prompt(self, persona: Persona, conversation_id: int, text: str) -> list[Message]:
-        messages: list[Message] = [{"role": "system", "content": persona.system_prompt}]
+    def prompt(self, persona: Persona, conversation_id: int, text: str, memory_block: str = "") -> list[Message]:
+        system = persona.system_prompt + (f"\n\n{memory_block}" if memory_block else "")
+        messages: list[Message] = [{"role": "system", "content": system}]
         for turn in self.store.turns(conversation_id, self.config.history_turns):
             if turn.status != "error":
                 messages += [{"role": "user", "content": turn.user_text}, {"role": "assistant", "content": turn.reply}]
@@ -52,14 +59,28 @@ class Assistant:
         chosen = check_input(text, persona or self.config.persona)
         if conversation_id is None:
             conversation_id = self.store.new_conversation(chosen.name)
-        messages = self.prompt(chosen, conversation_id, text)
+        block, hits = "", []
+        if self.memory is not None and self.config.memory.recall_k:
+            block, hits = self.memory.context(text, k=self.config.memory.recall_k)
+        messages = self.prompt(chosen, conversation_id, text, block)
         turn = Turn(conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply="")
-        return Reply(self, turn, messages, options or self.options())
+        return Reply(self, turn, messages, options or self.options(), hits)
+
+    def remember(self, turn: Turn) -> None:
+        """After a reply: both messages become episodes; the user's goes to the learner."""
+        if self.memory is None or turn.status != "ok":
+            return
+        when = utcnow()
+        user_episode = self.memory.observe(turn.user_text, "user", "user", when, turn.conversation_id)
+        self.memory.observe(turn.reply, "assistant", "anima", when, turn.conversation_id)
+        if self.learner is not None:
+            self.learner.submit(user_episode, turn.user_text, when)
 
 
 class Reply:
-    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options):
+    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options, hits: list[Hit] | None = None):
         self.assistant, self.turn, self.messages, self.options = assistant, turn, messages, options
+        self.hits = hits or []  # the memories and past messages this reply was given
         self._chunks = self._run()
 
     def __iter__(self) -> Iterator[str]:
@@ -99,3 +120,4 @@ class Reply:
             usage = last.usage or Usage(sum(self.assistant.model.count_tokens(m["content"]) for m in self.messages), self.assistant.model.count_tokens(turn.reply))
             turn.prompt_tokens, turn.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             self.assistant.store.log_turn(turn)
+            self.assistant.remember(turn)

@@ -25,11 +25,13 @@ def load_chat_model(config: Config) -> ChatModel:
 
 
 def load_embedder(config: Config) -> Embedder:
+    """Embeddings stay on this machine (llama.cpp) whatever the chat backend is,
+    unless `embedder = "remote"` asks the OpenAI-compatible server for them."""
     if config.backend == "fake":
         from anima.models.fake import FakeEmbedder
 
         return FakeEmbedder()
-    if config.backend == "openai_http":
+    if config.embedder == "remote":
         from anima.models.openai_http import OpenAIEmbedder
 
         s = config.openai_http

@@ -165,7 +165,8 @@ class Store:
 
     def _add(self, table: str, record, vector) -> int:
         row = asdict(record)
-        del row["id"]
+        if row["id"] is None:  # a given id is kept (imports); else SQLite picks one
+            del row["id"]
         if "source_ids" in row:
             row["source_ids"] = json.dumps(row["source_ids"])
         blob = self._check_dim(vector) if vector is not None else None

@@ -4,71 +4,32 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import traceback
-from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
-from typer.core import TyperGroup
 
 from anima import __version__
 from anima.app import build
 from anima.assistant.turn import check_input
-from anima.config import Config, config_path, data_dir, load_config, to_toml
+from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, out, steps_progress
+from anima.cli.memory import memory_app
+from anima.config import config_path, data_dir, load_config, to_toml
 from anima.errors import AnimaError
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
-
-
-class _Group(TyperGroup):
-    """Turns anima's errors into one line on stderr and exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except AnimaError as exc:
-            err.print(f"[red]error:[/red] {exc.message}" + (f" [dim]({exc.hint})[/dim]" if exc.hint else ""), highlight=False)
-            raise typer.Exit(1) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
-            raise
-        except Exception:
-            if os.environ.get("ANIMA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
-                raise
-            log = _log_path()
-            with log.open("a") as f:
-                f.write(traceback.format_exc())
-            err.print(f"[red]internal error[/red] (a bug in anima; details in {log})")
-            raise typer.Exit(1) from None
-
-
-def _log_path() -> Path:
-    for folder in (data_dir() / "logs", Path.home() / ".cache" / "anima"):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            return folder / "anima.log"
-        except OSError:
-            continue
-    return Path("/tmp/anima.log")
-
-
-app = typer.Typer(cls=_Group, help="anima: a local-first personal assistant.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-models_app = typer.Typer(cls=_Group, help="List, download and inspect models.", no_args_is_help=True)
-config_app = typer.Typer(cls=_Group, help="Show the effective configuration.", no_args_is_help=True)
-bench_app = typer.Typer(cls=_Group, help="Benchmarks, printed as a table or --json.", no_args_is_help=True)
+app = typer.Typer(cls=AnimaGroup, help="anima: a local-first personal assistant.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+models_app = typer.Typer(cls=AnimaGroup, help="List, download and inspect models.", no_args_is_help=True)
+config_app = typer.Typer(cls=AnimaGroup, help="Show the effective configuration.", no_args_is_help=True)
+bench_app = typer.Typer(cls=AnimaGroup, help="Benchmarks, printed as a table or --json.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
+app.add_typer(memory_app, name="memory")
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
 BackendOpt = typer.Option(None, "--backend", help="llama_cpp | openai_http | fake")
 PersonaOpt = typer.Option(None, "--persona", "-p", help="Persona name (`/persona` lists them in chat).")
-JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
 
 
 def _version(value: bool) -> None:
@@ -104,6 +65,7 @@ def ask(
     reply = container.assistant.reply(text, persona=persona, options=container.assistant.options(**_given(max_tokens=max_tokens, temperature=temperature)))
     if as_json:
         reply.text()
+        _finish_learning(container)
         t = reply.turn
         print(json.dumps({
             "answer": t.reply, "model": t.model, "latency_ms": round(t.latency_ms, 1), "tokens": t.completion_tokens,
@@ -118,6 +80,15 @@ def ask(
     except KeyboardInterrupt:
         sys.stdout.write(" [stopped]")
     sys.stdout.write("\n")
+    _finish_learning(container)
+
+
+def _finish_learning(container) -> None:
+    """Wait for the background learner: what was said is distilled before we exit."""
+    learner = container.assistant.learner
+    if learner is not None and learner.jobs.unfinished_tasks:
+        with err.status("remembering..."):
+            learner.drain()
 
 
 def _given(**values):
@@ -169,12 +140,14 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
             text = read_message()
         except EOFError:
             out.print()
+            _finish_learning(container)
             return
         except KeyboardInterrupt:
             out.print("\n[dim](Ctrl-C stops a reply; /exit or Ctrl-D leaves)[/dim]")
             continue
         command, _, arg = text.strip().partition(" ")
         if command in ("/exit", "/quit"):
+            _finish_learning(container)
             return
         if command == "/help":
             out.print(CHAT_HELP, highlight=False, markup=False)
@@ -223,10 +196,6 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
 # --- models -----------------------------------------------------------------
 
 
-def _bytes_progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
-
-
 @models_app.command("list")
 def models_list(as_json: bool = JsonOpt) -> None:
     """Models anima knows, and which are downloaded."""
@@ -243,15 +212,15 @@ def models_list(as_json: bool = JsonOpt) -> None:
 
 
 @models_app.command("pull")
-def models_pull(name: str = typer.Argument("default", help="Model name from `anima models list`."), force: bool = typer.Option(False, "--force", help="Fetch again even if present.")) -> None:
-    """Download a model (with resume) and verify its sha256."""
+def models_pull(name: Optional[str] = typer.Argument(None, help="Model name from `anima models list` (default: the chat model and the embedder)."), force: bool = typer.Option(False, "--force", help="Fetch again even if present.")) -> None:
+    """Download models (with resume) and verify their sha256."""
     from anima.models.registry import get_spec, pull
 
-    spec = get_spec(name)
-    with _bytes_progress() as progress:
-        task = progress.add_task(f"{spec.name}", total=spec.size)
-        path = pull(spec, progress=lambda done, total: progress.update(task, completed=done, total=total), force=force, log=lambda msg: progress.console.print(f"[dim]{msg}[/dim]"))
-    out.print(f"{spec.name}: {path} (sha256 verified)")
+    for spec in [get_spec(name)] if name else [get_spec("default"), get_spec("minilm")]:
+        with bytes_progress() as progress:
+            task = progress.add_task(f"{spec.name}", total=spec.size)
+            path = pull(spec, progress=lambda done, total: progress.update(task, completed=done, total=total), force=force, log=lambda msg: progress.console.print(f"[dim]{msg}[/dim]"))
+        out.print(f"{spec.name}: {path} (sha256 verified)")
 
 
 @models_app.command("info")
@@ -263,7 +232,7 @@ def models_info(name: str, verify: bool = typer.Option(False, "--verify", help="
     spec = get_spec(name)
     path = model_path(spec)
     if verify and path.exists():
-        with _bytes_progress() as progress:
+        with bytes_progress() as progress:
             task = progress.add_task("sha256", total=spec.size)
             verify_file(spec, path, progress=lambda d, t: progress.update(task, completed=d), force=True)
     info = {
@@ -311,7 +280,7 @@ def bench_overhead(
     from anima.bench.overhead import run_overhead
 
     config = load_config(model=model, backend="llama_cpp")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=err) as progress:
+    with steps_progress() as progress:
         task = progress.add_task("bench overhead", total=None)
         result = run_overhead(config, n_prompts=prompts, max_tokens=max_tokens, rounds=rounds, progress=lambda done, total: progress.update(task, completed=done, total=total))
     if as_json:

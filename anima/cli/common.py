@@ -1,0 +1,60 @@
+"""What every command module shares: consoles, the error-translating group, options."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from typer.core import TyperGroup
+
+from anima.config import data_dir
+from anima.errors import AnimaError
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
+
+
+class AnimaGroup(TyperGroup):
+    """Turns anima's errors into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AnimaError as exc:
+            err.print(f"[red]error:[/red] {exc.message}" + (f" [dim]({exc.hint})[/dim]" if exc.hint else ""), highlight=False)
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt, SystemExit):  # usage errors: exit 2
+            raise
+        except Exception:
+            if os.environ.get("ANIMA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
+                raise
+            log = _log_path()
+            with log.open("a") as f:
+                f.write(traceback.format_exc())
+            err.print(f"[red]internal error[/red] (a bug in anima; details in {log})")
+            raise typer.Exit(1) from None
+
+
+def _log_path() -> Path:
+    for folder in (data_dir() / "logs", Path.home() / ".cache" / "anima"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder / "anima.log"
+        except OSError:
+            continue
+    return Path("/tmp/anima.log")
+
+
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
+
+
+def bytes_progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+
+
+def steps_progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=err)

@@ -1,0 +1,170 @@
+"""What the rest of anima calls: observe messages, learn from them, recall, and let the
+user see and change everything that is kept.
+
+Two layers. Every message becomes an episode at once (FTS + embedding, no LLM
+call), so nothing said is ever out of reach. Semantic memories are distilled from
+episodes by the model, in a background `Learner`, after the reply is out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from anima.errors import AnimaError, BadInput
+from anima.memory.extract import extract
+from anima.memory.reconcile import Decision, reconcile
+from anima.memory.retrieve import Hit, memory_block, profile, recall
+from anima.models.base import ChatModel, Embedder
+from anima.store import KINDS, Episode, Memory, Store
+
+log = logging.getLogger("anima")
+EXPORT_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class MemoryService:
+    store: Store
+    embedder: Embedder | None
+    model: ChatModel | None = None
+
+    def _vector(self, text: str):
+        return self.embedder.embed([text])[0] if self.embedder else None
+
+    # --- the two layers ----------------------------------------------------
+
+    def observe(self, text: str, role: str = "user", speaker: str = "", when: datetime | None = None, conversation_id: int | None = None, source: str = "chat", ref: str | None = None) -> int:
+        """Keep a message as an episode, searchable at once."""
+        episode = Episode(text, role=role, speaker=speaker, ts=(when or utcnow()).isoformat(), source=source, ref=ref, conversation_id=conversation_id)
+        return self.store.add_episode(episode, self._vector(text))
+
+    def learn(self, episode_id: int, text: str, when: datetime, speaker: str = "the user") -> list[Decision]:
+        """Distil memories from one message and fold them in (slow: model calls)."""
+        if self.model is None:
+            return []
+        decisions = []
+        for candidate in extract(self.model, text, when, speaker):
+            decisions.append(reconcile(self.store, self.model, candidate, self._vector(candidate.text), [episode_id], when.isoformat()))
+        return decisions
+
+    def recall(self, query: str, now: datetime | None = None, k: int = 8) -> list[Hit]:
+        return recall(self.store, self.embedder, query, now or utcnow(), k)
+
+    def context(self, query: str, now: datetime | None = None, k: int = 6) -> tuple[str, list[Hit]]:
+        """The memory part of the prompt for `query`, and the hits it shows."""
+        hits = self.recall(query, now, k)
+        return memory_block(profile(self.store), hits), hits
+
+    # --- the user's controls -----------------------------------------------
+
+    def get(self, memory_id: int) -> Memory:
+        found = self.store.memories([memory_id])
+        if not found:
+            raise BadInput(f"no memory with id {memory_id}", "`anima memory list` shows the ids")
+        return found[0]
+
+    def add(self, text: str, kind: str = "fact", subject: str = "user", ref_date: str | None = None) -> Memory:
+        if not text.strip():
+            raise BadInput("the memory is empty", "give the text to remember")
+        if kind not in KINDS:
+            raise BadInput(f"unknown kind '{kind}'", f"use one of: {', '.join(KINDS)}")
+        memory = Memory(text.strip(), kind=kind, subject=subject, ref_date=ref_date)
+        self.store.add_memory(memory, self._vector(memory.text))
+        return memory
+
+    def edit(self, memory_id: int, text: str | None = None, kind: str | None = None) -> Memory:
+        memory = self.get(memory_id)
+        if kind is not None and kind not in KINDS:
+            raise BadInput(f"unknown kind '{kind}'", f"use one of: {', '.join(KINDS)}")
+        changed_text = text is not None and text.strip() != memory.text
+        memory.text = text.strip() if text is not None else memory.text
+        memory.kind = kind or memory.kind
+        memory.confidence = 1.0  # the user said so
+        self.store.update_memory(memory, self._vector(memory.text) if changed_text else None)
+        return memory
+
+    def forget(self, memory_id: int) -> None:
+        """Hard delete: the row, its full-text entry and its vector."""
+        if not self.store.delete_memory(memory_id):
+            raise BadInput(f"no memory with id {memory_id}", "`anima memory list` shows the ids")
+
+    def why(self, memory_id: int) -> tuple[Memory, list[Episode]]:
+        memory = self.get(memory_id)
+        return memory, self.store.episodes(memory.source_ids)
+
+    def export(self) -> dict[str, Any]:
+        memories = self.store.list_memories(include_invalid=True, limit=10**9)
+        source_ids = sorted({i for m in memories for i in m.source_ids})
+        return {
+            "version": EXPORT_VERSION,
+            "memories": [asdict(m) for m in memories],
+            "episodes": [asdict(e) for e in self.store.episodes(source_ids)],
+        }
+
+    def import_(self, data: Any) -> int:
+        """Read an export back; ids are kept when free, else remapped. Returns the count."""
+        if not isinstance(data, dict) or data.get("version") != EXPORT_VERSION or not isinstance(data.get("memories"), list):
+            raise BadInput("not an anima memory export", f"expected JSON with version {EXPORT_VERSION} and a memories list")
+        try:
+            episode_ids = {}
+            for row in data.get("episodes", []):
+                episode = Episode(**row)
+                old = episode.id
+                if self.store.episodes([old]):
+                    episode.id = None
+                episode_ids[old] = self.store.add_episode(episode, self._vector(episode.text))
+            for row in data["memories"]:
+                memory = Memory(**row)
+                memory.source_ids = [episode_ids.get(i, i) for i in memory.source_ids]
+                if self.store.memories([memory.id]):
+                    memory.id = None
+                self.store.add_memory(memory, self._vector(memory.text))
+        except TypeError as exc:
+            raise BadInput(f"the export has a malformed record: {exc}", "export it again, or fix the file") from exc
+        return len(data["memories"])
+
+
+class Learner:
+    """Runs `MemoryService.learn` on a background thread, one message at a time.
+    A failure is logged and skipped: learning never breaks a conversation."""
+
+    def __init__(self, memory: MemoryService):
+        self.memory = memory
+        self.jobs: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
+        self._thread.start()
+
+    def submit(self, episode_id: int, text: str, when: datetime, speaker: str = "the user") -> None:
+        self.jobs.put((episode_id, text, when, speaker))
+
+    def drain(self) -> None:
+        """Wait until every submitted message has been learned from."""
+        self.jobs.join()
+
+    def _run(self) -> None:
+        while True:
+            episode_id, text, when, speaker = self.jobs.get()
+            try:
+                self.memory.learn(episode_id, text, when, speaker)
+            except AnimaError as exc:
+                self.errors.append(str(exc))
+                log.warning("learning from message %s failed: %s", episode_id, exc)
+            except Exception as exc:  # a bug: keep the log, keep the conversation
+                self.errors.append(repr(exc))
+                log.exception("learning from message %s failed", episode_id)
+            finally:
+                self.jobs.task_done()
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
