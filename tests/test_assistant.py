@@ -111,4 +111,4 @@ def test_user_persona_file_overrides_and_broken_one_is_skipped(container, fake, 
     (folder / "pirate.toml").write_text('name = "pirate"\ndescription = "Arr"\nsystem_prompt = "Talk like a pirate."\n')
     (folder / "broken.toml").write_text("name = ")
     container.assistant.reply("hi", persona="pirate").text()
-    assert fake.calls[0][0][0]["content"] == "Talk like a pirate."
+    assert fake.calls[0][0][0]["content"].startswith("Talk like a pirate.\n\nNow: ")

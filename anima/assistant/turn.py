@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Iterator
 
 from anima.assistant.persona import Persona, get_persona
@@ -45,7 +46,10 @@ class Assistant:
         return Options(**{"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, **overrides})
 
     def prompt(self, persona: Persona, conversation_id: int, text: str, memory_block: str = "") -> list[Message]:
-        system = persona.system_prompt + (f"\n\n{memory_block}" if memory_block else "")
+        # The persona comes first and never changes, so llama.cpp reuses its KV cache;
+        # the clock and memories follow.
+        now = datetime.now().astimezone()
+        system = f"{persona.system_prompt}\n\nNow: {now:%A %d %B %Y, %H:%M}." + (f"\n\n{memory_block}" if memory_block else "")
         messages: list[Message] = [{"role": "system", "content": system}]
         for turn in self.store.turns(conversation_id, self.config.history_turns):
             if turn.status != "error":

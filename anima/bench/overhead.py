@@ -1,12 +1,15 @@
 """`anima bench overhead`: what anima's turn pipeline costs on top of raw llama.cpp.
 
 One process, one loaded model. For each prompt, (a) llama-cpp-python's own
-`create_chat_completion(stream=True)` on exactly the messages anima would send, and
-(b) `Assistant.reply()` as `anima ask` runs it (persona, history lookup, streaming,
-logging to a real SQLite file). Greedy decoding and the same max_tokens on both
+`create_chat_completion(stream=True)` on exactly the messages anima sends, and
+(b) `Assistant.reply()` as `anima ask` runs it: persona, memory recall (embedding
+the question, hybrid search), streaming, logging the turn and keeping both messages
+as episodes in a real encrypted SQLite file. Each anima call starts from an empty
+memory (a fresh store, made before the clock starts); background learning is off,
+since it runs after the reply. Greedy decoding and the same max_tokens on both
 sides; the KV cache is cleared before every call so neither side reuses the other's
-work; the order alternates each round to cancel drift. Tokens are counted the same
-way on both sides (the reply re-tokenised).
+work; the order alternates to cancel drift. Tokens are counted the same way on both
+sides (the reply re-tokenised).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Callable
 from anima.app import build
 from anima.assistant import get_persona
 from anima.config import Config
+from anima.models import load_embedder
 from anima.models.llama_cpp import LlamaCppChatModel
 from anima.models.registry import resolve
-from anima.store import Store
+from anima.store import Key, Store
 
 PROMPTS = [
     "What is the capital of France?",
@@ -40,15 +44,20 @@ PROMPTS = [
 
 def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, rounds: int = 2, progress: Callable[[int, int], None] | None = None) -> dict:
     model = LlamaCppChatModel(resolve(config.model), name=config.model, n_ctx=config.llama_cpp.n_ctx, n_threads=config.llama_cpp.n_threads, n_batch=config.llama_cpp.n_batch)
+    embedder = load_embedder(config)
     prompts = (PROMPTS * (n_prompts // len(PROMPTS) + 1))[:n_prompts]
     persona = get_persona(config.persona)
+    config.memory.learn = False
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "bench.db")
-        assistant = build(config, chat_model=model, store=store).assistant
-        options = assistant.options(max_tokens=max_tokens, temperature=0.0)
+        stores = iter(range(10**6))
+
+        def fresh_assistant():
+            key = Key("bench", raw=False, source="bench")
+            return build(config, chat_model=model, store=Store(Path(tmp) / f"{next(stores)}.db", key), embedder=embedder).assistant
 
         def raw(prompt: str) -> tuple[float, float | None, int]:
-            messages = [{"role": "system", "content": persona.system_prompt}, {"role": "user", "content": prompt}]
+            assistant = fresh_assistant()
+            messages = assistant.prompt(persona, assistant.store.new_conversation(persona.name), prompt)
             model.llm.reset()
             start, first, parts = time.perf_counter(), None, []
             for event in model.llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0.0, stream=True):
@@ -59,12 +68,16 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
             return time.perf_counter() - start, first, model.count_tokens("".join(parts))
 
         def ours(prompt: str) -> tuple[float, float | None, int]:
+            assistant = fresh_assistant()
+            options = assistant.options(max_tokens=max_tokens, temperature=0.0)
             model.llm.reset()
             start = time.perf_counter()
             reply = assistant.reply(prompt, persona=persona.name, options=options)
             reply.text()
+            elapsed = time.perf_counter() - start
+            assistant.store.close()
             first = reply.turn.first_token_ms / 1000 if reply.turn.first_token_ms else None
-            return time.perf_counter() - start, first, reply.turn.completion_tokens
+            return elapsed, first, reply.turn.completion_tokens
 
         ours(prompts[0]), raw(prompts[0])  # warm-up: page the weights in, build caches
         sides = {"raw": raw, "anima": ours}
@@ -78,9 +91,8 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
                     done += 1
                     if progress:
                         progress(done, total)
-        store.close()
 
-    result = {"model": config.model, "prompts": len(prompts), "rounds": rounds, "max_tokens": max_tokens}
+    result = {"model": config.model, "memory": "on, empty, learning off", "prompts": len(prompts), "rounds": rounds, "max_tokens": max_tokens}
     for side, rows in samples.items():
         wall = sum(w for w, _, _ in rows)
         tokens = sum(t for _, _, t in rows)

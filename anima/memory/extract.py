@@ -14,7 +14,7 @@ from datetime import datetime
 
 from anima.models.base import ChatModel, Options, complete
 from anima.store import KINDS
-from anima.timeparse import resolve_date
+from anima.timeparse import find_times, resolve_date
 
 SCHEMA = {
     "type": "object",
@@ -85,6 +85,25 @@ def extract(model: ChatModel, text: str, when: datetime, speaker: str = "the use
         kind = item.get("kind") if item.get("kind") in KINDS else "fact"
         if len(fact) < 4 or _INSTRUCTION.search(fact):
             continue
-        day = resolve_date(str(item.get("when") or ""), when) if item.get("when") else None
-        found.append(Candidate(fact, kind, str(item.get("subject") or speaker).strip(), day.isoformat() if day else None))
+        found.append(Candidate(fact, kind, str(item.get("subject") or speaker).strip(), refers_to(str(item.get("when") or ""), when, kind)))
     return found
+
+
+def refers_to(phrase: str, when: datetime, kind: str) -> str | None:
+    """The date a time phrase points at, as precise as the phrase: "2023-05-12",
+    "2023-06" (a month), "2023" (a year); a week gives its Monday. A plan's month
+    that already passed this year means next year's ("in June", said in July)."""
+    if not phrase.strip():
+        return None
+    if day := resolve_date(phrase, when):
+        return day.isoformat()
+    spans = find_times(phrase, when)
+    if not spans:
+        return None
+    span = spans[0]
+    if span.granularity == "month":
+        year = span.start.year + (1 if kind == "plan" and span.end <= when.replace(tzinfo=None) else 0)
+        return f"{year}-{span.start.month:02d}"
+    if span.granularity == "year":
+        return str(span.start.year)
+    return span.start.date().isoformat()
