@@ -18,7 +18,7 @@ NOW = datetime(2023, 5, 10, 14, 30, tzinfo=timezone.utc)  # a Wednesday
 
 
 def extraction(*items):
-    return json.dumps({"memories": [dict(zip(("text", "kind", "subject", "when"), item)) for item in items]})
+    return json.dumps({"memories": [dict(zip(("text", "kind", "subject", "when", "from"), (*item, [1]))) for item in items]})
 
 
 @pytest.fixture(params=["sqlite-vec", "numpy"])
@@ -51,7 +51,7 @@ def test_learning_stores_memories_with_provenance_and_resolved_dates(memory, mod
     assert lisbon.ref_date == "2023-05-12" and lisbon.kind == "plan" and lisbon.source_ids == [eid]
     assert ana.ref_date is None
     system, user = model.calls[0][0]
-    assert "data" in system["content"] and "Wednesday 2023-05-10" in user["content"]
+    assert "data" in system["content"] and "Wednesday 2023-05-10" in user["content"] and "1. Maya: Next Friday" in user["content"]
     assert model.calls[0][1].json_schema is not None  # constrained output
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -295,6 +296,60 @@ def bench_overhead(
     out.print(table)
     verdict = "[green]meets[/green]" if result["ratio"] >= 0.95 else "[red]misses[/red]"
     out.print(f"ratio (anima tokens/s ÷ raw tokens/s): [bold]{result['ratio']:.3f}[/bold] — {verdict} the ≥ 0.95 target")
+
+
+@bench_app.command("locomo")
+def bench_locomo(
+    data: Path = typer.Option(..., "--data", help="A LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N conversations."),
+    answer_limit: int = typer.Option(50, "--answer-limit", help="Answer (and score F1 on) the first N questions."),
+    full_limit: int = typer.Option(10, "--full-limit", help="Questions also answered with the opening sessions in full."),
+    learn: bool = typer.Option(False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."),
+    learn_model: Optional[str] = typer.Option(None, "--learn-model", help="Model for learning (default: the chat model), e.g. small."),
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Memory on LoCoMo: recall@5/@10 (turn and session level), answer F1, latency,
+    against BM25 over raw turns and full context."""
+    from anima.bench.locomo import run_locomo
+    from anima.models import load_embedder
+    from anima.models.llama_cpp import LlamaCppChatModel
+    from anima.models.registry import resolve
+
+    config = load_config(model=model, backend="llama_cpp")
+    chat = container_model = build(config).chat_model
+    learner = None
+    if learn:
+        learner = container_model if not learn_model or learn_model == config.model else LlamaCppChatModel(resolve(learn_model), name=learn_model)
+    tasks: dict[str, int] = {}
+    with steps_progress() as progress:
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done, total=total)
+
+        result = run_locomo(data, chat, load_embedder(config), limit, answer_limit, full_limit, learner, update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_locomo(result)
+
+
+def _print_locomo(result: dict) -> None:
+    from anima.bench.locomo_data import CATEGORY_NAMES
+
+    table = Table("category", "n", "system", "turn R@5", "turn R@10", "session R@5", "session R@10", "F1 (n)", title="LoCoMo")
+    rows = [("overall", "overall")] + [(str(c), f"{c} {name}") for c, name in CATEGORY_NAMES.items()]
+    for key, label in rows:
+        for system in ("anima", "bm25"):
+            r = result[system]["overall"] if key == "overall" else result[system]["by_category"][key]
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"
+            table.add_row(label if system == "anima" else "", str(r["n"]), system, fmt(r["turn_recall@5"]), fmt(r["turn_recall@10"]), fmt(r["session_recall@5"]), fmt(r["session_recall@10"]), f"{fmt(r['f1'])} ({r['n_answered']})")
+    out.print(table)
+    fc, ing = result["full_context"], result["ingest"]
+    out.print(f"full context (opening sessions in the prompt): F1 {fc['f1']} on {fc['n']} questions; anima on the same: {fc['anima_f1_same_questions']}")
+    out.print(f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)" + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else ""))
+    out.print(f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; memory context: mean {result['context_tokens'].get('mean')} tokens, max {result['context_tokens'].get('max')}")
 
 
 def main() -> None:

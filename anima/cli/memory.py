@@ -138,9 +138,11 @@ def ingest(
     memory = _memory(with_model=learn)
     with steps_progress() as progress:
         task = progress.add_task(f"ingest {path.name}", total=len(messages))
+        ids = []
         for m in messages:
-            episode = memory.observe(m.text, m.role, m.speaker, m.when, source=m.source, ref=m.ref)
-            if learn and m.role == "user":
-                memory.learn(episode, m.text, m.when, m.speaker)
+            ids.append(memory.observe(m.text, m.role, m.speaker, m.when, source=m.source, ref=m.ref))
             progress.advance(task)
-    out.print(f"ingested {len(messages)} messages from {path}")
+        if learn:
+            task = progress.add_task("learn", total=None)
+            decisions = memory.learn_history(list(zip(ids, messages)), progress=lambda done, total: progress.update(task, completed=done, total=total))
+    out.print(f"ingested {len(messages)} messages from {path}" + (f"; {sum(d.action != 'merge' for d in decisions)} memories learned" if learn else ""))

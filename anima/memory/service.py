@@ -19,7 +19,7 @@ from typing import Any
 from anima.errors import AnimaError, BadInput
 from anima.memory.extract import extract
 from anima.memory.reconcile import Decision, reconcile
-from anima.memory.retrieve import Hit, memory_block, profile, recall
+from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
 from anima.models.base import ChatModel, Embedder
 from anima.store import KINDS, Episode, Memory, Store
 
@@ -45,15 +45,43 @@ class MemoryService:
     def observe(self, text: str, role: str = "user", speaker: str = "", when: datetime | None = None, conversation_id: int | None = None, source: str = "chat", ref: str | None = None) -> int:
         """Keep a message as an episode, searchable at once."""
         episode = Episode(text, role=role, speaker=speaker, ts=(when or utcnow()).isoformat(), source=source, ref=ref, conversation_id=conversation_id)
-        return self.store.add_episode(episode, self._vector(text))
+        said = f"{speaker}: {text}" if speaker else text  # "what did Ana say about X" finds Ana's turns
+        return self.store.add_episode(episode, self._vector(said), said)
 
-    def learn(self, episode_id: int, text: str, when: datetime, speaker: str = "the user") -> list[Decision]:
+    def learn(self, episode_id: int, text: str, when: datetime, speaker: str = "User") -> list[Decision]:
         """Distil memories from one message and fold them in (slow: model calls)."""
+        return self._learn([episode_id], [(speaker, text)], when)
+
+    def _learn(self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime) -> list[Decision]:
         if self.model is None:
             return []
         decisions = []
-        for candidate in extract(self.model, text, when, speaker):
-            decisions.append(reconcile(self.store, self.model, candidate, self._vector(candidate.text), [episode_id], when.isoformat()))
+        for candidate in extract(self.model, messages, when):
+            vector = self._vector(candidate.text)
+            sources = [episode_ids[i] for i in candidate.sources] or self._closest(episode_ids, vector)
+            decisions.append(reconcile(self.store, self.model, candidate, vector, sources, when.isoformat()))
+        return decisions
+
+    def _closest(self, episode_ids: list[int], vector) -> list[int]:
+        """When the model did not say which message a memory came from: the nearest one."""
+        hits = [i for i, _ in self.store.search_vector("episodes", vector, 50) if i in episode_ids] if vector is not None else []
+        return hits[:1] or episode_ids[:1]
+
+    def learn_history(self, items: list[tuple[int, Any]], chunk: int = 12, progress=None) -> list[Decision]:
+        """Batch learning for an imported history: one model call per chunk of a session
+        (messages less than an hour apart), instead of one per message."""
+        chunks, current = [], []
+        for eid, m in items:
+            if current and (len(current) >= chunk or (m.when - current[-1][1].when).total_seconds() > 3600):
+                chunks.append(current)
+                current = []
+            current.append((eid, m))
+        chunks += [current] if current else []
+        decisions = []
+        for n, part in enumerate(chunks, 1):
+            decisions += self._learn([eid for eid, _ in part], [(m.speaker, m.text) for _, m in part], part[0][1].when)
+            if progress:
+                progress(n, len(chunks))
         return decisions
 
     def recall(self, query: str, now: datetime | None = None, k: int = 8) -> list[Hit]:
@@ -61,8 +89,9 @@ class MemoryService:
 
     def context(self, query: str, now: datetime | None = None, k: int = 6) -> tuple[str, list[Hit]]:
         """The memory part of the prompt for `query`, and the hits it shows."""
-        hits = self.recall(query, now, k)
-        return memory_block(profile(self.store), hits), hits
+        known = profile(self.store)
+        hits = fit(known, self.recall(query, now, k))
+        return memory_block(known, hits), hits
 
     # --- the user's controls -----------------------------------------------
 

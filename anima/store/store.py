@@ -80,10 +80,23 @@ KINDS = ("fact", "preference", "event", "plan", "person", "relation")
 _TABLES = {"episodes": Episode, "memories": Memory}
 
 
+# Words too common to say what a question is about; BM25's IDF alone leaves them noisy.
+STOPWORDS = frozenset(
+    "a about above after again all am an and any are as at be because been before being below between both but by can could "
+    "did do does doing down during each few for from further had has have having he her here hers herself him himself his how "
+    "i if in into is it its itself just me more most my myself no nor not now of off on once only or other our ours ourselves "
+    "out over own same she should so some such than that the their theirs them themselves then there these they this those "
+    "through to too under until up very was we were what when where which while who whom why will with would you your yours "
+    "yourself yourselves s t don ll m re ve d".split()
+)
+
+
 def fts_query(text: str) -> str:
-    """A user's words as an FTS5 query: each word quoted (no operators), OR-ed."""
-    words = re.findall(r"\w+", text.lower())
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    """A user's words as an FTS5 query: each word quoted (no operators), OR-ed,
+    without stopwords unless nothing else is left."""
+    words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))
+    content = [w for w in words if w not in STOPWORDS] or words
+    return " OR ".join(f'"{w}"' for w in content)
 
 
 class Store:
@@ -163,7 +176,7 @@ class Store:
             raise StoreError(f"this database holds {known}-d embeddings, not {dim}-d", "use the embedder it was made with, or run `anima memory reindex`")
         return blob
 
-    def _add(self, table: str, record, vector) -> int:
+    def _add(self, table: str, record, vector, index_text: str | None = None) -> int:
         row = asdict(record)
         if row["id"] is None:  # a given id is kept (imports); else SQLite picks one
             del row["id"]
@@ -173,7 +186,7 @@ class Store:
         row["embedding"] = blob
         with self._lock, transaction(self.db):
             rowid = self.db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
-            self.db.execute(f"INSERT INTO fts_{table}(rowid, text) VALUES (?, ?)", (rowid, record.text))
+            self.db.execute(f"INSERT INTO fts_{table}(rowid, text) VALUES (?, ?)", (rowid, index_text or record.text))
             if blob is not None:
                 self.vectors.upsert(table, rowid, blob)
         record.id = rowid
@@ -211,8 +224,9 @@ class Store:
 
     # episodes
 
-    def add_episode(self, episode: Episode, vector=None) -> int:
-        return self._add("episodes", episode, vector)
+    def add_episode(self, episode: Episode, vector=None, index_text: str | None = None) -> int:
+        """`index_text`: what full-text search sees, when not just the text (e.g. with the speaker)."""
+        return self._add("episodes", episode, vector, index_text)
 
     def episodes(self, ids: list[int]) -> list[Episode]:
         return self._get("episodes", ids)
@@ -220,6 +234,20 @@ class Store:
     def episodes_between(self, start: str, end: str, limit: int = 200) -> list[Episode]:
         ids = [r[0] for r in self.db.execute("SELECT id FROM episodes WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT ?", (start, end, limit))]
         return self.episodes(ids)
+
+    def replies(self, ids: list[int]) -> dict[int, Episode]:
+        """For each episode, the next one in the same conversation or source within an
+        hour, if any: the message that answered it."""
+        found = {}
+        for e in self.episodes(ids):
+            row = self.db.execute(
+                "SELECT id FROM episodes WHERE id > ? AND source = ? AND coalesce(conversation_id, -1) = coalesce(?, -1) "
+                "AND ts <= strftime('%Y-%m-%dT%H:%M:%S', ?, '+1 hour') || 'z' ORDER BY id LIMIT 1",
+                (e.id, e.source, e.conversation_id, e.ts[:19]),
+            ).fetchone()
+            if row:
+                found[e.id] = self.episodes([row[0]])[0]
+        return found
 
     def recent_episode_ids(self, limit: int) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM episodes ORDER BY ts DESC, id DESC LIMIT ?", (limit,))]
