@@ -182,3 +182,65 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
     proc.wait()
     store = Store(path, Key("pw", raw=False, source="t"))
     assert store.count_turns() >= acked + 1
+
+
+INGESTER = """
+import sys
+from pathlib import Path
+from anima.memory import MemoryService
+from anima.models.fake import FakeEmbedder
+from anima.store import Store
+from anima.store.keys import Key
+memory = MemoryService(Store(Path(sys.argv[1]), Key("pw", raw=False, source="t")), FakeEmbedder())
+for i in range(100_000):
+    memory.observe(f"message number {i} about topic {i % 17}")
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_during_ingestion_loses_no_acknowledged_message(tmp_path):
+    path = tmp_path / "i.db"
+    proc = subprocess.Popen([sys.executable, "-c", INGESTER, str(path)], stdout=subprocess.PIPE, text=True)
+    acked = -1
+    for line in proc.stdout:
+        acked = int(line)
+        if acked >= 80:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = Store(path, Key("pw", raw=False, source="t"))
+    n = store.count_episodes()
+    assert n >= acked + 1
+    assert store.search_text("episodes", f"number {acked}", 1)  # searchable too: FTS row landed with it
+    assert store.db.execute("SELECT count(*) FROM fts_episodes").fetchone()[0] == n
+
+
+def _can_mount() -> bool:
+    import shutil
+
+    return bool(shutil.which("unshare")) and subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs `unshare -m` and mount (root in a container)")
+def test_disk_full_is_one_line_and_keeps_what_was_stored(tmp_path):
+    import shutil
+
+    anima = shutil.which("anima", path=os.path.dirname(sys.executable))
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    script = f"""
+set -u
+mount -t tmpfs -o size=2m tmpfs "{mnt}"
+export ANIMA_HOME="{mnt}/home" ANIMA_BACKEND=fake
+"{anima}" memory add "first memory" || exit 10
+dd if=/dev/zero of="{mnt}/fill" bs=4k count=100000 2>/dev/null
+"{anima}" memory add "$(yes filler | head -n 5000 | tr -d '\\n')" 2>"{tmp_path}/err.txt"; echo "rc=$?"
+rm "{mnt}/fill"
+"{anima}" memory list --json
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
+    err = (tmp_path / "err.txt").read_text()
+    assert err.startswith("error:") and "full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert '"text": "first memory"' in proc.stdout

@@ -14,7 +14,7 @@ from rich.table import Table
 from anima import __version__
 from anima.app import build
 from anima.assistant.turn import check_input
-from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, out, steps_progress
+from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, labelled_steps, out, steps_progress
 from anima.cli.memory import memory_app
 from anima.config import config_path, data_dir, load_config, to_toml
 from anima.errors import AnimaError
@@ -321,13 +321,7 @@ def bench_locomo(
     learner = None
     if learn:
         learner = container_model if not learn_model or learn_model == config.model else LlamaCppChatModel(resolve(learn_model), name=learn_model)
-    tasks: dict[str, int] = {}
-    with steps_progress() as progress:
-        def update(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done, total=total)
-
+    with labelled_steps() as update:
         result = run_locomo(data, chat, load_embedder(config), limit, answer_limit, full_limit, learner, update)
     if as_json:
         print(json.dumps(result, indent=2))
@@ -350,6 +344,27 @@ def _print_locomo(result: dict) -> None:
     out.print(f"full context (opening sessions in the prompt): F1 {fc['f1']} on {fc['n']} questions; anima on the same: {fc['anima_f1_same_questions']}")
     out.print(f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)" + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else ""))
     out.print(f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; memory context: mean {result['context_tokens'].get('mean')} tokens, max {result['context_tokens'].get('max')}")
+
+
+@bench_app.command("memory-scale")
+def bench_memory_scale(
+    n: int = typer.Option(10000, "--n", help="Largest memory size; steps are 1k, 10k, 100k up to it."),
+    queries: int = typer.Option(50, "--queries", help="Searches timed at each size."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search latency at growing memory sizes, sqlite-vec and numpy side by side."""
+    from anima.bench.memory_scale import run_memory_scale
+
+    sizes = sorted({s for s in (1000, 10_000, 100_000) if s <= n} | {n})
+    with labelled_steps() as update:
+        result = run_memory_scale(sizes, queries, progress=update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("memories", "sqlite-vec p50 (ms)", "sqlite-vec p95 (ms)", "numpy p50 (ms)", "numpy p95 (ms)", title=f"hybrid search latency, {queries} queries per size")
+    for vec, npy in zip(result["backends"]["sqlite-vec"], result["backends"]["numpy"]):
+        table.add_row(f"{vec['memories']:,}", str(vec["p50_ms"]), str(vec["p95_ms"]), str(npy["p50_ms"]), str(npy["p95_ms"]))
+    out.print(table)
 
 
 def main() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import traceback
 from pathlib import Path
+from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from typer.core import TyperGroup
 
 from anima.config import data_dir
@@ -33,9 +35,13 @@ class AnimaGroup(TyperGroup):
             if os.environ.get("ANIMA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
                 raise
             log = _log_path()
-            with log.open("a") as f:
-                f.write(traceback.format_exc())
-            err.print(f"[red]internal error[/red] (a bug in anima; details in {log})")
+            try:
+                with log.open("a") as f:
+                    f.write(traceback.format_exc())
+                where = f"details in {log}"
+            except OSError:  # e.g. the disk is full: say so without a traceback
+                where = "run with ANIMA_DEBUG=1 for details"
+            err.print(f"[red]internal error[/red] (a bug in anima; {where})")
             raise typer.Exit(1) from None
 
 
@@ -58,3 +64,17 @@ def bytes_progress() -> Progress:
 
 def steps_progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=err)
+
+
+@contextlib.contextmanager
+def labelled_steps() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress display with one bar per label: yields `update(label, done, total)`."""
+    tasks: dict[str, TaskID] = {}
+    with steps_progress() as progress:
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done, total=total)
+
+        yield update

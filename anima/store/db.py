@@ -100,14 +100,19 @@ def encrypt_in_place(path: Path, key: Key) -> None:
 @contextlib.contextmanager
 def transaction(db: Connection) -> Iterator[Connection]:
     """BEGIN ... COMMIT, or ROLLBACK on any exception. (The connection is in autocommit
-    mode, where Python's `with db:` would not open a transaction at all.)"""
-    db.execute("BEGIN IMMEDIATE")
+    mode, where Python's `with db:` would not open a transaction at all.) A write the
+    disk refuses (full, read-only) becomes a StoreError; what was committed before stays."""
     try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    except OperationalError as exc:
+        raise StoreError(f"cannot write to the database: {exc}", "free some disk space, or check the folder's permissions; nothing stored before was lost") from exc
 
 
 def _load_sqlite_vec(db: Connection, vectors: str) -> bool:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anima.errors import StoreError
-from anima.store.db import DatabaseError, OperationalError, connect, transaction
+from anima.store.db import DatabaseError, connect, transaction
 from anima.store.keys import Key
 from anima.store.migrations import migrate
 from anima.store.vectors import NumpyIndex, SqliteVecIndex, to_blob
@@ -119,12 +119,8 @@ class Store:
         self.db.close()
 
     def _write(self, sql: str, params: tuple | dict = ()) -> int:
-        with self._lock:
-            try:
-                with transaction(self.db):
-                    return self.db.execute(sql, params).lastrowid
-            except OperationalError as exc:
-                raise StoreError(f"cannot write to {self.path}: {exc}", "check free space and permissions") from exc
+        with self._lock, transaction(self.db):
+            return self.db.execute(sql, params).lastrowid
 
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM _anima_meta WHERE key = ?", (key,)).fetchone()
@@ -192,6 +188,19 @@ class Store:
         record.id = rowid
         return rowid
 
+    def add_memories(self, memories: list[Memory], vectors) -> None:
+        """Many memories in one transaction (imports, benchmarks)."""
+        blobs = [self._check_dim(v) for v in vectors]
+        with self._lock, transaction(self.db):
+            for memory, blob in zip(memories, blobs):
+                row = asdict(memory)
+                row.pop("id")
+                row["source_ids"] = json.dumps(row["source_ids"])
+                row["embedding"] = blob
+                memory.id = self.db.execute(f"INSERT INTO memories ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
+                self.db.execute("INSERT INTO fts_memories(rowid, text) VALUES (?, ?)", (memory.id, memory.text))
+                self.vectors.upsert("memories", memory.id, blob)
+
     def _get(self, table: str, ids: list[int]) -> list:
         if not ids:
             return []
@@ -219,7 +228,8 @@ class Store:
         with self._lock, transaction(self.db):
             gone = self.db.execute(f"DELETE FROM {table} WHERE id = ?", (rowid,)).rowcount
             self.db.execute(f"DELETE FROM fts_{table} WHERE rowid = ?", (rowid,))
-            self.vectors.delete(table, rowid)
+            if self.meta("embed_dim"):  # no vector index exists before the first vector
+                self.vectors.delete(table, rowid)
         return bool(gone)
 
     # episodes
