@@ -38,7 +38,7 @@ class Container:
 
     @cached_property
     def memory(self) -> MemoryService:
-        return MemoryService(self.store, self.embedder, self.chat_model)
+        return MemoryService(self.store, self.embedder, self.chat_model, self.config.memory.expand)
 
     @cached_property
     def learner(self) -> Learner | None:

@@ -207,3 +207,15 @@ def test_ingest_rejects_other_files(tmp_path):
     (tmp_path / "y.json").write_text("{")
     with pytest.raises(BadInput, match="not JSON"):
         read_history(tmp_path / "y.json")
+
+
+def test_query_expansion_finds_what_the_words_alone_miss(store, model):
+    memory = MemoryService(store, FakeEmbedder(), model, expand=True)
+    memory.observe("guess what, I got a puppy named Biscuit", when=NOW)
+    memory.observe("the weather is lovely", when=NOW)
+    model.enqueue(json.dumps({"queries": ["puppy dog", "kitten"]}))
+    hits = memory.recall("Which animal lives with Ana?", now=NOW, k=1)
+    assert "Biscuit" in hits[0].text
+    assert model.calls[-1][1].json_schema is not None
+    plain = {h.text: h.score for h in MemoryService(store, FakeEmbedder(), model).recall("Which animal lives with Ana?", now=NOW, k=2)}
+    assert hits[0].score > plain.get(hits[0].text, 0.0)  # the expanded queries' BM25 list added to its score

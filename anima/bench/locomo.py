@@ -112,6 +112,7 @@ def run_locomo(
     answer_limit: int = 50,
     full_limit: int = 10,
     learn_model: ChatModel | None = None,
+    expand: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     samples = load_locomo(data)[:limit]
@@ -125,7 +126,7 @@ def run_locomo(
     with tempfile.TemporaryDirectory() as tmp:
         for sample in samples:
             store = Store(Path(tmp) / f"{sample.sample_id}.db", Key("locomo", raw=False, source="bench"))
-            memory = MemoryService(store, embedder, learn_model)
+            memory = MemoryService(store, embedder, learn_model or model, expand)
             messages = sample_messages(sample)
             start = time.perf_counter()
             ref_of: dict[int, str] = {}

@@ -306,6 +306,7 @@ def bench_locomo(
     full_limit: int = typer.Option(10, "--full-limit", help="Questions also answered with the opening sessions in full."),
     learn: bool = typer.Option(False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."),
     learn_model: Optional[str] = typer.Option(None, "--learn-model", help="Model for learning (default: the chat model), e.g. small."),
+    expand: bool = typer.Option(False, "--expand", help="Query expansion: one more model call per question."),
     model: Optional[str] = ModelOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -322,7 +323,7 @@ def bench_locomo(
     if learn:
         learner = container_model if not learn_model or learn_model == config.model else LlamaCppChatModel(resolve(learn_model), name=learn_model)
     with labelled_steps() as update:
-        result = run_locomo(data, chat, load_embedder(config), limit, answer_limit, full_limit, learner, update)
+        result = run_locomo(data, chat, load_embedder(config), limit, answer_limit, full_limit, learner, expand, update)
     if as_json:
         print(json.dumps(result, indent=2))
         return

@@ -6,6 +6,8 @@ For each table, three ranked lists of candidates are fused with RRF
   2. cosine similarity of embeddings (paraphrases),
   3. time: when the question names a period ("last May", "yesterday"), the episodes
      and dated memories inside it, nearest in meaning first.
+Optional query expansion asks the model (one small JSON call) for a few alternative
+search phrasings; their BM25 lists join the fusion at half weight.
 Recency breaks near-ties with a small bonus. Memories that were invalidated
 (`valid_to` set) are left out: they are history, not what is true now.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from anima.models.base import Embedder
+from anima.models.base import ChatModel, Embedder, Options, complete
 from anima.store import Episode, Memory, Store
 from anima.timeparse import query_range
 
@@ -68,16 +70,31 @@ def _fuse(lists: list[tuple[list[int], float]]) -> dict[int, float]:
     return scores
 
 
-def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k: int = 8, tables: tuple[str, ...] = ("memories", "episodes")) -> list[Hit]:
+EXPAND_SCHEMA = {"type": "object", "properties": {"queries": {"type": "array", "items": {"type": "string"}, "maxItems": 3}}, "required": ["queries"]}
+EXPAND_SYSTEM = """Rewrite a question about someone's past conversations as up to 3 short search queries:
+keywords, names, and words a message answering it would likely contain. JSON: {"queries": [...]}"""
+
+
+def expand_query(model: ChatModel, query: str) -> list[str]:
+    reply = complete(model, [{"role": "system", "content": EXPAND_SYSTEM}, {"role": "user", "content": query}], Options(max_tokens=80, temperature=0.0, json_schema=EXPAND_SCHEMA))
+    try:
+        return [q for q in reply.json().get("queries", []) if isinstance(q, str) and q.strip()][:3]
+    except (ValueError, AttributeError):
+        return []
+
+
+def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k: int = 8, tables: tuple[str, ...] = ("memories", "episodes"), expand: ChatModel | None = None) -> list[Hit]:
     vector = embedder.embed([query])[0] if embedder else None
     span = query_range(query, now)
+    extra = expand_query(expand, query) if expand is not None else []
     hits: list[Hit] = []
     for table in tables:
         text_ids = [i for i, _ in store.search_text(table, query, POOL)]
         vec_hits = store.search_vector(table, vector, POOL) if vector is not None else []
         vec_ids = [i for i, _ in vec_hits]
         lists = [(text_ids, TEXT_WEIGHT), (vec_ids, VECTOR_WEIGHT)]
-        pool = list(dict.fromkeys(text_ids + vec_ids))
+        lists += [([i for i, _ in store.search_text(table, q, POOL)], TEXT_WEIGHT / 2) for q in extra]
+        pool = list(dict.fromkeys(i for ids, _ in lists for i in ids))
         records = {r.id: r for r in (store.memories(pool) if table == "memories" else store.episodes(pool))}
         if span is not None:
             in_span = _in_span(store, table, span.start, span.end, records)

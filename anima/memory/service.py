@@ -36,6 +36,7 @@ class MemoryService:
     store: Store
     embedder: Embedder | None
     model: ChatModel | None = None
+    expand: bool = False  # query expansion: one more model call per recall
 
     def _vector(self, text: str):
         return self.embedder.embed([text])[0] if self.embedder else None
@@ -85,7 +86,7 @@ class MemoryService:
         return decisions
 
     def recall(self, query: str, now: datetime | None = None, k: int = 8) -> list[Hit]:
-        return recall(self.store, self.embedder, query, now or utcnow(), k)
+        return recall(self.store, self.embedder, query, now or utcnow(), k, expand=self.model if self.expand else None)
 
     def context(self, query: str, now: datetime | None = None, k: int = 6) -> tuple[str, list[Hit]]:
         """The memory part of the prompt for `query`, and the hits it shows."""
