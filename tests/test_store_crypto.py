@@ -170,17 +170,23 @@ for i in range(10_000):
 """
 
 
-def test_kill_9_loses_nothing_acknowledged(tmp_path):
-    path = tmp_path / "k.db"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+def run_and_kill(script: str, path, after: int) -> int:
+    """Run a writer that prints the index of each write it has acknowledged; kill -9 it
+    after `after` of them. Returns the last acknowledged index."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
     acked = -1
     for line in proc.stdout:
         acked = int(line)
-        if acked >= 50:
+        if acked >= after:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    store = Store(path, Key("pw", raw=False, source="t"))
+    return acked
+
+
+def test_kill_9_loses_nothing_acknowledged(tmp_path):
+    acked = run_and_kill(WRITER, tmp_path / "k.db", 50)
+    store = Store(tmp_path / "k.db", Key("pw", raw=False, source="t"))
     assert store.count_turns() >= acked + 1
 
 
@@ -199,16 +205,8 @@ for i in range(100_000):
 
 
 def test_kill_9_during_ingestion_loses_no_acknowledged_message(tmp_path):
-    path = tmp_path / "i.db"
-    proc = subprocess.Popen([sys.executable, "-c", INGESTER, str(path)], stdout=subprocess.PIPE, text=True)
-    acked = -1
-    for line in proc.stdout:
-        acked = int(line)
-        if acked >= 80:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    store = Store(path, Key("pw", raw=False, source="t"))
+    acked = run_and_kill(INGESTER, tmp_path / "i.db", 80)
+    store = Store(tmp_path / "i.db", Key("pw", raw=False, source="t"))
     n = store.count_episodes()
     assert n >= acked + 1
     assert store.search_text("episodes", f"number {acked}", 1)  # searchable too: FTS row landed with it

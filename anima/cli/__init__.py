@@ -74,14 +74,20 @@ def ask(
             "finish_reason": t.finish_reason, "persona": t.persona, "conversation_id": t.conversation_id,
         }))
         return
+    _print_stream(reply)
+    _finish_learning(container)
+
+
+def _print_stream(reply) -> None:
+    """Write the reply as it comes; Ctrl-C stops it (the partial reply is logged)."""
     try:
         for piece in reply:
             sys.stdout.write(piece)
             sys.stdout.flush()
     except KeyboardInterrupt:
         sys.stdout.write(" [stopped]")
-    sys.stdout.write("\n")
-    _finish_learning(container)
+    finally:
+        sys.stdout.write("\n")
 
 
 def _finish_learning(container) -> None:
@@ -183,15 +189,9 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
         conversation_id = reply.turn.conversation_id
         sys.stdout.write("anima> ")
         try:
-            for piece in reply:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            sys.stdout.write(" [stopped]")
+            _print_stream(reply)
         except AnimaError as exc:
-            sys.stdout.write("\n")
             err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.stdout.write("\n")
 
 
 # --- models -----------------------------------------------------------------
