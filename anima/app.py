@@ -37,8 +37,17 @@ class Container:
         return self._embedder or load_embedder(self.config)
 
     @cached_property
+    def learner_model(self) -> ChatModel:
+        """The model that learns and expands queries. For llama.cpp it is a context of its
+        own (the weights are shared through mmap), so the chat's KV cache stays warm
+        while the learner works between turns."""
+        if self.config.backend != "llama_cpp" or self._chat_model is not None:
+            return self.chat_model
+        return load_chat_model(self.config.model_copy(update={"model": self.config.memory.learn_model or self.config.model}))
+
+    @cached_property
     def memory(self) -> MemoryService:
-        return MemoryService(self.store, self.embedder, self.chat_model, self.config.memory.expand)
+        return MemoryService(self.store, self.embedder, self.learner_model, self.config.memory.expand)
 
     @cached_property
     def learner(self) -> Learner | None:

@@ -92,7 +92,7 @@ def test_models_list_and_info():
 
 
 def test_chat_session(monkeypatch):
-    script = "hello\n/persona\n/persona coach\n/persona pirate\n/nope\n\"\"\"\nline one\nline two\n\"\"\"\ncontinued \\\nline\n/exit\n"
+    script = "hello\n/recall\n/persona\n/persona coach\n/persona pirate\n/nope\n\"\"\"\nline one\nline two\n\"\"\"\ncontinued \\\nline\n/recall\n/exit\n"
     result = run("chat", "--backend", "fake", input=script)
     assert result.exit_code == 0, result.output
     out = result.stdout
@@ -101,6 +101,8 @@ def test_chat_session(monkeypatch):
     assert "unknown persona 'pirate'" in result.stderr and "unknown command /nope" in result.stderr
     assert "You said: line one\nline two" in out
     assert "You said: continued \nline" in out
+    assert "nothing recalled for the last reply" in out  # the first turn had no memory yet
+    assert "user: hello" in out  # later turns recall earlier messages (episodes)
 
 
 def test_chat_ctrl_c_stops_the_reply_not_the_program(monkeypatch):

@@ -106,6 +106,7 @@ CHAT_HELP = """Commands:
   /help             this help
   /persona [NAME]   list personas, or switch to NAME
   /new              start a new conversation
+  /recall           what anima recalled for its last reply
   /exit             leave (or Ctrl-D)
 Multi-line input: end a line with \\ to continue it, or put \"\"\" on a line to start and end a block.
 Ctrl-C stops the current reply."""
@@ -141,7 +142,7 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
     with err.status(f"loading {config.model}..."):
         model_name = container.chat_model.name
     out.print(f"[bold]anima[/bold] {__version__} · model [cyan]{model_name}[/cyan] · persona [cyan]{current}[/cyan] · /help for commands, Ctrl-D to leave")
-    conversation_id = None
+    conversation_id, last = None, None
     while True:
         try:
             text = read_message()
@@ -158,6 +159,10 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
             return
         if command == "/help":
             out.print(CHAT_HELP, highlight=False, markup=False)
+            continue
+        if command == "/recall":
+            used = last.hits if last is not None else []
+            out.print("\n".join(h.line() for h in used) or "[dim]nothing recalled for the last reply[/dim]", highlight=False, markup=not used)
             continue
         if command == "/new":
             conversation_id = None
@@ -186,7 +191,7 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
         except AnimaError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
             continue
-        conversation_id = reply.turn.conversation_id
+        conversation_id, last = reply.turn.conversation_id, reply
         sys.stdout.write("anima> ")
         try:
             _print_stream(reply)

@@ -17,6 +17,9 @@ from anima.errors import ContextTooLong, ModelCorrupt, ModelUnavailable
 from anima.models.base import Chunk, Message, Options, Usage
 
 
+_COMPUTE = threading.RLock()
+
+
 def _import_llama_cpp():
     try:
         import llama_cpp
@@ -48,7 +51,9 @@ class LlamaCppChatModel:
             template=template, eos_token=special(self.llm.token_eos()), bos_token=special(self.llm.token_bos()), stop_token_ids=[self.llm.token_eos()]
         )
         self._grammars: dict[str, Any] = {}
-        self.lock = threading.Lock()  # a llama.cpp context serves one generation at a time
+        # One generation at a time in the whole process: two contexts (the chat's and the
+        # learner's, each keeping its own KV cache warm) would only fight over the cores.
+        self.lock = _COMPUTE
 
     @property
     def n_ctx(self) -> int:
