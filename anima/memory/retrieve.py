@@ -49,7 +49,7 @@ class Hit:
 
     def line(self) -> str:
         who = f"{self.speaker}: " if self.speaker else ""
-        line = f"- [{self.when[:16].replace('T', ' ')}] {who}{self.text}" if self.when else f"- {who}{self.text}"
+        line = f"- [{readable(self.when)}] {who}{self.text}" if self.when else f"- {who}{self.text}"
         if self.reply is not None:
             line += f"\n  {self.reply.speaker or self.reply.role}: {self.reply.text}"
         return line
@@ -60,6 +60,24 @@ class Hit:
         if isinstance(self.record, Memory):
             return list(self.record.source_ids)
         return [self.id] + ([self.reply.id] if self.reply is not None else [])
+
+
+def readable(when: str) -> str:
+    """"2023-05-08T13:56:00" -> "8 May 2023, 13:56"; "2023-06" -> "June 2023". Small
+    models read (and repeat) dates written as people write them better than ISO."""
+    try:
+        if len(when) >= 16:
+            t = datetime.fromisoformat(when)
+            t = t.astimezone() if t.tzinfo else t  # stored in UTC, shown in local time
+            return f"{t.day} {t:%B %Y, %H:%M}"
+        if len(when) == 10:
+            t = datetime.fromisoformat(when)
+            return f"{t.day} {t:%B %Y}"
+        if len(when) == 7:
+            return datetime.strptime(when, "%Y-%m").strftime("%B %Y")
+    except ValueError:
+        pass
+    return when
 
 
 def _fuse(lists: list[tuple[list[int], float]]) -> dict[int, float]:
