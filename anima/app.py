@@ -22,6 +22,7 @@ class Container:
     _chat_model: ChatModel | None = field(default=None, repr=False)
     _store: Store | None = field(default=None, repr=False)
     _embedder: Embedder | None = field(default=None, repr=False)
+    _learner_model: ChatModel | None = field(default=None, repr=False)
 
     @cached_property
     def chat_model(self) -> ChatModel:
@@ -41,6 +42,8 @@ class Container:
         """The model that learns and expands queries. For llama.cpp it is a context of its
         own (the weights are shared through mmap), so the chat's KV cache stays warm
         while the learner works between turns."""
+        if self._learner_model is not None:
+            return self._learner_model
         if self.config.backend != "llama_cpp" or self._chat_model is not None:
             return self.chat_model
         return load_chat_model(self.config.model_copy(update={"model": self.config.memory.learn_model or self.config.model}))
@@ -60,5 +63,5 @@ class Container:
         return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner)
 
 
-def build(config: Config, *, chat_model: ChatModel | None = None, store: Store | None = None, embedder: Embedder | None = None) -> Container:
-    return Container(config, chat_model, store, embedder)
+def build(config: Config, *, chat_model: ChatModel | None = None, store: Store | None = None, embedder: Embedder | None = None, learner_model: ChatModel | None = None) -> Container:
+    return Container(config, chat_model, store, embedder, learner_model)

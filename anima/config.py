@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from anima.errors import ConfigError
 
 CONFIG_VERSION = 1
+USER_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"  # also a folder name: no "..", no "/"
 
 
 def config_path() -> Path:
@@ -84,7 +85,7 @@ class Config(BaseSettings):
     model: str = Field("default", description="Registry name (`anima models list`) or a path to a .gguf file.")
     embedder: str = Field("minilm", description='Registry name or .gguf path of the sentence embedder, or "remote" for the server\'s.')
     persona: str = Field("assistant", description="Persona used when none is given (`/persona` in chat).")
-    user: str = Field("local", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="Whose data directory and conversation log to use.")
+    user: str = Field("local", pattern=USER_NAME, description="Whose data directory and conversation log to use.")
     history_turns: int = Field(6, ge=0, description="Recent turns of the conversation sent back to the model.")
     llama_cpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
     openai_http: OpenAIHTTPSettings = Field(default_factory=OpenAIHTTPSettings)

@@ -45,19 +45,34 @@ class Assistant:
         g = self.config.generation
         return Options(**{"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, **overrides})
 
-    def prompt(self, persona: Persona, conversation_id: int, text: str, memory_block: str = "") -> list[Message]:
+    def prompt(self, persona: Persona, conversation_id: int, text: str, memory_block: str = "", history: list[Message] | None = None, instructions: str = "") -> list[Message]:
+        """The messages for the model. `history` (a client's own earlier messages, as an
+        OpenAI client sends them) replaces the stored turns of the conversation;
+        `instructions` (a client's system message) follow the persona."""
         # The persona comes first and never changes, so llama.cpp reuses its KV cache;
         # the clock and memories follow.
         now = datetime.now().astimezone()
-        system = f"{persona.system_prompt}\n\nNow: {now:%A %d %B %Y, %H:%M}." + (f"\n\n{memory_block}" if memory_block else "")
+        system = "\n\n".join(part for part in (persona.system_prompt, instructions, f"Now: {now:%A %d %B %Y, %H:%M}.", memory_block) if part)
         messages: list[Message] = [{"role": "system", "content": system}]
-        for turn in self.store.turns(conversation_id, self.config.history_turns):
-            if turn.status != "error":
-                messages += [{"role": "user", "content": turn.user_text}, {"role": "assistant", "content": turn.reply}]
+        if history is None:
+            history = []
+            for turn in self.store.turns(conversation_id, self.config.history_turns):
+                if turn.status != "error":
+                    history += [{"role": "user", "content": turn.user_text}, {"role": "assistant", "content": turn.reply}]
+        messages += history
         messages.append({"role": "user", "content": text})
         return messages
 
-    def reply(self, text: str, *, conversation_id: int | None = None, persona: str | None = None, options: Options | None = None) -> Reply:
+    def reply(
+        self,
+        text: str,
+        *,
+        conversation_id: int | None = None,
+        persona: str | None = None,
+        options: Options | None = None,
+        history: list[Message] | None = None,
+        instructions: str = "",
+    ) -> Reply:
         """Start a turn. Iterate the result for the reply's text; `.turn` holds the
         logged record once iteration ends (or `.close()` stops it early)."""
         chosen = check_input(text, persona or self.config.persona)
@@ -66,7 +81,7 @@ class Assistant:
         block, hits = "", []
         if self.memory is not None and self.config.memory.recall_k:
             block, hits = self.memory.context(text, k=self.config.memory.recall_k)
-        messages = self.prompt(chosen, conversation_id, text, block)
+        messages = self.prompt(chosen, conversation_id, text, block, history, instructions)
         turn = Turn(conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply="")
         return Reply(self, turn, messages, options or self.options(), hits)
 

@@ -16,6 +16,7 @@ from anima.app import build
 from anima.assistant.turn import check_input
 from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, labelled_steps, out, steps_progress
 from anima.cli.memory import memory_app
+from anima.cli.serve import serve, users_app
 from anima.config import config_path, data_dir, load_config, to_toml
 from anima.errors import AnimaError
 
@@ -27,6 +28,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 app.add_typer(memory_app, name="memory")
+app.add_typer(users_app, name="users")
+app.command()(serve)
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
 BackendOpt = typer.Option(None, "--backend", help="llama_cpp | openai_http | fake")

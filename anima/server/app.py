@@ -1,0 +1,279 @@
+"""The HTTP server: an OpenAI-compatible API in front of the full anima turn.
+
+    create_app(server) -> FastAPI
+
+One chat model and one embedder are shared; every user has their own encrypted store,
+memory and conversation log, picked by the API key (`Authorization: Bearer ...`).
+Generations queue in front of the model (a llama.cpp context serves one at a time);
+past `max_waiting`, a request gets 429 at once instead of waiting forever.
+Errors are OpenAI-shaped JSON: {"error": {"message", "type", "code", "param"}}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from anima import __version__
+from anima.app import Container, build
+from anima.assistant import personas
+from anima.config import USER_NAME, Config
+from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable
+from anima.models import ChatModel, Embedder, Options
+from anima.store.accounts import Accounts
+
+log = logging.getLogger("anima.server")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+
+def _error(status: int, message: str, type_: str, code: str | None = None, param: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "code": code, "param": param}}, status_code=status, headers=headers)
+
+
+# AnimaError subclasses -> HTTP status; a bug in anima is a 500 with an id, never a traceback.
+STATUS = {BadInput: 400, ContextTooLong: 400, ModelNotFound: 404, ModelUnavailable: 503}
+
+
+@dataclass
+class Server:
+    config: Config
+    accounts: Accounts
+    chat_model: ChatModel
+    embedder: Embedder
+    learner_model: ChatModel | None = None
+    max_waiting: int = 8  # requests allowed to wait for the model; more get 429
+    max_body: int = 1_000_000  # bytes
+    _slots: threading.Semaphore = field(init=False)
+    _users: dict[str, Container] = field(default_factory=dict)
+    _users_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self._slots = threading.Semaphore(1 + self.max_waiting)
+
+    def container(self, user: str) -> Container:
+        """The user's own store, memory and assistant (made on first use, then kept)."""
+        with self._users_lock:
+            if user not in self._users:
+                config = self.config.model_copy(update={"user": user})
+                self._users[user] = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model)
+            return self._users[user]
+
+    def admit(self) -> None:
+        if not self._slots.acquire(blocking=False):
+            raise ApiError(429, f"the model is busy ({self.max_waiting} requests already waiting); retry shortly", "rate_limit_error", "queue_full")
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+# --- request shapes ------------------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return "".join(p.get("text", "") for p in self.content if p.get("type") in ("text", "input_text"))
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # unknown OpenAI parameters are accepted and ignored
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    response_format: dict[str, Any] | None = None
+    stream_options: dict[str, Any] | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = ""
+    input: str | list[str] = Field(min_length=1)
+
+
+# --- the app ---------------------------------------------------------------------------
+
+
+def create_app(server: Server) -> FastAPI:
+    app = FastAPI(title="anima", version=__version__, description="A local-first personal assistant with memory, behind the OpenAI API.")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message, exc.type, exc.code, exc.param)
+
+    @app.exception_handler(AnimaError)
+    async def _anima_error(request: Request, exc: AnimaError):
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+        return _error(status, str(exc), "invalid_request_error" if status < 500 else "server_error", exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), "invalid_request_error", "invalid_value", where or None)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error", None)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        ref = uuid.uuid4().hex[:8]
+        log.error("internal error %s", ref, exc_info=exc)
+        return _error(500, f"internal error (id {ref})", "server_error", "internal_error")
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > server.max_body):
+            return _error(413, f"request body larger than {server.max_body} bytes", "invalid_request_error", "body_too_large")
+        return await call_next(request)
+
+    def user(request: Request) -> str:
+        """Who is asking: the owner of the Bearer key. With no accounts at all (a single
+        user on loopback), the configured local user."""
+        if not server.accounts.any_active():
+            return server.config.user
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        name = server.accounts.user_for(key) if key else None
+        if name is None:
+            raise ApiError(401, "missing or invalid API key; send `Authorization: Bearer <key>` (`anima users add NAME` makes one)", "authentication_error", "invalid_api_key")
+        return name
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok", "version": __version__, "model": server.chat_model.name, "embedder": server.embedder.name}
+
+    @app.get("/v1/models")
+    def models(who: str = Depends(user)) -> dict:
+        now = int(time.time())
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": now, "owned_by": "anima", "description": p.description} for name, p in sorted(personas().items())]}
+
+    @app.post("/v1/embeddings")
+    def embeddings(body: EmbeddingRequest, who: str = Depends(user)) -> dict:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        vectors = server.embedder.embed(texts)
+        return {
+            "object": "list",
+            "model": server.embedder.name,
+            "data": [{"object": "embedding", "index": i, "embedding": list(map(float, v))} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": sum(len(t.split()) for t in texts)},
+        }
+
+    @app.post("/v1/chat/completions", response_model=None)
+    def chat_completions(body: ChatRequest, who: str = Depends(user)):
+        if body.user and not server.accounts.any_active():
+            # no keys (one trusted machine, loopback): the request's `user` picks whose data
+            if not re.match(USER_NAME, body.user):
+                raise ApiError(400, f"'{body.user}' is not a valid user name", "invalid_request_error", "invalid_value", "user")
+            who = body.user
+        if body.model not in personas():
+            raise ApiError(404, f"model '{body.model}' does not exist; GET /v1/models lists the personas", "invalid_request_error", "model_not_found", "model")
+        *earlier, last = body.messages
+        if last.role != "user" or not last.text().strip():
+            raise ApiError(400, "the last message must be a non-empty user message", "invalid_request_error", "invalid_value", "messages")
+        instructions = "\n\n".join(m.text() for m in earlier if m.role in ("system", "developer"))
+        history = [{"role": m.role, "content": m.text()} for m in earlier if m.role in ("user", "assistant")]
+        assistant = server.container(who).assistant
+        overrides = {
+            "max_tokens": body.max_completion_tokens or body.max_tokens,
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "seed": body.seed,
+            "stop": [body.stop] if isinstance(body.stop, str) else body.stop,
+            "json_schema": _schema(body.response_format),
+        }
+        options = assistant.options(**{k: v for k, v in overrides.items() if v is not None})
+        server.admit()
+        try:
+            reply = assistant.reply(last.text(), persona=body.model, options=options, history=history, instructions=instructions)
+        except BaseException:
+            server.release()
+            raise
+        ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if body.stream:
+            usage = bool((body.stream_options or {}).get("include_usage"))
+            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage), media_type="text/event-stream")
+        try:
+            text = reply.text()
+        finally:
+            server.release()
+        t = reply.turn
+        return {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": body.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": t.finish_reason or "stop"}],
+            "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens},
+        }
+
+    return app
+
+
+def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not response_format or response_format.get("type") in (None, "text"):
+        return None
+    if response_format["type"] == "json_object":
+        return response_format.get("schema") or {"type": "object"}
+    if response_format["type"] == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ApiError(400, "response_format.json_schema.schema must be a JSON schema object", "invalid_request_error", "invalid_value", "response_format")
+        return schema
+    raise ApiError(400, f"unknown response_format type {response_format['type']!r}", "invalid_request_error", "invalid_value", "response_format")
+
+
+def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool) -> Iterator[str]:
+    """The reply as OpenAI chat.completion.chunk events, then `data: [DONE]`."""
+
+    def event(delta: dict, finish: str | None = None, **extra) -> str:
+        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    try:
+        yield event({"role": "assistant", "content": ""})
+        try:
+            for piece in reply:
+                yield event({"content": piece})
+        except AnimaError as exc:  # headers are sent: report in the stream, as OpenAI does
+            yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error', 'code': exc.code}})}\n\n"
+            return
+        t = reply.turn
+        yield event({}, t.finish_reason or "stop")
+        if include_usage:
+            usage = {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens}
+            yield f"data: {json.dumps({'id': ident, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        reply.close()  # a client that went away stops the generation; the partial turn is logged
+        server.release()
