@@ -9,6 +9,7 @@
     ├── StoreError              data dir not writable, database unreadable
     │   └── WrongPassphrase     the key or passphrase does not open the database
     └── BadInput                empty prompt, unknown persona, bad file
+        └── NotFound            no memory / conversation with that id
 
 Everything else is a bug in anima: the CLI prints "internal error" and the log
 keeps the traceback; under pytest or ANIMA_DEBUG=1 it is re-raised.
@@ -59,3 +60,7 @@ class WrongPassphrase(StoreError):
 
 class BadInput(AnimaError):
     code = "bad_input"
+
+
+class NotFound(BadInput):
+    code = "not_found"

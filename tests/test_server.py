@@ -186,3 +186,39 @@ def test_without_keys_the_request_user_picks_the_store(anima_home, fake):
             c.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "x"}], user="../etc")
     assert open_store(anima_home, "carol").search_text("episodes", "carol", 3)
     assert not open_store(anima_home, "local").search_text("episodes", "carol", 3)
+
+
+def test_rest_memories_are_per_user(live):
+    url, keys, _ = live
+    a = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['alice']}"})
+    b = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['bob']}"})
+    created = a.post("/api/memories", json={"text": "Alice's sister is Ana", "kind": "person", "date": "2024-03-03"})
+    assert created.status_code == 201
+    mid = created.json()["id"]
+    assert [m["text"] for m in a.get("/api/memories").json()] == ["Alice's sister is Ana"]
+    assert a.get("/api/memories/search", params={"q": "sister"}).json()[0]["id"] == mid
+    assert a.patch(f"/api/memories/{mid}", json={"text": "Alice's sister is Anna"}).json()["text"] == "Alice's sister is Anna"
+    assert a.get(f"/api/memories/{mid}/why").json()["sources"] == []
+    assert a.get("/api/memories/export").json()["memories"][0]["text"] == "Alice's sister is Anna"
+    # bob sees nothing of it, and guessing alice's id gets him a 404 in his own store
+    assert b.get("/api/memories").json() == []
+    assert b.delete(f"/api/memories/{mid}").status_code == 404
+    assert b.patch(f"/api/memories/{mid}", json={"text": "hacked"}).status_code == 404
+    assert a.get("/api/memories").json()[0]["text"] == "Alice's sister is Anna"
+    assert a.delete(f"/api/memories/{mid}").status_code == 204
+    assert a.get("/api/memories").json() == []
+    assert a.post("/api/memories", json={"text": "x", "kind": "gossip"}).status_code == 400
+    assert a.post("/api/memories", json={"text": ""}).status_code == 400
+    assert a.get("/api/personas").json()[0]["name"]
+
+
+def test_conversation_history_over_rest(live):
+    url, keys, _ = live
+    client(url, keys["alice"]).chat.completions.create(model="assistant", messages=[{"role": "user", "content": "first words"}])
+    a = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['alice']}"})
+    conversations = a.get("/api/conversations").json()
+    assert conversations[0]["title"] == "first words"
+    turns = a.get(f"/api/conversations/{conversations[0]['id']}").json()
+    assert turns[0]["reply"] == "You said: first words"
+    b = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['bob']}"})
+    assert b.get(f"/api/conversations/{conversations[0]['id']}").status_code == 404

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from anima.errors import AnimaError, BadInput
+from anima.errors import AnimaError, BadInput, NotFound
 from anima.memory.extract import extract
 from anima.memory.reconcile import Decision, reconcile
 from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
@@ -99,7 +99,7 @@ class MemoryService:
     def get(self, memory_id: int) -> Memory:
         found = self.store.memories([memory_id])
         if not found:
-            raise BadInput(f"no memory with id {memory_id}", "`anima memory list` shows the ids")
+            raise NotFound(f"no memory with id {memory_id}", "`anima memory list` shows the ids")
         return found[0]
 
     def add(self, text: str, kind: str = "fact", subject: str = "user", ref_date: str | None = None) -> Memory:
@@ -125,7 +125,7 @@ class MemoryService:
     def forget(self, memory_id: int) -> None:
         """Hard delete: the row, its full-text entry and its vector."""
         if not self.store.delete_memory(memory_id):
-            raise BadInput(f"no memory with id {memory_id}", "`anima memory list` shows the ids")
+            raise NotFound(f"no memory with id {memory_id}", "`anima memory list` shows the ids")
 
     def why(self, memory_id: int) -> tuple[Memory, list[Episode]]:
         memory = self.get(memory_id)

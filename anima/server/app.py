@@ -17,10 +17,10 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +30,7 @@ from anima import __version__
 from anima.app import Container, build
 from anima.assistant import personas
 from anima.config import USER_NAME, Config
-from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable
+from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
 from anima.models import ChatModel, Embedder, Options
 from anima.store.accounts import Accounts
 
@@ -48,7 +48,7 @@ def _error(status: int, message: str, type_: str, code: str | None = None, param
 
 
 # AnimaError subclasses -> HTTP status; a bug in anima is a 500 with an id, never a traceback.
-STATUS = {BadInput: 400, ContextTooLong: 400, ModelNotFound: 404, ModelUnavailable: 503}
+STATUS = {NotFound: 404, BadInput: 400, ContextTooLong: 400, ModelNotFound: 404, ModelUnavailable: 503}
 
 
 @dataclass
@@ -237,7 +237,67 @@ def create_app(server: Server) -> FastAPI:
             "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens},
         }
 
+    # --- REST: the user's own memories, conversations and personas -----------------
+
+    def memory_of(who: str):
+        return server.container(who).memory
+
+    @app.get("/api/personas")
+    def api_personas(who: str = Depends(user)) -> list[dict]:
+        return [{"name": p.name, "description": p.description, "style": p.style} for p in personas().values()]
+
+    @app.get("/api/memories")
+    def api_memories(kind: str | None = None, all: bool = False, who: str = Depends(user)) -> list[dict]:
+        return [asdict(m) for m in memory_of(who).store.list_memories(kind=kind, include_invalid=all)]
+
+    @app.get("/api/memories/search")
+    def api_search(q: str = Query(min_length=1), k: int = Query(8, ge=1, le=50), who: str = Depends(user)) -> list[dict]:
+        return [{"kind": h.kind, "id": h.id, "text": h.text, "when": h.when, "speaker": h.speaker, "score": h.score} for h in memory_of(who).recall(q, k=k)]
+
+    @app.post("/api/memories", status_code=201)
+    def api_add(body: MemoryIn, who: str = Depends(user)) -> dict:
+        return asdict(memory_of(who).add(body.text, body.kind, ref_date=body.date))
+
+    @app.patch("/api/memories/{memory_id}")
+    def api_edit(memory_id: int, body: MemoryEdit, who: str = Depends(user)) -> dict:
+        return asdict(memory_of(who).edit(memory_id, body.text, body.kind))
+
+    @app.delete("/api/memories/{memory_id}", status_code=204)
+    def api_forget(memory_id: int, who: str = Depends(user)) -> None:
+        memory_of(who).forget(memory_id)
+
+    @app.get("/api/memories/{memory_id}/why")
+    def api_why(memory_id: int, who: str = Depends(user)) -> dict:
+        memory, episodes = memory_of(who).why(memory_id)
+        return {"memory": asdict(memory), "sources": [asdict(e) for e in episodes]}
+
+    @app.get("/api/memories/export")
+    def api_export(who: str = Depends(user)) -> dict:
+        return memory_of(who).export()
+
+    @app.get("/api/conversations")
+    def api_conversations(limit: int = Query(50, ge=1, le=1000), who: str = Depends(user)) -> list[dict]:
+        return [asdict(c) for c in server.container(who).store.conversations(limit)]
+
+    @app.get("/api/conversations/{conversation_id}")
+    def api_conversation(conversation_id: int, who: str = Depends(user)) -> list[dict]:
+        turns = server.container(who).store.turns(conversation_id)
+        if not turns:
+            raise ApiError(404, f"no conversation {conversation_id}", "invalid_request_error", "not_found")
+        return [asdict(t) for t in turns]
+
     return app
+
+
+class MemoryIn(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+    kind: str = "fact"
+    date: str | None = Field(None, pattern=r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+class MemoryEdit(BaseModel):
+    text: str | None = Field(None, min_length=1, max_length=4000)
+    kind: str | None = None
 
 
 def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
