@@ -242,3 +242,11 @@ rm "{mnt}/fill"
     err = (tmp_path / "err.txt").read_text()
     assert err.startswith("error:") and "full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert '"text": "first memory"' in proc.stdout
+
+
+def test_text_without_words_has_no_vector_and_breaks_no_search(store):
+    ids = fill(store)
+    empty = store.add_episode(Episode("!!!"), [0.0] * 32)
+    assert store.search_vector("episodes", [0.0] * 32, 5) == []
+    hits = store.search_vector("episodes", vec(TEXTS[0]), 10)
+    assert empty not in [i for i, _ in hits] and hits[0][0] == ids[0]

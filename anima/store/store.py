@@ -160,9 +160,9 @@ class Store:
 
     # --- episodes and memories: one code path for both tables ------------------
 
-    def _check_dim(self, vector) -> bytes:
+    def _check_dim(self, vector) -> bytes | None:
         blob = to_blob(vector)
-        dim = len(blob) // 4
+        dim = len(vector)
         known = self.meta("embed_dim")
         if known is None:
             self.set_meta("embed_dim", str(dim))
@@ -199,7 +199,8 @@ class Store:
                 row["embedding"] = blob
                 memory.id = self.db.execute(f"INSERT INTO memories ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
                 self.db.execute("INSERT INTO fts_memories(rowid, text) VALUES (?, ?)", (memory.id, memory.text))
-                self.vectors.upsert("memories", memory.id, blob)
+                if blob is not None:
+                    self.vectors.upsert("memories", memory.id, blob)
 
     def _get(self, table: str, ids: list[int]) -> list:
         if not ids:
@@ -219,9 +220,10 @@ class Store:
 
     def search_vector(self, table: str, vector, k: int) -> list[tuple[int, float]]:
         """Nearest neighbours by cosine: (id, similarity), best first."""
-        if self.meta("embed_dim") is None:
+        blob = self._check_dim(vector) if self.meta("embed_dim") is not None else None
+        if blob is None:
             return []
-        return [(i, 1.0 - d) for i, d in self.vectors.search(table, self._check_dim(vector), k)]
+        return [(i, 1.0 - d) for i, d in self.vectors.search(table, blob, k)]
 
     def _delete(self, table: str, rowid: int) -> bool:
         """Hard delete: the row, its FTS entry and its vector."""
@@ -293,9 +295,12 @@ class Store:
         with self._lock, transaction(self.db):
             self.db.execute(f"UPDATE memories SET {', '.join(f'{c} = :{c}' for c in cols)} WHERE id = :id", row)
             self.db.execute("UPDATE fts_memories SET text = ? WHERE rowid = ?", (memory.text, memory.id))
-            if blob is not None:
+            if vector is not None:  # new text, new vector (or none, for text without words)
                 self.db.execute("UPDATE memories SET embedding = ? WHERE id = ?", (blob, memory.id))
-                self.vectors.upsert("memories", memory.id, blob)
+                if blob is not None:
+                    self.vectors.upsert("memories", memory.id, blob)
+                elif self.meta("embed_dim"):
+                    self.vectors.delete("memories", memory.id)
 
     def invalidate_memory(self, memory_id: int, when: str | None = None) -> None:
         self._write("UPDATE memories SET valid_to = ?, updated_at = ? WHERE id = ?", (when or now(), now(), memory_id))

@@ -16,10 +16,12 @@ import numpy as np
 from anima.store.db import Connection, transaction
 
 
-def to_blob(vector) -> bytes:
+def to_blob(vector) -> bytes | None:
+    """float32 bytes of the L2-normalised vector; None for a zero vector, which has no
+    direction to compare (text with no words): such a row is left out of vector search."""
     v = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(v))
-    return (v / norm if norm else v).astype(np.float32).tobytes()
+    return (v / norm).astype(np.float32).tobytes() if norm > 0 and np.isfinite(norm) else None
 
 
 class NumpyIndex:
