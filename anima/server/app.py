@@ -47,7 +47,8 @@ def _error(status: int, message: str, type_: str, code: str | None = None, param
     return JSONResponse({"error": {"message": message, "type": type_, "code": code, "param": param}}, status_code=status, headers=headers)
 
 
-RowId = Path(ge=1, le=2**63 - 1, description="An id from a listing.")  # SQLite's integer range
+def row_id():
+    return Path(ge=1, le=2**63 - 1, description="An id from a listing.")  # SQLite's integer range
 
 # AnimaError subclasses -> HTTP status; a bug in anima is a 500 with an id, never a traceback.
 STATUS = {NotFound: 404, BadInput: 400, ContextTooLong: 400, ModelNotFound: 404, ModelUnavailable: 503}
@@ -261,15 +262,15 @@ def create_app(server: Server) -> FastAPI:
         return asdict(memory_of(who).add(body.text, body.kind, ref_date=body.date))
 
     @app.patch("/api/memories/{memory_id}")
-    def api_edit(body: MemoryEdit, memory_id: int = RowId, who: str = Depends(user)) -> dict:
+    def api_edit(body: MemoryEdit, memory_id: int = row_id(), who: str = Depends(user)) -> dict:
         return asdict(memory_of(who).edit(memory_id, body.text, body.kind))
 
     @app.delete("/api/memories/{memory_id}", status_code=204)
-    def api_forget(memory_id: int = RowId, who: str = Depends(user)) -> None:
+    def api_forget(memory_id: int = row_id(), who: str = Depends(user)) -> None:
         memory_of(who).forget(memory_id)
 
     @app.get("/api/memories/{memory_id}/why")
-    def api_why(memory_id: int = RowId, who: str = Depends(user)) -> dict:
+    def api_why(memory_id: int = row_id(), who: str = Depends(user)) -> dict:
         memory, episodes = memory_of(who).why(memory_id)
         return {"memory": asdict(memory), "sources": [asdict(e) for e in episodes]}
 
@@ -282,7 +283,7 @@ def create_app(server: Server) -> FastAPI:
         return [asdict(c) for c in server.container(who).store.conversations(limit)]
 
     @app.get("/api/conversations/{conversation_id}")
-    def api_conversation(conversation_id: int = RowId, who: str = Depends(user)) -> list[dict]:
+    def api_conversation(conversation_id: int = row_id(), who: str = Depends(user)) -> list[dict]:
         turns = server.container(who).store.turns(conversation_id)
         if not turns:
             raise ApiError(404, f"no conversation {conversation_id}", "invalid_request_error", "not_found")
