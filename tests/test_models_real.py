@@ -157,3 +157,12 @@ def test_bench_overhead_runs(anima_home, link_models):
     data = json.loads(proc.stdout)
     assert data["raw"]["completion_tokens"] > 0 and data["anima"]["completion_tokens"] > 0
     assert 0.5 < data["ratio"] < 2.0
+
+
+def test_default_model_calls_a_tool_through_its_template(default_model):
+    from anima.models.base import split_tool_calls
+
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    c = complete(default_model, [{"role": "user", "content": "What's the weather in Paris right now?"}], Options(max_tokens=60, temperature=0, tools=[weather]))
+    _, calls = split_tool_calls(c.text)
+    assert calls and calls[0]["name"] == "get_weather" and "paris" in str(calls[0]["arguments"]).lower(), c.text

@@ -104,3 +104,18 @@ def test_json_format_falls_back_to_json_object_schema_once():
     for _ in range(2):
         assert complete(model, [{"role": "user", "content": "json"}], Options(json_schema={"type": "object"})).json() == {}
     assert seen == ["json_schema", "json_object", "json_object"]
+
+
+def test_streamed_tool_calls_become_tool_call_text():
+    from anima.models.base import split_tool_calls
+
+    events = [
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "get_weather", "arguments": ""}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Rome"}'}}]}, "finish_reason": "tool_calls"}]},
+    ]
+    body = "".join(f"data: {__import__('json').dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    model = OpenAIChatModel("http://x/v1", "m", transport=httpx.MockTransport(lambda r: httpx.Response(200, text=body)))
+    c = complete(model, [{"role": "user", "content": "weather"}], Options(tools=[{"type": "function", "function": {"name": "get_weather"}}]))
+    assert split_tool_calls(c.text)[1] == [{"name": "get_weather", "arguments": {"city": "Rome"}}]
+    assert c.finish_reason == "tool_calls"

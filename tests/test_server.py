@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -222,3 +223,44 @@ def test_conversation_history_over_rest(live):
     assert turns[0]["reply"] == "You said: first words"
     b = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['bob']}"})
     assert b.get(f"/api/conversations/{conversations[0]['id']}").status_code == 404
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tool_calls_round_trip(live, fake):
+    url, keys, _ = live
+    c = client(url, keys["alice"])
+    fake.enqueue('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>')
+    first = c.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert fake.calls[-1][1].tools == [WEATHER]
+    fake.enqueue("It is 21°C and sunny in Paris.")
+    second = c.chat.completions.create(
+        model="assistant",
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21, "sky": "sunny"}'},
+        ],
+    )
+    assert second.choices[0].message.content == "It is 21°C and sunny in Paris." and second.choices[0].finish_reason == "stop"
+    sent = fake.calls[-1][0]
+    assert [m["role"] for m in sent[-3:]] == ["user", "assistant", "tool"]
+    assert sent[-2]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+
+
+def test_tool_call_streamed_and_tool_choice_none(live, fake):
+    url, keys, _ = live
+    c = client(url, keys["alice"])
+    fake.enqueue('<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>')
+    chunks = list(c.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "Oslo?"}], tools=[WEATHER], stream=True))
+    calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments) == {"city": "Oslo"}
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"
+    c.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "no tools"}], tools=[WEATHER], tool_choice="none")
+    assert fake.calls[-1][1].tools is None

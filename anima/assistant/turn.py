@@ -45,10 +45,20 @@ class Assistant:
         g = self.config.generation
         return Options(**{"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, **overrides})
 
-    def prompt(self, persona: Persona, conversation_id: int, text: str, memory_block: str = "", history: list[Message] | None = None, instructions: str = "") -> list[Message]:
+    def prompt(
+        self,
+        persona: Persona,
+        conversation_id: int,
+        text: str,
+        memory_block: str = "",
+        history: list[Message] | None = None,
+        instructions: str = "",
+        tail: list[Message] | None = None,
+    ) -> list[Message]:
         """The messages for the model. `history` (a client's own earlier messages, as an
         OpenAI client sends them) replaces the stored turns of the conversation;
-        `instructions` (a client's system message) follow the persona."""
+        `instructions` (a client's system message) follow the persona; `tail` comes after
+        the user's message (the model's tool calls and their results, in a tool loop)."""
         # The persona comes first and never changes, so llama.cpp reuses its KV cache;
         # the clock and memories follow.
         now = datetime.now().astimezone()
@@ -61,7 +71,7 @@ class Assistant:
                     history += [{"role": "user", "content": turn.user_text}, {"role": "assistant", "content": turn.reply}]
         messages += history
         messages.append({"role": "user", "content": text})
-        return messages
+        return messages + (tail or [])
 
     def reply(
         self,
@@ -72,6 +82,7 @@ class Assistant:
         options: Options | None = None,
         history: list[Message] | None = None,
         instructions: str = "",
+        tail: list[Message] | None = None,
     ) -> Reply:
         """Start a turn. Iterate the result for the reply's text; `.turn` holds the
         logged record once iteration ends (or `.close()` stops it early)."""
@@ -81,7 +92,7 @@ class Assistant:
         block, hits = "", []
         if self.memory is not None and self.config.memory.recall_k:
             block, hits = self.memory.context(text, k=self.config.memory.recall_k)
-        messages = self.prompt(chosen, conversation_id, text, block, history, instructions)
+        messages = self.prompt(chosen, conversation_id, text, block, history, instructions, tail)
         turn = Turn(conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply="")
         return Reply(self, turn, messages, options or self.options(), hits)
 

@@ -8,11 +8,12 @@ and in `anima.assistant`.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, runtime_checkable
 
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+Message = dict[str, Any]  # {"role": "system" | "user" | "assistant" | "tool", "content": "...", maybe "tool_calls"}
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Options:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     json_schema: dict[str, Any] | None = None  # constrain the reply to this JSON schema
+    tools: list[dict[str, Any]] | None = None  # OpenAI-style tool definitions the model may call
 
 
 @dataclass
@@ -84,3 +86,26 @@ def complete(model: ChatModel, messages: list[Message], options: Options | None 
     text = "".join(parts)
     usage = last.usage or Usage(completion_tokens=model.count_tokens(text))
     return Completion(text, model.name, usage, last.finish_reason, (time.perf_counter() - start) * 1000, first)
+
+
+_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+
+
+def split_tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
+    """Tool calls in a reply, written as the Qwen/Hermes chat templates ask:
+    `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`. Returns the remaining
+    text and the calls ({"name", "arguments"}); a block that is not valid JSON stays text."""
+    calls = []
+
+    def take(match: re.Match) -> str:
+        try:
+            call = json.loads(match.group(1), strict=False)
+        except ValueError:
+            return match.group(0)
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            return match.group(0)
+        calls.append({"name": call["name"], "arguments": call.get("arguments") or {}})
+        return ""
+
+    rest = _TOOL_CALL.sub(take, text)
+    return rest.strip(), calls

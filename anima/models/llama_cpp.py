@@ -59,15 +59,16 @@ class LlamaCppChatModel:
     def n_ctx(self) -> int:
         return self.llm.n_ctx()
 
-    def prompt_tokens(self, messages: list[Message]) -> tuple[list[int], list[str]]:
-        """Token ids of the formatted chat, and the template's stop strings."""
-        result = self._formatter(messages=messages)
+    def prompt_tokens(self, messages: list[Message], tools: list[dict] | None = None) -> tuple[list[int], list[str]]:
+        """Token ids of the formatted chat, and the template's stop strings. With `tools`,
+        the model's own template describes them (Qwen: <tools> ... <tool_call>)."""
+        result = self._formatter(messages=messages, tools=tools or None)
         tokens = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         return tokens, stop
 
     def stream(self, messages: list[Message], options: Options) -> Iterator[Chunk]:
-        tokens, stop = self.prompt_tokens(messages)
+        tokens, stop = self.prompt_tokens(messages, options.tools)
         if len(tokens) + 1 >= self.n_ctx:
             raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the message, or raise llama_cpp.n_ctx")
         with self.lock:

@@ -57,6 +57,13 @@ class _Client:
             raise ModelUnavailable(f"{self.base_url}/models lists no model", "set openai_http.model") from exc
 
 
+def _json_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments) if arguments else {}
+    except ValueError:
+        return arguments
+
+
 class _Refused(Exception):
     """The server would not take this response_format; try the other shape."""
 
@@ -90,6 +97,8 @@ class OpenAIChatModel:
             body["stop"] = options.stop
         if options.seed is not None:
             body["seed"] = options.seed
+        if options.tools:
+            body["tools"] = options.tools
         if options.json_schema is None:
             yield from self._post(body)
             return
@@ -110,7 +119,7 @@ class OpenAIChatModel:
             yield from self._events(response)
 
     def _events(self, response: httpx.Response) -> Iterator[Chunk]:
-        finish, usage = None, None
+        finish, usage, calls = None, None, {}
         for line in response.iter_lines():
             if not line.startswith("data:"):
                 continue  # comments, "event:" lines and keep-alives
@@ -127,8 +136,15 @@ class OpenAIChatModel:
                 usage = Usage(event["usage"].get("prompt_tokens", 0), event["usage"].get("completion_tokens", 0))
             for choice in event.get("choices") or []:
                 finish = choice.get("finish_reason") or finish
-                if text := (choice.get("delta") or {}).get("content"):
+                delta = choice.get("delta") or {}
+                if text := delta.get("content"):
                     yield Chunk(text)
+                for call in delta.get("tool_calls") or []:  # streamed as pieces: name first, then arguments
+                    fn, slot = call.get("function") or {}, calls.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
+                    slot["name"] += fn.get("name") or ""
+                    slot["arguments"] += fn.get("arguments") or ""
+        for call in calls.values():  # the same shape the local models write (see split_tool_calls)
+            yield Chunk(f"<tool_call>{json.dumps({'name': call['name'], 'arguments': _json_or_text(call['arguments'])})}</tool_call>")
         yield Chunk("", finish or "stop", usage)
 
     def count_tokens(self, text: str) -> int:

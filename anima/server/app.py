@@ -32,6 +32,7 @@ from anima.assistant import personas
 from anima.config import USER_NAME, Config
 from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
 from anima.models import ChatModel, Embedder, Options
+from anima.models.base import split_tool_calls
 from anima.store.accounts import Accounts
 
 log = logging.getLogger("anima.server")
@@ -114,6 +115,8 @@ class ChatRequest(BaseModel):
     user: str | None = None
     response_format: dict[str, Any] | None = None
     stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class EmbeddingRequest(BaseModel):
@@ -201,11 +204,16 @@ def create_app(server: Server) -> FastAPI:
             who = body.user
         if body.model not in personas():
             raise ApiError(404, f"model '{body.model}' does not exist; GET /v1/models lists the personas", "invalid_request_error", "model_not_found", "model")
-        *earlier, last = body.messages
-        if last.role != "user" or not last.text().strip():
-            raise ApiError(400, "the last message must be a non-empty user message", "invalid_request_error", "invalid_value", "messages")
+        # The turn is the last user message; what follows it (the model's tool calls and
+        # their results) is the tail of a tool loop the client is running.
+        at = max((i for i, m in enumerate(body.messages) if m.role == "user"), default=None)
+        tail = body.messages[at + 1 :] if at is not None else []
+        if at is None or not body.messages[at].text().strip() or any(m.role not in ("assistant", "tool") for m in tail) or (tail and tail[-1].role != "tool"):
+            raise ApiError(400, "the last message must be a non-empty user message, or tool results after one", "invalid_request_error", "invalid_value", "messages")
+        earlier, last = body.messages[:at], body.messages[at]
         instructions = "\n\n".join(m.text() for m in earlier if m.role in ("system", "developer"))
-        history = [{"role": m.role, "content": m.text()} for m in earlier if m.role in ("user", "assistant")]
+        history = [_message(m) for m in earlier if m.role in ("user", "assistant", "tool")]
+        tools = body.tools if body.tools and body.tool_choice != "none" else None
         assistant = server.container(who).assistant
         overrides = {
             "max_tokens": body.max_completion_tokens or body.max_tokens,
@@ -214,29 +222,31 @@ def create_app(server: Server) -> FastAPI:
             "seed": body.seed,
             "stop": [body.stop] if isinstance(body.stop, str) else body.stop,
             "json_schema": _schema(body.response_format),
+            "tools": tools,
         }
         options = assistant.options(**{k: v for k, v in overrides.items() if v is not None})
         server.admit()
         try:
-            reply = assistant.reply(last.text(), persona=body.model, options=options, history=history, instructions=instructions)
+            reply = assistant.reply(last.text(), persona=body.model, options=options, history=history, instructions=instructions, tail=[_message(m) for m in tail])
         except BaseException:
             server.release()
             raise
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage), media_type="text/event-stream")
+            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage, tools is not None), media_type="text/event-stream")
         try:
             text = reply.text()
         finally:
             server.release()
         t = reply.turn
+        message, finish = _assistant_message(text, tools is not None), t.finish_reason or "stop"
         return {
             "id": ident,
             "object": "chat.completion",
             "created": created,
             "model": body.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": t.finish_reason or "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else finish}],
             "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens},
         }
 
@@ -303,6 +313,38 @@ class MemoryEdit(BaseModel):
     kind: str | None = None
 
 
+def _message(m: ChatMessage) -> dict[str, Any]:
+    """A client's message as the chat template takes it (tool-call arguments as objects)."""
+    out: dict[str, Any] = {"role": m.role, "content": m.text()}
+    calls = (m.model_extra or {}).get("tool_calls")
+    if m.role == "assistant" and isinstance(calls, list):
+        out["tool_calls"] = [
+            {"type": "function", "function": {"name": (c.get("function") or {}).get("name", ""), "arguments": _loads((c.get("function") or {}).get("arguments"))}}
+            for c in calls
+            if isinstance(c, dict)
+        ]
+    return out
+
+
+def _loads(arguments: Any) -> Any:
+    try:
+        return json.loads(arguments) if isinstance(arguments, str) else (arguments or {})
+    except ValueError:
+        return arguments
+
+
+def _assistant_message(text: str, tools: bool) -> dict[str, Any]:
+    """The reply as an OpenAI message: tool calls the model wrote become `tool_calls`."""
+    content, calls = split_tool_calls(text) if tools else (text, [])
+    if not calls:
+        return {"role": "assistant", "content": text}
+    return {
+        "role": "assistant",
+        "content": content or None,
+        "tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for c in calls],
+    }
+
+
 def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     if not response_format or response_format.get("type") in (None, "text"):
         return None
@@ -316,8 +358,9 @@ def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     raise ApiError(400, f"unknown response_format type {response_format['type']!r}", "invalid_request_error", "invalid_value", "response_format")
 
 
-def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool) -> Iterator[str]:
-    """The reply as OpenAI chat.completion.chunk events, then `data: [DONE]`."""
+def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool, tools: bool = False) -> Iterator[str]:
+    """The reply as OpenAI chat.completion.chunk events, then `data: [DONE]`. With tools
+    on offer the reply is gathered first: a tool call is sent whole, as one delta."""
 
     def event(delta: dict, finish: str | None = None, **extra) -> str:
         chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
@@ -325,14 +368,21 @@ def _sse(server: Server, reply, ident: str, created: int, model: str, include_us
 
     try:
         yield event({"role": "assistant", "content": ""})
+        finish = None
         try:
-            for piece in reply:
-                yield event({"content": piece})
+            if tools:
+                message = _assistant_message(reply.text(), True)
+                calls = [{"index": i, **c} for i, c in enumerate(message.get("tool_calls") or [])]
+                yield event({"tool_calls": calls} if calls else {"content": message["content"]})
+                finish = "tool_calls" if calls else None
+            else:
+                for piece in reply:
+                    yield event({"content": piece})
         except AnimaError as exc:  # headers are sent: report in the stream, as OpenAI does
             yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error', 'code': exc.code}})}\n\n"
             return
         t = reply.turn
-        yield event({}, t.finish_reason or "stop")
+        yield event({}, finish or t.finish_reason or "stop")
         if include_usage:
             usage = {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens}
             yield f"data: {json.dumps({'id': ident, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': usage})}\n\n"
