@@ -264,3 +264,28 @@ def test_tool_call_streamed_and_tool_choice_none(live, fake):
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"
     c.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "no tools"}], tools=[WEATHER], tool_choice="none")
     assert fake.calls[-1][1].tools is None
+
+
+def test_bounded_load_stops_by_itself_without_errors(anima_home):
+    from anima.bench.serve import load
+
+    config = load_config(backend="fake")
+    server = Server(config, Accounts(anima_home / "accounts.db"), FakeChatModel(), FakeEmbedder(), max_waiting=2)
+    with serve_app(create_app(server)) as url:
+        started = time.monotonic()
+        result = load(url + "/v1", "assistant", clients=6, duration=2.0).summary()
+        assert time.monotonic() - started < 15
+    assert result["requests"] > 5 and result["errors"] == 0, result
+    assert result["tokens_per_s"] > 0 and result["latency_p95_ms"] >= result["latency_p50_ms"]
+    assert server.idle()  # every slot came back
+
+
+def test_learning_waits_while_requests_are_in_flight(anima_home):
+    config = load_config(backend="fake")
+    server = Server(config, Accounts(anima_home / "accounts.db"), FakeChatModel(), FakeEmbedder())
+    learner = server.container("local").assistant.learner
+    assert learner is not None and learner.idle == server.idle
+    server.admit()
+    assert not learner.idle()
+    server.release()
+    assert learner.idle()

@@ -376,5 +376,30 @@ def bench_memory_scale(
     out.print(table)
 
 
+@bench_app.command("serve")
+def bench_serve(
+    clients: int = typer.Option(4, "--clients", help="Concurrent streaming clients."),
+    duration: float = typer.Option(60, "--duration", help="Seconds of load on each server."),
+    max_tokens: int = typer.Option(32, "--max-tokens"),
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """anima's server (memory on) vs llama-cpp-python's server: same model, same load."""
+    from anima.bench.serve import run_serve_bench
+
+    config = load_config(model=model, backend="llama_cpp")
+    with labelled_steps() as update:
+        result = run_serve_bench(config, clients, duration, max_tokens, progress=lambda label, done, total: update(label, int(done), int(total)))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("", "anima serve", "llama_cpp.server", title=f"{clients} clients × {duration:.0f} s · {result['model']} · max_tokens {max_tokens}")
+    a, r = result["anima"], result["llama_cpp_server"]
+    for key in ("requests", "requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "rejected_429", "errors"):
+        table.add_row(key, str(a[key]), str(r[key]))
+    out.print(table)
+    out.print(f"throughput ratio (anima ÷ llama_cpp.server tokens/s): [bold]{result['throughput_ratio']}[/bold] (target ≥ 0.95)")
+
+
 def main() -> None:
     app()

@@ -12,9 +12,10 @@ import json
 import logging
 import queue
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from anima.errors import AnimaError, BadInput, NotFound
 from anima.memory.extract import extract
@@ -167,8 +168,9 @@ class Learner:
     """Runs `MemoryService.learn` on a background thread, one message at a time.
     A failure is logged and skipped: learning never breaks a conversation."""
 
-    def __init__(self, memory: MemoryService):
+    def __init__(self, memory: MemoryService, idle: Callable[[], bool] = lambda: True):
         self.memory = memory
+        self.idle = idle  # learning waits while this says the model is wanted elsewhere (a server's requests)
         self.jobs: queue.Queue = queue.Queue()
         self.errors: list[str] = []
         self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
@@ -184,6 +186,8 @@ class Learner:
     def _run(self) -> None:
         while True:
             episode_id, text, when, speaker = self.jobs.get()
+            while not self.idle():
+                time.sleep(0.1)
             try:
                 self.memory.learn(episode_id, text, when, speaker)
             except AnimaError as exc:

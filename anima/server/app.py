@@ -70,20 +70,31 @@ class Server:
 
     def __post_init__(self):
         self._slots = threading.Semaphore(1 + self.max_waiting)
+        self._active = 0  # requests admitted and not finished
+
+    def idle(self) -> bool:
+        return self._active == 0
 
     def container(self, user: str) -> Container:
         """The user's own store, memory and assistant (made on first use, then kept)."""
         with self._users_lock:
             if user not in self._users:
                 config = self.config.model_copy(update={"user": user})
-                self._users[user] = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model)
+                container = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model)
+                if container.assistant.learner is not None:
+                    container.assistant.learner.idle = self.idle  # learn between requests, never in front of one
+                self._users[user] = container
             return self._users[user]
 
     def admit(self) -> None:
         if not self._slots.acquire(blocking=False):
             raise ApiError(429, f"the model is busy ({self.max_waiting} requests already waiting); retry shortly", "rate_limit_error", "queue_full")
+        with self._users_lock:
+            self._active += 1
 
     def release(self) -> None:
+        with self._users_lock:
+            self._active -= 1
         self._slots.release()
 
 
