@@ -39,10 +39,11 @@ def test_what_is_learned_in_one_chat_is_used_in_the_next(anima_home, link_models
 
 
 def test_injected_instructions_are_not_learned(anima_home, link_models):
+    from datetime import datetime
+
     from anima.memory.extract import extract
     from anima.models.llama_cpp import LlamaCppChatModel
     from tests.conftest import real_model
-    from datetime import datetime
 
     model = LlamaCppChatModel(real_model("default"), name="default")
     page = (

@@ -4,7 +4,6 @@ resolution and the errors a user sees."""
 
 import hashlib
 import zipfile
-from dataclasses import replace
 
 import pytest
 

@@ -9,7 +9,6 @@ with 429s (a full queue, by design) apart from real errors.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import threading

@@ -16,7 +16,6 @@ from typing import Any, Iterator
 from anima.errors import ContextTooLong, ModelCorrupt, ModelUnavailable
 from anima.models.base import Chunk, Message, Options, Usage
 
-
 _COMPUTE = threading.RLock()
 
 

@@ -31,7 +31,7 @@ from anima.app import Container, build
 from anima.assistant import personas
 from anima.config import USER_NAME, Config
 from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
-from anima.models import ChatModel, Embedder, Options
+from anima.models import ChatModel, Embedder
 from anima.models.base import split_tool_calls
 from anima.store.accounts import Accounts
 
