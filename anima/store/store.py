@@ -6,6 +6,7 @@ each embedding in a vector index (sqlite-vec, or numpy when it can't load).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -77,6 +78,18 @@ class Memory:
 
 
 KINDS = ("fact", "preference", "event", "plan", "person", "relation")
+
+
+def _locked(method):
+    """One connection per store, shared by threads (a server's requests, the learner):
+    every use of it, reads included, holds the store's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 _TABLES = {"episodes": Episode, "memories": Memory}
 
 
@@ -122,22 +135,27 @@ class Store:
         with self._lock, transaction(self.db):
             return self.db.execute(sql, params).lastrowid
 
+    @_locked
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM _anima_meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_locked
     def set_meta(self, key: str, value: str) -> None:
         self._write("INSERT INTO _anima_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     # --- conversations and turns ----------------------------------------------
 
+    @_locked
     def new_conversation(self, persona: str, title: str = "") -> int:
         return self._write("INSERT INTO conversations (title, persona, created_at) VALUES (?, ?, ?)", (title, persona, now()))
 
+    @_locked
     def conversations(self, limit: int = 50) -> list[Conversation]:
         rows = self.db.execute("SELECT id, title, persona, created_at FROM conversations ORDER BY id DESC LIMIT ?", (limit,))
         return [Conversation(**dict(r)) for r in rows]
 
+    @_locked
     def log_turn(self, turn: Turn) -> int:
         row = asdict(turn)
         del row["id"]
@@ -147,6 +165,7 @@ class Store:
                 self.db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = ''", (turn.user_text[:60], turn.conversation_id))
         return turn.id
 
+    @_locked
     def turns(self, conversation_id: int, limit: int | None = None) -> list[Turn]:
         """The conversation's last `limit` turns (all when None), oldest first."""
         rows = self.db.execute(
@@ -155,11 +174,13 @@ class Store:
         )
         return [Turn(**dict(r)) for r in rows]
 
+    @_locked
     def count_turns(self) -> int:
         return self.db.execute("SELECT count(*) FROM turns").fetchone()[0]
 
     # --- episodes and memories: one code path for both tables ------------------
 
+    @_locked
     def _check_dim(self, vector) -> bytes | None:
         blob = to_blob(vector)
         dim = len(vector)
@@ -172,6 +193,7 @@ class Store:
             raise StoreError(f"this database holds {known}-d embeddings, not {dim}-d", "use the embedder it was made with, or run `anima memory reindex`")
         return blob
 
+    @_locked
     def _add(self, table: str, record, vector, index_text: str | None = None) -> int:
         row = asdict(record)
         if row["id"] is None:  # a given id is kept (imports); else SQLite picks one
@@ -188,6 +210,7 @@ class Store:
         record.id = rowid
         return rowid
 
+    @_locked
     def add_memories(self, memories: list[Memory], vectors) -> None:
         """Many memories in one transaction (imports, benchmarks)."""
         blobs = [self._check_dim(v) for v in vectors]
@@ -202,6 +225,7 @@ class Store:
                 if blob is not None:
                     self.vectors.upsert("memories", memory.id, blob)
 
+    @_locked
     def _get(self, table: str, ids: list[int]) -> list:
         if not ids:
             return []
@@ -210,6 +234,7 @@ class Store:
         by_id = {r["id"]: cls(**{**dict(r), **({"source_ids": json.loads(r["source_ids"])} if "source_ids" in names else {})}) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
+    @_locked
     def search_text(self, table: str, query: str, k: int) -> list[tuple[int, float]]:
         """BM25 over the table's FTS index: (id, score), best first (higher is better)."""
         q = fts_query(query)
@@ -218,6 +243,7 @@ class Store:
         rows = self.db.execute(f"SELECT rowid, bm25(fts_{table}) AS s FROM fts_{table} WHERE fts_{table} MATCH ? ORDER BY s, rowid LIMIT ?", (q, k))
         return [(int(r[0]), -float(r[1])) for r in rows]
 
+    @_locked
     def search_vector(self, table: str, vector, k: int) -> list[tuple[int, float]]:
         """Nearest neighbours by cosine: (id, similarity), best first."""
         blob = self._check_dim(vector) if self.meta("embed_dim") is not None else None
@@ -225,6 +251,7 @@ class Store:
             return []
         return [(i, 1.0 - d) for i, d in self.vectors.search(table, blob, k)]
 
+    @_locked
     def _delete(self, table: str, rowid: int) -> bool:
         """Hard delete: the row, its FTS entry and its vector."""
         with self._lock, transaction(self.db):
@@ -243,10 +270,12 @@ class Store:
     def episodes(self, ids: list[int]) -> list[Episode]:
         return self._get("episodes", ids)
 
+    @_locked
     def episodes_between(self, start: str, end: str, limit: int = 200) -> list[Episode]:
         ids = [r[0] for r in self.db.execute("SELECT id FROM episodes WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT ?", (start, end, limit))]
         return self.episodes(ids)
 
+    @_locked
     def replies(self, ids: list[int]) -> dict[int, Episode]:
         """For each episode, the next one in the same conversation or source within an
         hour, if any: the message that answered it."""
@@ -261,9 +290,11 @@ class Store:
                 found[e.id] = self.episodes([row[0]])[0]
         return found
 
+    @_locked
     def recent_episode_ids(self, limit: int) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM episodes ORDER BY ts DESC, id DESC LIMIT ?", (limit,))]
 
+    @_locked
     def count_episodes(self) -> int:
         return self.db.execute("SELECT count(*) FROM episodes").fetchone()[0]
 
@@ -275,6 +306,7 @@ class Store:
     def memories(self, ids: list[int]) -> list[Memory]:
         return self._get("memories", ids)
 
+    @_locked
     def list_memories(self, kind: str | None = None, include_invalid: bool = False, limit: int = 1000) -> list[Memory]:
         where, params = ["1 = 1"], []
         if kind:
@@ -285,6 +317,7 @@ class Store:
         ids = [r[0] for r in self.db.execute(f"SELECT id FROM memories WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit))]
         return self.memories(ids)
 
+    @_locked
     def update_memory(self, memory: Memory, vector=None) -> None:
         """Change a memory in place (the user's own edit); `vector` when the text changed."""
         memory.updated_at = now()
@@ -302,6 +335,7 @@ class Store:
                 elif self.meta("embed_dim"):
                     self.vectors.delete("memories", memory.id)
 
+    @_locked
     def invalidate_memory(self, memory_id: int, when: str | None = None) -> None:
         self._write("UPDATE memories SET valid_to = ?, updated_at = ? WHERE id = ?", (when or now(), now(), memory_id))
 
