@@ -149,9 +149,7 @@ def _in_span(store: Store, table: str, start: datetime, end: datetime, records: 
 
 def profile(store: Store, limit: int = 6) -> list[Memory]:
     """The few things always worth knowing: who the user is and what they prefer."""
-    chosen = [m for m in store.list_memories() if m.subject.lower() in ("user", "the user") or m.kind == "preference"]
-    chosen.sort(key=lambda m: (("name" not in m.text.lower()), m.kind != "preference", -m.confidence, m.updated_at))
-    return chosen[:limit]
+    return store.profile_memories(limit)
 
 
 def fit(profile_items: list[Memory], hits: list[Hit], budget: int = CONTEXT_CHARS) -> list[Hit]:

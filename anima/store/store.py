@@ -318,6 +318,14 @@ class Store:
         return self.memories(ids)
 
     @_locked
+    def profile_memories(self, limit: int) -> list[Memory]:
+        """Current memories about the user themself (name first), and preferences."""
+        ids = [r[0] for r in self.db.execute(
+            "SELECT id FROM memories WHERE valid_to IS NULL AND (lower(subject) IN ('user', 'the user', 'me') OR kind = 'preference' OR text LIKE '%name is%') "
+            "ORDER BY (text LIKE '%name is%') DESC, kind = 'preference' DESC, confidence DESC, updated_at DESC LIMIT ?", (limit,))]
+        return self.memories(ids)
+
+    @_locked
     def update_memory(self, memory: Memory, vector=None) -> None:
         """Change a memory in place (the user's own edit); `vector` when the text changed."""
         memory.updated_at = now()
