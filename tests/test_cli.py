@@ -180,3 +180,9 @@ def test_read_only_data_dir_is_one_line_and_keeps_the_log(anima_home):
 
     turns = open_store(anima_home, "local").turns(1)
     assert [t.user_text for t in turns] == ["remember me"]
+
+
+def test_doctor_reports_the_installation():
+    data = json.loads(run("doctor", "--json").stdout)
+    assert data["vector search"].startswith("sqlite-vec") and "default: missing" in data["models"]
+    assert data["encryption"].startswith("on, key from")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -272,6 +273,51 @@ def config_show(as_json: bool = JsonOpt) -> None:
     print(f"# config file: {config_path()}{'' if config_path().exists() else ' (not present; defaults)'}")
     print(f"# data dir:    {data_dir()}")
     print(to_toml(data))
+
+
+@app.command()
+def doctor(as_json: bool = JsonOpt) -> None:
+    """What this installation has: versions, models, encryption, vector search, backends."""
+    import importlib.metadata as md
+    import platform
+
+    from anima.models.registry import local_models
+    from anima.store.keys import keyring_backend, keys_dir
+
+    def version(pkg: str) -> str:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    def sqlite_vec_loads() -> str:
+        import sqlcipher3.dbapi2 as sqlite
+
+        from anima.store.db import load_sqlite_vec
+
+        try:
+            return "sqlite-vec (loaded)" if load_sqlite_vec(sqlite.connect(":memory:"), "auto") else "numpy fallback (sqlite-vec did not load)"
+        except AnimaError as exc:
+            return f"numpy fallback ({exc})"
+
+    config = load_config()
+    checks = {
+        "anima": __version__,
+        "python": platform.python_version(),
+        "llama-cpp-python": version("llama-cpp-python"),
+        "sqlcipher3": version("sqlcipher3"),
+        "config file": f"{config_path()} ({'present' if config_path().exists() else 'defaults'})",
+        "data dir": str(data_dir()),
+        "backend": config.backend + (f" ({config.openai_http.base_url})" if config.backend == "openai_http" else f" (model {config.model})"),
+        "models": ", ".join(f"{s.name}: {'yes' if p else 'missing'}" for s, p in local_models()),
+        "encryption": ("on, key from " + ("ANIMA_PASSPHRASE" if os.environ.get("ANIMA_PASSPHRASE") else "the OS keyring" if keyring_backend() else f"key files in {keys_dir()}")) if config.store.encrypt else "off",
+        "vector search": sqlite_vec_loads() if config.store.vectors != "numpy" else "numpy (configured)",
+    }
+    if as_json:
+        print(json.dumps(checks, indent=2))
+        return
+    for key, value in checks.items():
+        out.print(f"[bold]{key:17}[/bold] {value}", highlight=False)
 
 
 # --- benchmarks ---------------------------------------------------------------

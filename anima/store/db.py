@@ -49,7 +49,7 @@ def connect(path: Path, key: Key | None = None, vectors: str = "auto") -> tuple[
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA cache_size=-32000")  # 32 MB: decrypted pages are worth keeping
     db.row_factory = sqlite.Row
-    return db, _load_sqlite_vec(db, vectors)
+    return db, load_sqlite_vec(db, vectors)
 
 
 def _open(path: Path, key: Key | None) -> Connection:
@@ -115,7 +115,7 @@ def transaction(db: Connection) -> Iterator[Connection]:
         raise StoreError(f"cannot write to the database: {exc}", "free some disk space, or check the folder's permissions; nothing stored before was lost") from exc
 
 
-def _load_sqlite_vec(db: Connection, vectors: str) -> bool:
+def load_sqlite_vec(db: Connection, vectors: str) -> bool:
     if vectors == "numpy":
         return False
     try:

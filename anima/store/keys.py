@@ -78,7 +78,7 @@ def _write_key_file(path: Path, secret: str) -> None:
         f.write(secret + "\n")
 
 
-def _keyring():
+def keyring_backend():
     if os.environ.get("ANIMA_NO_KEYRING") == "1":
         return None
     try:
@@ -96,7 +96,7 @@ def _keyring():
 
 
 def _keyring_get(user: str) -> str | None:
-    if (kr := _keyring()) is None:
+    if (kr := keyring_backend()) is None:
         return None
     try:
         return kr.get_password("anima", user)
@@ -106,7 +106,7 @@ def _keyring_get(user: str) -> str | None:
 
 
 def _keyring_set(user: str, secret: str) -> bool:
-    if (kr := _keyring()) is None:
+    if (kr := keyring_backend()) is None:
         return False
     try:
         kr.set_password("anima", user, secret)
