@@ -47,7 +47,7 @@ def connect(path: Path, key: Key | None = None, vectors: str = "auto") -> tuple[
         raise StoreError(f"cannot open the database {path}: {exc}", "check the folder's permissions, or set ANIMA_HOME to a writable folder") from exc
     db.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives kill -9 and power loss
     db.execute("PRAGMA foreign_keys=ON")
-    db.execute("PRAGMA cache_size=-32000")  # 32 MB: decrypted pages are worth keeping
+    db.execute("PRAGMA cache_size=-262144")  # up to 256 MB, taken as used: decrypted pages (vectors) are worth keeping
     db.row_factory = sqlite.Row
     return db, load_sqlite_vec(db, vectors)
 
