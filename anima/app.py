@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from anima.assistant import Assistant
 from anima.config import Config
@@ -23,6 +24,7 @@ class Container:
     _store: Store | None = field(default=None, repr=False)
     _embedder: Embedder | None = field(default=None, repr=False)
     _learner_model: ChatModel | None = field(default=None, repr=False)
+    _data_dir: Path | None = field(default=None, repr=False)
 
     @cached_property
     def chat_model(self) -> ChatModel:
@@ -31,7 +33,7 @@ class Container:
     @cached_property
     def store(self) -> Store:
         s = self.config.store
-        return self._store or open_store(self.config.data_dir, self.config.user, s.encrypt, s.vectors)
+        return self._store or open_store(self._data_dir or self.config.data_dir, self.config.user, s.encrypt, s.vectors)
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -63,5 +65,13 @@ class Container:
         return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner)
 
 
-def build(config: Config, *, chat_model: ChatModel | None = None, store: Store | None = None, embedder: Embedder | None = None, learner_model: ChatModel | None = None) -> Container:
-    return Container(config, chat_model, store, embedder, learner_model)
+def build(
+    config: Config,
+    *,
+    chat_model: ChatModel | None = None,
+    store: Store | None = None,
+    embedder: Embedder | None = None,
+    learner_model: ChatModel | None = None,
+    data_dir: Path | None = None,
+) -> Container:
+    return Container(config, chat_model, store, embedder, learner_model, data_dir)

@@ -2,7 +2,7 @@
 
 `load()` is a bounded load generator: N clients on threads, each sending chat
 completions back to back (streamed, as chat UIs do) for T seconds, then stopping.
-It counts requests, completion tokens (from the usage chunk), latency, and errors,
+It counts requests, completion tokens (content deltas), latency, and errors,
 with 429s (a full queue, by design) apart from real errors.
 """
 
@@ -83,7 +83,9 @@ def load(base_url: str, model: str, clients: int, duration: float, api_key: str 
                             event = json.loads(line[5:])
                             if "error" in event:
                                 raise RuntimeError(str(event["error"])[:120])
-                            tokens = (event.get("usage") or {}).get("completion_tokens", tokens)
+                            # one content delta per generated token on both servers (llama-cpp-python's
+                            # server sends no usage when streaming), so both are counted the same way
+                            tokens += sum(1 for c in event.get("choices") or [] if (c.get("delta") or {}).get("content"))
             except (httpx.HTTPError, RuntimeError, ValueError) as exc:
                 with lock:
                     result.errors.append(f"{type(exc).__name__}: {exc}")
@@ -140,8 +142,8 @@ def run_serve_bench(config, clients: int, duration: float, max_tokens: int = 32,
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        container = build(config)
-        server = Server(config, Accounts(Path(tmp) / "accounts.db"), container.chat_model, container.embedder, container.learner_model, max_waiting=clients)
+        container = build(config)  # the models; the bench's stores live in `tmp`, not in the user's data
+        server = Server(config, Accounts(Path(tmp) / "accounts.db"), container.chat_model, container.embedder, container.learner_model, max_waiting=clients, data_dir=Path(tmp))
         port = _free_port()
         uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=uv.run, daemon=True)

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -64,6 +65,8 @@ class Server:
     learner_model: ChatModel | None = None
     max_waiting: int = 8  # requests allowed to wait for the model; more get 429
     max_body: int = 1_000_000  # bytes
+    data_dir: Path | None = None  # where users' stores live; default: the configured data dir
+    quiet_s: float = 2.0  # learning starts only after this long without requests
     _slots: threading.Semaphore = field(init=False)
     _users: dict[str, Container] = field(default_factory=dict)
     _users_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,16 +74,21 @@ class Server:
     def __post_init__(self):
         self._slots = threading.Semaphore(1 + self.max_waiting)
         self._active = 0  # requests admitted and not finished
+        self._last_busy = 0.0
+
+    def in_flight(self) -> int:
+        return self._active
 
     def idle(self) -> bool:
-        return self._active == 0
+        """No request in flight for `quiet_s`: back-to-back requests leave no gap to learn in."""
+        return self._active == 0 and time.monotonic() - self._last_busy >= self.quiet_s
 
     def container(self, user: str) -> Container:
         """The user's own store, memory and assistant (made on first use, then kept)."""
         with self._users_lock:
             if user not in self._users:
                 config = self.config.model_copy(update={"user": user})
-                container = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model)
+                container = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model, data_dir=self.data_dir)
                 if container.assistant.learner is not None:
                     container.assistant.learner.idle = self.idle  # learn between requests, never in front of one
                 self._users[user] = container
@@ -95,6 +103,7 @@ class Server:
     def release(self) -> None:
         with self._users_lock:
             self._active -= 1
+            self._last_busy = time.monotonic()
         self._slots.release()
 
 
