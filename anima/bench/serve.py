@@ -156,6 +156,7 @@ def run_serve_bench(config, clients: int, duration: float, max_tokens: int = 32,
         finally:
             uv.should_exit = True
             thread.join(30)
+            server.stop_learning()  # queued learning must not eat into the reference's run
         del container, server  # free the model before the reference loads its own copy
     port = _free_port()
     proc = llama_cpp_server(resolve(config.model), port, config.llama_cpp.n_ctx)

@@ -173,6 +173,7 @@ class Learner:
         self.idle = idle  # learning waits while this says the model is wanted elsewhere (a server's requests)
         self.jobs: queue.Queue = queue.Queue()
         self.errors: list[str] = []
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
         self._thread.start()
 
@@ -183,10 +184,17 @@ class Learner:
         """Wait until every submitted message has been learned from."""
         self.jobs.join()
 
+    def stop(self) -> None:
+        """Stop after the message in hand; what is still queued is not learned from."""
+        self._stopped = True
+
     def _run(self) -> None:
-        while True:
-            episode_id, text, when, speaker = self.jobs.get()
-            while not self.idle():
+        while not self._stopped:
+            try:
+                episode_id, text, when, speaker = self.jobs.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            while not self.idle() and not self._stopped:
                 time.sleep(0.1)
             try:
                 self.memory.learn(episode_id, text, when, speaker)

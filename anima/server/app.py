@@ -76,6 +76,11 @@ class Server:
         self._active = 0  # requests admitted and not finished
         self._last_busy = 0.0
 
+    def stop_learning(self) -> None:
+        for container in self._users.values():
+            if container.assistant.learner is not None:
+                container.assistant.learner.stop()
+
     def in_flight(self) -> int:
         return self._active
 
