@@ -92,7 +92,7 @@ class LlamaCppChatModel:
     def _grammar(self, schema: dict[str, Any] | None):
         if schema is None:
             return None
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)  # not sorted: the grammar keeps the schema's property order
         if key not in self._grammars:
             llama_cpp, _ = _import_llama_cpp()
             self._grammars[key] = llama_cpp.LlamaGrammar.from_json_schema(key, verbose=False)
