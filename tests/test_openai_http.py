@@ -119,3 +119,11 @@ def test_streamed_tool_calls_become_tool_call_text():
     c = complete(model, [{"role": "user", "content": "weather"}], Options(tools=[{"type": "function", "function": {"name": "get_weather"}}]))
     assert split_tool_calls(c.text)[1] == [{"name": "get_weather", "arguments": {"city": "Rome"}}]
     assert c.finish_reason == "tool_calls"
+
+
+def test_fenced_json_counts_as_a_call_only_for_offered_tools():
+    from anima.models.base import split_tool_calls
+
+    text = 'Sure:\n```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```'
+    assert split_tool_calls(text, {"get_weather"}) == ("Sure:", [{"name": "get_weather", "arguments": {"city": "Paris"}}])
+    assert split_tool_calls(text, {"other"})[1] == [] and split_tool_calls(text)[1] == []

@@ -259,13 +259,13 @@ def create_app(server: Server) -> FastAPI:
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage, tools is not None), media_type="text/event-stream")
+            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage, tools), media_type="text/event-stream")
         try:
             text = reply.text()
         finally:
             server.release()
         t = reply.turn
-        message, finish = _assistant_message(text, tools is not None), t.finish_reason or "stop"
+        message, finish = _assistant_message(text, tools), t.finish_reason or "stop"
         return {
             "id": ident,
             "object": "chat.completion",
@@ -358,9 +358,10 @@ def _loads(arguments: Any) -> Any:
         return arguments
 
 
-def _assistant_message(text: str, tools: bool) -> dict[str, Any]:
+def _assistant_message(text: str, tools: list[dict[str, Any]] | None) -> dict[str, Any]:
     """The reply as an OpenAI message: tool calls the model wrote become `tool_calls`."""
-    content, calls = split_tool_calls(text) if tools else (text, [])
+    names = {(t.get("function") or {}).get("name") for t in tools or []}
+    content, calls = split_tool_calls(text, names) if tools else (text, [])
     if not calls:
         return {"role": "assistant", "content": text}
     return {
@@ -383,7 +384,7 @@ def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     raise ApiError(400, f"unknown response_format type {response_format['type']!r}", "invalid_request_error", "invalid_value", "response_format")
 
 
-def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool, tools: bool = False) -> Iterator[str]:
+def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool, tools: list[dict[str, Any]] | None = None) -> Iterator[str]:
     """The reply as OpenAI chat.completion.chunk events, then `data: [DONE]`. With tools
     on offer the reply is gathered first: a tool call is sent whole, as one delta."""
 
@@ -396,7 +397,7 @@ def _sse(server: Server, reply, ident: str, created: int, model: str, include_us
         finish = None
         try:
             if tools:
-                message = _assistant_message(reply.text(), True)
+                message = _assistant_message(reply.text(), tools)
                 calls = [{"index": i, **c} for i, c in enumerate(message.get("tool_calls") or [])]
                 yield event({"tool_calls": calls} if calls else {"content": message["content"]})
                 finish = "tool_calls" if calls else None
