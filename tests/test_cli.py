@@ -186,3 +186,18 @@ def test_doctor_reports_the_installation():
     data = json.loads(run("doctor", "--json").stdout)
     assert data["vector search"].startswith("sqlite-vec") and "default: missing" in data["models"]
     assert data["encryption"].startswith("on, key from")
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_keys():
+    result = run("serve", "--host", "0.0.0.0")
+    assert result.exit_code == 1 and "refusing to listen on 0.0.0.0 with no API keys" in result.stderr
+
+
+def test_users_add_list_revoke():
+    key = run("users", "add", "alice").stdout.strip().splitlines()[-1]
+    assert key.startswith("anima-") and len(key) > 40
+    rows = json.loads(run("users", "list", "--json").stdout)
+    assert rows[0]["name"] == "alice" and rows[0]["key_prefix"] == key[:12] and not rows[0]["revoked"]
+    assert "revoked 1 key" in run("users", "revoke", "alice").stdout
+    assert run("users", "revoke", "alice").exit_code == 1
+    assert run("users", "add", "../evil").exit_code == 1
