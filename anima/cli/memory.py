@@ -20,10 +20,12 @@ memory_app = typer.Typer(cls=AnimaGroup, help="See, search, change and move what
 
 
 def _memory(with_model: bool = False):
-    container = build(load_config())
+    """The user's memory; with the learner's model (`memory.learn_model`) only when
+    learning, so that listing or editing never loads a model."""
     from anima.memory import MemoryService
 
-    return MemoryService(container.store, container.embedder, container.chat_model if with_model else None)
+    container = build(load_config())
+    return container.memory if with_model else MemoryService(container.store, container.embedder)
 
 
 def _rows(memories) -> list[dict]:
