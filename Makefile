@@ -23,14 +23,18 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+# The guard's fast layer is trained here from the public safety sets (about 3 minutes,
+# once); set ANIMA_SAFETY_DATA if they are not in ../shared/data/safety.
 run: $(VENV)/.installed
 	$(BIN)/anima models pull
+	$(BIN)/anima guard train --if-missing
 	$(BIN)/anima chat
 
 models: $(VENV)/.installed
 	$(BIN)/anima models pull default
 	$(BIN)/anima models pull small
 	$(BIN)/anima models pull minilm
+	$(BIN)/anima guard train --if-missing
 
 # pytest exit 5 = "no tests collected" (e.g. a -k filter that matches nothing): not a failure.
 test: $(VENV)/.installed-dev models

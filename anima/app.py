@@ -14,6 +14,7 @@ from anima.assistant import Assistant
 from anima.config import Config
 from anima.memory import Learner, MemoryService
 from anima.models import ChatModel, Embedder, load_chat_model, load_embedder
+from anima.safety.guard import Guard
 from anima.store import Store, open_store
 
 
@@ -25,6 +26,7 @@ class Container:
     _embedder: Embedder | None = field(default=None, repr=False)
     _learner_model: ChatModel | None = field(default=None, repr=False)
     _data_dir: Path | None = field(default=None, repr=False)
+    _guard: Guard | None = field(default=None, repr=False)
 
     @cached_property
     def chat_model(self) -> ChatModel:
@@ -59,10 +61,34 @@ class Container:
         return Learner(self.memory) if self.config.memory.learn else None
 
     @cached_property
+    def guard(self) -> Guard | None:
+        """The safety guard, or None when `guard.enabled` is off. Its fast layer needs the
+        trained heads (`anima guard train`) and the local sentence embedder they were
+        trained with; its LLM layer runs in the learner's context, or on `guard.llm_model`."""
+        g = self.config.guard
+        if self._guard is not None or not g.enabled:
+            return self._guard
+        from anima.safety.classifier import Head
+        from anima.safety.guard import Guard
+        from anima.safety.injection import InjectionDetector
+        from anima.safety.llm_guard import LLMGuard
+        from anima.safety.train import GUARD_FILE, INJECTION_FILE, heads_dir
+
+        head = Head.load(heads_dir() / GUARD_FILE)
+        embed = self.embedder.embed if self.config.embedder != "remote" else load_embedder(self.config.model_copy(update={"embedder": "minilm"})).embed
+        injection = InjectionDetector(Head.load(heads_dir() / INJECTION_FILE), embed) if g.injection else None
+        llm = None
+        if g.layer2 != "off":
+            model = load_chat_model(self.config.model_copy(update={"model": g.llm_model})) if g.llm_model else self.learner_model
+            llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
+        bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
+        return Guard(head, embed, llm, dict(g.policy), g.layer2, g.threshold, bias, injection)
+
+    @cached_property
     def assistant(self) -> Assistant:
         if not self.config.memory.enabled:
-            return Assistant(self.chat_model, self.store, self.config)
-        return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner)
+            return Assistant(self.chat_model, self.store, self.config, guard=self.guard)
+        return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner, self.guard)
 
 
 def build(
@@ -73,5 +99,6 @@ def build(
     embedder: Embedder | None = None,
     learner_model: ChatModel | None = None,
     data_dir: Path | None = None,
+    guard: Guard | None = None,
 ) -> Container:
-    return Container(config, chat_model, store, embedder, learner_model, data_dir)
+    return Container(config, chat_model, store, embedder, learner_model, data_dir, guard)

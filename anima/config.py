@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from anima.errors import ConfigError
@@ -68,6 +68,28 @@ class MemorySettings(_Section):
     expand: bool = Field(False, description="Ask the model for extra search phrasings before recalling (slower, sometimes finds more).")
 
 
+class GuardSettings(_Section):
+    enabled: bool = Field(True, description="Check every message and reply for hazards (MLCommons S1-S14) and prompt injection.")
+    output: bool = Field(True, description="Also check the assistant's replies as they stream.")
+    layer2: Literal["auto", "off", "always"] = Field("auto", description="LLM guard (Llama Guard format): when the fast layer is unsure, never, or always.")
+    llm_model: str = Field("", description="Model for the LLM guard, e.g. a Llama Guard 3 .gguf; default: the learner's model.")
+    llm_format: Literal["auto", "prompted", "llama-guard"] = Field("auto", description="auto: llama-guard when the model's name contains 'guard'.")
+    llm_bias: float = Field(3.5, description="Logit gap unsafe-safe at which the LLM counts a message unsafe (0 for a real Llama Guard; 3.5 was fitted on JailbreakBench for the default model).")
+    threshold: float | None = Field(None, ge=0, le=1, description="Fast-layer score at which a message is unsafe; default: the trained one.")
+    policy: dict[str, Literal["block", "warn", "allow"]] = Field(
+        default_factory=lambda: {"S6": "warn"}, description="Action per category (S1..S14); unlisted categories block."
+    )
+    injection: bool = Field(True, description="Remove instructions hidden in recalled memories and tool results; flag jailbreak framing.")
+
+    @field_validator("policy")
+    @classmethod
+    def _known_categories(cls, policy: dict[str, str]) -> dict[str, str]:
+        unknown = [k for k in policy if k not in {f"S{i}" for i in range(1, 15)}]
+        if unknown:
+            raise ValueError(f"unknown hazard categories {unknown}; use S1..S14")
+        return policy
+
+
 class GenerationSettings(_Section):
     max_tokens: int = Field(512, ge=1, description="Longest reply, in tokens.")
     temperature: float = Field(0.7, ge=0, le=2, description="0 is greedy (repeatable); higher is more varied.")
@@ -92,6 +114,7 @@ class Config(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

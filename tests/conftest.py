@@ -23,6 +23,8 @@ def anima_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("ANIMA_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The guard needs trained heads; tests that want it use the `guard_heads` fixture.
+    monkeypatch.setenv("ANIMA_GUARD__ENABLED", "false")
     return home
 
 
@@ -51,3 +53,22 @@ def link_models(anima_home):
                 shutil.copy(stamp, target / stamp.name)
 
     return link
+
+
+REAL_GUARD_DIR = REAL_MODELS_DIR / "guard"
+
+
+@pytest.fixture
+def real_guard_heads(anima_home, monkeypatch):
+    """The guard heads `make test` trained (`anima guard train`), linked into this test's
+    ANIMA_HOME, and the guard switched on."""
+    from anima.safety.train import GUARD_FILE, INJECTION_FILE
+
+    target = anima_home / "models" / "guard"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (GUARD_FILE, INJECTION_FILE):
+        if not (REAL_GUARD_DIR / name).exists():
+            pytest.fail("the guard is not trained: run `anima guard train` (make test does)")
+        (target / name).symlink_to(REAL_GUARD_DIR / name)
+    monkeypatch.setenv("ANIMA_GUARD__ENABLED", "true")
+    return target

@@ -1,9 +1,12 @@
 """The turn pipeline: one user message in, one streamed reply out, one row logged.
 
-    1. check the input (empty text, unknown persona)       [the safety guard plugs in here]
-    2. recall: profile + memories and past messages relevant to the text
+    1. check the input (empty text, unknown persona), then the guard: a blocked
+       message gets a short refusal naming the category, and nothing else runs
+    2. recall: profile + memories and past messages relevant to the text; instructions
+       hidden in them are removed (they are data)
     3. prompt: persona + memory block + recent turns of this conversation
-    4. generate, streaming
+    4. generate, streaming; the guard's fast layer re-reads the reply as it grows and
+       cuts it off if it turns unsafe
     5. after the last token: log the turn, keep both messages as episodes, and hand
        the user's message to the background learner
 
@@ -23,7 +26,10 @@ from anima.errors import BadInput
 from anima.memory import Hit, Learner, MemoryService
 from anima.memory.service import utcnow
 from anima.models.base import ChatModel, Chunk, Message, Options, Usage
+from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
+
+OUTPUT_CHECK_CHARS = 400  # the reply is re-checked each time it grows by this much
 
 
 def check_input(text: str, persona: str) -> Persona:
@@ -40,6 +46,7 @@ class Assistant:
     config: Config
     memory: MemoryService | None = None
     learner: Learner | None = None
+    guard: Guard | None = None
 
     def options(self, **overrides) -> Options:
         g = self.config.generation
@@ -89,12 +96,18 @@ class Assistant:
         chosen = check_input(text, persona or self.config.persona)
         if conversation_id is None:
             conversation_id = self.store.new_conversation(chosen.name)
+        turn = Turn(conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply="")
+        verdict = self.guard.check(text, "user") if self.guard is not None else None
+        if verdict is not None and verdict.action == "block":
+            turn.status, turn.finish_reason = "blocked", "content_filter"
+            return Reply(self, turn, [], options or self.options(), [], verdict)
         block, hits = "", []
         if self.memory is not None and self.config.memory.recall_k:
             block, hits = self.memory.context(text, k=self.config.memory.recall_k)
+            if block and self.guard is not None and self.guard.injection is not None:
+                block, _ = self.guard.injection.neutralise(block)
         messages = self.prompt(chosen, conversation_id, text, block, history, instructions, tail)
-        turn = Turn(conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply="")
-        return Reply(self, turn, messages, options or self.options(), hits)
+        return Reply(self, turn, messages, options or self.options(), hits, verdict)
 
     def remember(self, turn: Turn) -> None:
         """After a reply: both messages become episodes; the user's goes to the learner."""
@@ -108,10 +121,11 @@ class Assistant:
 
 
 class Reply:
-    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options, hits: list[Hit] | None = None):
+    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options, hits: list[Hit] | None = None, verdict: Verdict | None = None):
         self.assistant, self.turn, self.messages, self.options = assistant, turn, messages, options
         self.hits = hits or []  # the memories and past messages this reply was given
-        self._chunks = self._run()
+        self.verdicts: dict[str, Verdict] = {"input": verdict} if verdict is not None else {}
+        self._chunks = self._refuse() if turn.status == "blocked" else self._run()
 
     def __iter__(self) -> Iterator[str]:
         return self._chunks
@@ -126,17 +140,54 @@ class Reply:
         """Stop generating; the partial reply is logged with status "stopped"."""
         self._chunks.close()
 
+    def guard_dict(self) -> dict:
+        return {k: v.to_dict() for k, v in self.verdicts.items()}
+
+    def _refuse(self) -> Iterator[str]:
+        """The input was blocked: the refusal is the reply; the turn is logged as blocked
+        and not learned from."""
+        turn = self.turn
+        turn.reply = refusal(self.verdicts["input"])
+        turn.latency_ms = self.verdicts["input"].latency_ms
+        turn.first_token_ms = turn.latency_ms
+        yield turn.reply
+        self.assistant.store.log_turn(turn)
+
+    def _check_output(self, text: str, final: bool) -> Verdict | None:
+        guard = self.assistant.guard
+        if guard is None or not self.assistant.config.guard.output:
+            return None
+        verdict = guard.check(text, "assistant") if final else guard.check_fast(text, "assistant")
+        self.verdicts["output"] = verdict
+        return verdict
+
     def _run(self) -> Iterator[str]:
         turn, parts, last = self.turn, [], Chunk("")
         start = time.perf_counter()
+        checked = 0
         try:
-            for chunk in self.assistant.model.stream(self.messages, self.options):
+            stream = self.assistant.model.stream(self.messages, self.options)
+            for chunk in stream:
                 if chunk.text:
                     if turn.first_token_ms is None:
                         turn.first_token_ms = (time.perf_counter() - start) * 1000
                     parts.append(chunk.text)
                     yield chunk.text
+                    size = sum(map(len, parts))
+                    if size - checked >= OUTPUT_CHECK_CHARS:
+                        checked = size
+                        verdict = self._check_output("".join(parts), final=False)
+                        if verdict is not None and verdict.action == "block":
+                            stream.close()
+                            yield from self._cut(parts, verdict)
+                            last = Chunk("", "content_filter")
+                            break
                 last = chunk
+            else:
+                verdict = self._check_output("".join(parts), final=True) if parts else None
+                if verdict is not None and verdict.action == "block":
+                    yield from self._cut(parts, verdict)
+                    last = Chunk("", "content_filter", last.usage)
         except (GeneratorExit, KeyboardInterrupt):
             turn.status = "stopped"
             raise
@@ -147,7 +198,16 @@ class Reply:
             turn.reply = "".join(parts)
             turn.latency_ms = (time.perf_counter() - start) * 1000
             turn.finish_reason = last.finish_reason if turn.status == "ok" else turn.status
+            if last.finish_reason == "content_filter":
+                turn.status = "blocked"
             usage = last.usage or Usage(sum(self.assistant.model.count_tokens(m["content"]) for m in self.messages), self.assistant.model.count_tokens(turn.reply))
             turn.prompt_tokens, turn.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             self.assistant.store.log_turn(turn)
             self.assistant.remember(turn)
+
+    def _cut(self, parts: list[str], verdict: Verdict) -> Iterator[str]:
+        """The reply turned unsafe: what was shown stays shown, the log keeps the
+        refusal instead, and the user sees why it stopped."""
+        note = "\n\n[anima stopped this reply] " + refusal(verdict)
+        parts[:] = [refusal(verdict)]
+        yield note

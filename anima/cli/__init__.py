@@ -17,6 +17,7 @@ from anima.app import build
 from anima.assistant.turn import check_input
 from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, labelled_steps, out, steps_progress
 from anima.cli.memory import memory_app
+from anima.cli.safety import eval_app, guard_app
 from anima.cli.serve import serve, users_app
 from anima.config import config_path, data_dir, load_config, to_toml
 from anima.errors import AnimaError
@@ -30,6 +31,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 app.add_typer(memory_app, name="memory")
 app.add_typer(users_app, name="users")
+app.add_typer(guard_app, name="guard")
+app.add_typer(eval_app, name="eval")
 app.command()(serve)
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
@@ -76,6 +79,7 @@ def ask(
             "answer": t.reply, "model": t.model, "latency_ms": round(t.latency_ms, 1), "tokens": t.completion_tokens,
             "prompt_tokens": t.prompt_tokens, "first_token_ms": t.first_token_ms and round(t.first_token_ms, 1),
             "finish_reason": t.finish_reason, "persona": t.persona, "conversation_id": t.conversation_id,
+            "guard": reply.guard_dict(),
         }))
         return
     _print_stream(reply)

@@ -89,6 +89,27 @@ class LlamaCppChatModel:
                     yield Chunk(choice["text"])
         yield Chunk("", finish or "stop", Usage(len(tokens), self.count_tokens("".join(parts))))
 
+    def first_token_logits(self, messages: list[Message], words: list[str]) -> dict[str, float]:
+        """The logit of each word's first token as the reply's first token (how Llama
+        Guard scores: P("unsafe") at the first position). Reuses the cached prefix."""
+        import numpy as np
+
+        tokens, _ = self.prompt_tokens(messages)
+        if len(tokens) + 1 >= self.n_ctx:
+            raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the text")
+        ids = {w: self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False)[0] for w in words}
+        with self.lock:
+            llm = self.llm
+            same = 0
+            for old, new in zip(llm.input_ids[: llm.n_tokens], tokens):
+                if old != new:
+                    break
+                same += 1
+            llm.n_tokens = min(same, len(tokens) - 1)  # at least one token to evaluate
+            llm.eval(tokens[llm.n_tokens :])
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+            return {w: float(logits[i]) for w, i in ids.items()}
+
     def _grammar(self, schema: dict[str, Any] | None):
         if schema is None:
             return None

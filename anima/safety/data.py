@@ -1,0 +1,149 @@
+"""Labelled text for training and evaluating the guard.
+
+`read_labelled` reads any CSV or JSONL with a text column and a label column; the
+named public sets (in `../shared/data/safety`, or wherever `ANIMA_SAFETY_DATA` points)
+have loaders that also map their categories onto the hazard taxonomy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from anima.errors import BadInput
+from anima.safety.taxonomy import HARMBENCH, JBB, MODERATION
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    unsafe: bool
+    categories: tuple[str, ...] = ()
+    source: str = ""
+
+
+def safety_data_dir() -> Path | None:
+    """Where the public safety sets are: $ANIMA_SAFETY_DATA, else a `shared/data/safety`
+    folder beside the working directory or beside this checkout."""
+    if explicit := os.environ.get("ANIMA_SAFETY_DATA"):
+        return Path(explicit)
+    here = Path(__file__).resolve().parents[2]
+    for base in (Path.cwd(), Path.cwd().parent, here, here.parent):
+        candidate = base / "shared" / "data" / "safety"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def moderation(path: Path) -> list[Example]:
+    out = []
+    for line in _lines(path):
+        row = json.loads(line)
+        cats = tuple(dict.fromkeys(MODERATION[k] for k, v in row.items() if k in MODERATION and v == 1))
+        out.append(Example(row["prompt"], bool(cats), cats, path.name))
+    return out
+
+
+def harmbench(path: Path) -> list[Example]:
+    out = []
+    for row in _csv(path):
+        text = f"{row['ContextString']}\n\n{row['Behavior']}" if row.get("ContextString") else row["Behavior"]
+        out.append(Example(text, True, (HARMBENCH.get(row["SemanticCategory"], "S2"),), path.name))
+    return out
+
+
+def jbb(path: Path, unsafe: bool) -> list[Example]:
+    return [Example(row["goal"], unsafe, (JBB.get(row["category"], "S2"),) if unsafe else (), path.name) for row in _csv(path)]
+
+
+def bipia_contexts(folder: Path) -> list[Example]:
+    """Clean emails and code answers: ordinary text that is not a hazard."""
+    out = []
+    for name in ("email_train.jsonl", "code_train.jsonl"):
+        for line in _lines(folder / name):
+            row = json.loads(line)
+            context = row["context"] if isinstance(row["context"], str) else "\n".join(row["context"])
+            out.append(Example(context, False, (), name))
+            if isinstance(row.get("question"), str):
+                out.append(Example(row["question"], False, (), name))
+    return out
+
+
+def training_set(folder: Path) -> list[Example]:
+    """Everything the shipped guard head learns from (OpenAI moderation, HarmBench,
+    JailbreakBench harmful and benign, BIPIA's clean contexts). Do-Not-Answer is left
+    out: many of its questions deserve a careful answer, not a refusal."""
+    return (
+        moderation(folder / "openai_moderation_1680.jsonl")
+        + harmbench(folder / "harmbench_behaviors_text_val.csv")
+        + jbb(folder / "jbb_behaviors_harmful.csv", True)
+        + jbb(folder / "jbb_behaviors_benign.csv", False)
+        + bipia_contexts(folder / "bipia")
+    )
+
+
+def read_labelled(
+    path: Path,
+    fmt: str = "auto",
+    text_field: str | None = None,
+    label_field: str | None = None,
+    unsafe_values: list[str] | None = None,
+) -> list[Example]:
+    """A labelled prompt file: `moderation` (OpenAI's release), or any `csv` / `jsonl`
+    with a text column and a label column. Labels count as unsafe when they are one of
+    `unsafe_values` (default: 1, true, unsafe, yes, harmful)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"no such file: {path}", "give the path of a .csv or .jsonl file")
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+        if fmt == "jsonl" and text_field is None and label_field is None and _looks_like_moderation(path):
+            fmt = "moderation"
+    if fmt == "moderation":
+        return moderation(path)
+    if fmt not in ("csv", "jsonl"):
+        raise BadInput(f"unknown format {fmt!r}", "use moderation, csv or jsonl")
+    try:
+        rows = _csv(path) if fmt == "csv" else [json.loads(line) for line in _lines(path)]
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path} is not valid {fmt}: {exc}", "check the file, or pass --format") from exc
+    if not rows:
+        raise BadInput(f"{path} has no rows", "give a file with a header and labelled rows")
+    if not all(isinstance(r, dict) for r in rows):
+        raise BadInput(f"{path}: every line must be a JSON object", "one {\"text\": ..., \"label\": ...} per line")
+    keys = list(rows[0].keys())
+    text_field = text_field or _pick(keys, ("text", "prompt", "goal", "content", "message", "input", "Behavior"))
+    label_field = label_field or _pick(keys, ("label", "unsafe", "is_unsafe", "harmful", "toxic", "flagged", "class"))
+    if text_field not in keys or label_field not in keys:
+        raise BadInput(f"{path} has columns {keys}; need a text and a label column", "name them with --text-field and --label-field")
+    positive = {v.strip().lower() for v in (unsafe_values or ["1", "true", "unsafe", "yes", "harmful", "toxic"])}
+    return [
+        Example(str(r.get(text_field) or ""), str(r.get(label_field)).strip().lower() in positive, (), path.name)
+        for r in rows
+    ]
+
+
+def _pick(keys: list[str], wanted: tuple[str, ...]) -> str:
+    lower = {k.lower(): k for k in keys}
+    return next((lower[w.lower()] for w in wanted if w.lower() in lower), "")
+
+
+def _looks_like_moderation(path: Path) -> bool:
+    first = next(iter(_lines(path)), "")
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and "prompt" in row and any(k in row for k in MODERATION)
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,244 @@
+"""`anima eval guard` and `anima eval injection`: precision, recall, F1, false-positive
+rate, AUPRC and latency per layer, on held-out data only.
+
+When some of the file's rows were in the shipped head's training data, the command
+does not score them with that head: it runs k-fold cross-validation instead, training
+a fresh head for each fold on the training data minus that fold's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from anima.safety import classifier
+from anima.safety.data import Example, bipia_contexts, training_set
+from anima.safety.guard import Guard
+from anima.safety.injection import InjectionDetector, rule_score
+from anima.safety.train import attack_instructions, injection_examples
+
+Progress = Callable[[int, int], None]
+
+
+def metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict:
+    y, pred = y.astype(bool), pred.astype(bool)
+    tp, fp = int((pred & y).sum()), int((pred & ~y).sum())
+    fn, tn = int((~pred & y).sum()), int((~pred & ~y).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "n": int(len(y)), "unsafe": int(y.sum()),
+        "precision": round(precision, 4), "recall": round(recall, 4),
+        "f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
+        "fpr": round(fp / (fp + tn), 4) if fp + tn else 0.0,
+        "auprc": round(auprc(y, score), 4),
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+    }
+
+
+def auprc(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision (the step-wise area under the precision-recall curve)."""
+    if not y.any():
+        return 0.0
+    order = np.argsort(-score, kind="stable")
+    hits = y[order].astype(float)
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision_at * hits).sum() / hits.sum())
+
+
+def percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else 0.0
+
+
+class CachedEmbed:
+    """Embeds each distinct text once per run (cross-validation re-trains many times)."""
+
+    def __init__(self, embed: classifier.Embed):
+        self.embed, self.cache = embed, {}
+
+    def __call__(self, texts: list[str]) -> list[list[float]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        for t, v in zip(missing, self.embed(missing) if missing else []):
+            self.cache[t] = v
+        return [self.cache[t] for t in texts]
+
+
+@dataclass
+class Result:
+    metrics: dict
+    mode: str
+    latency: dict = field(default_factory=dict)
+    per_category: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)
+    worst: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {**self.metrics, **self.latency, "mode": self.mode, "per_category": self.per_category, "layers": self.layers, "worst": self.worst}
+
+
+def sample(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
+    if not limit or limit >= len(examples):
+        return examples
+    return random.Random(seed).sample(examples, limit)
+
+
+def eval_guard(
+    examples: list[Example],
+    guard: Guard,
+    training_folder: Path | None,
+    folds: int = 5,
+    progress: Progress = lambda d, t: None,
+) -> Result:
+    """Score every example with `guard`; rows the head was trained on are scored by
+    heads re-trained without them (k-fold)."""
+    seen = set(guard.head.manifest.get("keys", [])) if guard.head is not None else set()
+    keys = [classifier.text_key(e.text) for e in examples]
+    overlap = sum(k in seen for k in keys)
+    heads: list[classifier.Head | None] = [guard.head] * len(examples)
+    mode = "held-out: no row of this file was in the head's training data"
+    if guard.head is None:
+        mode = "no layer-1 head"
+    elif overlap:
+        if training_folder is None:
+            raise ValueError("cross-validation needs the training data folder")
+        mode = f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's training data)"
+        train = training_set(training_folder)
+        embed = CachedEmbed(guard.embed)
+        guard.embed = embed
+        for f in range(folds):
+            fold_keys = {k for i, k in enumerate(keys) if i % folds == f}
+            rows = [e for e in train if classifier.text_key(e.text) not in fold_keys]
+            head = classifier.fit(rows, classifier.embed_start(embed, [e.text for e in rows]))
+            for i in range(f, len(examples), folds):
+                heads[i] = head
+            progress(0, len(examples))
+    y, pred, score, lat, layer_of, cats = [], [], [], {"total": []}, [], []
+    shipped = guard.head
+    for i, (e, head) in enumerate(zip(examples, heads)):
+        guard.head = head
+        v = guard.check(e.text)
+        y.append(e.unsafe)
+        pred.append(not v.safe)
+        score.append(v.score)
+        layer_of.append(v.layer)
+        cats.append(v.categories)
+        lat["total"].append(v.latency_ms)
+        for k, ms in v.layers_ms.items():
+            lat.setdefault(k, []).append(ms)
+        progress(i + 1, len(examples))
+    guard.head = shipped
+    ya, pa, sa = np.array(y), np.array(pred), np.array(score)
+    latency = {"latency_p50_ms": percentile(lat["total"], 50), "latency_p95_ms": percentile(lat["total"], 95)}
+    latency["per_layer"] = {k: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "calls": len(v)} for k, v in lat.items()}
+    per_category = {}
+    for code in sorted({c for e in examples for c in e.categories}, key=lambda c: int(c[1:])):
+        idx = [i for i, e in enumerate(examples) if code in e.categories]
+        per_category[code] = {"n": len(idx), "recall": round(float(pa[idx].mean()), 4)}
+    layers = {name: layer_of.count(name) for name in dict.fromkeys(layer_of)}
+    worst_fn = sorted((i for i in range(len(y)) if ya[i] and not pa[i]), key=lambda i: sa[i])[:3]
+    worst_fp = sorted((i for i in range(len(y)) if pa[i] and not ya[i]), key=lambda i: -sa[i])[:3]
+    worst = [{"kind": kind, "score": round(float(sa[i]), 3), "text": examples[i].text[:160]} for kind, ids in (("missed", worst_fn), ("false alarm", worst_fp)) for i in ids]
+    return Result(metrics(ya, pa, sa), mode, latency, per_category, layers, worst)
+
+
+# --- injection -------------------------------------------------------------------
+
+
+def insert(context: str, attack: str, where: str) -> str:
+    if where == "start":
+        return f"{attack}\n{context}"
+    if where == "end":
+        return f"{context}\n{attack}"
+    lines = context.split("\n")
+    mid = len(lines) // 2
+    return "\n".join(lines[:mid] + [attack] + lines[mid:])
+
+
+def bipia_cases(folder: Path, limit: int | None = None, seed: int = 0) -> tuple[list[Example], list[str], list[str]]:
+    """BIPIA-style cases: each clean email or code answer once as is, and once with an
+    attack instruction inserted at the start, middle or end. Returns the cases, the
+    attack type of each (or "" for clean) and its context id."""
+    rng = random.Random(seed)
+    attacks = attack_instructions(folder)
+    text_types = [k for k in attacks if k.startswith("text:")]
+    code_types = [k for k in attacks if k.startswith("code:")]
+    cases, types, ctx_ids = [], [], []
+    for ci, ctx in enumerate(bipia_contexts(folder / "bipia")):
+        if ctx.source.startswith("email") and len(ctx.text) < 200 and "SUBJECT" not in ctx.text:
+            continue  # a question, not an email
+        pool = code_types if ctx.source.startswith("code") else text_types
+        kind = rng.choice(pool)
+        attack = rng.choice(attacks[kind])
+        cases += [Example(ctx.text, False, (), ctx.source), Example(insert(ctx.text, attack, rng.choice(["start", "middle", "end"])), True, (), ctx.source)]
+        types += ["", kind]
+        ctx_ids += [str(ci), str(ci)]
+    if limit and limit < len(cases):
+        keep = sorted(rng.sample(range(len(cases)), limit))
+        cases, types, ctx_ids = [cases[i] for i in keep], [types[i] for i in keep], [ctx_ids[i] for i in keep]
+    return cases, types, ctx_ids
+
+
+def eval_injection(
+    cases: list[Example],
+    detector: InjectionDetector,
+    folder: Path | None,
+    types: list[str] | None = None,
+    ctx_ids: list[str] | None = None,
+    folds: int = 5,
+    progress: Progress = lambda d, t: None,
+) -> Result:
+    """With BIPIA cases built from the training folder, each fold's head is trained
+    without that fold's attack types and contexts (leave-attack-type-out)."""
+    scores = np.zeros(len(cases))
+    lat: list[float] = []
+    import time
+
+    if folder is not None and types is not None and ctx_ids is not None and detector.head is not None:
+        mode = f"{folds}-fold leave-attack-type-out cross-validation"
+        attacks = attack_instructions(folder)
+        kinds = sorted(attacks)
+        contexts = bipia_contexts(folder / "bipia")
+        embed = CachedEmbed(detector.embed) if detector.embed is not None else None
+        done = 0
+        for f in range(folds):
+            test_kinds = set(kinds[f::folds])
+            test_ctx = {c for c in set(ctx_ids) if int(c) % folds == f}
+            train_attacks = {k: v for k, v in attacks.items() if k not in test_kinds}
+            train_ctx = [c for i, c in enumerate(contexts) if str(i) not in test_ctx]
+            rows = injection_examples(folder, train_attacks, train_ctx)
+            emb = classifier.embed_start(embed, [r.text for r in rows]) if embed else np.zeros((len(rows), detector.head.v.shape[0]))
+            fold_detector = InjectionDetector(classifier.fit(rows, emb), embed, detector.threshold)
+            for i, (kind, c) in enumerate(zip(types, ctx_ids)):
+                if c in test_ctx and (kind == "" or kind in test_kinds):
+                    t = time.perf_counter()
+                    scores[i] = fold_detector.score(cases[i].text)
+                    lat.append((time.perf_counter() - t) * 1000)
+                    done += 1
+                    progress(done, len(cases))
+                else:
+                    scores[i] = np.nan
+        keep = ~np.isnan(scores)
+    else:
+        mode = "held-out file"
+        for i, e in enumerate(cases):
+            t = time.perf_counter()
+            scores[i] = detector.score(e.text)
+            lat.append((time.perf_counter() - t) * 1000)
+            progress(i + 1, len(cases))
+        keep = np.ones(len(cases), bool)
+    y = np.array([e.unsafe for e in cases])[keep]
+    s = scores[keep]
+    rules = np.array([rule_score(e.text) for e in cases])[keep]
+    m = metrics(y, s >= detector.threshold, s)
+    m["rules_only"] = {k: v for k, v in metrics(y, rules >= detector.threshold, rules).items() if k in ("precision", "recall", "f1", "fpr")}
+    latency = {"latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95)}
+    return Result(m, mode, latency)
+
+
+def to_json(result: Result) -> str:
+    return json.dumps(result.to_dict(), indent=2)

@@ -1,0 +1,121 @@
+"""The guard: every message in and every reply out gets a verdict.
+
+    rules       empty text is safe; a long text is read by its start and end
+    layer 1     the trained head (n-grams + embedding): milliseconds, always runs
+    layer 2     the LLM in the Llama Guard format, only when layer 1 is unsure
+    policy      per-category action: block, warn or allow
+
+Over-refusal is a defect too: layer 1's threshold is chosen for at most 6% false
+positives, and a category can be set to "warn" (answer, but note it) instead of "block".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from anima.safety.classifier import Embed, Head, embed_start
+from anima.safety.injection import InjectionDetector
+from anima.safety.llm_guard import LLMGuard
+from anima.safety.taxonomy import ALTERNATIVES, CATEGORIES
+
+Action = Literal["allow", "warn", "block"]
+
+
+@dataclass
+class Verdict:
+    safe: bool
+    categories: list[str] = field(default_factory=list)
+    score: float = 0.0  # P(unsafe) from the layer that decided
+    layer: str = "rules"  # rules | classifier | llm | off
+    latency_ms: float = 0.0
+    action: Action = "allow"
+    injection: float = 0.0  # how much the text reads like a jailbreak or injected instruction
+    layers_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["score"], d["latency_ms"], d["injection"] = round(self.score, 4), round(self.latency_ms, 2), round(self.injection, 4)
+        d["layers_ms"] = {k: round(v, 2) for k, v in self.layers_ms.items()}
+        return d
+
+
+def refusal(verdict: Verdict) -> str:
+    """Short, names the category, offers what the assistant can do instead."""
+    code = verdict.categories[0] if verdict.categories else ""
+    name = CATEGORIES.get(code, "unsafe content")
+    other = ALTERNATIVES.get(code, "I can help with a safer version of the request.")
+    return f"I can't help with that: it falls under {code + ' ' if code else ''}{name}. {other}"
+
+
+@dataclass
+class Guard:
+    head: Head | None
+    embed: Embed | None
+    llm: LLMGuard | None = None
+    policy: dict[str, Action] = field(default_factory=dict)
+    layer2: Literal["auto", "off", "always"] = "auto"
+    threshold: float | None = None  # overrides the head's trained threshold
+    llm_bias: float = 0.0  # subtracted from the logit gap "unsafe" - "safe" before the sigmoid
+    injection: InjectionDetector | None = None
+
+    def check(self, text: str, role: Literal["user", "assistant"] = "user", layer2: str | None = None) -> Verdict:
+        start = time.perf_counter()
+        verdict = self._check(text, role, layer2 or self.layer2)
+        verdict.latency_ms = (time.perf_counter() - start) * 1000
+        return verdict
+
+    def check_fast(self, text: str, role: Literal["user", "assistant"] = "user") -> Verdict:
+        """Layer 1 only: for re-reading a reply while it streams."""
+        return self.check(text, role, "off")
+
+    def _check(self, text: str, role: str, layer2: str) -> Verdict:
+        if not text or not text.strip():
+            return Verdict(True, layer="rules")
+        layers: dict[str, float] = {}
+        inj = 0.0
+        if self.injection is not None and role == "user":
+            t = time.perf_counter()
+            inj = self.injection.jailbreak(text)
+            layers["injection"] = (time.perf_counter() - t) * 1000
+        if self.head is None:
+            if self.llm is None or layer2 == "off":
+                return Verdict(True, layer="off", injection=inj, layers_ms=layers)
+            return self._llm(text, role, None, [], layers, inj)
+        t = time.perf_counter()
+        p, cats = self.layer1([text])
+        layers["classifier"] = (time.perf_counter() - t) * 1000
+        p1, cats1 = float(p[0]), cats[0]
+        threshold = self.threshold if self.threshold is not None else self.head.threshold
+        lo, hi = self.head.band
+        if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and lo < p1 < hi)):
+            return self._llm(text, role, p1, cats1, layers, inj)
+        unsafe = p1 >= threshold
+        return self._decide(unsafe, cats1 if unsafe else [], p1, "classifier", layers, inj)
+
+    def layer1(self, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
+        assert self.head is not None
+        emb = embed_start(self.embed, texts) if self.embed is not None else np.zeros((len(texts), self.head.v.shape[0]))
+        return self.head.score(texts, emb)
+
+    def _llm(self, text: str, role: str, p1: float | None, cats1: list[str], layers: dict[str, float], inj: float) -> Verdict:
+        assert self.llm is not None
+        t = time.perf_counter()
+        gap, cats2 = self.llm.score(text, "User" if role == "user" else "Agent")
+        layers["llm"] = (time.perf_counter() - t) * 1000
+        p2 = 1 / (1 + math.exp(-(gap - self.llm_bias)))
+        # Layer 1 is unsure here: the two votes are averaged.
+        p = p2 if p1 is None else (p1 + p2) / 2
+        unsafe = p >= 0.5
+        return self._decide(unsafe, (cats2 or cats1) if unsafe else [], p, "llm", layers, inj)
+
+    def _decide(self, unsafe: bool, cats: list[str], score: float, layer: str, layers: dict[str, float], inj: float) -> Verdict:
+        if not unsafe:
+            return Verdict(True, [], score, layer, action="allow", injection=inj, layers_ms=layers)
+        actions = [self.policy.get(c, "block") for c in cats] or ["block"]
+        action: Action = "block" if "block" in actions else "warn" if "warn" in actions else "allow"
+        return Verdict(False, cats, score, layer, action=action, injection=inj, layers_ms=layers)

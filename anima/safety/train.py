@@ -1,0 +1,78 @@
+"""`anima guard train`: the heads of the guard's layer 1 and of the injection detector,
+trained from the public sets in the safety data folder and saved under
+`<data dir>/models/guard/`. Deterministic: the same data gives the same weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Callable
+
+from anima.config import data_dir
+from anima.errors import ModelNotFound
+from anima.safety import classifier
+from anima.safety.data import Example, bipia_contexts, jbb, safety_data_dir, training_set
+from anima.safety.injection import segments
+
+GUARD_FILE, INJECTION_FILE = "guard-head.npz", "injection-head.npz"
+
+
+def heads_dir() -> Path:
+    return data_dir() / "models" / "guard"
+
+
+def source_folder(folder: Path | None = None) -> Path:
+    folder = folder or safety_data_dir()
+    if folder is None or not (folder / "openai_moderation_1680.jsonl").is_file():
+        raise ModelNotFound(
+            f"no safety training data at {folder or '../shared/data/safety'}",
+            "set ANIMA_SAFETY_DATA to the folder with openai_moderation_1680.jsonl (see README, Safety)",
+        )
+    return folder
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def attack_instructions(folder: Path) -> dict[str, list[str]]:
+    """BIPIA attack type -> its injected instructions (text and code attacks)."""
+    out: dict[str, list[str]] = {}
+    for name in ("text_attack_train.json", "code_attack_train.json"):
+        for kind, items in json.loads((folder / "bipia" / name).read_text(encoding="utf-8")).items():
+            out[f"{name.split('_')[0]}:{kind}"] = list(items)
+    return out
+
+
+def injection_examples(folder: Path, attacks: dict[str, list[str]], contexts: list[Example] | None = None) -> list[Example]:
+    """Sentences aimed at an AI (attack instructions, and requests like JailbreakBench's
+    goals) against the sentences of ordinary emails and answers."""
+    pos = [s for items in attacks.values() for s in items]
+    pos += [e.text for e in jbb(folder / "jbb_behaviors_harmful.csv", True) + jbb(folder / "jbb_behaviors_benign.csv", False)]
+    neg = [s for e in (contexts if contexts is not None else bipia_contexts(folder / "bipia")) for s in segments(e.text)]
+    return [Example(t, True, (), "attack") for t in pos] + [Example(t, False, (), "context") for t in neg]
+
+
+def train_all(embed: classifier.Embed, folder: Path | None = None, out: Path | None = None, progress: Callable[[str], None] = lambda _: None) -> dict:
+    folder = source_folder(folder)
+    out = out or heads_dir()
+    sources = fingerprint(folder)
+    progress("guard head")
+    guard = classifier.train(training_set(folder), embed, sources, progress)
+    guard.save(out / GUARD_FILE)
+    progress("injection head")
+    inj = classifier.train(injection_examples(folder, attack_instructions(folder)), embed, sources, progress)
+    inj.save(out / INJECTION_FILE)
+    return {"guard": {k: v for k, v in guard.manifest.items() if k != "keys"}, "injection": {k: v for k, v in inj.manifest.items() if k != "keys"}, "dir": str(out)}
+
+
+def shuffled(items: list, seed: int = 0) -> list:
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items
