@@ -30,7 +30,18 @@ class Container:
 
     @cached_property
     def chat_model(self) -> ChatModel:
-        return self._chat_model or load_chat_model(self.config)
+        """The model; a remote one (outside this machine's network) only when
+        `privacy.remote` allows it, and then behind redaction and the egress log."""
+        if self.config.backend != "openai_http":
+            return self._chat_model or load_chat_model(self.config)
+        from anima.safety.egress import RedactingModel, check_allowed, is_local
+
+        url = self.config.openai_http.base_url
+        check_allowed(url, self.config.privacy.remote)  # before anything is sent
+        model = self._chat_model or load_chat_model(self.config)
+        if is_local(url) or not self.config.privacy.redact:
+            return model
+        return RedactingModel(model, url, self.store.person_names, self.store.log_egress)
 
     @cached_property
     def store(self) -> Store:
@@ -39,6 +50,13 @@ class Container:
 
     @cached_property
     def embedder(self) -> Embedder:
+        if self.config.embedder == "remote" and self.config.backend == "openai_http" and self._embedder is None:
+            from anima.safety.egress import is_local
+
+            if not is_local(self.config.openai_http.base_url):
+                from anima.errors import ConfigError
+
+                raise ConfigError("embedder = remote would send every message unredacted off this machine", "use the local embedder (embedder = minilm)")
         return self._embedder or load_embedder(self.config)
 
     @cached_property
@@ -82,7 +100,7 @@ class Container:
             model = load_chat_model(self.config.model_copy(update={"model": g.llm_model})) if g.llm_model else self.learner_model
             llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
-        return Guard(head, embed, llm, dict(g.policy), g.layer2, g.threshold, bias, injection)
+        return Guard(head, embed, llm, dict(g.policy), g.layer2, g.threshold, bias, injection, g.llm_share)
 
     @cached_property
     def assistant(self) -> Assistant:

@@ -72,6 +72,7 @@ class GuardSettings(_Section):
     enabled: bool = Field(True, description="Check every message and reply for hazards (MLCommons S1-S14) and prompt injection.")
     output: bool = Field(True, description="Also check the assistant's replies as they stream.")
     layer2: Literal["auto", "off", "always"] = Field("auto", description="LLM guard (Llama Guard format): when the fast layer is unsure, never, or always.")
+    llm_share: float = Field(0.05, ge=0, le=1, description="Share of messages, the ones the fast layer is least sure of, that the LLM layer also reads.")
     llm_model: str = Field("", description="Model for the LLM guard, e.g. a Llama Guard 3 .gguf; default: the learner's model.")
     llm_format: Literal["auto", "prompted", "llama-guard"] = Field("auto", description="auto: llama-guard when the model's name contains 'guard'.")
     llm_bias: float = Field(3.5, description="Logit gap unsafe-safe at which the LLM counts a message unsafe (0 for a real Llama Guard; 3.5 was fitted on JailbreakBench for the default model).")
@@ -88,6 +89,11 @@ class GuardSettings(_Section):
         if unknown:
             raise ValueError(f"unknown hazard categories {unknown}; use S1..S14")
         return policy
+
+
+class PrivacySettings(_Section):
+    remote: bool = Field(False, description="Allow a model server outside this machine and its private network (openai_http.base_url).")
+    redact: bool = Field(True, description="Before anything goes to a remote model: replace emails, phones, cards, addresses and known names with placeholders.")
 
 
 class GenerationSettings(_Section):
@@ -115,6 +121,7 @@ class Config(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

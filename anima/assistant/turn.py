@@ -106,6 +106,9 @@ class Assistant:
             block, hits = self.memory.context(text, k=self.config.memory.recall_k)
             if block and self.guard is not None and self.guard.injection is not None:
                 block, _ = self.guard.injection.neutralise(block)
+        if tail and self.guard is not None and self.guard.injection is not None:
+            # Tool results are data: instructions inside them are removed.
+            tail = [{**m, "content": self.guard.injection.neutralise(m["content"])[0]} if m.get("role") == "tool" and m.get("content") else m for m in tail]
         messages = self.prompt(chosen, conversation_id, text, block, history, instructions, tail)
         return Reply(self, turn, messages, options or self.options(), hits, verdict)
 

@@ -279,6 +279,16 @@ def config_show(as_json: bool = JsonOpt) -> None:
     print(to_toml(data))
 
 
+def _guard_state(config) -> str:
+    from anima.safety.train import GUARD_FILE, heads_dir
+
+    if not config.guard.enabled:
+        return "off (guard.enabled = false)"
+    if not (heads_dir() / GUARD_FILE).is_file():
+        return "not trained: run `anima guard train`"
+    return f"on; fast layer in {heads_dir()}; LLM layer {config.guard.layer2}"
+
+
 @app.command()
 def doctor(as_json: bool = JsonOpt) -> None:
     """What this installation has: versions, models, encryption, vector search, backends."""
@@ -316,6 +326,7 @@ def doctor(as_json: bool = JsonOpt) -> None:
         "models": ", ".join(f"{s.name}: {'yes' if p else 'missing'}" for s, p in local_models()),
         "encryption": ("on, key from " + ("ANIMA_PASSPHRASE" if os.environ.get("ANIMA_PASSPHRASE") else "the OS keyring" if keyring_backend() else f"key files in {keys_dir()}")) if config.store.encrypt else "off",
         "vector search": sqlite_vec_loads() if config.store.vectors != "numpy" else "numpy (configured)",
+        "guard": _guard_state(config),
     }
     if as_json:
         print(json.dumps(checks, indent=2))

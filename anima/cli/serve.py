@@ -71,6 +71,6 @@ def serve(
         raise BadInput(f"refusing to listen on {host} with no API keys", "run `anima users add NAME` first, or serve on 127.0.0.1")
     container = build(config)
     with err.status("loading models..."):
-        server = Server(config, registry, container.chat_model, container.embedder, container.learner_model, max_waiting=max_waiting)
+        server = Server(config, registry, container.chat_model, container.embedder, container.learner_model, max_waiting=max_waiting, guard=container.guard)
     out.print(f"anima serving on http://{host}:{port}/v1 (OpenAI-compatible; {'API keys required' if registry.any_active() else 'single user, no keys'})")
     uvicorn.run(create_app(server), host=host, port=port, log_level="warning")

@@ -24,7 +24,7 @@ from anima.safety.taxonomy import CATEGORIES
 EMBED_CHARS = 256  # the embedding sees the start of a message: ~60 tokens keep it fast
 FOLD = 1 << 14  # the category heads read the n-grams folded into this many slots
 CODES = list(CATEGORIES)
-FORMAT = 1
+FORMAT = 2
 
 Embed = Callable[[list[str]], list[list[float]]]
 
@@ -94,17 +94,30 @@ class Head:
     threshold: float = 0.5
     band: tuple[float, float] = (0.3, 0.7)
     manifest: dict = field(default_factory=dict)
+    gaps: np.ndarray = field(default_factory=lambda: np.linspace(0, 0.5, 101))  # percentiles of |p - threshold|, out of fold
 
-    def score(self, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
-        """P(unsafe) per text and its likely categories, most likely first."""
+    def band_for(self, share: float, threshold: float | None = None) -> tuple[float, float]:
+        """The uncertain band around the threshold that held about `share` of the
+        calibration rows: what goes to the LLM layer."""
+        t = self.threshold if threshold is None else threshold
+        h = float(np.interp(share * 100, np.arange(101), self.gaps)) if share > 0 else 0.0
+        return (t - h, t + h)
+
+    def score(self, texts: Sequence[str], embeddings: np.ndarray, categories: bool = True) -> tuple[np.ndarray, list[list[str]]]:
+        """P(unsafe) per text and its likely categories, most likely first (only for
+        texts at or above the threshold, unless `categories` is off)."""
         x = rows(texts, self.idf, embeddings)
         p = 1 / (1 + np.exp(-(x.dot(self.w, self.v) + self.b)))
-        cats = []
-        for i in range(x.n):
-            one = Rows(np.zeros(int((x.row == i).sum()), np.int64), x.col[x.row == i], x.val[x.row == i], x.emb[i : i + 1])
-            pc = np.array([1 / (1 + np.exp(-(one.dot(self.cat_w[k], self.cat_v[k], fold=True)[0] + self.cat_b[k]))) for k in range(len(CODES))])
-            order = np.argsort(-pc)
-            cats.append([CODES[k] for k in order if pc[k] >= 0.5] or [CODES[order[0]]])
+        cats: list[list[str]] = [[] for _ in texts]
+        if categories and len(texts):
+            folded = x.col & (FOLD - 1)
+            # (rows, categories) logits: sparse part by row, dense part by matrix product
+            sparse = np.zeros((x.n, len(CODES)))
+            np.add.at(sparse, x.row, self.cat_w[:, folded].T * x.val[:, None])
+            logits = sparse + x.emb @ self.cat_v.T + self.cat_b
+            for i in np.flatnonzero(p >= min(self.band[0], self.threshold)):
+                order = np.argsort(-logits[i])
+                cats[i] = [CODES[k] for k in order if logits[i, k] >= 0] or [CODES[order[0]]]
         return p, cats
 
     def save(self, path: Path) -> None:
@@ -114,7 +127,7 @@ class Head:
             np.savez_compressed(
                 f, idf=self.idf.astype(np.float16), w=self.w.astype(np.float32), v=self.v.astype(np.float32), b=self.b,
                 cat_w=self.cat_w.astype(np.float32), cat_v=self.cat_v.astype(np.float32), cat_b=self.cat_b,
-                threshold=self.threshold, band=np.array(self.band), manifest=json.dumps(self.manifest),
+                threshold=self.threshold, band=np.array(self.band), manifest=json.dumps(self.manifest), gaps=self.gaps,
             )
         tmp.replace(path)
 
@@ -130,7 +143,7 @@ class Head:
             return cls(
                 z["idf"].astype(np.float32), z["w"].astype(np.float64), z["v"].astype(np.float64), float(z["b"]),
                 z["cat_w"].astype(np.float64), z["cat_v"].astype(np.float64), z["cat_b"].astype(np.float64),
-                float(z["threshold"]), tuple(float(t) for t in z["band"]), manifest,
+                float(z["threshold"]), tuple(float(t) for t in z["band"]), manifest, z["gaps"].astype(np.float64),
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelCorrupt(f"the guard head at {path} is unreadable ({exc})", "run `anima guard train` again") from exc
@@ -163,11 +176,11 @@ def fit(examples: list[Example], embeddings: np.ndarray, l2: float = 1e-4, calib
                 cat_w[k], cat_v[k], cat_b[k] = _fit(xu, yk, FOLD, True, np.ones(len(unsafe)), l2, steps=150)
     head = Head(idf, w, v, b, cat_w, cat_v, cat_b)
     if calibrate:
-        head.threshold, head.band = _calibrate(examples, embeddings, l2)
+        head.threshold, head.band, head.gaps = _calibrate(examples, embeddings, l2)
     return head
 
 
-def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: int = 4) -> tuple[float, tuple[float, float]]:
+def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: int = 4) -> tuple[float, tuple[float, float], np.ndarray]:
     n = len(examples)
     order = np.argsort([text_key(e.text) for e in examples])  # a fixed, data-defined split
     p = np.zeros(n)
@@ -185,7 +198,8 @@ def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: in
         f1 = 2 * tp / max(pred.sum() + y.sum(), 1)
         if fp <= 0.06 and f1 > best:
             best, threshold = f1, float(t)
-    return threshold, (max(threshold - 0.25, 0.02), min(threshold + 0.25, 0.98))
+    gaps = np.percentile(np.abs(p - threshold), np.arange(101))
+    return threshold, (max(threshold - 0.25, 0.02), min(threshold + 0.25, 0.98)), gaps
 
 
 def embed_start(embed: Embed, texts: Sequence[str]) -> np.ndarray:

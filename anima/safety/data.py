@@ -68,7 +68,7 @@ def bipia_contexts(folder: Path) -> list[Example]:
             context = row["context"] if isinstance(row["context"], str) else "\n".join(row["context"])
             out.append(Example(context, False, (), name))
             if isinstance(row.get("question"), str):
-                out.append(Example(row["question"], False, (), name))
+                out.append(Example(row["question"], False, (), name + "#question"))
     return out
 
 
@@ -141,9 +141,15 @@ def _looks_like_moderation(path: Path) -> bool:
 
 
 def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {path} as UTF-8 text: {exc}", "give a CSV or JSONL text file") from exc
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {path} as UTF-8 text: {exc}", "give a CSV or JSONL text file") from exc

@@ -109,7 +109,6 @@ def eval_guard(
         mode = f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's training data)"
         train = training_set(training_folder)
         embed = CachedEmbed(guard.embed)
-        guard.embed = embed
         for f in range(folds):
             fold_keys = {k for i, k in enumerate(keys) if i % folds == f}
             rows = [e for e in train if classifier.text_key(e.text) not in fold_keys]
@@ -159,19 +158,22 @@ def insert(context: str, attack: str, where: str) -> str:
     return "\n".join(lines[:mid] + [attack] + lines[mid:])
 
 
-def bipia_cases(folder: Path, limit: int | None = None, seed: int = 0) -> tuple[list[Example], list[str], list[str]]:
+def bipia_cases(folder: Path, limit: int | None = None, seed: int = 0, folds: int = 5) -> tuple[list[Example], list[str], list[str]]:
     """BIPIA-style cases: each clean email or code answer once as is, and once with an
-    attack instruction inserted at the start, middle or end. Returns the cases, the
-    attack type of each (or "" for clean) and its context id."""
+    attack instruction inserted at the start, middle or end. The attack comes from the
+    attack types of the context's own fold (context i is in fold i % folds, attack type
+    j of the sorted list in fold j % folds), so leave-attack-type-out cross-validation
+    can score every case. Returns the cases, each one's attack type ("" when clean) and
+    its context id."""
     rng = random.Random(seed)
     attacks = attack_instructions(folder)
-    text_types = [k for k in attacks if k.startswith("text:")]
-    code_types = [k for k in attacks if k.startswith("code:")]
+    kinds = sorted(attacks)
     cases, types, ctx_ids = [], [], []
     for ci, ctx in enumerate(bipia_contexts(folder / "bipia")):
-        if ctx.source.startswith("email") and len(ctx.text) < 200 and "SUBJECT" not in ctx.text:
-            continue  # a question, not an email
-        pool = code_types if ctx.source.startswith("code") else text_types
+        if ctx.source.endswith("#question"):
+            continue  # the user's question about an email, not external content
+        family = "code:" if ctx.source.startswith("code") else "text:"
+        pool = [k for k in kinds[ci % folds :: folds] if k.startswith(family)] or [k for k in kinds if k.startswith(family)]
         kind = rng.choice(pool)
         attack = rng.choice(attacks[kind])
         cases += [Example(ctx.text, False, (), ctx.source), Example(insert(ctx.text, attack, rng.choice(["start", "middle", "end"])), True, (), ctx.source)]
@@ -200,6 +202,7 @@ def eval_injection(
 
     if folder is not None and types is not None and ctx_ids is not None and detector.head is not None:
         mode = f"{folds}-fold leave-attack-type-out cross-validation"
+        scores[:] = np.nan
         attacks = attack_instructions(folder)
         kinds = sorted(attacks)
         contexts = bipia_contexts(folder / "bipia")
@@ -220,8 +223,6 @@ def eval_injection(
                     lat.append((time.perf_counter() - t) * 1000)
                     done += 1
                     progress(done, len(cases))
-                else:
-                    scores[i] = np.nan
         keep = ~np.isnan(scores)
     else:
         mode = "held-out file"

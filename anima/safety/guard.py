@@ -62,6 +62,7 @@ class Guard:
     threshold: float | None = None  # overrides the head's trained threshold
     llm_bias: float = 0.0  # subtracted from the logit gap "unsafe" - "safe" before the sigmoid
     injection: InjectionDetector | None = None
+    llm_share: float = 0.05  # about this share of messages (the least certain) go to the LLM layer
 
     def check(self, text: str, role: Literal["user", "assistant"] = "user", layer2: str | None = None) -> Verdict:
         start = time.perf_counter()
@@ -91,7 +92,7 @@ class Guard:
         layers["classifier"] = (time.perf_counter() - t) * 1000
         p1, cats1 = float(p[0]), cats[0]
         threshold = self.threshold if self.threshold is not None else self.head.threshold
-        lo, hi = self.head.band
+        lo, hi = self.head.band_for(self.llm_share, threshold)
         if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and lo < p1 < hi)):
             return self._llm(text, role, p1, cats1, layers, inj)
         unsafe = p1 >= threshold

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from anima import __version__
 from anima.app import Container, build
+from anima.safety.guard import Guard
 from anima.assistant import personas
 from anima.config import USER_NAME, Config
 from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
@@ -67,6 +68,7 @@ class Server:
     max_body: int = 1_000_000  # bytes
     data_dir: Path | None = None  # where users' stores live; default: the configured data dir
     quiet_s: float = 2.0  # learning starts only after this long without requests
+    guard: Guard | None = None  # shared by all users; None builds one per user from the config
     _slots: threading.Semaphore = field(init=False)
     _users: dict[str, Container] = field(default_factory=dict)
     _users_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,7 +95,7 @@ class Server:
         with self._users_lock:
             if user not in self._users:
                 config = self.config.model_copy(update={"user": user})
-                container = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model, data_dir=self.data_dir)
+                container = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model, data_dir=self.data_dir, guard=self.guard)
                 if container.assistant.learner is not None:
                     container.assistant.learner.idle = self.idle  # learn between requests, never in front of one
                 self._users[user] = container
@@ -273,6 +275,7 @@ def create_app(server: Server) -> FastAPI:
             "model": body.model,
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else finish}],
             "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens},
+            "anima": {"guard": reply.guard_dict()},
         }
 
     # --- REST: the user's own memories, conversations and personas -----------------

@@ -89,6 +89,20 @@ def m004_memories(db: Connection) -> None:
     db.execute("CREATE TABLE _anima_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+@migration
+def m005_egress(db: Connection) -> None:
+    # What left this machine, where to, and what was redacted first (counts, not values).
+    db.execute(
+        """CREATE TABLE egress (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            chars INTEGER NOT NULL,
+            redacted TEXT NOT NULL DEFAULT '{}'   -- JSON: kind -> count
+        )"""
+    )
+
+
 def migrate(db: Connection) -> list[str]:
     """Apply what has not run yet; returns the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS _anima_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))")

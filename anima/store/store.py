@@ -306,6 +306,21 @@ class Store:
     def memories(self, ids: list[int]) -> list[Memory]:
         return self._get("memories", ids)
 
+    def log_egress(self, destination: str, chars: int, redacted: dict[str, int]) -> None:
+        with self._lock, transaction(self.db):
+            self.db.execute("INSERT INTO egress (ts, destination, chars, redacted) VALUES (?, ?, ?, ?)", (now(), destination, chars, json.dumps(redacted, sort_keys=True)))
+
+    @_locked
+    def egress(self, limit: int = 100) -> list[dict]:
+        rows = self.db.execute("SELECT ts, destination, chars, redacted FROM egress ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{"ts": r[0], "destination": r[1], "chars": r[2], "redacted": json.loads(r[3])} for r in rows]
+
+    @_locked
+    def person_names(self) -> list[str]:
+        """Subjects of current memories other than the user: the people anima knows."""
+        rows = self.db.execute("SELECT DISTINCT subject FROM memories WHERE valid_to IS NULL AND lower(subject) NOT IN ('user', 'the user', 'me', '')").fetchall()
+        return [r[0] for r in rows]
+
     @_locked
     def list_memories(self, kind: str | None = None, include_invalid: bool = False, limit: int = 1000) -> list[Memory]:
         where, params = ["1 = 1"], []
