@@ -203,7 +203,7 @@ def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: in
 
 
 def embed_start(embed: Embed, texts: Sequence[str]) -> np.ndarray:
-    return np.asarray(embed([t[:EMBED_CHARS] or " " for t in texts]), np.float64)
+    return np.asarray(embed([features.readable(t)[:EMBED_CHARS] or " " for t in texts]), np.float64)
 
 
 def train(examples: list[Example], embed: Embed, sources: dict[str, str] | None = None, progress: Callable[[str], None] = lambda _: None) -> Head:

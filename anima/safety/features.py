@@ -38,6 +38,14 @@ def decoded(text: str) -> list[str]:
     return found
 
 
+def readable(text: str) -> str:
+    """What a reader would see: the decoded text when base64 blocks make up most of it."""
+    plain = decoded(text)
+    if plain and sum(map(len, plain)) * 4 >= len(text.strip()) * 3 * 0.5:
+        return " ".join(plain)
+    return text
+
+
 def normalise(text: str) -> str:
     """Lower-cased, NFKC, cut to MAX_CHARS (start and end), disguises undone and appended."""
     if len(text) > MAX_CHARS:
