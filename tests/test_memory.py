@@ -219,3 +219,22 @@ def test_query_expansion_finds_what_the_words_alone_miss(store, model):
     assert model.calls[-1][1].json_schema is not None
     plain = {h.text: h.score for h in MemoryService(store, FakeEmbedder(), model).recall("Which animal lives with Ana?", now=NOW, k=2)}
     assert hits[0].score > plain.get(hits[0].text, 0.0)  # the expanded queries' BM25 list added to its score
+
+
+def test_recall_shows_a_repeated_message_once(tmp_path):
+    from datetime import datetime, timezone
+
+    from anima.memory.retrieve import recall
+    from anima.models.fake import FakeEmbedder
+    from anima.store import open_store
+
+    store = open_store(tmp_path, "u", False, "numpy")
+    embedder = FakeEmbedder()
+    memory = __import__("anima.memory", fromlist=["MemoryService"]).MemoryService(store, embedder, None)
+    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for _ in range(5):
+        memory.observe("What is the capital of France?", "user", "user", when, None)
+    memory.observe("My sister lives in Paris.", "user", "user", when, None)
+    hits = recall(store, embedder, "capital of France", when, k=6)
+    texts = [h.text for h in hits]
+    assert texts.count("What is the capital of France?") == 1 and "My sister lives in Paris." in texts

@@ -92,7 +92,8 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
                     if progress:
                         progress(done, total)
 
-    result = {"model": config.model, "memory": "on, empty, learning off", "prompts": len(prompts), "rounds": rounds, "max_tokens": max_tokens}
+    guard = "off" if not config.guard.enabled else f"on (input and output, LLM layer {config.guard.layer2})"
+    result = {"model": config.model, "memory": "on, empty, learning off", "guard": guard, "prompts": len(prompts), "rounds": rounds, "max_tokens": max_tokens}
     for side, rows in samples.items():
         wall = sum(w for w, _, _ in rows)
         tokens = sum(t for _, _, t in rows)

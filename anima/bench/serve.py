@@ -143,7 +143,7 @@ def run_serve_bench(config, clients: int, duration: float, max_tokens: int = 32,
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         container = build(config)  # the models; the bench's stores live in `tmp`, not in the user's data
-        server = Server(config, Accounts(Path(tmp) / "accounts.db"), container.chat_model, container.embedder, container.learner_model, max_waiting=clients, data_dir=Path(tmp))
+        server = Server(config, Accounts(Path(tmp) / "accounts.db"), container.chat_model, container.embedder, container.learner_model, max_waiting=clients, data_dir=Path(tmp), guard=container.guard)
         port = _free_port()
         uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=uv.run, daemon=True)
@@ -171,6 +171,8 @@ def run_serve_bench(config, clients: int, duration: float, max_tokens: int = 32,
     ref = results["llama_cpp_server"]["tokens_per_s"]
     results["throughput_ratio"] = round(results["anima"]["tokens_per_s"] / ref, 3) if ref else None
     results["model"], results["max_tokens"] = config.model, max_tokens
+    results["memory"] = "on" if config.memory.enabled else "off"
+    results["guard"] = f"on (LLM layer {config.guard.layer2})" if config.guard.enabled else "off"
     return results
 
 

@@ -364,6 +364,7 @@ def bench_overhead(
     table.add_row("first token p50 (ms)", f"{raw['first_token_p50_ms']:.0f}", f"{ours['first_token_p50_ms']:.0f}")
     out.print(table)
     verdict = "[green]meets[/green]" if result["ratio"] >= 0.95 else "[red]misses[/red]"
+    out.print(f"anima side: memory {result['memory']}; guard {result['guard']}")
     out.print(f"ratio (anima tokens/s ÷ raw tokens/s): [bold]{result['ratio']:.3f}[/bold] — {verdict} the ≥ 0.95 target")
 
 
@@ -459,6 +460,7 @@ def bench_serve(
     for key in ("requests", "requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "rejected_429", "errors"):
         table.add_row(key, str(a[key]), str(r[key]))
     out.print(table)
+    out.print(f"anima side: memory {result['memory']}, guard {result['guard']}")
     out.print(f"throughput ratio (anima ÷ llama_cpp.server tokens/s): [bold]{result['throughput_ratio']}[/bold] (target ≥ 0.95)")
 
 

@@ -127,11 +127,24 @@ def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k
                 r = records[i]
                 hits.append(Hit(table[:-1] if table == "episodes" else "memory", i, r.text, _when(r), score, r, getattr(r, "speaker", "")))
     hits.sort(key=lambda h: -h.score)
-    hits = hits[:k]
+    hits = _distinct(hits)[:k]
     replies = store.replies([h.id for h in hits if h.kind == "episode"])
     for h in hits:
         h.reply = replies.get(h.id) if h.kind == "episode" else None
     return hits
+
+
+def _distinct(hits: list[Hit]) -> list[Hit]:
+    """One hit per distinct text (the best-ranked): a question asked ten times is one
+    memory, not ten copies filling the prompt."""
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        key = " ".join(h.text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out
 
 
 def _when(record: Memory | Episode) -> str:
