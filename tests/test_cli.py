@@ -102,7 +102,8 @@ def test_chat_session(monkeypatch):
     assert "You said: line one\nline two" in out
     assert "You said: continued \nline" in out
     assert "nothing recalled for the last reply" in out  # the first turn had no memory yet
-    assert "user: hello" in out  # later turns recall earlier messages (episodes)
+    # later turns recall earlier messages that share words or meaning ("line"), not "hello"
+    assert "] user: line one" in out and "user: hello" not in out
 
 
 def test_chat_ctrl_c_stops_the_reply_not_the_program(monkeypatch):

@@ -35,7 +35,8 @@ def test_what_is_learned_in_one_chat_is_used_in_the_next(anima_home, link_models
     for path in [db, Path(str(db) + "-wal")]:
         if path.exists():
             raw = path.read_bytes()
-            assert b"Ana" not in raw and b"birthday" not in raw and b"SQLite format 3" not in raw
+            # long needles: 3 random bytes of ciphertext spell "Ana" in a few % of runs
+            assert b"sister is called Ana" not in raw and b"birthday" not in raw and b"SQLite format 3" not in raw
 
 
 def test_injected_instructions_are_not_learned(anima_home, link_models):

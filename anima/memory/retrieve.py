@@ -33,6 +33,7 @@ TEXT_WEIGHT = 1.0
 # first 3 LoCoMo dev conversations (turn recall@10): vector weight 0 -> 0.743, 0.3 -> 0.738,
 # 0.5 -> 0.710. A little weight is kept for questions that share no words with the answer.
 VECTOR_WEIGHT = 0.3
+MIN_SIMILARITY = 0.3  # cosine below which a vector match alone does not count as relevant (MiniLM)
 CONTEXT_CHARS = 3400  # ~850 tokens: the memory block's budget in the prompt
 
 
@@ -122,8 +123,12 @@ def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k
             records = {i: r for i, r in records.items() if r.valid_to is None}
         by_time = sorted(records, key=lambda i: _when(records[i]), reverse=True)
         lists.append((by_time, RECENCY_WEIGHT))
+        # Relevant = matched the words, is close in meaning, or falls in the period asked
+        # about; recency only orders relevant hits, it never brings one in by itself.
+        similarity = dict(vec_hits)
+        relevant = set(text_ids) | {i for ids, _ in lists[2:-1] for i in ids} | {i for i, s in similarity.items() if s >= MIN_SIMILARITY}
         for i, score in _fuse(lists).items():
-            if i in records:
+            if i in records and i in relevant:
                 r = records[i]
                 hits.append(Hit(table[:-1] if table == "episodes" else "memory", i, r.text, _when(r), score, r, getattr(r, "speaker", "")))
     hits.sort(key=lambda h: -h.score)
