@@ -167,7 +167,7 @@ class Reply:
     def _run(self) -> Iterator[str]:
         turn, parts, last = self.turn, [], Chunk("")
         start = time.perf_counter()
-        checked = 0
+        size = checked = 0
         try:
             stream = self.assistant.model.stream(self.messages, self.options)
             for chunk in stream:
@@ -176,7 +176,7 @@ class Reply:
                         turn.first_token_ms = (time.perf_counter() - start) * 1000
                     parts.append(chunk.text)
                     yield chunk.text
-                    size = sum(map(len, parts))
+                    size += len(chunk.text)
                     if size - checked >= OUTPUT_CHECK_CHARS:
                         checked = size
                         verdict = self._check_output("".join(parts), final=False)

@@ -8,8 +8,8 @@ a fresh head for each fold on the training data minus that fold's rows.
 
 from __future__ import annotations
 
-import json
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -198,8 +198,6 @@ def eval_injection(
     without that fold's attack types and contexts (leave-attack-type-out)."""
     scores = np.zeros(len(cases))
     lat: list[float] = []
-    import time
-
     if folder is not None and types is not None and ctx_ids is not None and detector.head is not None:
         mode = f"{folds}-fold leave-attack-type-out cross-validation"
         scores[:] = np.nan
@@ -240,6 +238,3 @@ def eval_injection(
     latency = {"latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95)}
     return Result(m, mode, latency)
 
-
-def to_json(result: Result) -> str:
-    return json.dumps(result.to_dict(), indent=2)

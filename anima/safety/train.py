@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from pathlib import Path
 from typing import Callable
 
@@ -71,8 +70,3 @@ def train_all(embed: classifier.Embed, folder: Path | None = None, out: Path | N
     inj.save(out / INJECTION_FILE)
     return {"guard": {k: v for k, v in guard.manifest.items() if k != "keys"}, "injection": {k: v for k, v in inj.manifest.items() if k != "keys"}, "dir": str(out)}
 
-
-def shuffled(items: list, seed: int = 0) -> list:
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    return items
