@@ -420,3 +420,9 @@ def test_eval_injection_on_a_labelled_file(guard_heads, tmp_path, monkeypatch):
     report = json.loads(result.stdout)
     assert report["n"] == 4 and report["mode"] == "held-out file"
     assert report["recall"] == 1.0 and report["rules_only"]["recall"] == 1.0
+
+
+def test_eval_injection_on_a_folder_that_is_not_bipia(guard_heads, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMA_BACKEND", "fake")
+    result = CliRunner().invoke(app, ["eval", "injection", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "not a BIPIA folder" in result.output

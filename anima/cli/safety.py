@@ -119,16 +119,17 @@ def eval_injection(
     guard = build(load_config(guard={"layer2": "off"})).guard
     if guard is None or guard.injection is None:
         raise BadInput("the injection detector is off (guard.enabled / guard.injection)", "turn them on to evaluate it")
+    folder = (data.parent if (data / "email_train.jsonl").is_file() else data) if data.is_dir() else None
+    if folder is not None:
+        if not (folder / "bipia" / "text_attack_train.json").is_file():
+            raise BadInput(f"{data} is not a BIPIA folder (no bipia/text_attack_train.json)", "give ../shared/data/safety/bipia, or a labelled CSV / JSONL file")
+        cases, types, ctx = bipia_cases(folder, limit)
+    else:
+        cases = sample(read_labelled(data, "auto", text_field, label_field, unsafe_values.split(",") if unsafe_values else None), limit)
+        types = ctx = None
     with steps_progress() as progress:
-        task = progress.add_task("scoring", total=None)
-        update = lambda d, t: progress.update(task, completed=d, total=t)
-        if data.is_dir():
-            folder = data.parent if (data / "email_train.jsonl").is_file() else data
-            cases, types, ctx = bipia_cases(folder, limit)
-            result = run(cases, guard.injection, folder, types, ctx, progress=update)
-        else:
-            cases = sample(read_labelled(data, "auto", text_field, label_field, unsafe_values.split(",") if unsafe_values else None), limit)
-            result = run(cases, guard.injection, None, progress=update)
+        task = progress.add_task("scoring", total=len(cases))
+        result = run(cases, guard.injection, folder, types, ctx, progress=lambda d, t: progress.update(task, completed=d, total=t))
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
