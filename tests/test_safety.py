@@ -426,3 +426,10 @@ def test_eval_injection_on_a_folder_that_is_not_bipia(guard_heads, tmp_path, mon
     monkeypatch.setenv("ANIMA_BACKEND", "fake")
     result = CliRunner().invoke(app, ["eval", "injection", "--data", str(tmp_path)])
     assert result.exit_code == 1 and "not a BIPIA folder" in result.output
+
+
+def test_guard_train_names_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMA_BACKEND", "fake")
+    (tmp_path / "openai_moderation_1680.jsonl").write_text('{"prompt": "hi", "S": 0}\n')
+    result = CliRunner().invoke(app, ["guard", "train", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "lacks harmbench_behaviors_text_val.csv" in result.output and "ANIMA_SAFETY_DATA" in result.output

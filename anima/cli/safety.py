@@ -23,12 +23,13 @@ DataDirOpt = typer.Option(None, "--data", help="Folder of the public safety sets
 @guard_app.command("train")
 def guard_train(data: Optional[Path] = DataDirOpt, if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the heads exist."), as_json: bool = JsonOpt) -> None:
     """Train the guard's fast layer and the injection detector from public data."""
-    from anima.safety.train import GUARD_FILE, INJECTION_FILE, heads_dir, train_all
+    from anima.safety.train import GUARD_FILE, INJECTION_FILE, heads_dir, source_folder, train_all
 
     if if_missing and (heads_dir() / GUARD_FILE).is_file() and (heads_dir() / INJECTION_FILE).is_file():
         if not as_json:
             err.print(f"guard heads present in {heads_dir()}")
         return
+    data = source_folder(data)  # before the embedder loads: a missing folder is the likelier mistake
     container = build(load_config(guard={"enabled": False}))
     with err.status("training the guard...") as status:
         result = train_all(container.embedder.embed, data, progress=lambda step: status.update(f"training the guard: {step}"))

@@ -16,6 +16,10 @@ from anima.safety.data import Example, bipia_contexts, jbb, safety_data_dir, tra
 from anima.safety.injection import segments
 
 GUARD_FILE, INJECTION_FILE = "guard-head.npz", "injection-head.npz"
+REQUIRED = (
+    "openai_moderation_1680.jsonl", "harmbench_behaviors_text_val.csv", "jbb_behaviors_harmful.csv", "jbb_behaviors_benign.csv",
+    "bipia/email_train.jsonl", "bipia/code_train.jsonl", "bipia/text_attack_train.json", "bipia/code_attack_train.json",
+)
 
 
 def heads_dir() -> Path:
@@ -24,11 +28,11 @@ def heads_dir() -> Path:
 
 def source_folder(folder: Path | None = None) -> Path:
     folder = folder or safety_data_dir()
-    if folder is None or not (folder / "openai_moderation_1680.jsonl").is_file():
-        raise ModelNotFound(
-            f"no safety training data at {folder or '../shared/data/safety'}",
-            "set ANIMA_SAFETY_DATA to the folder with openai_moderation_1680.jsonl (see README, Safety)",
-        )
+    if folder is None:
+        raise ModelNotFound("no safety training data found (../shared/data/safety)", "set ANIMA_SAFETY_DATA to the folder of the public safety sets (see README, Safety)")
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if missing:
+        raise ModelNotFound(f"the safety data at {folder} lacks {', '.join(missing)}", "point ANIMA_SAFETY_DATA (or --data) at the complete folder (see README, Safety)")
     return folder
 
 
