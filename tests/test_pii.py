@@ -221,3 +221,10 @@ def test_one_megabyte_is_bounded(text: str) -> None:
     spans = find(text, names=["Anna"])
     assert time.process_time() - t < 3.0
     assert all(a.end <= b.start for a, b in itertools.pairwise(spans))
+
+
+def test_redact_continues_a_mapping_across_texts():
+    first = redact("write to ann@example.com")
+    second = redact("ann@example.com and bob@example.com", mapping=first.mapping)
+    assert second.text == "[EMAIL_1] and [EMAIL_2]"
+    assert first.mapping is second.mapping and second.mapping == {"[EMAIL_1]": "ann@example.com", "[EMAIL_2]": "bob@example.com"}

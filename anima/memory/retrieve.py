@@ -111,22 +111,22 @@ def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k
         text_ids = [i for i, _ in store.search_text(table, query, POOL)]
         vec_hits = store.search_vector(table, vector, POOL) if vector is not None else []
         vec_ids = [i for i, _ in vec_hits]
+        similarity = dict(vec_hits)
         lists = [(text_ids, TEXT_WEIGHT), (vec_ids, VECTOR_WEIGHT)]
         lists += [([i for i, _ in store.search_text(table, q, POOL)], TEXT_WEIGHT / 2) for q in extra]
+        # Relevant = matched the words (or an expansion's), is close in meaning, or falls
+        # in the period asked about; recency only orders relevant hits, never adds one.
+        relevant = {i for ids, _ in lists[:1] + lists[2:] for i in ids} | {i for i, s in vec_hits if s >= MIN_SIMILARITY}
         pool = list(dict.fromkeys(i for ids, _ in lists for i in ids))
         records = {r.id: r for r in (store.memories(pool) if table == "memories" else store.episodes(pool))}
         if span is not None:
             in_span = _in_span(store, table, span.start, span.end, records)
-            similarity = dict(vec_hits)
+            relevant.update(in_span)
             lists.append((sorted(in_span, key=lambda i: -similarity.get(i, 0.0)), 1.0))
         if table == "memories":
             records = {i: r for i, r in records.items() if r.valid_to is None}
         by_time = sorted(records, key=lambda i: _when(records[i]), reverse=True)
         lists.append((by_time, RECENCY_WEIGHT))
-        # Relevant = matched the words, is close in meaning, or falls in the period asked
-        # about; recency only orders relevant hits, it never brings one in by itself.
-        similarity = dict(vec_hits)
-        relevant = set(text_ids) | {i for ids, _ in lists[2:-1] for i in ids} | {i for i, s in similarity.items() if s >= MIN_SIMILARITY}
         for i, score in _fuse(lists).items():
             if i in records and i in relevant:
                 r = records[i]

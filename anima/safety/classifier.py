@@ -92,7 +92,6 @@ class Head:
     cat_v: np.ndarray  # (len(CODES), d)
     cat_b: np.ndarray
     threshold: float = 0.5
-    band: tuple[float, float] = (0.3, 0.7)
     manifest: dict = field(default_factory=dict)
     gaps: np.ndarray = field(default_factory=lambda: np.linspace(0, 0.5, 101))  # percentiles of |p - threshold|, out of fold
 
@@ -103,9 +102,11 @@ class Head:
         h = float(np.interp(share * 100, np.arange(101), self.gaps)) if share > 0 else 0.0
         return (t - h, t + h)
 
+    def score_texts(self, texts: Sequence[str], embed: Embed | None) -> tuple[np.ndarray, list[list[str]]]:
+        return self.score(texts, embed_start(embed, texts, self.v.shape[0]))
+
     def score(self, texts: Sequence[str], embeddings: np.ndarray, categories: bool = True) -> tuple[np.ndarray, list[list[str]]]:
-        """P(unsafe) per text and its likely categories, most likely first (only for
-        texts at or above the threshold, unless `categories` is off)."""
+        """P(unsafe) per text and its likely categories, most likely first."""
         x = rows(texts, self.idf, embeddings)
         p = 1 / (1 + np.exp(-(x.dot(self.w, self.v) + self.b)))
         cats: list[list[str]] = [[] for _ in texts]
@@ -115,7 +116,7 @@ class Head:
             sparse = np.zeros((x.n, len(CODES)))
             np.add.at(sparse, x.row, self.cat_w[:, folded].T * x.val[:, None])
             logits = sparse + x.emb @ self.cat_v.T + self.cat_b
-            for i in np.flatnonzero(p >= min(self.band[0], self.threshold)):
+            for i in range(x.n):
                 order = np.argsort(-logits[i])
                 cats[i] = [CODES[k] for k in order if logits[i, k] >= 0] or [CODES[order[0]]]
         return p, cats
@@ -127,7 +128,7 @@ class Head:
             np.savez_compressed(
                 f, idf=self.idf.astype(np.float16), w=self.w.astype(np.float32), v=self.v.astype(np.float32), b=self.b,
                 cat_w=self.cat_w.astype(np.float32), cat_v=self.cat_v.astype(np.float32), cat_b=self.cat_b,
-                threshold=self.threshold, band=np.array(self.band), manifest=json.dumps(self.manifest), gaps=self.gaps,
+                threshold=self.threshold, manifest=json.dumps(self.manifest), gaps=self.gaps,
             )
         tmp.replace(path)
 
@@ -143,7 +144,7 @@ class Head:
             return cls(
                 z["idf"].astype(np.float32), z["w"].astype(np.float64), z["v"].astype(np.float64), float(z["b"]),
                 z["cat_w"].astype(np.float64), z["cat_v"].astype(np.float64), z["cat_b"].astype(np.float64),
-                float(z["threshold"]), tuple(float(t) for t in z["band"]), manifest, z["gaps"].astype(np.float64),
+                float(z["threshold"]), manifest, z["gaps"].astype(np.float64),
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelCorrupt(f"the guard head at {path} is unreadable ({exc})", "run `anima guard train` again") from exc
@@ -156,7 +157,8 @@ def text_key(text: str) -> str:
 
 def fit(examples: list[Example], embeddings: np.ndarray, l2: float = 1e-4, calibrate: bool = True, categories: bool = True) -> Head:
     """Train the head. With `calibrate`, 4-fold out-of-fold scores pick the threshold
-    (best F1 with at most 6% false positives) and the uncertain band around it."""
+    (best F1 with at most 6% false positives) and measure how far from it scores fall
+    (the LLM layer's band is cut from that)."""
     texts = [e.text for e in examples]
     y = np.array([e.unsafe for e in examples], np.float64)
     idf = features.fit_idf(texts)
@@ -176,11 +178,11 @@ def fit(examples: list[Example], embeddings: np.ndarray, l2: float = 1e-4, calib
                 cat_w[k], cat_v[k], cat_b[k] = _fit(xu, yk, FOLD, True, np.ones(len(unsafe)), l2, steps=150)
     head = Head(idf, w, v, b, cat_w, cat_v, cat_b)
     if calibrate:
-        head.threshold, head.band, head.gaps = _calibrate(examples, embeddings, l2)
+        head.threshold, head.gaps = _calibrate(examples, embeddings, l2)
     return head
 
 
-def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: int = 4) -> tuple[float, tuple[float, float], np.ndarray]:
+def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: int = 4) -> tuple[float, np.ndarray]:
     n = len(examples)
     order = np.argsort([text_key(e.text) for e in examples])  # a fixed, data-defined split
     p = np.zeros(n)
@@ -199,10 +201,13 @@ def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: in
         if fp <= 0.06 and f1 > best:
             best, threshold = f1, float(t)
     gaps = np.percentile(np.abs(p - threshold), np.arange(101))
-    return threshold, (max(threshold - 0.25, 0.02), min(threshold + 0.25, 0.98)), gaps
+    return threshold, gaps
 
 
-def embed_start(embed: Embed, texts: Sequence[str]) -> np.ndarray:
+def embed_start(embed: Embed | None, texts: Sequence[str], dim: int = 0) -> np.ndarray:
+    """Embeddings of the texts' starts; zeros of width `dim` without an embedder."""
+    if embed is None:
+        return np.zeros((len(texts), dim))
     return np.asarray(embed([features.readable(t)[:EMBED_CHARS] or " " for t in texts]), np.float64)
 
 

@@ -50,22 +50,14 @@ class RedactingModel:
         self.name = model.name
 
     def redact(self, messages: list[Message]) -> tuple[list[Message], dict[str, str], dict[str, int]]:
+        """The messages with personal data replaced; one numbering across all of them."""
         names = self.names()
         mapping: dict[str, str] = {}
         counts: dict[str, int] = {}
         out = []
         for m in messages:
-            r = pii.redact(m.get("content") or "", names)
-            # Keep placeholders unique across messages: renumber by original value.
-            text = r.text
-            for placeholder, original in r.mapping.items():
-                known = next((p for p, o in mapping.items() if o == original), None)
-                if known is None:
-                    kind = placeholder.strip("[]").rsplit("_", 1)[0]
-                    known = f"[{kind}_{sum(p.startswith('[' + kind + '_') for p in mapping) + 1}]"
-                    mapping[known] = original
-                text = text.replace(placeholder, "\0" + known[1:])
-            out.append({**m, "content": text.replace("\0", "[")})
+            r = pii.redact(m.get("content") or "", names, mapping)
+            out.append({**m, "content": r.text})
             for kind, n in r.counts().items():
                 counts[kind] = counts.get(kind, 0) + n
         return out, mapping, counts

@@ -108,11 +108,11 @@ def eval_guard(
             raise ValueError("cross-validation needs the training data folder")
         mode = f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's training data)"
         train = training_set(training_folder)
-        embed = CachedEmbed(guard.embed)
+        embed = CachedEmbed(guard.embed) if guard.embed is not None else None
         for f in range(folds):
             fold_keys = {k for i, k in enumerate(keys) if i % folds == f}
             rows = [e for e in train if classifier.text_key(e.text) not in fold_keys]
-            head = classifier.fit(rows, classifier.embed_start(embed, [e.text for e in rows]))
+            head = classifier.fit(rows, classifier.embed_start(embed, [e.text for e in rows], guard.head.v.shape[0]))
             for i in range(f, len(examples), folds):
                 heads[i] = head
             progress(0, len(examples))
@@ -212,7 +212,7 @@ def eval_injection(
             train_attacks = {k: v for k, v in attacks.items() if k not in test_kinds}
             train_ctx = [c for i, c in enumerate(contexts) if str(i) not in test_ctx]
             rows = injection_examples(folder, train_attacks, train_ctx)
-            emb = classifier.embed_start(embed, [r.text for r in rows]) if embed else np.zeros((len(rows), detector.head.v.shape[0]))
+            emb = classifier.embed_start(embed, [r.text for r in rows], detector.head.v.shape[0])
             fold_detector = InjectionDetector(classifier.fit(rows, emb), embed, detector.threshold)
             for i, (kind, c) in enumerate(zip(types, ctx_ids)):
                 if c in test_ctx and (kind == "" or kind in test_kinds):

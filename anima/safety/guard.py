@@ -16,9 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-import numpy as np
-
-from anima.safety.classifier import Embed, Head, embed_start
+from anima.safety.classifier import Embed, Head
 from anima.safety.injection import InjectionDetector
 from anima.safety.llm_guard import LLMGuard
 from anima.safety.taxonomy import ALTERNATIVES, CATEGORIES
@@ -88,7 +86,7 @@ class Guard:
                 return Verdict(True, layer="off", injection=inj, layers_ms=layers)
             return self._llm(text, role, None, [], layers, inj)
         t = time.perf_counter()
-        p, cats = self.layer1([text])
+        p, cats = self.head.score_texts([text], self.embed)
         layers["classifier"] = (time.perf_counter() - t) * 1000
         p1, cats1 = float(p[0]), cats[0]
         threshold = self.threshold if self.threshold is not None else self.head.threshold
@@ -97,11 +95,6 @@ class Guard:
             return self._llm(text, role, p1, cats1, layers, inj)
         unsafe = p1 >= threshold
         return self._decide(unsafe, cats1 if unsafe else [], p1, "classifier", layers, inj)
-
-    def layer1(self, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
-        assert self.head is not None
-        emb = embed_start(self.embed, texts) if self.embed is not None else np.zeros((len(texts), self.head.v.shape[0]))
-        return self.head.score(texts, emb)
 
     def _llm(self, text: str, role: str, p1: float | None, cats1: list[str], layers: dict[str, float], inj: float) -> Verdict:
         assert self.llm is not None

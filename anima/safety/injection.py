@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from anima.safety.classifier import Embed, Head, embed_start
+from anima.safety.classifier import Embed, Head
 
 _RULES = [
     (r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules|guidelines|prompts?|polic(y|ies)|directives?|restrictions)\b", 0.95),
@@ -59,8 +59,7 @@ class InjectionDetector:
             return []
         learned = np.zeros(len(segs))
         if self.head is not None and learned_too:
-            emb = embed_start(self.embed, segs) if self.embed is not None else np.zeros((len(segs), self.head.v.shape[0]))
-            learned = self.head.score(segs, emb)[0]
+            learned = self.head.score_texts(segs, self.embed)[0]
         return [(s, max(rule_score(s), float(p))) for s, p in zip(segs, learned)]
 
     def score(self, text: str) -> float:

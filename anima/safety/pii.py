@@ -217,12 +217,17 @@ def find(text: str, names: Iterable[str] = ()) -> list[Span]:
     return [Span(kind, start, end, text[start:end]) for start, end, kind in taken]
 
 
-def redact(text: str, names: Iterable[str] = ()) -> Redaction:
-    """Replace each span with "[KIND_n]"; the same original value always gets the same placeholder."""
+def redact(text: str, names: Iterable[str] = (), mapping: dict[str, str] | None = None) -> Redaction:
+    """Replace each span with "[KIND_n]"; the same original value always gets the same placeholder.
+    Pass the `mapping` of an earlier call to keep numbering across texts (it is extended in place)."""
     spans = find(text, names)
-    mapping: dict[str, str] = {}
+    mapping = {} if mapping is None else mapping
     given: dict[tuple[str, str], str] = {}
     per_kind: Counter[str] = Counter()
+    for placeholder, original in mapping.items():
+        kind = placeholder[1:-1].rsplit("_", 1)[0]
+        given[(kind, original)] = placeholder
+        per_kind[kind] += 1
     out: list[str] = []
     pos = 0
     for span in spans:
