@@ -103,9 +103,12 @@ class Assistant:
             return Reply(self, turn, [], options or self.options(), [], verdict)
         block, hits = "", []
         if self.memory is not None and self.config.memory.recall_k:
-            block, hits = self.memory.context(text, k=self.config.memory.recall_k)
-            if block and self.guard is not None and self.guard.injection is not None:
-                block, _ = self.guard.injection.neutralise(block)
+            # Remembered texts are the user's own messages, the replies to them, and what
+            # was learned from them: requests by nature, so only the rules' phrasings
+            # ("ignore previous instructions", chat-template tokens) are removed there.
+            injection = self.guard.injection if self.guard is not None else None
+            clean = (lambda s: injection.neutralise(s, learned_too=False)[0]) if injection is not None else str
+            block, hits = self.memory.context(text, k=self.config.memory.recall_k, clean=clean)
         if tail and self.guard is not None and self.guard.injection is not None:
             # Tool results are data: instructions inside them are removed.
             tail = [{**m, "content": self.guard.injection.neutralise(m["content"])[0]} if m.get("role") == "tool" and m.get("content") else m for m in tail]

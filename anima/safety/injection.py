@@ -70,9 +70,12 @@ class InjectionDetector:
         """For the user's own text, where requests are expected: the rules only."""
         return max((rule_score(s) for s in segments(text)), default=0.0)
 
-    def neutralise(self, text: str, note: Callable[[str], str] = lambda s: "[removed by anima: an instruction inside data]") -> tuple[str, list[str]]:
-        """The text with flagged sentences replaced, and the sentences removed."""
-        found = [s for s, p in self.segment_scores(text) if p >= self.threshold]
+    def neutralise(self, text: str, learned_too: bool = True, note: Callable[[str], str] = lambda s: "[removed by anima: an instruction inside data]") -> tuple[str, list[str]]:
+        """The text with flagged sentences replaced, and the sentences removed.
+        `learned_too=False` uses the rules only: for the user's own words (remembered
+        messages and what was learned from them), which are requests by nature and
+        which the head, trained to spot requests inside data, would strip."""
+        found = [s for s, p in self.segment_scores(text, learned_too) if p >= self.threshold]
         for s in found:
             text = text.replace(s, note(s))
         return text, found
