@@ -96,6 +96,29 @@ class PrivacySettings(_Section):
     redact: bool = Field(True, description="Before anything goes to a remote model: replace emails, phones, cards, addresses and known names with placeholders.")
 
 
+class ToolsSettings(_Section):
+    enabled: bool = Field(True, description="Let the model call tools (reminders, notes, calendar, documents, ...) during a turn.")
+    max_steps: int = Field(4, ge=0, le=20, description="Tool calls the model may make in one turn before it must answer.")
+    timeout_s: float = Field(30.0, gt=0, description="A tool call that takes longer than this is abandoned and reported as an error.")
+    documents: list[str] = Field(default_factory=list, description="Folders anima may index and search (read-only).")
+
+
+class ProactiveSettings(_Section):
+    quiet_hours: str = Field("22:00-07:00", pattern=r"^(\d{1,2}:\d{2}-\d{1,2}:\d{2})?$", description="No notifications in this span (local time); empty for none.")
+    max_per_hour: int = Field(4, ge=0, description="At most this many notifications an hour; the rest wait in the inbox.")
+    briefing_at: str = Field("08:00", pattern=r"^(\d{1,2}:\d{2})?$", description="Time of the daily briefing; empty for none.")
+    lookahead_days: int = Field(3, ge=0, le=60, description="Dates found in memories (birthdays, trips, deadlines) are raised this many days ahead.")
+    webhook: str = Field("", description="URL that receives each notification as JSON (POST); empty for none.")
+    desktop: bool = Field(False, description="Also show notifications on the desktop (notify-send), where there is one.")
+
+
+class McpServerSettings(_Section):
+    command: str = Field("", description="Program that speaks MCP over stdio.")
+    args: list[str] = Field(default_factory=list, description="Its arguments.")
+    url: str = Field("", description="Or: the URL of an MCP server over streamable HTTP.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the program.")
+
+
 class GenerationSettings(_Section):
     max_tokens: int = Field(512, ge=1, description="Longest reply, in tokens.")
     temperature: float = Field(0.7, ge=0, le=2, description="0 is greedy (repeatable); higher is more varied.")
@@ -122,6 +145,9 @@ class Config(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
+    proactive: ProactiveSettings = Field(default_factory=ProactiveSettings)
+    mcp: dict[str, McpServerSettings] = Field(default_factory=dict, description="MCP servers whose tools join anima's, by name.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
@@ -187,4 +213,6 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

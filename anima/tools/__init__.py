@@ -1,0 +1,155 @@
+"""Tools: what the assistant can do besides talk.
+
+A tool is a name, a description, JSON-schema parameters and a function. Modules under
+`anima/tools/` each offer `tools(ctx) -> list[Tool]`; a `Toolbox` holds the ones a user
+has, hands their specs to the model (OpenAI "tools" format) and runs the calls it makes:
+arguments checked against the schema, a time limit, and every failure turned into a
+result the model can read ("error: ...") rather than an exception.
+
+Tool results are data: the turn pipeline removes instructions hidden in them before the
+model sees them (`anima.safety.injection`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable
+
+from anima.errors import AnimaError, BadInput
+
+log = logging.getLogger("anima")
+
+_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
+
+
+class ToolError(BadInput):
+    """A tool could not do what was asked, for a reason the user (or model) can fix."""
+
+    code = "tool_error"
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # a JSON Schema object: {"type": "object", "properties": {...}, "required": [...]}
+    fn: Callable[..., Any]  # called with the arguments as keywords; returns text or anything JSON can carry
+    side_effects: bool = False  # it changes something: a plan shows it before it runs
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+@dataclass
+class ToolContext:
+    """What tools work on: one user's store, their settings, and a clock (tests move it)."""
+
+    store: Any  # anima.store.Store
+    config: Any  # anima.config.Config
+    clock: Callable[[], datetime] = field(default_factory=lambda: lambda: datetime.now().astimezone())
+    memory: Any = None  # anima.memory.MemoryService, when memory is on
+
+    def now(self) -> datetime:
+        return self.clock()
+
+
+@dataclass
+class ToolResult:
+    name: str
+    arguments: dict[str, Any]
+    content: str  # what the model reads
+    ok: bool = True
+    data: Any = None  # the function's return value, for callers that want it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments, "ok": self.ok, "content": self.content}
+
+
+def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> None:
+    """The subset of JSON Schema tools use: required keys, types, enums, no strangers."""
+    props = schema.get("properties", {})
+    missing = [k for k in schema.get("required", []) if k not in arguments]
+    if missing:
+        raise ToolError(f"missing argument(s): {', '.join(missing)}", f"give {', '.join(missing)}")
+    unknown = [k for k in arguments if k not in props]
+    if unknown and schema.get("additionalProperties", False) is False:
+        raise ToolError(f"unknown argument(s): {', '.join(unknown)}", f"use only: {', '.join(props) or 'none'}")
+    for key, value in arguments.items():
+        spec = props.get(key, {})
+        kind = spec.get("type")
+        expected = _JSON_TYPES.get(kind) if isinstance(kind, str) else None
+        if expected is not None and (not isinstance(value, expected) or (kind in ("integer", "number") and isinstance(value, bool))):
+            raise ToolError(f"argument '{key}' should be a {kind}, not {type(value).__name__}", f"pass {key} as a {kind}")
+        if "enum" in spec and value not in spec["enum"]:
+            raise ToolError(f"argument '{key}' must be one of {spec['enum']}", f"got {value!r}")
+
+
+def render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class Toolbox:
+    def __init__(self, tools: Iterable[Tool] = (), timeout: float = 30.0):
+        self.tools: dict[str, Tool] = {}
+        self.timeout = timeout
+        for tool in tools:
+            self.add(tool)
+
+    def add(self, tool: Tool) -> None:
+        if tool.name in self.tools:
+            raise ValueError(f"two tools are named {tool.name}")
+        self.tools[tool.name] = tool
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tools
+
+    def __len__(self) -> int:
+        return len(self.tools)
+
+    def specs(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        chosen = self.tools if names is None else {n: self.tools[n] for n in names if n in self.tools}
+        return [t.spec() for t in chosen.values()]
+
+    def call(self, name: str, arguments: dict[str, Any] | str | None = None) -> ToolResult:
+        """Run one call. Never raises for the tool's sake: a bad name, bad arguments, an
+        error inside the tool or a timeout come back as a failed result saying so."""
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments or "{}")
+            except json.JSONDecodeError:
+                return ToolResult(name, {}, f"error: the arguments are not JSON: {arguments[:80]!r}", ok=False)
+        arguments = arguments or {}
+        tool = self.tools.get(name)
+        if tool is None:
+            return ToolResult(name, arguments, f"error: no tool named '{name}'; available: {', '.join(self.tools)}", ok=False)
+        if not isinstance(arguments, dict):
+            return ToolResult(name, {}, "error: the arguments must be a JSON object", ok=False)
+        try:
+            check_arguments(tool.parameters, arguments)
+            value = self._run(tool, arguments)
+        except AnimaError as exc:
+            return ToolResult(name, arguments, f"error: {exc}", ok=False)
+        except TimeoutError:
+            return ToolResult(name, arguments, f"error: {name} did not finish in {self.timeout:.0f} s", ok=False)
+        except Exception as exc:  # a tool's bug must not end the turn
+            log.exception("tool %s failed", name)
+            return ToolResult(name, arguments, f"error: {name} failed: {type(exc).__name__}: {exc}", ok=False)
+        return ToolResult(name, arguments, render(value), data=value)
+
+    def _run(self, tool: Tool, arguments: dict[str, Any]) -> Any:
+        # A thread per call, abandoned (not killed: Python cannot) when it overruns.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{tool.name}")
+        try:
+            future = pool.submit(tool.fn, **arguments)
+            try:
+                return future.result(timeout=self.timeout)
+            except concurrent.futures.TimeoutError as exc:
+                raise TimeoutError from exc
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
