@@ -16,6 +16,7 @@ from anima.memory import Learner, MemoryService
 from anima.models import ChatModel, Embedder, load_chat_model, load_embedder
 from anima.safety.guard import Guard
 from anima.store import Store, open_store
+from anima.tools import Toolbox
 
 
 @dataclass
@@ -103,10 +104,19 @@ class Container:
         return Guard(head, embed, llm, dict(g.policy), g.layer2, g.threshold, bias, injection, g.llm_share)
 
     @cached_property
+    def toolbox(self) -> Toolbox:
+        """This user's tools: the built-ins, on this user's store."""
+        from anima.tools import ToolContext
+        from anima.tools.builtin import toolbox
+
+        return toolbox(ToolContext(self.store, self.config))
+
+    @cached_property
     def assistant(self) -> Assistant:
+        toolbox = self.toolbox if self.config.tools.enabled else None
         if not self.config.memory.enabled:
-            return Assistant(self.chat_model, self.store, self.config, guard=self.guard)
-        return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner, self.guard)
+            return Assistant(self.chat_model, self.store, self.config, guard=self.guard, toolbox=toolbox)
+        return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner, self.guard, toolbox)
 
 
 def build(

@@ -15,10 +15,13 @@ Nothing runs in front of the first token that does not have to.
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Iterator
+from typing import Any, Iterator
 
 from anima.assistant.persona import Persona, get_persona
 from anima.config import Config
@@ -28,6 +31,12 @@ from anima.memory.service import utcnow
 from anima.models.base import ChatModel, Chunk, Message, Options, Usage
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
+from anima.tools import ToolResult, Toolbox
+
+CALL_OPEN = "<tool_call>"  # how Qwen/Hermes templates have the model start a tool call
+# ...and how small models often write one anyway: a JSON fence naming a tool
+_FENCED_CALL = re.compile(r'```(?:json)?\s*\{\s*"name"\s*:\s*"([^"]*)"')
+_FENCE_START = re.compile(r'`{1,3}(?:j|js|jso|json)?\s*(?:\{\s*(?:"(?:n|na|nam|name|name")?\s*(?::\s*(?:"[\w-]*)?)?)?)?')
 
 OUTPUT_CHECK_CHARS = 400  # the reply is re-checked each time it grows by this much
 
@@ -47,6 +56,7 @@ class Assistant:
     memory: MemoryService | None = None
     learner: Learner | None = None
     guard: Guard | None = None
+    toolbox: Toolbox | None = None
 
     def options(self, **overrides) -> Options:
         g = self.config.generation
@@ -113,7 +123,11 @@ class Assistant:
             # Tool results are data: instructions inside them are removed.
             tail = [{**m, "content": self.guard.injection.neutralise(m["content"])[0]} if m.get("role") == "tool" and m.get("content") else m for m in tail]
         messages = self.prompt(chosen, conversation_id, text, block, history, instructions, tail)
-        return Reply(self, turn, messages, options or self.options(), hits, verdict)
+        options = options or self.options()
+        tools = []  # a client's own tools (options.tools) take the place of anima's
+        if self.toolbox is not None and self.config.tools.enabled and self.config.tools.max_steps and not options.tools:
+            tools = self.toolbox.select(text)
+        return Reply(self, turn, messages, options, hits, verdict, tools)
 
     def remember(self, turn: Turn) -> None:
         """After a reply: both messages become episodes; the user's goes to the learner."""
@@ -127,9 +141,12 @@ class Assistant:
 
 
 class Reply:
-    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options, hits: list[Hit] | None = None, verdict: Verdict | None = None):
+    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options, hits: list[Hit] | None = None,
+                 verdict: Verdict | None = None, tools: list[str] | None = None):
         self.assistant, self.turn, self.messages, self.options = assistant, turn, messages, options
         self.hits = hits or []  # the memories and past messages this reply was given
+        self.tools = tools or []  # anima's tools offered to the model for this turn
+        self.tool_results: list[ToolResult] = []  # the calls it made, in order
         self.verdicts: dict[str, Verdict] = {"input": verdict} if verdict is not None else {}
         self._chunks = self._refuse() if turn.status == "blocked" else self._run()
 
@@ -172,7 +189,7 @@ class Reply:
         start = time.perf_counter()
         size = checked = 0
         try:
-            stream = self.assistant.model.stream(self.messages, self.options)
+            stream = self._steps()
             for chunk in stream:
                 if chunk.text:
                     if turn.first_token_ms is None:
@@ -211,9 +228,134 @@ class Reply:
             self.assistant.store.log_turn(turn)
             self.assistant.remember(turn)
 
+    def _steps(self) -> Iterator[Chunk]:
+        """The model's reply, with the tool loop in front when tools are offered: the
+        text streams as it comes; when the model opens a tool call, the call itself is
+        generated under a grammar built from the tools' schemas (on backends that can
+        prefill; others write it freely and it is parsed), run, and its result goes back
+        as data for the next step. After `tools.max_steps` calls it must answer."""
+        model, box = self.assistant.model, self.assistant.toolbox
+        if not self.tools or box is None:
+            yield from model.stream(self.messages, self.options)
+            return
+        messages, steps, answer_now = list(self.messages), self.assistant.config.tools.max_steps, False
+        for step in range(steps + 1):
+            offered = [] if answer_now or step == steps else self.tools
+            if not offered and step:  # small models echo the last call; say plainly what is wanted now
+                messages.append({"role": "user", "content": "(Now answer my message in plain words, using the tool results above. No more tool calls.)"})
+            options = replace(self.options, tools=box.specs(offered)) if offered else self.options
+            held, before, calls = "", "", None
+            stream = model.stream(messages, options)
+            try:
+                for chunk in stream:
+                    if not offered:
+                        yield chunk
+                        continue
+                    held += chunk.text
+                    at, opener = _call_start(held, offered)
+                    if at < 0:
+                        keep = _partial_open(held)
+                        if len(held) > keep:
+                            before += held[: len(held) - keep]
+                            yield Chunk(held[: len(held) - keep])
+                            held = held[len(held) - keep :]
+                        if chunk.finish_reason is not None:
+                            if held:
+                                yield Chunk(held)
+                            yield Chunk("", chunk.finish_reason, chunk.usage)
+                            return
+                        continue
+                    if held[:at]:
+                        before += held[:at]
+                        yield Chunk(held[:at])
+                    if getattr(model, "prefill", False):
+                        stream.close()
+                        calls = [self._constrained_call(messages, before + opener, offered)]
+                    else:
+                        rest = held[at:] + "".join(c.text for c in stream)
+                        calls = split_calls(rest, offered)
+                    break
+            finally:
+                stream.close()
+            if calls is None:  # the stream ended without a finish reason
+                return
+            done = {json.dumps([r.name, r.arguments], sort_keys=True) for r in self.tool_results}
+            calls = [c for c in calls if c is not None]
+            fresh = [c for c in calls if json.dumps([c["name"], c.get("arguments") or {}], sort_keys=True) not in done]
+            answer_now = bool(calls) and not fresh  # the same call again: it has its answer
+            if fresh or not calls:
+                messages += self._run_calls(before, fresh)
+
+    def _constrained_call(self, messages: list[Message], before: str, offered: list[str]) -> dict[str, Any] | None:
+        box = self.assistant.toolbox
+        schema = {"anyOf": [
+            {"type": "object", "properties": {"name": {"const": name}, "arguments": box.tools[name].parameters}, "required": ["name", "arguments"]}
+            for name in offered
+        ]}
+        options = replace(self.options, tools=box.specs(offered), json_schema=schema, prefix=before, temperature=0.0, max_tokens=300)
+        text = "".join(c.text for c in self.assistant.model.stream(messages, options))
+        try:
+            call = json.loads(text, strict=False)
+        except ValueError:
+            return None
+        return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
+
+    def _run_calls(self, before: str, calls: list[dict[str, Any]]) -> list[Message]:
+        """Run the calls; the messages that tell the model what it asked and got back.
+        Results are data: instructions hidden in them are removed first."""
+        box, guard = self.assistant.toolbox, self.assistant.guard
+        if not calls:
+            return [{"role": "assistant", "content": before}, {"role": "user", "content": "(That tool call was not valid JSON. Answer without tools.)"}]
+        said = {"role": "assistant", "content": before, "tool_calls": []}
+        results = []
+        for call in calls:
+            result = box.call(call["name"], call.get("arguments") or {})
+            self.tool_results.append(result)
+            content = result.content
+            if guard is not None and guard.injection is not None:
+                content = guard.injection.neutralise(content)[0]
+            ident = f"call_{uuid.uuid4().hex[:12]}"
+            said["tool_calls"].append({"id": ident, "type": "function", "function": {"name": result.name, "arguments": result.arguments}})
+            results.append({"role": "tool", "tool_call_id": ident, "name": result.name, "content": content})
+        return [said, *results]
+
     def _cut(self, parts: list[str], verdict: Verdict) -> Iterator[str]:
         """The reply turned unsafe: what was shown stays shown, the log keeps the
         refusal instead, and the user sees why it stopped."""
         note = "\n\n[anima stopped this reply] " + refusal(verdict)
         parts[:] = [refusal(verdict)]
         yield note
+
+
+def _call_start(text: str, offered: list[str]) -> tuple[int, str]:
+    """Where a tool call starts in `text` (-1 if none yet) and the opening to prefill
+    the constrained call after."""
+    at = text.find(CALL_OPEN)
+    if at >= 0:
+        return at, CALL_OPEN + "\n"
+    fenced = _FENCED_CALL.search(text)
+    if fenced and fenced.group(1) in offered:
+        return fenced.start(), "```json\n"
+    return -1, ""
+
+
+def _partial_open(text: str) -> int:
+    """How many characters at the end of `text` could still become a tool call's
+    opening: held back from the user until it is clear."""
+    for n in range(min(len(CALL_OPEN) - 1, len(text)), 0, -1):
+        if CALL_OPEN.startswith(text[-n:]):
+            return n
+    fence = text.rfind("`", 0, len(text)) if "`" in text[-60:] else -1
+    while fence > 0 and text[fence - 1] == "`":
+        fence -= 1
+    if fence >= 0 and _FENCE_START.fullmatch(text[fence:]):
+        return len(text) - fence
+    return 0
+
+
+def split_calls(text: str, offered: list[str]) -> list[dict[str, Any] | None]:
+    """Calls written freely (backends that cannot prefill); None for one that does not parse."""
+    from anima.models.base import split_tool_calls
+
+    _, calls = split_tool_calls(text, set(offered))
+    return calls or [None]

@@ -25,6 +25,7 @@ class Options:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None  # constrain the reply to this JSON schema
     tools: list[dict[str, Any]] | None = None  # OpenAI-style tool definitions the model may call
+    prefix: str = ""  # the reply starts with this text (backends with `prefill = True`); only what follows is returned
 
 
 @dataclass

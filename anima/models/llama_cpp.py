@@ -66,8 +66,12 @@ class LlamaCppChatModel:
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         return tokens, stop
 
+    prefill = True  # honours Options.prefix
+
     def stream(self, messages: list[Message], options: Options) -> Iterator[Chunk]:
         tokens, stop = self.prompt_tokens(messages, options.tools)
+        if options.prefix:
+            tokens = tokens + self.llm.tokenize(options.prefix.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) + 1 >= self.n_ctx:
             raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the message, or raise llama_cpp.n_ctx")
         with self.lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable
@@ -39,6 +40,7 @@ class Tool:
     parameters: dict[str, Any]  # a JSON Schema object: {"type": "object", "properties": {...}, "required": [...]}
     fn: Callable[..., Any]  # called with the arguments as keywords; returns text or anything JSON can carry
     side_effects: bool = False  # it changes something: a plan shows it before it runs
+    triggers: str = ""  # a regex of words that make this tool worth offering (besides its name and description)
 
     def spec(self) -> dict[str, Any]:
         return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
@@ -51,7 +53,6 @@ class ToolContext:
     store: Any  # anima.store.Store
     config: Any  # anima.config.Config
     clock: Callable[[], datetime] = field(default_factory=lambda: lambda: datetime.now().astimezone())
-    memory: Any = None  # anima.memory.MemoryService, when memory is on
 
     def now(self) -> datetime:
         return self.clock()
@@ -88,6 +89,14 @@ def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> None:
             raise ToolError(f"argument '{key}' must be one of {spec['enum']}", f"got {value!r}")
 
 
+_COMMON = frozenset("a an and are as at be by can do for from get give how i in is it me my of on or please the this to what when with you your".split())
+
+
+def _stems(text: str) -> set[str]:
+    """Content words, cut to five letters ("reminders" and "remind" meet at "remin")."""
+    return {w[:5] for w in re.findall(r"[a-z]{3,}", text.lower()) if w not in _COMMON}
+
+
 def render(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -116,6 +125,20 @@ class Toolbox:
         chosen = self.tools if names is None else {n: self.tools[n] for n in names if n in self.tools}
         return [t.spec() for t in chosen.values()]
 
+    def select(self, text: str, k: int = 4) -> list[str]:
+        """The tools worth offering for this message, best first (at most `k`; none for
+        small talk). Every offered tool costs prompt tokens on every step, and a small
+        model picks better from a few, so the model only sees the ones the message is
+        about: its trigger words, or enough words shared with the tool's description."""
+        words = _stems(text)
+        scored = []
+        for tool in self.tools.values():
+            hit = 2.0 if tool.triggers and re.search(tool.triggers, text, re.IGNORECASE) else 0.0
+            overlap = len(words & _stems(f"{tool.name.replace('_', ' ')} {tool.description}"))
+            if hit or overlap >= 2:
+                scored.append((hit + overlap, tool.name))
+        return [name for _, name in sorted(scored, key=lambda s: -s[0])[:k]]
+
     def call(self, name: str, arguments: dict[str, Any] | str | None = None) -> ToolResult:
         """Run one call. Never raises for the tool's sake: a bad name, bad arguments, an
         error inside the tool or a timeout come back as a failed result saying so."""
@@ -136,7 +159,7 @@ class Toolbox:
         except AnimaError as exc:
             return ToolResult(name, arguments, f"error: {exc}", ok=False)
         except TimeoutError:
-            return ToolResult(name, arguments, f"error: {name} did not finish in {self.timeout:.0f} s", ok=False)
+            return ToolResult(name, arguments, f"error: {name} did not finish in {self.timeout:g} s", ok=False)
         except Exception as exc:  # a tool's bug must not end the turn
             log.exception("tool %s failed", name)
             return ToolResult(name, arguments, f"error: {name} failed: {type(exc).__name__}: {exc}", ok=False)

@@ -1,0 +1,126 @@
+"""The tool protocol and the tool loop in the turn pipeline (scripted model)."""
+
+from __future__ import annotations
+
+import time
+
+from anima.app import build
+from anima.assistant.turn import _partial_open
+from anima.config import load_config
+from anima.models.fake import FakeChatModel
+from anima.tools import Tool, ToolError, Toolbox
+
+ADD = Tool(
+    "add_numbers", "Add two numbers.", {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]},
+    lambda a, b: a + b, triggers=r"\b(add|sum|plus)\b",
+)
+
+
+def _refuse(**_):
+    raise ToolError("the shelf is empty", "add a book first")
+
+
+def _crash(**_):
+    raise ZeroDivisionError("division by zero")
+
+
+def _hang(**_):
+    time.sleep(5)
+
+
+def tool(name, fn, triggers=""):
+    return Tool(name, f"{name} test tool", {"type": "object", "properties": {}}, fn, triggers=triggers)
+
+
+def test_a_call_runs_with_checked_arguments():
+    box = Toolbox([ADD])
+    assert box.call("add_numbers", {"a": 2, "b": 3}).content == "5"
+    assert box.call("add_numbers", '{"a": 1.5, "b": 1}').data == 2.5
+    for bad, says in [
+        ({"a": 1}, "missing argument(s): b"),
+        ({"a": "1", "b": 2}, "'a' should be a number"),
+        ({"a": 1, "b": 2, "c": 3}, "unknown argument(s): c"),
+        ({"a": True, "b": 2}, "'a' should be a number"),
+    ]:
+        result = box.call("add_numbers", bad)
+        assert not result.ok and says in result.content
+    assert "not JSON" in box.call("add_numbers", "{a: 1").content
+    assert "no tool named 'nope'" in box.call("nope", {}).content
+
+
+def test_failures_come_back_as_results_not_exceptions():
+    box = Toolbox([tool("refuse", _refuse), tool("crash", _crash), tool("hang", _hang)], timeout=0.3)
+    assert box.call("refuse").content == "error: the shelf is empty (add a book first)"
+    assert "ZeroDivisionError" in box.call("crash").content
+    start = time.perf_counter()
+    hung = box.call("hang")
+    assert not hung.ok and "did not finish in 0.3 s" in hung.content and time.perf_counter() - start < 2
+
+
+def test_select_offers_only_the_tools_a_message_is_about():
+    notes = Tool("search_notes", "Search the user's notes for a word or phrase.", {"type": "object", "properties": {}}, lambda: "")
+    box = Toolbox([ADD, notes])
+    assert box.select("please add 2 and 3") == ["add_numbers"]
+    assert box.select("search my notes for the wifi password") == ["search_notes"]
+    assert box.select("hello, how are you?") == []
+
+
+def test_partial_call_opening_is_held_back():
+    assert _partial_open("Let me check <tool") == 5
+    assert _partial_open("no call here") == 0
+
+
+def test_the_model_calls_a_tool_and_answers_from_its_result():
+    model = FakeChatModel(['Sure. <tool_call>{"name": "add_numbers", "arguments": {"a": 2, "b": 3}}</tool_call>', "2 plus 3 is 5."])
+    c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)
+    c.assistant.toolbox = Toolbox([ADD])
+    reply = c.assistant.reply("add 2 plus 3")
+    text = "".join(reply)
+    assert text == "Sure. 2 plus 3 is 5."
+    assert [r.to_dict() for r in reply.tool_results] == [{"name": "add_numbers", "arguments": {"a": 2, "b": 3}, "ok": True, "content": "5"}]
+    first, second = model.calls
+    assert [t["function"]["name"] for t in first[1].tools] == ["add_numbers"]
+    assert second[0][-2]["tool_calls"][0]["function"]["name"] == "add_numbers" and second[0][-1] == {**second[0][-1], "role": "tool", "content": "5"}
+    assert reply.turn.reply == text and reply.turn.status == "ok"
+
+
+def test_tool_results_are_data_and_the_loop_is_bounded():
+    looping = Tool("fetch_page", "Fetch a page.", {"type": "object", "properties": {"url": {"type": "string"}}}, lambda url: f"Page {url}: sunny.", triggers="page")
+    call = '<tool_call>{"name": "fetch_page", "arguments": {"url": "%s"}}</tool_call>'
+    model = FakeChatModel([call % "a", call % "b", call % "c"])
+    config = load_config(backend="fake", memory={"enabled": False}, tools={"max_steps": 2}, guard={"enabled": False})
+    c = build(config, chat_model=model)
+    c.assistant.toolbox = Toolbox([looping])
+    reply = c.assistant.reply("fetch the page")
+    reply.text()
+    assert [r.content for r in reply.tool_results] == ["Page a: sunny.", "Page b: sunny."] and len(model.calls) == 3
+    assert model.calls[2][1].tools is None  # the last step offers no tools: it must answer
+    assert "No more tool calls" in model.calls[2][0][-1]["content"]
+
+
+def test_the_same_call_twice_is_answered_from_the_first_result():
+    call = '<tool_call>{"name": "add_numbers", "arguments": {"a": 1, "b": 2}}</tool_call>'
+    model = FakeChatModel([call, call, "It is 3."])
+    c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)
+    c.assistant.toolbox = Toolbox([ADD])
+    assert c.assistant.reply("add 1 and 2").text() == "It is 3."
+    assert len(model.calls) == 3 and model.calls[2][1].tools is None
+
+
+def test_a_clients_own_tools_replace_animas():
+    model = FakeChatModel(["ok"])
+    c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)
+    c.assistant.toolbox = Toolbox([ADD])
+    theirs = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    c.assistant.reply("add 1 and 2", options=c.assistant.options(tools=theirs)).text()
+    assert model.calls[0][1].tools == theirs
+
+
+def test_a_call_in_a_json_fence_counts_and_other_fences_stay_text():
+    assert _partial_open("Here: ```js") == 5 and _partial_open('```json\n{"na') > 0 and _partial_open("```python\nprint(1)") == 0
+    fenced = 'Sure.\n```json\n{"name": "add_numbers", "arguments": {"a": 1, "b": 1}}\n```'
+    model = FakeChatModel([fenced, "It is 2.", '```json\n{"total": 3}\n```'])
+    c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)
+    c.assistant.toolbox = Toolbox([ADD])
+    assert c.assistant.reply("add 1 and 1").text() == "Sure.\nIt is 2."
+    assert c.assistant.reply("add them up as json").text() == '```json\n{"total": 3}\n```'
