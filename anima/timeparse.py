@@ -41,7 +41,7 @@ Choices for ambiguous phrases:
 - Weekdays are forward-looking: bare "Friday" = "next Friday" = the next one after today, even
   if this week's is 2 days away. find_times does no tense detection; query_range does: in a
   past-tense question (did/was/were/went/had/happened) a bare weekday is the latest past one.
-- "every Monday": recurrence is not parsed here; the "Monday" inside it resolves like a bare weekday.
+- "every Monday": recurrence is not parsed here (`anima.recurrence` does); the "Monday" inside it resolves like a bare weekday.
 - "in May" = this year's May if it has begun, else last year's (past-biased, even for "I will ... in
   December"); "last May" = the latest May strictly before the current month; "next May" = the first
   May strictly after it. "this may" must be written "May" (capital M) to count: "this may take long".
@@ -422,3 +422,16 @@ def parse_session_time(text: str) -> datetime:
     if _ISO_TEXT.fullmatch(text):
         return datetime.fromisoformat(text.strip())
     raise ValueError(f"not a session timestamp: {text!r}")
+
+
+def clock_time(text: str) -> time | None:
+    """The time of day when the whole text is a clock time ("at 9", "5:30pm", "noon", "at 21:00"),
+    read as when said with a day (so "at 9" is 09:00, "at 3" 15:00); else None. For times that recur."""
+    m = _CLOCK.fullmatch(text.strip())
+    if m is None:
+        return None
+    try:
+        clock = _clock_of(m)
+    except ValueError:
+        return None
+    return _clock_at(clock, datetime(2000, 1, 1), date(2000, 1, 2)).time()

@@ -228,7 +228,7 @@ def test_disk_full_is_one_line_and_keeps_what_was_stored(tmp_path):
     mnt.mkdir()
     script = f"""
 set -u
-mount -t tmpfs -o size=2m tmpfs "{mnt}"
+mount -t tmpfs -o size=4m tmpfs "{mnt}"
 export ANIMA_HOME="{mnt}/home" ANIMA_BACKEND=fake
 "{anima}" memory add "first memory" || exit 10
 dd if=/dev/zero of="{mnt}/fill" bs=4k count=100000 2>/dev/null

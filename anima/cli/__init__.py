@@ -17,8 +17,12 @@ from anima.app import build
 from anima.assistant.turn import check_input
 from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, labelled_steps, out, steps_progress
 from anima.cli.memory import memory_app
+from anima.cli.proactive import register as register_proactive
+from anima.cli.personas import personas_app
 from anima.cli.safety import eval_app, guard_app
 from anima.cli.serve import serve, users_app
+from anima.cli.tasks import do
+from anima.cli.tools import calendar_app, docs_app, goals_app, notes_app
 from anima.config import config_path, data_dir, load_config, to_toml
 from anima.errors import AnimaError
 
@@ -30,10 +34,17 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 app.add_typer(memory_app, name="memory")
+app.add_typer(personas_app, name="personas")
 app.add_typer(users_app, name="users")
 app.add_typer(guard_app, name="guard")
 app.add_typer(eval_app, name="eval")
+app.add_typer(calendar_app, name="calendar")
+app.add_typer(docs_app, name="docs")
+app.add_typer(goals_app, name="goals")
+app.add_typer(notes_app, name="notes")
 app.command()(serve)
+app.command(name="do")(do)
+register_proactive(app)  # inbox, remind, reminders, todo, briefing, daemon
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
 BackendOpt = typer.Option(None, "--backend", help="llama_cpp | openai_http | fake")

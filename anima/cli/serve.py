@@ -73,4 +73,11 @@ def serve(
     with err.status("loading models..."):
         server = Server(config, registry, container.chat_model, container.embedder, container.learner_model, max_waiting=max_waiting, guard=container.guard)
     out.print(f"anima serving on http://{host}:{port}/v1 (OpenAI-compatible; {'API keys required' if registry.any_active() else 'single user, no keys'})")
-    uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
+    from anima.server.inbox import start_schedulers
+
+    schedulers = start_schedulers(server)  # reminders, dates, briefings: into each user's inbox
+    try:
+        uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
+    finally:
+        for scheduler in schedulers:
+            scheduler.stop()

@@ -35,6 +35,7 @@ from anima.config import USER_NAME, Config
 from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
 from anima.models import ChatModel, Embedder
 from anima.models.base import split_tool_calls
+from anima.server.inbox import inbox_router
 from anima.store.accounts import Accounts
 
 log = logging.getLogger("anima.server")
@@ -327,6 +328,7 @@ def create_app(server: Server) -> FastAPI:
             raise ApiError(404, f"no conversation {conversation_id}", "invalid_request_error", "not_found")
         return [asdict(t) for t in turns]
 
+    app.include_router(inbox_router(server, user))  # /api/inbox, /api/briefing, /api/reminders
     return app
 
 

@@ -103,6 +103,102 @@ def m005_egress(db: Connection) -> None:
     )
 
 
+@migration
+def m008_goals_notes(db: Connection) -> None:
+    db.execute(
+        """CREATE TABLE goals (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            why TEXT NOT NULL DEFAULT '',
+            due TEXT,                        -- YYYY-MM-DD
+            status TEXT NOT NULL DEFAULT 'active',   -- active | done | dropped
+            progress INTEGER NOT NULL DEFAULT 0,     -- 0-100, set by hand; milestones override it
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE milestones (
+            id INTEGER PRIMARY KEY,
+            goal_id INTEGER NOT NULL REFERENCES goals(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,       -- 1, 2, ... in the goal's order
+            title TEXT NOT NULL,
+            done_at TEXT                     -- NULL while open
+        )"""
+    )
+    db.execute("CREATE INDEX milestones_goal ON milestones(goal_id, position)")
+    db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, title TEXT NOT NULL DEFAULT '', text TEXT NOT NULL, created_at TEXT NOT NULL)")
+    db.execute("CREATE VIRTUAL TABLE fts_notes USING fts5(text, tokenize='porter unicode61')")
+
+
+@migration
+def m009_calendar(db: Connection) -> None:
+    db.execute(
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            uid TEXT NOT NULL UNIQUE,
+            title TEXT NOT NULL,
+            start TEXT NOT NULL,             -- wall time in `tz` (YYYY-MM-DDTHH:MM:SS), or YYYY-MM-DD for a whole day
+            end TEXT NOT NULL,               -- exclusive, same form as start
+            tz TEXT,                         -- IANA name; NULL for floating (local) times and whole days
+            location TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT '',
+            rrule TEXT,                      -- RFC 5545 RRULE value, for repeating events
+            exdates TEXT NOT NULL DEFAULT '[]'   -- JSON list of skipped occurrence starts, same form as start
+        )"""
+    )
+
+
+@migration
+def m010_documents(db: Connection) -> None:
+    # Files under the user's document folders; their text, in passages, in FTS5.
+    db.execute("CREATE TABLE doc_files (path TEXT PRIMARY KEY, root TEXT NOT NULL, mtime REAL NOT NULL, size INTEGER NOT NULL)")
+    db.execute("CREATE VIRTUAL TABLE doc_passages USING fts5(path UNINDEXED, cite UNINDEXED, chunk UNINDEXED, line_start UNINDEXED, line_end UNINDEXED, text, tokenize='porter unicode61')")
+
+
+@migration
+def m006_reminders(db: Connection) -> None:
+    # Reminders (a time, maybe repeating) and to-dos (a due time optional), one table.
+    db.execute(
+        """CREATE TABLE reminders (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,              -- reminder | todo
+            text TEXT NOT NULL,
+            due TEXT,                        -- next time it is due, ISO 8601 with offset; NULL: a to-do without one
+            every TEXT,                      -- repeat rule as written ("every Monday at 9"); NULL: once
+            status TEXT NOT NULL DEFAULT 'open',   -- open | done | cancelled
+            fired TEXT,                      -- the `due` that last went to the inbox: each due fires once
+            created_at TEXT NOT NULL,
+            done_at TEXT
+        )"""
+    )
+
+
+@migration
+def m007_jobs_inbox(db: Connection) -> None:
+    # The scheduler's jobs (when each runs next) and the inbox of what it raised.
+    db.execute("CREATE TABLE jobs (name TEXT PRIMARY KEY, next_run TEXT NOT NULL, last_run TEXT, last_error TEXT)")
+    db.execute(
+        """CREATE TABLE inbox (
+            id INTEGER PRIMARY KEY,
+            key TEXT UNIQUE,                 -- what it is about, raised once: "reminder:3@2024-05-13T09:00:00+02:00"
+            kind TEXT NOT NULL,              -- reminder | todo | date | goal | briefing
+            title TEXT NOT NULL,
+            body TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL DEFAULT '', -- why it was raised, shown with it
+            data TEXT NOT NULL DEFAULT '{}', -- JSON: ids it refers to, briefing sections
+            relevance REAL NOT NULL DEFAULT 1.0,
+            created TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'new',      -- new | done | snoozed | dismissed
+            snooze_until TEXT,
+            acted_at TEXT,                   -- when the user last marked it
+            notify TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | skipped
+            notified_at TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX inbox_status ON inbox(status, id)")
+
+
 def migrate(db: Connection) -> list[str]:
     """Apply what has not run yet; returns the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS _anima_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))")

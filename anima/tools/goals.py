@@ -1,0 +1,223 @@
+"""Goals: a title, why it matters, a due date, ordered milestones and progress.
+
+Progress is derived from the milestones when a goal has any (2 of 4 done = 50), else
+set by hand (0-100); a goal marked done is 100. Status: active | done | dropped.
+The scheduler's check-ins read `open_goals(store)`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from anima.errors import BadInput, NotFound
+from anima.store.db import transaction
+from anima.store.store import now as utc_now
+from anima.timeparse import find_times
+from anima.tools import Tool, ToolContext
+
+STATUSES = ("active", "done", "dropped")
+
+
+def _naive(now: datetime) -> datetime:
+    """timeparse works on local wall-clock times without a zone."""
+    return now.astimezone().replace(tzinfo=None) if now.tzinfo else now
+
+
+def parse_due(phrase: str, now: datetime) -> str:
+    """A due date from English ("next Friday", "in 3 weeks", "2026-12-01", "next month"
+    = its last day) as YYYY-MM-DD; never in the past."""
+    now = _naive(now)
+    spans = find_times(phrase, now)
+    if not spans:
+        raise BadInput(f"cannot read a date in '{phrase}'", "try 'next Friday', 'in 3 weeks', '25 December 2026' or 2026-12-25")
+    due = (spans[0].end - timedelta(microseconds=1)).date()  # a day, or the last day of a week/month/year
+    if due < now.date():
+        raise BadInput(f"'{phrase}' is {due}, in the past", "give a later date, with the year if needed ('December 2026')")
+    return due.isoformat()
+
+
+def _goal(store, goal_id: int) -> dict:
+    row = store.db.execute("SELECT * FROM goals WHERE id = ?", (goal_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no goal with id {goal_id}", "see them with `anima goals list`")
+    goal = dict(row)
+    steps = store.db.execute("SELECT position, title, done_at FROM milestones WHERE goal_id = ? ORDER BY position", (goal_id,)).fetchall()
+    goal["milestones"] = [{"n": s["position"], "title": s["title"], "done": s["done_at"] is not None} for s in steps]
+    if goal["status"] == "done":
+        goal["progress"] = 100
+    elif steps:
+        goal["progress"] = round(100 * sum(m["done"] for m in goal["milestones"]) / len(steps))
+    return goal
+
+
+def get_goal(store, goal_id: int) -> dict:
+    """One goal: id, title, why, due, status, progress, milestones [{n, title, done}], created_at, updated_at."""
+    with store._lock:
+        return _goal(store, goal_id)
+
+
+def add_goal(store, title: str, why: str = "", due: str | None = None, milestones: list[str] = (), now: datetime | None = None) -> dict:
+    """`due`: English or YYYY-MM-DD, resolved against `now`."""
+    title = title.strip()
+    if not title:
+        raise BadInput("a goal needs a title", "say what you want to achieve")
+    due_day = parse_due(due, now or datetime.now()) if due else None
+    steps = [m.strip() for m in milestones if m.strip()]
+    stamp = utc_now()
+    with store._lock, transaction(store.db):
+        goal_id = store.db.execute(
+            "INSERT INTO goals (title, why, due, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", (title, why.strip(), due_day, stamp, stamp)
+        ).lastrowid
+        for i, step in enumerate(steps, 1):
+            store.db.execute("INSERT INTO milestones (goal_id, position, title) VALUES (?, ?, ?)", (goal_id, i, step))
+    return get_goal(store, goal_id)
+
+
+def list_goals(store, status: str | None = "active") -> list[dict]:
+    """Goals with that status (all when None), soonest due first, then oldest."""
+    if status is not None and status not in STATUSES:
+        raise BadInput(f"unknown status '{status}'", f"use one of: {', '.join(STATUSES)}")
+    with store._lock:
+        ids = [r[0] for r in store.db.execute(
+            "SELECT id FROM goals WHERE ? IS NULL OR status = ? ORDER BY due IS NULL, due, id", (status, status))]
+        return [_goal(store, i) for i in ids]
+
+
+def open_goals(store) -> list[dict]:
+    """Active goals, each with keys id, title, progress, due, milestones (and why, status)."""
+    return list_goals(store, "active")
+
+
+def add_milestone(store, goal_id: int, title: str) -> dict:
+    if not title.strip():
+        raise BadInput("a milestone needs a title", "say what the step is")
+    with store._lock, transaction(store.db):
+        _goal(store, goal_id)
+        n = store.db.execute("SELECT coalesce(max(position), 0) + 1 FROM milestones WHERE goal_id = ?", (goal_id,)).fetchone()[0]
+        store.db.execute("INSERT INTO milestones (goal_id, position, title) VALUES (?, ?, ?)", (goal_id, n, title.strip()))
+        store.db.execute("UPDATE goals SET updated_at = ? WHERE id = ?", (utc_now(), goal_id))
+    return get_goal(store, goal_id)
+
+
+def complete_milestone(store, goal_id: int, milestone: int | str, done: bool = True) -> dict:
+    """Mark a milestone done (or not): by its number (1, 2, ...) or a word of its title."""
+    with store._lock, transaction(store.db):
+        steps = _goal(store, goal_id)["milestones"]
+        if isinstance(milestone, int) or str(milestone).strip().isdigit():
+            found = [m for m in steps if m["n"] == int(milestone)]
+        else:
+            found = [m for m in steps if str(milestone).strip().lower() in m["title"].lower()]
+        if len(found) != 1:
+            listing = "; ".join(f"{m['n']}. {m['title']}" for m in steps) or "none yet"
+            raise NotFound(f"goal {goal_id} has {'no' if not found else 'more than one'} milestone matching '{milestone}'", f"its milestones: {listing}")
+        stamp = utc_now()
+        store.db.execute("UPDATE milestones SET done_at = ? WHERE goal_id = ? AND position = ?", (stamp if done else None, goal_id, found[0]["n"]))
+        store.db.execute("UPDATE goals SET updated_at = ? WHERE id = ?", (stamp, goal_id))
+    return get_goal(store, goal_id)
+
+
+def set_progress(store, goal_id: int, percent: int) -> dict:
+    """Progress by hand, for a goal without milestones."""
+    if not 0 <= percent <= 100:
+        raise BadInput(f"progress must be 0-100, not {percent}", "give a percentage")
+    with store._lock, transaction(store.db):
+        if _goal(store, goal_id)["milestones"]:
+            raise BadInput(f"goal {goal_id}'s progress comes from its milestones", "mark a milestone done instead")
+        store.db.execute("UPDATE goals SET progress = ?, updated_at = ? WHERE id = ?", (percent, utc_now(), goal_id))
+    return get_goal(store, goal_id)
+
+
+def set_status(store, goal_id: int, status: str) -> dict:
+    if status not in STATUSES:
+        raise BadInput(f"unknown status '{status}'", f"use one of: {', '.join(STATUSES)}")
+    with store._lock, transaction(store.db):
+        _goal(store, goal_id)
+        store.db.execute("UPDATE goals SET status = ?, updated_at = ? WHERE id = ?", (status, utc_now(), goal_id))
+    return get_goal(store, goal_id)
+
+
+def describe(goal: dict) -> str:
+    """One line for a person or a model: '#3 Run a marathon: 50%, due 2026-10-04 (next: Run 20 km)'."""
+    line = f"#{goal['id']} {goal['title']}: {goal['progress']}%"
+    if goal["due"]:
+        line += f", due {goal['due']}"
+    if goal["status"] != "active":
+        line += f" [{goal['status']}]"
+    pending = [m["title"] for m in goal["milestones"] if not m["done"]]
+    if pending and goal["status"] == "active":
+        line += f" (next: {pending[0]})"
+    return line
+
+
+# --- for the model ---------------------------------------------------------------------------
+
+
+def tools(ctx: ToolContext) -> list[Tool]:
+    store = ctx.store
+
+    def goal_add(title: str, why: str = "", due: str = "", milestones: list | None = None) -> str:
+        goal = add_goal(store, title, why, due or None, [str(m) for m in milestones or []], ctx.now())
+        return "added " + describe(goal)
+
+    def goal_list(status: str = "active") -> str:
+        goals = list_goals(store, status)
+        return "\n".join(describe(g) for g in goals) or f"no {status} goals"
+
+    def goal_update(goal_id: int, milestone_done: str = "", new_milestone: str = "", progress: int | None = None, status: str = "") -> str:
+        if not (milestone_done or new_milestone or progress is not None or status):
+            raise BadInput("nothing to change", "give milestone_done, new_milestone, progress or status")
+        goal = get_goal(store, goal_id)
+        if new_milestone:
+            goal = add_milestone(store, goal_id, new_milestone)
+        if milestone_done:
+            goal = complete_milestone(store, goal_id, milestone_done)
+        if progress is not None:
+            goal = set_progress(store, goal_id, progress)
+        if status:
+            goal = set_status(store, goal_id, status)
+        return "updated " + describe(goal)
+
+    return [
+        Tool(
+            "goal_add",
+            "Create a goal the user wants to reach, with optional steps (milestones) and due date.",
+            {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string", "description": "the goal, e.g. 'Run a marathon'"},
+                    "why": {"type": "string", "description": "why it matters to the user"},
+                    "due": {"type": "string", "description": "when, e.g. 'in 3 months' or '2026-10-04'"},
+                    "milestones": {"type": "array", "items": {"type": "string"}, "description": "steps, in order"},
+                },
+                "required": ["title"],
+            },
+            goal_add,
+            side_effects=True,
+            triggers=r"\bgoals?\b|\bmilestones?\b",
+        ),
+        Tool(
+            "goal_list",
+            "List the user's goals with progress, due date and next step.",
+            {"type": "object", "properties": {"status": {"type": "string", "enum": list(STATUSES)}}},
+            goal_list,
+            triggers=r"\bgoals?\b|\bprogress\b",
+        ),
+        Tool(
+            "goal_update",
+            "Update a goal: mark a milestone done, add a milestone, set progress 0-100, or set status.",
+            {
+                "type": "object",
+                "properties": {
+                    "goal_id": {"type": "integer"},
+                    "milestone_done": {"type": "string", "description": "number or words of the milestone finished"},
+                    "new_milestone": {"type": "string", "description": "a new step to add"},
+                    "progress": {"type": "integer", "description": "0-100, for goals without milestones"},
+                    "status": {"type": "string", "enum": list(STATUSES)},
+                },
+                "required": ["goal_id"],
+            },
+            goal_update,
+            side_effects=True,
+            triggers=r"\bgoals?\b|\bmilestones?\b|\bprogress\b",
+        ),
+    ]

@@ -1,0 +1,94 @@
+"""Notes: short texts the user keeps, searchable by their words (FTS5, BM25)."""
+
+from __future__ import annotations
+
+from anima.errors import BadInput, NotFound
+from anima.store.db import transaction
+from anima.store.store import fts_query
+from anima.store.store import now as utc_now
+from anima.tools import Tool, ToolContext
+
+
+def _row(r) -> dict:
+    return {"id": r["id"], "title": r["title"], "text": r["text"], "created_at": r["created_at"]}
+
+
+def add_note(store, text: str, title: str = "") -> dict:
+    text, title = text.strip(), title.strip()
+    if not text:
+        raise BadInput("a note needs some text", "say what to write down")
+    with store._lock, transaction(store.db):
+        note_id = store.db.execute("INSERT INTO notes (title, text, created_at) VALUES (?, ?, ?)", (title, text, utc_now())).lastrowid
+        store.db.execute("INSERT INTO fts_notes (rowid, text) VALUES (?, ?)", (note_id, f"{title}\n{text}"))
+    return {"id": note_id, "title": title, "text": text}
+
+
+def list_notes(store, limit: int = 20) -> list[dict]:
+    """The latest notes, newest first."""
+    with store._lock:
+        return [_row(r) for r in store.db.execute("SELECT * FROM notes ORDER BY id DESC LIMIT ?", (limit,))]
+
+
+def search_notes(store, query: str, k: int = 5) -> list[dict]:
+    """Notes sharing words with the query, best first, each with a `score` (higher is better)."""
+    q = fts_query(query)
+    if not q:
+        raise BadInput("nothing to search for", "give a word or two")
+    with store._lock:
+        rows = store.db.execute(
+            "SELECT n.*, bm25(fts_notes) AS s FROM fts_notes JOIN notes n ON n.id = fts_notes.rowid WHERE fts_notes MATCH ? ORDER BY s LIMIT ?", (q, k)
+        ).fetchall()
+    return [{**_row(r), "score": round(-r["s"], 4)} for r in rows]
+
+
+def delete_note(store, note_id: int) -> None:
+    with store._lock, transaction(store.db):
+        if not store.db.execute("DELETE FROM notes WHERE id = ?", (note_id,)).rowcount:
+            raise NotFound(f"no note with id {note_id}", "see them with `anima notes list`")
+        store.db.execute("DELETE FROM fts_notes WHERE rowid = ?", (note_id,))
+
+
+def _line(note: dict) -> str:
+    return f"#{note['id']} " + (f"{note['title']}: " if note["title"] else "") + note["text"]
+
+
+def tools(ctx: ToolContext) -> list[Tool]:
+    store = ctx.store
+
+    def note_add(text: str, title: str = "") -> str:
+        return "saved note " + _line(add_note(store, text, title))
+
+    def note_search(query: str = "") -> str:
+        if not query.strip():
+            return "\n".join(_line(n) for n in list_notes(store, 10)) or "no notes yet"
+        return "\n".join(_line(n) for n in search_notes(store, query)) or f"no notes about '{query}'"
+
+    def note_delete(note_id: int) -> str:
+        delete_note(store, note_id)
+        return f"deleted note #{note_id}"
+
+    return [
+        Tool(
+            "note_add",
+            "Save a note for the user (text to keep and find later).",
+            {"type": "object", "properties": {"text": {"type": "string"}, "title": {"type": "string"}}, "required": ["text"]},
+            note_add,
+            side_effects=True,
+            triggers=r"\bnotes?\b|\bjot\b|\bwrite (?:it|this|that) down\b",
+        ),
+        Tool(
+            "note_search",
+            "Find the user's notes by words (no query: the latest notes).",
+            {"type": "object", "properties": {"query": {"type": "string"}}},
+            note_search,
+            triggers=r"\bnotes?\b",
+        ),
+        Tool(
+            "note_delete",
+            "Delete one of the user's notes by id.",
+            {"type": "object", "properties": {"note_id": {"type": "integer"}}, "required": ["note_id"]},
+            note_delete,
+            side_effects=True,
+            triggers=r"\bnotes?\b",
+        ),
+    ]

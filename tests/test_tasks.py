@@ -1,0 +1,125 @@
+"""`anima do`: plans (scripted model), expansion per CSV row, running, saving, approval."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from anima.app import build
+from anima.assistant.tasks import Plan, Step, attach, load_plan, make_plan, run_plan
+from anima.cli import app
+from anima.config import load_config
+from anima.errors import BadInput
+from anima.models.base import Options
+from anima.models.fake import FakeChatModel
+from anima.tools import Tool, Toolbox
+
+NOW = datetime(2026, 11, 25, 9, 0).astimezone()
+SEGMENTS = "segment,tone\nstudents,casual\nenterprise,formal\n"
+NOTE = Tool("note_add", "Save a note for the user.", {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+            lambda text: f"saved note: {text}", side_effects=True, triggers="note")
+
+
+def plan_json(*steps) -> str:
+    return json.dumps({"steps": list(steps)})
+
+
+def test_a_step_per_csv_row_with_its_placeholders(tmp_path):
+    (tmp_path / "segments.csv").write_text(SEGMENTS)
+    files = attach("one announcement per segment in segments.csv", [], tmp_path)
+    model = FakeChatModel([plan_json({"title": "Write the announcement for {segment}", "tool": "write", "for_each_row_of": "segments.csv", "output": "ann-{segment}.md"})])
+    plan = make_plan(model, "one announcement per segment in segments.csv", files, None, NOW)
+    assert [(s.title, s.output, s.row["tone"]) for s in plan.steps] == [
+        ("Write the announcement for students", "ann-students.md", "casual"), ("Write the announcement for enterprise", "ann-enterprise.md", "formal")]
+    schema = model.calls[0][1].json_schema
+    assert schema["properties"]["steps"]["items"]["anyOf"][0]["properties"]["for_each_row_of"]["enum"] == ["", "segments.csv"]
+
+
+def test_steps_the_model_already_wrote_per_row_are_not_multiplied(tmp_path):
+    (tmp_path / "segments.csv").write_text(SEGMENTS)
+    files = attach("variants for segments.csv", [], tmp_path)
+    steps = [{"title": f"Write the {s} variant", "tool": "write", "for_each_row_of": "segments.csv", "output": "v.md"} for s in ("students", "enterprise")]
+    plan = make_plan(FakeChatModel([plan_json(*steps)]), "variants for segments.csv", files, None, NOW)
+    assert [(s.row["segment"], s.output) for s in plan.steps] == [("students", "v-students.md"), ("enterprise", "v-enterprise.md")]
+
+
+def test_running_a_plan_saves_each_output_and_a_summary(tmp_path):
+    model = FakeChatModel(["Hey students: Tally is free for you.", "Dear IT managers: Tally 2.0 is here."])
+    plan = Plan("variants", [Step("for students", output="students.md", row={"segment": "students"}), Step("for enterprise", output="../../enterprise.md"),
+                             Step("note it", "note_add", {"text": "variants done"})], {"announcement.txt": "Tally 2.0 is out."})
+    plan.steps[1].output = "enterprise.md"
+    result = run_plan(plan, model, Toolbox([NOTE]), tmp_path / "task", Options(max_tokens=100))
+    assert (tmp_path / "task" / "students.md").read_text() == "Hey students: Tally is free for you.\n"
+    assert (tmp_path / "task" / "enterprise.md").exists() and plan.steps[2].result == "saved note: variants done"
+    first_prompt = model.calls[0][0][1]["content"]
+    assert "Tally 2.0 is out." in first_prompt and "segment: students" in first_prompt
+    assert "## 3. note it (note_add, done)" in result.read_text()
+    assert json.loads((tmp_path / "task" / "plan.json").read_text())["steps"][0]["ok"] is True
+
+
+def test_a_failing_tool_step_is_reported_and_the_rest_runs(tmp_path):
+    plan = Plan("x", [Step("missing tool", "nope"), Step("then write", output="out.md")])
+    run_plan(plan, FakeChatModel(["written"]), Toolbox([NOTE]), tmp_path / "t", Options())
+    assert plan.steps[0].ok is False and "no tool named 'nope'" in plan.steps[0].result
+    assert (tmp_path / "t" / "out.md").read_text() == "written\n"
+
+
+def test_file_names_stay_inside_the_task_folder(tmp_path):
+    model = FakeChatModel([plan_json({"title": "w", "tool": "write", "for_each_row_of": "", "output": "../../etc/passwd"})])
+    plan = make_plan(model, "x", {}, None, NOW)
+    assert plan.steps[0].output == "passwd"
+
+
+def test_bad_inputs_are_one_line(tmp_path):
+    with pytest.raises(BadInput, match="no such file"):
+        attach("x", [tmp_path / "nope.txt"], tmp_path)
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(BadInput, match="not a text file"):
+        attach("x", [tmp_path / "bin.txt"], tmp_path)
+    (tmp_path / "plan.json").write_text("{}")
+    with pytest.raises(BadInput, match="not a valid plan"):
+        load_plan(tmp_path / "plan.json")
+    with pytest.raises(BadInput, match="not valid JSON"):
+        make_plan(FakeChatModel(['{"steps": [{"title": "cut off']), "x", {}, None, NOW)
+
+
+def _cli(tmp_path, monkeypatch, *args, input=None, script=()):
+    import anima.cli.tasks as tasks_cli
+
+    model = FakeChatModel(list(script))
+    real_build = build
+    monkeypatch.setattr("anima.app.build", lambda config: real_build(config, chat_model=model))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ANIMA_BACKEND", "fake")
+    assert tasks_cli  # imported for the patch target above
+    return CliRunner().invoke(app, ["do", *args], input=input), model
+
+
+def test_cli_asks_before_writing_and_cancel_runs_nothing(tmp_path, monkeypatch):
+    step = {"title": "Write it", "tool": "write", "for_each_row_of": "", "output": "out.md"}
+    result, model = _cli(tmp_path, monkeypatch, "write a haiku", input="n\n", script=[plan_json(step)])
+    assert result.exit_code == 1 and "cancelled; nothing was run" in result.output
+    assert not (tmp_path / "anima-tasks").exists() and len(model.calls) == 1
+
+
+def test_cli_runs_approved_plan_and_logs_it(tmp_path, monkeypatch):
+    step = {"title": "Write it", "tool": "write", "for_each_row_of": "", "output": "haiku.md"}
+    result, _ = _cli(tmp_path, monkeypatch, "write a haiku", "--yes", "--json", script=[plan_json(step), "old pond / frog jumps in"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    folder = Path(report["folder"])
+    assert (tmp_path / folder / "haiku.md").read_text() == "old pond / frog jumps in\n"
+    store = build(load_config(backend="fake")).store
+    assert any(c.persona == "task" and c.title == "write a haiku" for c in store.conversations())
+
+
+def test_cli_dry_run_and_empty_goal(tmp_path, monkeypatch):
+    step = {"title": "Write it", "tool": "write", "for_each_row_of": "", "output": ""}
+    result, model = _cli(tmp_path, monkeypatch, "write a haiku", "--dry-run", script=[plan_json(step)])
+    assert result.exit_code == 0 and "Write it" in result.output and len(model.calls) == 1
+    result, _ = _cli(tmp_path, monkeypatch, "  ")
+    assert result.exit_code == 1 and "the task is empty" in result.output
