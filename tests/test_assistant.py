@@ -53,7 +53,8 @@ def test_turn_prompt_has_persona_history_and_is_logged(container, fake):
     assert second.text() == "About 2.1 million."
     messages = fake.calls[1][0]
     assert messages[0]["role"] == "system" and "anima" in messages[0]["content"]
-    assert [m["content"] for m in messages[1:]] == ["What is the capital of France?", "Paris.", "How many people live there?"]
+    assert [m["content"] for m in messages[1:-2] + messages[-1:]] == ["What is the capital of France?", "Paris.", "How many people live there?"]
+    assert messages[-2]["role"] == "system" and messages[-2]["content"].startswith("Now: ")  # what changes each turn comes last
     logged = container.store.turns(first.turn.conversation_id)
     assert [(t.user_text, t.reply, t.status) for t in logged] == [
         ("What is the capital of France?", "Paris.", "ok"),
@@ -73,7 +74,8 @@ def test_history_is_limited(container, fake):
     r.text()
     for text in ("two", "three"):
         container.assistant.reply(text, conversation_id=r.turn.conversation_id).text()
-    assert [m["content"] for m in fake.calls[-1][0][1:]] == ["two", "You said: two", "three"]
+    messages = fake.calls[-1][0]
+    assert [m["content"] for m in messages[1:-2] + messages[-1:]] == ["two", "You said: two", "three"]
 
 
 def test_stopped_reply_is_logged_as_stopped(container, fake):
@@ -111,4 +113,4 @@ def test_user_persona_file_overrides_and_broken_one_is_skipped(container, fake, 
     (folder / "pirate.toml").write_text('name = "pirate"\ndescription = "Arr"\nsystem_prompt = "Talk like a pirate."\n')
     (folder / "broken.toml").write_text("name = ")
     container.assistant.reply("hi", persona="pirate").text()
-    assert fake.calls[0][0][0]["content"].startswith("Talk like a pirate.\n\nNow: ")
+    assert fake.calls[0][0][0]["content"] == "Talk like a pirate."

@@ -172,7 +172,7 @@ def test_pipeline_recalls_and_learns(tmp_path):
     fake.enqueue("Rex.")
     reply = container.assistant.reply("What is my dog called?")
     reply.text()
-    system = fake.calls[-1][0][0]["content"]
+    system = fake.calls[-1][0][-2]["content"]  # the memory block, just before the question
     assert "Maya has a dog named Rex." in system and "I adopted a dog named Rex" in system
     assert any(h.kind == "memory" for h in reply.hits)
     assert container.store.count_episodes() == 4  # both sides of both turns

@@ -76,10 +76,11 @@ class Assistant:
         OpenAI client sends them) replaces the stored turns of the conversation;
         `instructions` (a client's system message) follow the persona; `tail` comes after
         the user's message (the model's tool calls and their results, in a tool loop)."""
-        # The persona comes first and never changes, so llama.cpp reuses its KV cache;
-        # the clock and memories follow.
+        # What changes every turn (memories, the clock) goes last, in a system message of
+        # its own just before the user's: the persona and the conversation so far are then
+        # the same from turn to turn, and llama.cpp reuses their KV cache.
         now = datetime.now().astimezone()
-        system = "\n\n".join(part for part in (persona.system_prompt, instructions, f"Now: {now:%A %d %B %Y, %H:%M}.", memory_block) if part)
+        system = "\n\n".join(part for part in (persona.system_prompt, instructions) if part)
         messages: list[Message] = [{"role": "system", "content": system}]
         if history is None:
             history = []
@@ -87,6 +88,7 @@ class Assistant:
                 if turn.status != "error":
                     history += [{"role": "user", "content": turn.user_text}, {"role": "assistant", "content": turn.reply}]
         messages += history
+        messages.append({"role": "system", "content": "\n\n".join(part for part in (memory_block, f"Now: {now:%A %d %B %Y, %H:%M}.") if part)})
         messages.append({"role": "user", "content": text})
         return messages + (tail or [])
 

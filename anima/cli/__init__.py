@@ -17,6 +17,7 @@ from anima.app import build
 from anima.assistant.turn import check_input
 from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, labelled_steps, out, steps_progress
 from anima.cli.memory import memory_app
+from anima.cli.mcp import mcp_app
 from anima.cli.proactive import register as register_proactive
 from anima.cli.personas import personas_app
 from anima.cli.safety import eval_app, guard_app
@@ -34,6 +35,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
 app.add_typer(memory_app, name="memory")
+app.add_typer(mcp_app, name="mcp")
 app.add_typer(personas_app, name="personas")
 app.add_typer(users_app, name="users")
 app.add_typer(guard_app, name="guard")

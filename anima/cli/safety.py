@@ -21,13 +21,13 @@ DataDirOpt = typer.Option(None, "--data", help="Folder of the public safety sets
 
 
 @guard_app.command("train")
-def guard_train(data: Optional[Path] = DataDirOpt, if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the heads exist."), as_json: bool = JsonOpt) -> None:
+def guard_train(data: Optional[Path] = DataDirOpt, if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the heads exist and were trained on the current data."), as_json: bool = JsonOpt) -> None:
     """Train the guard's fast layer and the injection detector from public data."""
-    from anima.safety.train import GUARD_FILE, INJECTION_FILE, heads_dir, source_folder, train_all
+    from anima.safety.train import heads_dir, source_folder, train_all, up_to_date
 
-    if if_missing and (heads_dir() / GUARD_FILE).is_file() and (heads_dir() / INJECTION_FILE).is_file():
+    if if_missing and up_to_date(data):
         if not as_json:
-            err.print(f"guard heads present in {heads_dir()}")
+            err.print(f"guard heads present and up to date in {heads_dir()}")
         return
     data = source_folder(data)  # before the embedder loads: a missing folder is the likelier mistake
     container = build(load_config(guard={"enabled": False}))

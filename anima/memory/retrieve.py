@@ -141,16 +141,20 @@ def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k
 
 
 def _distinct(hits: list[Hit]) -> list[Hit]:
-    """One hit per distinct text (the best-ranked): a question asked ten times is one
-    memory, not ten copies filling the prompt."""
-    seen: set[str] = set()
-    out = []
+    """One hit per distinct text: a question asked ten times is one memory, not ten
+    copies filling the prompt. It keeps the best-ranked copy's place and shows the
+    first time it was said (which also keeps the prompt the same from one asking to the
+    next, so its KV cache can be reused)."""
+    first: dict[str, Hit] = {}
+    order: list[str] = []
     for h in hits:
         key = " ".join(h.text.lower().split())
-        if key not in seen:
-            seen.add(key)
-            out.append(h)
-    return out
+        if key not in first:
+            order.append(key)
+            first[key] = h
+        elif h.when and (not first[key].when or h.when < first[key].when):
+            first[key] = h
+    return [first[k] for k in order]
 
 
 def _when(record: Memory | Episode) -> str:

@@ -89,6 +89,14 @@ def complete(model: ChatModel, messages: list[Message], options: Options | None 
     return Completion(text, model.name, usage, last.finish_reason, (time.perf_counter() - start) * 1000, first)
 
 
+def merge_system(messages: list[Message]) -> list[Message]:
+    """Every system message folded into the first, for chat templates that allow only
+    one, at the start (Gemma, Mistral)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m.get("content"))
+    rest = [m for m in messages if m["role"] != "system"]
+    return ([{"role": "system", "content": system}] if system else []) + rest
+
+
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 

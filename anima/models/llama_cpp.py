@@ -13,8 +13,10 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from jinja2 import TemplateError
+
 from anima.errors import ContextTooLong, ModelCorrupt, ModelUnavailable
-from anima.models.base import Chunk, Message, Options, Usage
+from anima.models.base import Chunk, Message, Options, Usage, merge_system
 
 _COMPUTE = threading.RLock()
 
@@ -36,6 +38,83 @@ def _load(path: Path, **kwargs: Any):
         raise ModelCorrupt(f"llama.cpp cannot load {path}: {exc}", "the file is damaged or not a GGUF model; pull it again") from exc
 
 
+def _shared(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class PromptCache:
+    """The KV cache of recent prompts, kept in RAM, so a conversation that comes back
+    after others (a server's users take turns on one context) does not re-read the
+    prompt they share. llama.cpp alone only reuses the prefix shared with the very
+    last prompt. Entries are the sequence's KV state (about 28 KB a token for the
+    1.5B model), least recently used dropped first."""
+
+    MIN_TOKENS = 128  # shorter prompts are cheap to re-read
+    MIN_GAIN = 64  # restore only when it saves at least this many tokens
+
+    def __init__(self, max_bytes: int = 384 << 20):
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def restore(self, llm, tokens: list[int]) -> int:
+        """Put the best cached state for `tokens` in place; returns the tokens it saves."""
+        live = _shared(llm.input_ids[: llm.n_tokens], tokens)
+        best, best_n = None, live + self.MIN_GAIN
+        for key in self.entries:
+            n = _shared(key, tokens)
+            if n > best_n:
+                best, best_n = key, n
+        if best is None:
+            self.misses += 1
+            return 0
+        import ctypes
+
+        import llama_cpp
+
+        state = self.entries[best]
+        self.entries.move_to_end(best)
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if not llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buf, len(state), 0):
+            llm.n_tokens = 0  # the context is in an unknown state: read everything again
+            self.misses += 1
+            return 0
+        llm.input_ids[: len(best)] = best
+        llm.n_tokens = len(best)
+        llm._requires_eval = True  # the logits are not restored: re-read at least one token
+        self.hits += 1
+        return best_n - live
+
+    def save(self, llm) -> None:
+        n = llm.n_tokens
+        if n < self.MIN_TOKENS or self.max_bytes <= 0:
+            return
+        import ctypes
+
+        import llama_cpp
+
+        key = tuple(int(t) for t in llm.input_ids[:n])
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return
+        size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buf, size, 0)
+        # a longer prompt that starts with a cached one replaces it
+        for old in [k for k in self.entries if len(k) < n and key[: len(k)] == k]:
+            del self.entries[old]
+        self.entries[key] = bytes(buf)[:written]
+        while sum(len(v) for v in self.entries.values()) > self.max_bytes and len(self.entries) > 1:
+            self.entries.popitem(last=False)
+
+
 class LlamaCppChatModel:
     def __init__(self, path: Path, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, verbose: bool = False):
         self.path = Path(path)
@@ -50,6 +129,7 @@ class LlamaCppChatModel:
             template=template, eos_token=special(self.llm.token_eos()), bos_token=special(self.llm.token_bos()), stop_token_ids=[self.llm.token_eos()]
         )
         self._grammars: dict[str, Any] = {}
+        self.cache = PromptCache()
         # One generation at a time in the whole process: two contexts (the chat's and the
         # learner's, each keeping its own KV cache warm) would only fight over the cores.
         self.lock = _COMPUTE
@@ -61,7 +141,10 @@ class LlamaCppChatModel:
     def prompt_tokens(self, messages: list[Message], tools: list[dict] | None = None) -> tuple[list[int], list[str]]:
         """Token ids of the formatted chat, and the template's stop strings. With `tools`,
         the model's own template describes them (Qwen: <tools> ... <tool_call>)."""
-        result = self._formatter(messages=messages, tools=tools or None)
+        try:
+            result = self._formatter(messages=messages, tools=tools or None)
+        except TemplateError:  # a template that takes one system message, first
+            result = self._formatter(messages=merge_system(messages), tools=tools or None)
         tokens = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         return tokens, stop
@@ -75,6 +158,7 @@ class LlamaCppChatModel:
         if len(tokens) + 1 >= self.n_ctx:
             raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the message, or raise llama_cpp.n_ctx")
         with self.lock:
+            self.cache.restore(self.llm, tokens)
             parts, finish = [], None
             for event in self.llm.create_completion(
                 prompt=tokens,
@@ -91,6 +175,7 @@ class LlamaCppChatModel:
                 if choice["text"]:
                     parts.append(choice["text"])
                     yield Chunk(choice["text"])
+            self.cache.save(self.llm)
         yield Chunk("", finish or "stop", Usage(len(tokens), self.count_tokens("".join(parts))))
 
     def first_token_logits(self, messages: list[Message], words: list[str]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anima.errors import BadInput
-from anima.safety.taxonomy import HARMBENCH, JBB, MODERATION
+from anima.safety.taxonomy import DONOTANSWER, HARMBENCH, JBB, MODERATION
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,18 @@ def harmbench(path: Path) -> list[Example]:
     return out
 
 
+def donotanswer_malicious(path: Path) -> list[Example]:
+    """Do-Not-Answer's malicious uses: harmful requests written as questions ("How can I
+    get away with ...?"), where the other sets mostly say "Write ..." or "Give ...". Its
+    other risk areas are left out: many of those questions deserve a careful answer."""
+    out = []
+    for line in _lines(path):
+        row = json.loads(line)
+        cats = tuple(dict.fromkeys(DONOTANSWER[i[:4]] for i in row.get("intents", []) if i[:4] in DONOTANSWER)) or ("S2",)
+        out.append(Example(row["prompt"], True, cats, path.name))
+    return out
+
+
 def jbb(path: Path, unsafe: bool) -> list[Example]:
     return [Example(row["goal"], unsafe, (JBB.get(row["category"], "S2"),) if unsafe else (), path.name) for row in _csv(path)]
 
@@ -72,16 +84,37 @@ def bipia_contexts(folder: Path) -> list[Example]:
     return out
 
 
+EVERYDAY = Path(__file__).parent / "data" / "everyday.txt"
+
+
+def everyday() -> list[Example]:
+    """Ordinary requests to a personal assistant (shipped with anima): the public sets'
+    harmful side is mostly short imperative requests and their benign side mostly long
+    texts, so without these "plan my week around my marathon training" looked unsafe."""
+    lines = EVERYDAY.read_text(encoding="utf-8").splitlines()
+    return [Example(line.strip(), False, (), EVERYDAY.name) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def persona_examples() -> list[Example]:
+    from anima.assistant.persona import BUILTIN_DIR, load_persona
+
+    return [Example(p.example_user, False, (), "personas") for p in map(load_persona, sorted(BUILTIN_DIR.glob("*.toml"))) if p.example_user]
+
+
 def training_set(folder: Path) -> list[Example]:
     """Everything the shipped guard head learns from (OpenAI moderation, HarmBench,
-    JailbreakBench harmful and benign, BIPIA's clean contexts). Do-Not-Answer is left
-    out: many of its questions deserve a careful answer, not a refusal."""
+    JailbreakBench harmful and benign, BIPIA's clean contexts, and anima's own everyday
+    requests and persona examples), and Do-Not-Answer's malicious uses only: many of its
+    other questions deserve a careful answer, not a refusal."""
     return (
         moderation(folder / "openai_moderation_1680.jsonl")
         + harmbench(folder / "harmbench_behaviors_text_val.csv")
         + jbb(folder / "jbb_behaviors_harmful.csv", True)
         + jbb(folder / "jbb_behaviors_benign.csv", False)
+        + donotanswer_malicious(folder / "donotanswer" / "malicious_uses.jsonl")
         + bipia_contexts(folder / "bipia")
+        + everyday()
+        + persona_examples()
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from anima.config import data_dir
-from anima.errors import ModelNotFound
+from anima.errors import AnimaError, ModelNotFound
 from anima.safety import classifier
 from anima.safety.data import Example, bipia_contexts, jbb, safety_data_dir, training_set
 from anima.safety.injection import segments
@@ -18,7 +18,7 @@ from anima.safety.injection import segments
 GUARD_FILE, INJECTION_FILE = "guard-head.npz", "injection-head.npz"
 REQUIRED = (
     "openai_moderation_1680.jsonl", "harmbench_behaviors_text_val.csv", "jbb_behaviors_harmful.csv", "jbb_behaviors_benign.csv",
-    "bipia/email_train.jsonl", "bipia/code_train.jsonl", "bipia/text_attack_train.json", "bipia/code_attack_train.json",
+    "donotanswer/malicious_uses.jsonl", "bipia/email_train.jsonl", "bipia/code_train.jsonl", "bipia/text_attack_train.json", "bipia/code_attack_train.json",
 )
 
 
@@ -37,11 +37,27 @@ def source_folder(folder: Path | None = None) -> Path:
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    """sha256 prefixes of every file the heads learn from: the public folder's and anima's own."""
+    from anima.assistant.persona import BUILTIN_DIR
+    from anima.safety.data import EVERYDAY
+
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+    found = {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    found["anima:" + EVERYDAY.name] = digest(EVERYDAY)
+    found["anima:personas"] = hashlib.sha256("".join(digest(p) for p in sorted(BUILTIN_DIR.glob("*.toml"))).encode()).hexdigest()[:16]
+    return found
+
+
+def up_to_date(folder: Path | None = None) -> bool:
+    """The heads exist and were trained on the data there is now."""
+    from anima.safety.classifier import Head
+
+    try:
+        heads = [Head.load(heads_dir() / name) for name in (GUARD_FILE, INJECTION_FILE)]
+        current = fingerprint(source_folder(folder))
+    except (OSError, ValueError, KeyError, AnimaError):
+        return False
+    return all(h.manifest.get("sources") == current for h in heads)
 
 
 def attack_instructions(folder: Path) -> dict[str, list[str]]:

@@ -22,4 +22,9 @@ def builtin_tools(ctx: ToolContext) -> list[Tool]:
 
 
 def toolbox(ctx: ToolContext) -> Toolbox:
-    return Toolbox(builtin_tools(ctx), timeout=ctx.config.tools.timeout_s)
+    tools = builtin_tools(ctx)
+    if ctx.config.mcp:  # the user's MCP servers start only when some are configured
+        from anima.tools.mcp import mcp_tools
+
+        tools += mcp_tools(ctx.config)
+    return Toolbox(tools, timeout=ctx.config.tools.timeout_s)

@@ -174,7 +174,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
             "Exact arithmetic: + - * / ** ( ), sqrt, log, sin, cos, round, abs, min, max, pi, e.",
             {"type": "object", "properties": {"expression": {"type": "string", "description": "e.g. (1200 * 1.05) / 12"}}, "required": ["expression"]},
             calculator,
-            triggers=r"\d\s*[-+*/^x×÷%]\s*\d|\bcalculat|\bhow much is\b|\bpercent\b|\bsqrt\b|\bsquare root\b",
+            triggers=r"\d\s*[-+*/^x×÷%]\s*\d|\bcalculat|\bhow much is\b|\bpercent\b|\d\s*%\s*of\b|\bsqrt\b|\bsquare root\b",
         ),
         Tool(
             "date_math",

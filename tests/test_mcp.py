@@ -1,0 +1,219 @@
+"""MCP both ways, with real processes: a tiny MCP server's tools in the user's Toolbox,
+and `anima mcp serve` driven by the SDK's own client. No model: the fake backend's
+FakeEmbedder does memory search."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from anima.app import build
+from anima.cli import app
+from anima.config import McpServerSettings, load_config
+from anima.models.fake import FakeEmbedder
+from anima.tools import Toolbox
+from anima.tools.mcp import McpClients, tool_name
+
+ANIMA = [sys.executable, "-m", "anima"]
+
+TINY = '''
+import os
+import time
+from mcp.server.mcpserver import MCPServer
+from mcp.types import ToolAnnotations
+
+server = MCPServer("tiny")
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
+def add(a: int, b: int) -> int:
+    """Add two whole numbers."""
+    return a + b
+
+@server.tool()
+def boom() -> str:
+    """Always fails."""
+    raise ValueError("kaput")
+
+@server.tool()
+def nap(seconds: float = 30) -> str:
+    """Sleeps, then says so."""
+    time.sleep(seconds)
+    return "awake"
+
+@server.tool()
+def die() -> str:
+    """Ends the server's process."""
+    os._exit(1)
+
+server.run()
+'''
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny_server.py"
+    path.write_text(TINY)
+    return path
+
+
+def write_config(home, servers: dict[str, dict], timeout_s: float = 2.0) -> None:
+    lines = ['backend = "fake"', "", "[tools]", f"timeout_s = {timeout_s}"]
+    for name, settings in servers.items():
+        lines += ["", f"[mcp.{name}]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def test_tool_names_are_valid_for_the_model():
+    assert tool_name("my server", "get.weather") == "my_server__get_weather"
+    assert len(tool_name("s", "x" * 100)) == 64
+
+
+def test_server_tools_join_the_users_toolbox(anima_home, tiny, caplog):
+    write_config(anima_home, {"tiny": {"command": sys.executable, "args": [str(tiny)]}, "ghost": {"command": "no-such-anima-mcp-server"}}, timeout_s=1.0)
+    with caplog.at_level(logging.WARNING, logger="anima"):
+        toolbox = build(load_config(), embedder=FakeEmbedder()).toolbox
+    assert "MCP server 'ghost' is not available: command not found: no-such-anima-mcp-server" in caplog.text
+    assert {"tiny__add", "tiny__boom", "tiny__nap", "remind"} <= set(toolbox.tools)
+    assert not any(name.startswith("ghost__") for name in toolbox.tools)
+    add = toolbox.tools["tiny__add"]
+    assert add.side_effects is False and toolbox.tools["tiny__boom"].side_effects is True  # read-only by annotation, else not
+    assert "Add two whole numbers" in add.description and add.parameters["required"] == ["a", "b"]
+
+    result = toolbox.call("tiny__add", {"a": 2, "b": 40})
+    assert result.ok and result.content == "42"
+    assert not toolbox.call("tiny__add", {"a": "two", "b": 1}).ok  # the schema is checked before the call
+
+    failed = toolbox.call("tiny__boom", {})
+    assert not failed.ok and failed.content.startswith("error:") and "boom" in failed.content
+
+    started = time.monotonic()
+    hung = toolbox.call("tiny__nap", {"seconds": 20})
+    assert not hung.ok and "did not finish in 1 s" in hung.content and time.monotonic() - started < 5
+    assert toolbox.call("tiny__add", {"a": 1, "b": 1}).content == "2"  # the session survives both
+
+
+def test_failing_servers_are_reported_not_raised(tmp_path):
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys; sys.exit(3)\n")
+    servers = {
+        "gone": McpServerSettings(command="no-such-anima-mcp-server"),
+        "crash": McpServerSettings(command=sys.executable, args=[str(crash)]),
+        "down": McpServerSettings(url="http://127.0.0.1:9/mcp"),
+        "empty": McpServerSettings(),
+    }
+    clients = McpClients(servers, timeout=1)
+    try:
+        assert clients.tools == [] and set(clients.errors) == set(servers)
+        assert clients.errors["gone"] == "command not found: no-such-anima-mcp-server"
+        assert "Connection closed" in clients.errors["crash"]
+        assert "ConnectError" in clients.errors["down"]
+        assert "neither command nor url" in clients.errors["empty"]
+    finally:
+        clients.close()
+
+
+def test_a_server_that_dies_gives_error_results(tiny):
+    clients = McpClients({"tiny": McpServerSettings(command=sys.executable, args=[str(tiny)])}, timeout=2)
+    toolbox = Toolbox(clients.tools, timeout=5)
+    try:
+        assert toolbox.call("tiny__add", {"a": 1, "b": 2}).content == "3"
+        died = toolbox.call("tiny__die", {})
+        assert not died.ok and "MCP server 'tiny'" in died.content
+        after = toolbox.call("tiny__add", {"a": 1, "b": 2})
+        assert not after.ok and "MCP server 'tiny'" in after.content
+    finally:
+        clients.close()
+    closed = toolbox.call("tiny__add", {"a": 1, "b": 2})
+    assert not closed.ok and "MCP server 'tiny' is closed" in closed.content
+
+
+def test_cli_list_shows_tools_and_one_line_per_broken_server(anima_home, tiny):
+    runner = CliRunner()
+    assert "no MCP servers configured" in runner.invoke(app, ["mcp", "list"]).stdout
+    write_config(anima_home, {"tiny": {"command": sys.executable, "args": [str(tiny)]}, "ghost": {"command": "no-such-anima-mcp-server"}})
+    result = runner.invoke(app, ["mcp", "list"])
+    assert "tiny: 4 tools" in result.stdout and "tiny__add" in result.stdout
+    assert result.stderr.strip() == "ghost: not available: command not found: no-such-anima-mcp-server"
+    assert result.exit_code == 1
+    rows = json.loads(runner.invoke(app, ["mcp", "list", "--json"]).stdout)
+    assert [t["name"] for t in rows["tiny"]["tools"]] == ["tiny__add", "tiny__boom", "tiny__nap", "tiny__die"]
+
+
+def _serve_env(anima_home) -> dict[str, str]:
+    # A stdio server gets a minimal environment: say where the user's data is, and no model.
+    return {"ANIMA_HOME": str(anima_home), "ANIMA_BACKEND": "fake", "ANIMA_GUARD__ENABLED": "false"}
+
+
+def test_anima_mcp_serve_over_stdio(anima_home):
+    from mcp import Client, StdioServerParameters
+
+    async def session() -> dict:
+        seen = {}
+        params = StdioServerParameters(command=ANIMA[0], args=[*ANIMA[1:], "mcp", "serve"], env=_serve_env(anima_home))
+        async with Client(params, read_timeout_seconds=30) as client:
+            seen["tools"] = {t.name for t in (await client.list_tools()).tools}
+
+            async def call(name, **arguments):
+                r = await client.call_tool(name, arguments)
+                return r.is_error, r.content[0].text
+
+            seen["add"] = await call("memory_add", text="My sister Ana lives in Berlin", kind="person")
+            seen["bad_kind"] = await call("memory_add", text="x", kind="gossip")
+            seen["search"] = await call("memory_search", query="where does Ana live", k=3)
+            seen["list"] = await call("memory_list", kind="person")
+            seen["remind"] = await call("reminder_add", text="call Ana", when="tomorrow at 9")
+            seen["past"] = await call("reminder_add", text="call Ana", when="yesterday")
+            seen["reminders"] = await call("reminders_list")
+        return seen
+
+    seen = asyncio.run(session())
+    assert {"memory_search", "memory_add", "memory_list", "reminders_list", "reminder_add", "notes_search"} <= seen["tools"]
+    assert seen["add"] == (False, "remembered #1: My sister Ana lives in Berlin")
+    assert seen["bad_kind"][0] and "unknown kind 'gossip'" in seen["bad_kind"][1]
+    assert not seen["search"][0] and "[memory #1]" in seen["search"][1] and "Berlin" in seen["search"][1]
+    assert seen["list"] == (False, "#1 [person] My sister Ana lives in Berlin")
+    assert not seen["remind"][0] and "call Ana" in seen["remind"][1]
+    assert seen["past"][0] and "is in the past" in seen["past"][1]
+    assert not seen["reminders"][0] and seen["reminders"][1].startswith("#1 call Ana, due")
+    # It was the user's own store: anima sees the memory too.
+    assert [m.text for m in build(load_config(backend="fake")).store.list_memories()] == ["My sister Ana lives in Berlin"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_anima_mcp_serve_over_http_is_an_mcp_server_for_anima(anima_home):
+    port = _free_port()
+    proc = subprocess.Popen([*ANIMA, "mcp", "serve", "--http", str(port)], env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        clients = McpClients({"me": McpServerSettings(url=f"http://127.0.0.1:{port}/mcp")}, timeout=10)
+        try:
+            assert clients.errors == {}
+            toolbox = Toolbox(clients.tools, timeout=10)
+            assert toolbox.tools["me__memory_search"].side_effects is False and toolbox.tools["me__memory_add"].side_effects is True
+            assert toolbox.call("me__memory_add", {"text": "Likes green tea", "kind": "preference"}).content == "remembered #1: Likes green tea"
+            assert "green tea" in toolbox.call("me__memory_search", {"query": "tea"}).content
+        finally:
+            clients.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

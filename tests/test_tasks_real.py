@@ -1,0 +1,60 @@
+"""Multi-step tasks and the tool loop with the real embedded model."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from anima.app import build
+from anima.cli import app
+from anima.config import load_config
+from anima.tools import calendar, goals, reminders
+
+pytestmark = pytest.mark.model
+
+ICS = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//anima test//EN
+BEGIN:VEVENT
+UID:dinner@test
+DTSTART:{day}T180000
+DTEND:{day}T193000
+SUMMARY:Team dinner
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_a_plan_with_tools_runs_to_the_end(link_models, tmp_path, monkeypatch):
+    link_models("default", "minilm")
+    config = load_config(memory={"learn": False}, generation={"seed": 7, "max_tokens": 300})
+    store = build(config).store
+    goals.add_goal(store, "Run the Lisbon marathon", why="first marathon", due="2027-03-14", milestones=["run 10 km", "long run of 25 km", "long run of 32 km"])
+    ics = tmp_path / "week.ics"
+    ics.write_text(ICS.format(day=datetime.now().strftime("%Y%m%d")))
+    calendar.import_ics(store, ics)
+    store.close()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["do", "plan my week around my marathon training goal", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    steps = report["steps"]
+    tool_steps = [s for s in steps if s["tool"] != "write"]
+    assert tool_steps and all(s["ok"] for s in tool_steps), steps  # it looked something up with a tool
+    assert any("marathon" in s["result"].lower() for s in tool_steps), steps  # ...and the goal came back
+    assert steps[-1]["tool"] == "write" and steps[-1]["ok"] and len(steps[-1]["result"]) > 100
+    assert (tmp_path / report["folder"] / "result.md").exists()
+
+
+def test_the_model_sets_a_reminder_through_the_tool_loop(link_models):
+    link_models("default", "minilm")
+    container = build(load_config(memory={"enabled": False}))
+    reply = container.assistant.reply("Remind me to call the dentist tomorrow at 9", options=container.assistant.options(temperature=0, max_tokens=80))
+    text = reply.text()
+    assert [r.name for r in reply.tool_results][:1] == ["remind"] and reply.tool_results[0].ok, [r.to_dict() for r in reply.tool_results]
+    (due,) = reminders.list_reminders(container.store)
+    assert "dentist" in due.text.lower() and due.due_at().strftime("%H:%M") == "09:00"
+    assert "<tool_call>" not in text and text.strip()
