@@ -38,6 +38,7 @@ models: $(VENV)/.installed
 
 # pytest exit 5 = "no tests collected" (e.g. a -k filter that matches nothing): not a failure.
 test: $(VENV)/.installed-dev models
+	sh scripts/browser-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:

@@ -73,6 +73,8 @@ def serve(
     with err.status("loading models..."):
         server = Server(config, registry, container.chat_model, container.embedder, container.learner_model, max_waiting=max_waiting, guard=container.guard)
     out.print(f"anima serving on http://{host}:{port}/v1 (OpenAI-compatible; {'API keys required' if registry.any_active() else 'single user, no keys'})")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    out.print(f"web page: http://{shown}:{port}/ (log in with your API key)")
     from anima.server.inbox import start_schedulers
 
     schedulers = start_schedulers(server)  # reminders, dates, briefings: into each user's inbox

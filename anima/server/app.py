@@ -35,6 +35,7 @@ from anima.config import USER_NAME, Config
 from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
 from anima.models import ChatModel, Embedder
 from anima.models.base import split_tool_calls
+from anima.server import web
 from anima.server.inbox import inbox_router
 from anima.store.accounts import Accounts
 
@@ -129,6 +130,10 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+class AnimaOptions(BaseModel):
+    conversation: int | None = Field(None, ge=1, le=2**63 - 1, description="Continue this stored conversation: `anima.conversation` of an earlier reply.")
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # unknown OpenAI parameters are accepted and ignored
     model: str
@@ -145,6 +150,7 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    anima: AnimaOptions | None = None  # anima's own options; OpenAI clients leave it out
 
 
 class EmbeddingRequest(BaseModel):
@@ -243,6 +249,9 @@ def create_app(server: Server) -> FastAPI:
         history = [_message(m) for m in earlier if m.role in ("user", "assistant", "tool")]
         tools = body.tools if body.tools and body.tool_choice != "none" else None
         assistant = server.container(who).assistant
+        conversation = body.anima.conversation if body.anima else None
+        if conversation is not None and not assistant.store.turns(conversation, 1):
+            raise ApiError(404, f"no conversation {conversation}", "invalid_request_error", "not_found", "anima.conversation")
         overrides = {
             "max_tokens": body.max_completion_tokens or body.max_tokens,
             "temperature": body.temperature,
@@ -255,7 +264,7 @@ def create_app(server: Server) -> FastAPI:
         options = assistant.options(**{k: v for k, v in overrides.items() if v is not None})
         server.admit()
         try:
-            reply = assistant.reply(last.text(), persona=body.model, options=options, history=history, instructions=instructions, tail=[_message(m) for m in tail])
+            reply = assistant.reply(last.text(), conversation_id=conversation, persona=body.model, options=options, history=history, instructions=instructions, tail=[_message(m) for m in tail])
         except BaseException:
             server.release()
             raise
@@ -276,7 +285,7 @@ def create_app(server: Server) -> FastAPI:
             "model": body.model,
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else finish}],
             "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens},
-            "anima": {"guard": reply.guard_dict()},
+            "anima": {"guard": reply.guard_dict(), **_used(reply)},
         }
 
     # --- REST: the user's own memories, conversations and personas -----------------
@@ -329,6 +338,7 @@ def create_app(server: Server) -> FastAPI:
         return [asdict(t) for t in turns]
 
     app.include_router(inbox_router(server, user))  # /api/inbox, /api/briefing, /api/reminders
+    web.mount(app, server, user)  # the web page at /, /api/audit, /api/settings
     return app
 
 
@@ -389,16 +399,23 @@ def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     raise ApiError(400, f"unknown response_format type {response_format['type']!r}", "invalid_request_error", "invalid_value", "response_format")
 
 
+def _used(reply) -> dict[str, Any]:
+    """What anima adds beside the OpenAI fields: the stored conversation, and the memories
+    and past messages (`kind` "memory" | "episode") the reply was given."""
+    return {"conversation": reply.turn.conversation_id, "memories": [{"kind": h.kind, "id": h.id, "text": h.text, "when": h.when} for h in reply.hits]}
+
+
 def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool, tools: list[dict[str, Any]] | None = None) -> Iterator[str]:
     """The reply as OpenAI chat.completion.chunk events, then `data: [DONE]`. With tools
-    on offer the reply is gathered first: a tool call is sent whole, as one delta."""
+    on offer the reply is gathered first: a tool call is sent whole, as one delta.
+    The first chunk also carries `anima` (see `_used`), which OpenAI clients ignore."""
 
     def event(delta: dict, finish: str | None = None, **extra) -> str:
         chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(chunk)}\n\n"
 
     try:
-        yield event({"role": "assistant", "content": ""})
+        yield event({"role": "assistant", "content": ""}, anima=_used(reply))
         finish = None
         try:
             if tools:
