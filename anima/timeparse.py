@@ -347,6 +347,7 @@ def _combine(a: _Hit, b: _Hit, text: str, now: datetime) -> _Hit | None:
 
 
 def _scan(text: str, now: datetime, past: bool = False) -> list[_Hit]:
+    now = now.replace(tzinfo=None)  # wall-clock arithmetic: an aware `now` counts in its own zone's time
     hits = []
     for rx, handler in _RULES:
         for m in rx.finditer(text):

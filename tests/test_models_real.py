@@ -177,3 +177,25 @@ def test_default_model_calls_a_tool_through_its_template(default_model):
     c = complete(default_model, [{"role": "user", "content": "What's the weather in Paris right now?"}], Options(max_tokens=60, temperature=0, tools=[weather]))
     _, calls = split_tool_calls(c.text, {"get_weather"})
     assert calls and calls[0]["name"] == "get_weather" and "paris" in str(calls[0]["arguments"]).lower(), c.text
+
+
+def test_prompt_cache_brings_back_an_earlier_prompt_with_the_same_reply(small_model):
+    """Two conversations take turns on one context: the second visit to the first one
+    restores its KV state instead of re-reading it, and the reply does not change."""
+    long = "Here are my notes on the garden. " + " ".join(f"Bed {i} has tomatoes, basil and {i} rows of beans." for i in range(25))
+    first = [{"role": "system", "content": long}, {"role": "user", "content": "How many beds are there? Answer with a number."}]
+    other = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour. " * 40}]
+    opts = Options(max_tokens=8, temperature=0)
+    small_model.cache.entries.clear()
+    cold = complete(small_model, first, opts).text
+    complete(small_model, other, opts)  # the live context now holds the other prompt
+    hits = small_model.cache.hits
+    start = time.perf_counter()
+    warm = complete(small_model, first, opts).text
+    warm_s = time.perf_counter() - start
+    assert small_model.cache.hits == hits + 1 and warm == cold
+    small_model.cache.entries.clear()
+    complete(small_model, other, opts)
+    start = time.perf_counter()
+    assert complete(small_model, first, opts).text == cold
+    assert warm_s < time.perf_counter() - start  # restoring beats re-reading ~400 tokens

@@ -638,3 +638,11 @@ def test_parse_session_time(text, expected):
 def test_parse_session_time_rejects_anything_else(text):
     with pytest.raises(ValueError):
         parse_session_time(text)
+
+
+def test_an_aware_now_is_read_as_its_wall_clock():
+    from datetime import timezone
+
+    aware = datetime(2023, 5, 10, 14, 30, tzinfo=timezone.utc)
+    span = query_range("dentist on Tuesday at 9:00", aware)
+    assert span is not None and span.start == datetime(2023, 5, 16, 9, 0) and span.start.tzinfo is None

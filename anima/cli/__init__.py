@@ -16,6 +16,7 @@ from anima import __version__
 from anima.app import build
 from anima.assistant.turn import check_input
 from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, labelled_steps, out, steps_progress
+from anima.cli.audit import audit_app
 from anima.cli.memory import memory_app
 from anima.cli.mcp import mcp_app
 from anima.cli.proactive import register as register_proactive
@@ -40,6 +41,7 @@ app.add_typer(personas_app, name="personas")
 app.add_typer(users_app, name="users")
 app.add_typer(guard_app, name="guard")
 app.add_typer(eval_app, name="eval")
+app.add_typer(audit_app, name="audit")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(docs_app, name="docs")
 app.add_typer(goals_app, name="goals")

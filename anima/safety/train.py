@@ -18,7 +18,7 @@ from anima.safety.injection import segments
 GUARD_FILE, INJECTION_FILE = "guard-head.npz", "injection-head.npz"
 REQUIRED = (
     "openai_moderation_1680.jsonl", "harmbench_behaviors_text_val.csv", "jbb_behaviors_harmful.csv", "jbb_behaviors_benign.csv",
-    "donotanswer/malicious_uses.jsonl", "bipia/email_train.jsonl", "bipia/code_train.jsonl", "bipia/text_attack_train.json", "bipia/code_attack_train.json",
+    "bipia/email_train.jsonl", "bipia/code_train.jsonl", "bipia/text_attack_train.json", "bipia/code_attack_train.json",
 )
 
 
