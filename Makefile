@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/anima models pull
 	$(BIN)/anima guard train --if-missing
-	$(BIN)/anima chat
+	$(BIN)/anima serve
 
 models: $(VENV)/.installed
 	$(BIN)/anima models pull default

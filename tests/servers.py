@@ -142,3 +142,21 @@ def serve_files(root: Path, cut_after: int | None = None, ignore_range: bool = F
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def two_users(home: Path, model=None, **server_kw) -> Iterator[tuple[str, dict[str, str], object]]:
+    """anima's server on loopback with two users, alice and bob, the fake backend and
+    no learning; yields (url, keys, server)."""
+    from anima.config import load_config
+    from anima.models.fake import FakeChatModel, FakeEmbedder
+    from anima.server import Server, create_app
+    from anima.store.accounts import Accounts
+
+    accounts = Accounts(home / "accounts.db")
+    keys = {"alice": accounts.add("alice"), "bob": accounts.add("bob")}
+    config = load_config(backend="fake")
+    config.memory.learn = False
+    server = Server(config, accounts, model or FakeChatModel(), FakeEmbedder(), **server_kw)
+    with serve_app(create_app(server)) as url:
+        yield url, keys, server

@@ -333,17 +333,9 @@ def test_webhook_posts_json_and_logs_egress(world):
 @pytest.fixture
 def live(anima_home):
     """A served app with two users, alice and bob; yields (url, keys, server)."""
-    from anima.models.fake import FakeChatModel, FakeEmbedder
-    from anima.server import Server, create_app
-    from anima.store.accounts import Accounts
-    from tests.servers import serve_app
+    from tests.servers import two_users
 
-    accounts = Accounts(anima_home / "accounts.db")
-    keys = {"alice": accounts.add("alice"), "bob": accounts.add("bob")}
-    config = load_config(backend="fake")
-    config.memory.learn = False
-    server = Server(config, accounts, FakeChatModel(), FakeEmbedder(), max_waiting=0)
-    with serve_app(create_app(server)) as url:
+    with two_users(anima_home, max_waiting=0) as (url, keys, server):
         yield url, keys, server
 
 

@@ -16,7 +16,7 @@ from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.server import Server, create_app
 from anima.store import open_store
 from anima.store.accounts import Accounts
-from tests.servers import serve_app
+from tests.servers import serve_app, two_users
 
 
 @pytest.fixture
@@ -27,13 +27,8 @@ def fake():
 @pytest.fixture
 def live(anima_home, fake):
     """A server with two users, alice and bob; yields (url, keys, server)."""
-    accounts = Accounts(anima_home / "accounts.db")
-    keys = {"alice": accounts.add("alice"), "bob": accounts.add("bob")}
-    config = load_config(backend="fake")
-    config.memory.learn = False
-    server = Server(config, accounts, fake, FakeEmbedder(), max_waiting=0)
-    with serve_app(create_app(server)) as url:
-        yield url, keys, server
+    with two_users(anima_home, fake, max_waiting=0) as live:
+        yield live
 
 
 def client(url, key, **kw):

@@ -180,7 +180,7 @@ def test_a_used_memory_is_shown_and_forgotten(driver, site):
     used.find_element("tag name", "summary").click()
     assert "Alice's sister is called Ana" in used.text
     shot(driver, "04-memories-used")
-    used.find_element("css selector", f"button[aria-label=\"Forget: Alice's sister is called Ana\"]").click()
+    used.find_element("css selector", "button[aria-label=\"Forget: Alice's sister is called Ana\"]").click()
     wait(driver, lambda d: "Forgotten" in by_id(d, "status").text)
     shot(driver, "05-memory-forgotten")
     texts = [m["text"] for m in api(url, key).get("/api/memories").json()]

@@ -7,22 +7,13 @@ import httpx
 import openai
 import pytest
 
-from anima.config import load_config
-from anima.models.fake import FakeChatModel, FakeEmbedder
-from anima.server import Server, create_app
-from anima.store.accounts import Accounts
-from tests.servers import serve_app
+from tests.servers import two_users
 
 
 @pytest.fixture
 def live(anima_home):
-    accounts = Accounts(anima_home / "accounts.db")
-    keys = {"alice": accounts.add("alice"), "bob": accounts.add("bob")}
-    config = load_config(backend="fake")
-    config.memory.learn = False
-    server = Server(config, accounts, FakeChatModel(), FakeEmbedder())
-    with serve_app(create_app(server)) as url:
-        yield url, keys, server
+    with two_users(anima_home) as live:
+        yield live
 
 
 def test_page_and_static_files_are_served_without_a_cdn(live):
