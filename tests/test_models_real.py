@@ -199,3 +199,35 @@ def test_prompt_cache_brings_back_an_earlier_prompt_with_the_same_reply(small_mo
     start = time.perf_counter()
     assert complete(small_model, first, opts).text == cold
     assert warm_s < time.perf_counter() - start  # restoring beats re-reading ~400 tokens
+
+
+def test_a_stream_resumed_on_another_thread_still_keeps_others_out(small_model):
+    """A server resumes a streaming generator on whichever worker is free. The thread that
+    started it must not be able to start a second generation meanwhile (it once could,
+    with a re-entrant lock: two decodes on one context crashed the process)."""
+    import concurrent.futures
+    import threading
+
+    opts = Options(max_tokens=12, temperature=0)
+    first = small_model.stream([{"role": "user", "content": "Count from one to ten."}], opts)
+    started = threading.Event()
+    order = []
+
+    def begin():  # thread A starts the first generation, then is free again
+        next(first)
+        started.set()
+        second = small_model.stream([{"role": "user", "content": "Say hi."}], opts)
+        next(second)  # must wait for the first to finish
+        order.append("second")
+        list(second)
+
+    def resume():  # thread B finishes the first
+        started.wait()
+        time.sleep(0.3)
+        list(first)
+        order.append("first")
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a, b = pool.submit(begin), pool.submit(resume)
+        a.result(timeout=120), b.result(timeout=120)
+    assert order == ["first", "second"]

@@ -18,7 +18,11 @@ from jinja2 import TemplateError
 from anima.errors import ContextTooLong, ModelCorrupt, ModelUnavailable
 from anima.models.base import Chunk, Message, Options, Usage, merge_system
 
-_COMPUTE = threading.RLock()
+# Held across a streaming generator's yields, and a server resumes a generator on
+# whichever worker thread is free: an RLock would belong to the thread that took it, and
+# that thread, back in the pool, could take it again for another request while the first
+# still runs (two decodes on one context: a crash). A plain Lock belongs to no thread.
+_COMPUTE = threading.Lock()
 
 
 def _import_llama_cpp():
