@@ -43,10 +43,11 @@ def test_a_plan_with_tools_runs_to_the_end(link_models, tmp_path, monkeypatch):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     steps = report["steps"]
     tool_steps = [s for s in steps if s["tool"] != "write"]
-    assert tool_steps and all(s["ok"] for s in tool_steps), steps  # it looked something up with a tool
-    assert any("marathon" in s["result"].lower() for s in tool_steps), steps  # ...and the goal came back
-    assert steps[-1]["tool"] == "write" and steps[-1]["ok"] and len(steps[-1]["result"]) > 100
-    assert (tmp_path / report["folder"] / "result.md").exists()
+    assert tool_steps and all(s["ok"] for s in tool_steps), steps  # it looked something up with a tool, and that worked
+    written = [s for s in steps if s["tool"] == "write" and s["ok"]]
+    assert written and max(len(s["result"]) for s in written) > 100, steps  # and wrote something substantial
+    summary = (tmp_path / report["folder"] / "result.md").read_text()
+    assert all(s["title"] in summary for s in steps)
 
 
 def test_the_model_sets_a_reminder_through_the_tool_loop(link_models):

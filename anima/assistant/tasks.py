@@ -117,6 +117,7 @@ A step's tool is "write" (you write text: a draft, a plan, one variant) or one o
 {tools}
 To repeat a step for every row of an attached CSV file, set for_each_row_of to the file's name and use {{column}} placeholders (the CSV's column names) in title and output.
 output is a file name for the step's text (like "variant-{{segment}}.md"), or "" when nothing needs saving. Save what the user asked for.
+When the goal is about the user's own things (their goals, calendar, notes, reminders, documents), first use the tools that look them up; later steps see what they returned.
 Titles say what to write or do; the writing itself happens later, step by step.
 Example: goal "an invitation per guest in guests.csv" -> {{"steps": [{{"title": "Write an invitation for {{name}}", "tool": "write", "for_each_row_of": "guests.csv", "output": "invitation-{{name}}.md"}}]}}
 Today is {today}."""

@@ -324,7 +324,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
             "What is in the user's calendar on a day or in a period.",
             {"type": "object", "properties": {"when": {"type": "string", "description": "e.g. 'Thursday', 'tomorrow', 'next week'"}}, "required": ["when"]},
             calendar_on,
-            triggers=r"\bcalendar\b|\bschedule\b|what'?s on\b|\bmeetings?\b|\bappointments?\b|\bbusy\b|\bfree\b",
+            triggers=r"\bcalendar\b|\bschedule\b|what'?s on\b|\bmeetings?\b|\bappointments?\b|\bbusy\b|\bfree\b|\bmy (?:week|day|weekend)\b",
         ),
         Tool(
             "calendar_add",
