@@ -98,7 +98,7 @@ class PrivacySettings(_Section):
 
 class ToolsSettings(_Section):
     enabled: bool = Field(True, description="Let the model call tools (reminders, notes, calendar, documents, ...) during a turn.")
-    max_steps: int = Field(4, ge=0, le=20, description="Tool calls the model may make in one turn before it must answer.")
+    max_steps: int = Field(1, ge=0, le=20, description="Rounds of tool calls in one chat turn before the model must answer (small models chain calls they should not: one round is safest; `anima do` plans longer work).")
     timeout_s: float = Field(30.0, gt=0, description="A tool call that takes longer than this is abandoned and reported as an error.")
     documents: list[str] = Field(default_factory=list, description="Folders anima may index and search (read-only).")
 

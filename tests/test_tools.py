@@ -80,7 +80,9 @@ def test_the_model_calls_a_tool_and_answers_from_its_result():
     assert [r.to_dict() for r in reply.tool_results] == [{"name": "add_numbers", "arguments": {"a": 2, "b": 3}, "ok": True, "content": "5"}]
     first, second = model.calls
     assert [t["function"]["name"] for t in first[1].tools] == ["add_numbers"]
-    assert second[0][-2]["tool_calls"][0]["function"]["name"] == "add_numbers" and second[0][-1] == {**second[0][-1], "role": "tool", "content": "5"}
+    said, result, nudge = second[0][-3:]
+    assert said["tool_calls"][0]["function"]["name"] == "add_numbers" and result["role"] == "tool" and result["content"] == "5"
+    assert nudge["role"] == "user" and "No more tool calls" in nudge["content"]  # one round of calls by default
     assert reply.turn.reply == text and reply.turn.status == "ok"
 
 
@@ -101,7 +103,7 @@ def test_tool_results_are_data_and_the_loop_is_bounded():
 def test_the_same_call_twice_is_answered_from_the_first_result():
     call = '<tool_call>{"name": "add_numbers", "arguments": {"a": 1, "b": 2}}</tool_call>'
     model = FakeChatModel([call, call, "It is 3."])
-    c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)
+    c = build(load_config(backend="fake", memory={"enabled": False}, tools={"max_steps": 4}), chat_model=model)
     c.assistant.toolbox = Toolbox([ADD])
     assert c.assistant.reply("add 1 and 2").text() == "It is 3."
     assert len(model.calls) == 3 and model.calls[2][1].tools is None
@@ -124,3 +126,12 @@ def test_a_call_in_a_json_fence_counts_and_other_fences_stay_text():
     c.assistant.toolbox = Toolbox([ADD])
     assert c.assistant.reply("add 1 and 1").text() == "Sure.\nIt is 2."
     assert c.assistant.reply("add them up as json").text() == '```json\n{"total": 3}\n```'
+
+
+def test_a_bare_json_call_at_the_start_counts():
+    model = FakeChatModel(['{"name": "add_numbers", "arguments": {"a": 2, "b": 2}}', "Four."])
+    c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)
+    c.assistant.toolbox = Toolbox([ADD])
+    reply = c.assistant.reply("add 2 and 2")
+    assert reply.text() == "Four." and reply.tool_results[0].content == "4"
+    assert _partial_open('{"na') == 4 and _partial_open("Sure, {") == 0

@@ -35,7 +35,7 @@ from anima.tools import ToolResult, Toolbox
 
 CALL_OPEN = "<tool_call>"  # how Qwen/Hermes templates have the model start a tool call
 # ...and how small models often write one anyway: a JSON fence naming a tool
-_FENCED_CALL = re.compile(r'```(?:json)?\s*\{\s*"name"\s*:\s*"([^"]*)"')
+_FENCED_CALL = re.compile(r'```(?:json)?\s*\{\s*"name"\s*:\s*"([^"]*)"|^\s*\{\s*"name"\s*:\s*"([^"]*)"')
 _FENCE_START = re.compile(r'`{1,3}(?:j|js|jso|json)?\s*(?:\{\s*(?:"(?:n|na|nam|name|name")?\s*(?::\s*(?:"[\w-]*)?)?)?)?')
 
 OUTPUT_CHECK_CHARS = 400  # the reply is re-checked each time it grows by this much
@@ -244,7 +244,7 @@ class Reply:
         for step in range(steps + 1):
             offered = [] if answer_now or step == steps else self.tools
             if not offered and step:  # small models echo the last call; say plainly what is wanted now
-                messages.append({"role": "user", "content": "(Now answer my message in plain words, using the tool results above. No more tool calls.)"})
+                messages.append({"role": "user", "content": "(The tool calls above have been carried out. Now answer my message in plain words, using their results. No more tool calls.)"})
             options = replace(self.options, tools=box.specs(offered)) if offered else self.options
             held, before, calls = "", "", None
             stream = model.stream(messages, options)
@@ -336,8 +336,8 @@ def _call_start(text: str, offered: list[str]) -> tuple[int, str]:
     if at >= 0:
         return at, CALL_OPEN + "\n"
     fenced = _FENCED_CALL.search(text)
-    if fenced and fenced.group(1) in offered:
-        return fenced.start(), "```json\n"
+    if fenced and (fenced.group(1) or fenced.group(2)) in offered:
+        return fenced.start(), "```json\n" if fenced.group(1) else ""
     return -1, ""
 
 
@@ -352,6 +352,8 @@ def _partial_open(text: str) -> int:
         fence -= 1
     if fence >= 0 and _FENCE_START.fullmatch(text[fence:]):
         return len(text) - fence
+    if _FENCE_START.fullmatch("```" + text.lstrip()):  # a bare JSON call, at the very start
+        return len(text)
     return 0
 
 
@@ -360,4 +362,11 @@ def split_calls(text: str, offered: list[str]) -> list[dict[str, Any] | None]:
     from anima.models.base import split_tool_calls
 
     _, calls = split_tool_calls(text, set(offered))
+    if not calls:  # a bare JSON object
+        try:
+            call = json.loads(text.strip().removeprefix("```json").removesuffix("```"), strict=False)
+        except ValueError:
+            call = None
+        if isinstance(call, dict) and call.get("name") in offered:
+            calls = [{"name": call["name"], "arguments": call.get("arguments") or {}}]
     return calls or [None]
