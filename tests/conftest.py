@@ -72,3 +72,13 @@ def real_guard_heads(anima_home, monkeypatch):
         (target / name).symlink_to(REAL_GUARD_DIR / name)
     monkeypatch.setenv("ANIMA_GUARD__ENABLED", "true")
     return target
+
+
+@pytest.fixture
+def store(anima_home):
+    """The local user's real (encrypted) store in the test's ANIMA_HOME."""
+    from anima.store import open_store
+
+    s = open_store(anima_home, "local")
+    yield s
+    s.close()

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 from anima.cli import app
 from anima.config import load_config
 from anima.errors import BadInput, NotFound
-from anima.store import open_store
 from anima.tools import ToolContext, Toolbox
 from anima.tools import calc, goals, notes
 from anima.tools.calc import calculate, date_math
@@ -18,13 +17,6 @@ from anima.tools.goals import add_goal, add_milestone, complete_milestone, list_
 from anima.tools.notes import add_note, delete_note, list_notes, search_notes
 
 NOW = datetime(2026, 5, 13, 10, 0)  # a Wednesday
-
-
-@pytest.fixture
-def store(anima_home):
-    s = open_store(anima_home, "local")
-    yield s
-    s.close()
 
 
 @pytest.fixture

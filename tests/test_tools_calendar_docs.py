@@ -57,13 +57,6 @@ END:VCALENDAR
 
 
 @pytest.fixture
-def store(anima_home):
-    s = open_store(anima_home, "local")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def ics(tmp_path):
     path = tmp_path / "work.ics"
     path.write_text(ICS.replace("\n", "\r\n"))
