@@ -38,8 +38,7 @@ def guard_train(data: Optional[Path] = DataDirOpt, if_missing: bool = typer.Opti
         return
     for name in ("guard", "injection"):
         m = result[name]
-        short = "" if m.get("short_threshold") is None else f" ({m['short_threshold']:.2f} for short texts)"
-        out.print(f"{name}: {m['rows']} rows ({m['unsafe']} positive), threshold {m['threshold']:.2f}{short}, {m['seconds']} s")
+        out.print(f"{name}: {m['rows']} rows ({m['unsafe']} positive), threshold {m['threshold']:.2f}, {m['seconds']} s")
     out.print(f"saved in {result['dir']}")
 
 

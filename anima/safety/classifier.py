@@ -22,7 +22,6 @@ from anima.safety.data import Example
 from anima.safety.taxonomy import CATEGORIES
 
 EMBED_CHARS = 256  # the embedding sees the start of a message: ~60 tokens keep it fast
-SHORT_CHARS = 200  # texts this long or shorter get the short-text threshold
 FOLD = 1 << 14  # the category heads read the n-grams folded into this many slots
 CODES = list(CATEGORIES)
 FORMAT = 2
@@ -95,12 +94,6 @@ class Head:
     threshold: float = 0.5
     manifest: dict = field(default_factory=dict)
     gaps: np.ndarray = field(default_factory=lambda: np.linspace(0, 0.5, 101))  # percentiles of |p - threshold|, out of fold
-    short_threshold: float | None = None  # for texts of at most SHORT_CHARS: requests score differently from documents
-
-    def threshold_for(self, text: str) -> float:
-        if self.short_threshold is not None and len(text) <= SHORT_CHARS:
-            return self.short_threshold
-        return self.threshold
 
     def band_for(self, share: float, threshold: float | None = None) -> tuple[float, float]:
         """The uncertain band around the threshold that held about `share` of the
@@ -136,7 +129,6 @@ class Head:
                 f, idf=self.idf.astype(np.float16), w=self.w.astype(np.float32), v=self.v.astype(np.float32), b=self.b,
                 cat_w=self.cat_w.astype(np.float32), cat_v=self.cat_v.astype(np.float32), cat_b=self.cat_b,
                 threshold=self.threshold, manifest=json.dumps(self.manifest), gaps=self.gaps,
-                short_threshold=np.nan if self.short_threshold is None else self.short_threshold,
             )
         tmp.replace(path)
 
@@ -153,7 +145,6 @@ class Head:
                 z["idf"].astype(np.float32), z["w"].astype(np.float64), z["v"].astype(np.float64), float(z["b"]),
                 z["cat_w"].astype(np.float64), z["cat_v"].astype(np.float64), z["cat_b"].astype(np.float64),
                 float(z["threshold"]), manifest, z["gaps"].astype(np.float64),
-                None if "short_threshold" not in z or np.isnan(z["short_threshold"]) else float(z["short_threshold"]),
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelCorrupt(f"the guard head at {path} is unreadable ({exc})", "run `anima guard train` again") from exc
@@ -187,7 +178,7 @@ def fit(examples: list[Example], embeddings: np.ndarray, l2: float = 1e-4, calib
                 cat_w[k], cat_v[k], cat_b[k] = _fit(xu, yk, FOLD, True, np.ones(len(unsafe)), l2, steps=150)
     head = Head(idf, w, v, b, cat_w, cat_v, cat_b)
     if calibrate:
-        head.threshold, head.gaps, head.short_threshold = _calibrate(examples, embeddings, l2)
+        head.threshold, head.gaps = _calibrate(examples, embeddings, l2)
     return head
 
 
@@ -204,9 +195,10 @@ def _best_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.06) -> floa
     return threshold
 
 
-def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: int = 4) -> tuple[float, np.ndarray, float | None]:
-    """Out-of-fold scores pick the thresholds: one for all rows, and one for short texts
-    (requests and chat messages), whose scores sit differently from documents'."""
+def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: int = 4) -> tuple[float, np.ndarray]:
+    """Out-of-fold scores pick the threshold. (A second threshold for short texts was
+    tried: on tests/data/guard_probes.csv it cut recall from 0.55 to 0.45 at the same
+    zero false alarms, and let explicit hate through, so there is one.)"""
     n = len(examples)
     order = np.argsort([text_key(e.text) for e in examples])  # a fixed, data-defined split
     p = np.zeros(n)
@@ -217,11 +209,8 @@ def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: in
         p[test] = head.score([examples[i].text for i in test], embeddings[test])[0]
     y = np.array([e.unsafe for e in examples])
     threshold = _best_threshold(p, y)
-    short = np.array([len(e.text) <= SHORT_CHARS for e in examples])
-    # enough short rows of both kinds to trust a threshold of their own
-    short_threshold = _best_threshold(p[short], y[short]) if min((y & short).sum(), (~y & short).sum()) >= 30 else None
     gaps = np.percentile(np.abs(p - threshold), np.arange(101))
-    return threshold, gaps, short_threshold
+    return threshold, gaps
 
 
 def embed_start(embed: Embed | None, texts: Sequence[str], dim: int = 0) -> np.ndarray:
@@ -244,7 +233,6 @@ def train(examples: list[Example], embed: Embed, sources: dict[str, str] | None 
         "sources": sources or {},
         "keys": sorted({text_key(e.text) for e in examples}),
         "threshold": head.threshold,
-        "short_threshold": head.short_threshold,
         "seconds": round(time.perf_counter() - start, 1),
     }
     return head

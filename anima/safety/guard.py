@@ -89,7 +89,7 @@ class Guard:
         p, cats = self.head.score_texts([text], self.embed)
         layers["classifier"] = (time.perf_counter() - t) * 1000
         p1, cats1 = float(p[0]), cats[0]
-        threshold = self.threshold if self.threshold is not None else self.head.threshold_for(text)
+        threshold = self.threshold if self.threshold is not None else self.head.threshold
         lo, hi = self.head.band_for(self.llm_share, threshold)
         if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and lo < p1 < hi)):
             return self._llm(text, role, p1, cats1, layers, inj)
