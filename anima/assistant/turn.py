@@ -28,7 +28,7 @@ from anima.config import Config
 from anima.errors import BadInput
 from anima.memory import Hit, Learner, MemoryService
 from anima.memory.service import utcnow
-from anima.models.base import ChatModel, Chunk, Message, Options, Usage
+from anima.models.base import ChatModel, Chunk, Message, Options, Usage, split_tool_calls
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
 from anima.tools import ToolResult, Toolbox
@@ -359,8 +359,6 @@ def _partial_open(text: str) -> int:
 
 def split_calls(text: str, offered: list[str]) -> list[dict[str, Any] | None]:
     """Calls written freely (backends that cannot prefill); None for one that does not parse."""
-    from anima.models.base import split_tool_calls
-
     _, calls = split_tool_calls(text, set(offered))
     if not calls:  # a bare JSON object
         try:

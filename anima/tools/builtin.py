@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-
-from anima.tools import Tool, ToolContext, Toolbox
-
-MODULES = ["reminders", "goals", "notes", "calendar", "documents", "calc"]
+from anima.tools import Tool, ToolContext, Toolbox, calc, calendar, documents, goals, notes, reminders
 
 
 def builtin_tools(ctx: ToolContext) -> list[Tool]:
-    found: list[Tool] = []
-    for name in MODULES:
-        try:
-            module = importlib.import_module(f"anima.tools.{name}")
-        except ModuleNotFoundError:
-            continue
-        if hasattr(module, "tools"):
-            found += module.tools(ctx)
-    return found
+    return [tool for module in (reminders, goals, notes, calendar, documents, calc) for tool in module.tools(ctx)]
 
 
 def toolbox(ctx: ToolContext) -> Toolbox:
