@@ -53,7 +53,7 @@ class Plan:
     files: dict[str, str] = field(default_factory=dict)  # attached: name -> text
 
     def changes(self, toolbox: Toolbox | None) -> list[Step]:
-        """The steps that change something outside the task folder... or in it."""
+        """The steps that change something: a file they save, or a tool with side effects."""
         return [s for s in self.steps if s.output or (toolbox is not None and s.tool in toolbox.tools and toolbox.tools[s.tool].side_effects)]
 
     def to_json(self) -> str:
