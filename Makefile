@@ -5,17 +5,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test install models clean
+.PHONY: run test install models rebuild-llama clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "anima needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# llama-cpp-python compiles from source the first time (about 5 minutes on 2 cores).
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# llama-cpp-python is built by scripts/llama_build.py, the one place for its build flags:
+# -march=native without AMX, cached per CPU in ~/.cache/anima/wheels (about 6 minutes the
+# first time). A short generation then runs in a child process; if it dies from a signal,
+# the script rebuilds with portable flags, or stops with one line saying what to do.
+$(VENV)/.installed: pyproject.toml scripts/llama_build.py | $(BIN)/python
+	$(BIN)/python scripts/llama_build.py
 	$(BIN)/python -m pip install -e .
+	$(BIN)/anima models pull default
+	$(BIN)/python scripts/llama_build.py --check
 	@touch $@
+
+# The portable build by hand (what `anima doctor` suggests when the native one crashes).
+rebuild-llama: | $(BIN)/python
+	$(BIN)/python scripts/llama_build.py --portable --check
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install -e ".[dev]"

@@ -343,6 +343,11 @@ def doctor(as_json: bool = JsonOpt) -> None:
         "vector search": sqlite_vec_loads() if config.store.vectors != "numpy" else "numpy (configured)",
         "guard": _guard_state(config),
     }
+    if config.backend == "llama_cpp" and checks["llama-cpp-python"] != "not installed":
+        from anima.models.smoke import run_smoke
+
+        with err.status("trying a short generation in a child process..."):
+            checks["llama.cpp on this CPU"] = run_smoke(config.model).line()
     if as_json:
         print(json.dumps(checks, indent=2))
         return
