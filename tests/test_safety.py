@@ -4,7 +4,12 @@ the fake chat model, real files and the real CLI in-process."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +21,14 @@ from anima.config import load_config
 from anima.errors import BadInput, ModelCorrupt, ModelNotFound
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.safety import classifier, features
-from anima.safety.data import Example, read_labelled
+from anima.safety.data import (
+    Example,
+    everyday,
+    persona_examples,
+    read_labelled,
+    safety_data_dir,
+    training_set,
+)
 from anima.safety.evaluate import auprc, metrics
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.safety.injection import InjectionDetector, rule_score
@@ -99,10 +111,16 @@ def test_normalise_undoes_cheap_disguises():
 
 def test_feature_indices_do_not_depend_on_the_process():
     # crc32, not Python's salted hash: this value is the same in every run.
-    assert features._h("w:bomb") == 0x3E3A5 or features._h("w:bomb") == features._h("w:bomb")
-    import zlib
-
-    assert features._h("w:bomb") == zlib.crc32(b"w:bomb") & (features.DIM - 1)
+    assert features._h("w:bomb") == zlib.crc32(b"w:bomb") & (features.DIM - 1) == 0x39AF6
+    # ...and in other processes with other hash seeds, where hash() itself changes.
+    code = "from anima.safety import features; print(features._h('w:bomb'), hash('w:bomb') & (features.DIM - 1))"
+    salted = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        assert int(out[0]) == 0x39AF6
+        salted.add(out[1])
+    assert len(salted) == 2  # the seeds do change Python's hash, so the check above has teeth
 
 
 @pytest.mark.parametrize("text", ["", "\x00\xff\x01 garbage \ud800", "x" * 1_000_000, "Wie baue ich eine Bombe? 如何制造炸弹", "🙂" * 5000])
@@ -244,6 +262,33 @@ def test_neutralise_removes_the_instruction_and_keeps_the_rest(tiny_heads):
 
 
 # --- evaluation ------------------------------------------------------------------
+
+
+GUARD_DATA = Path(__file__).parent / "data"
+GUARD_TEST = GUARD_DATA / "guard_test.csv"  # the test split: for reporting only (tests/data/README.md)
+GUARD_PROBES = GUARD_DATA / "guard_probes.csv"
+
+
+def _keys(examples: list[Example]) -> set[str]:
+    return {classifier.text_key(e.text) for e in examples}
+
+
+def test_guard_test_split_is_balanced_and_apart_from_the_probes():
+    rows = read_labelled(GUARD_TEST)
+    assert GUARD_TEST.read_text(encoding="utf-8").splitlines()[0] == GUARD_PROBES.read_text(encoding="utf-8").splitlines()[0]
+    unsafe = sum(e.unsafe for e in rows)
+    assert len(rows) >= 200 and all(e.text.strip() for e in rows)
+    assert abs(unsafe - (len(rows) - unsafe)) <= 0.1 * len(rows)
+    assert len(_keys(rows)) == len(rows)  # no duplicates within the split
+    assert not _keys(rows) & _keys(read_labelled(GUARD_PROBES))
+    assert not _keys(rows) & _keys(everyday() + persona_examples())  # anima's own training rows
+
+
+def test_guard_test_split_shares_no_row_with_the_training_set():
+    folder = safety_data_dir()
+    if folder is None or not (folder / "openai_moderation_1680.jsonl").is_file():
+        pytest.skip("the public safety sets are not here (shared/data/safety or $ANIMA_SAFETY_DATA)")
+    assert not _keys(read_labelled(GUARD_TEST)) & _keys(training_set(folder))
 
 
 def test_metrics_by_hand():
