@@ -114,3 +114,24 @@ def test_user_persona_file_overrides_and_broken_one_is_skipped(container, fake, 
     (folder / "broken.toml").write_text("name = ")
     container.assistant.reply("hi", persona="pirate").text()
     assert fake.calls[0][0][0]["content"] == "Talk like a pirate."
+
+
+def test_latencies_count_from_the_call_so_recall_is_in_them(container, monkeypatch):
+    """first_token_ms and latency_ms (in `ask --json`, the log and the benches) include
+    the guard and recall, which the user waits for too."""
+    import time
+
+    memory = container.assistant.memory
+    slow = memory.context
+
+    def recall_slowly(*args, **kwargs):
+        time.sleep(0.3)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "context", recall_slowly)
+    started = time.perf_counter()
+    reply = container.assistant.reply("hello there")
+    reply.text()
+    total_ms = (time.perf_counter() - started) * 1000
+    t = reply.turn
+    assert 300 <= t.first_token_ms <= t.latency_ms <= total_ms

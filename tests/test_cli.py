@@ -202,3 +202,42 @@ def test_users_add_list_revoke():
     assert "revoked 1 key" in run("users", "revoke", "alice").stdout
     assert run("users", "revoke", "alice").exit_code == 1
     assert run("users", "add", "../evil").exit_code == 1
+
+
+def _anima_process(anima_home, *args, stdout=subprocess.PIPE, extra_env=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update({"ANIMA_HOME": str(anima_home), **(extra_env or {})})
+    anima = shutil.which("anima", path=os.path.dirname(sys.executable)) or "anima"
+    return subprocess.run([anima, *args], stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["bench", "locomo", "--data", "missing.json"], 1, "no LoCoMo file at missing.json"),
+    (["bench", "locomo", "--data", "{notlocomo}"], 1, "not a LoCoMo file"),
+    (["bench", "overhead", "--prompts", "0"], 2, "Invalid value for '--prompts'"),
+    (["bench", "overhead", "--rounds", "0"], 2, "Invalid value for '--rounds'"),
+    (["bench", "memory-scale", "--queries", "0"], 2, "Invalid value for '--queries'"),
+    (["bench", "memory-scale", "--n", "-5"], 2, "Invalid value for '--n'"),
+    (["bench", "serve", "--users", "0"], 2, "Invalid value for '--users'"),
+    (["ask"], 2, "Missing argument 'text'"),
+    (["no-such-command"], 2, "No such command"),
+])
+def test_bench_and_usage_mistakes_are_one_line(anima_home, tmp_path, args, code, message):
+    wrong = tmp_path / "notlocomo.json"
+    wrong.write_text('{"hello": "world"}')
+    proc = _anima_process(anima_home, *[a.replace("{notlocomo}", str(wrong)) for a in args])
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr and proc.stderr.startswith("error:")
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["bench", "--help"], ["personas", "list"]])
+def test_a_closed_pipe_ends_quietly(anima_home, args):
+    """`anima --help | head -1`: the reader is gone before anima writes. Exit 1 and
+    nothing on stderr, as click does it (a shell shows nothing)."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as sink:
+        proc = _anima_process(anima_home, *args, stdout=sink)
+    assert proc.stderr == "" and proc.returncode == 1

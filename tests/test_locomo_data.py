@@ -10,6 +10,7 @@ import pytest
 
 from anima.bench.locomo_data import (
     CATEGORY_NAMES,
+    Observation,
     Question,
     Sample,
     Session,
@@ -270,3 +271,27 @@ def test_recall_at_k():
     assert recall_at_k(retrieved, (), 3) == 1.0  # official convention; driver skips these
     with pytest.raises(ValueError):
         recall_at_k(retrieved, evidence, 0)
+
+
+# ----------------------------------------------------------------------------- observations
+def test_observations_kept_per_session(samples):
+    assert [len(s.observations) for s in samples] == [184, 169, 324, 266, 267]
+    first = by_id(samples, "conv-26").observations[0]
+    assert first == Observation("Caroline", "Caroline attended an LGBTQ support group recently and found the transgender stories inspiring.", 1, ("D1:3",))
+    # three observations list their evidence ids; they are kept whole
+    jon = next(o for o in by_id(samples, "conv-30").observations if o.text.startswith("Jon is working on opening a dance studio"))
+    assert (jon.session, jon.evidence) == (15, ("D15:3", "D15:5"))
+
+
+def test_observations_are_optional_and_read_leniently(tmp_path):
+    raw = _tiny([])
+    raw["observation"] = {
+        "session_2_observation": {"B": [["B shares a cat photo.", "D2:1"], ["no evidence"], 7, ["", "D2:1"]]},
+        "session_10_observation": "not a dict",
+        "session_11_observation": {"A": [["A has no turns in session 11.", "D11:1"]]},  # no turn list for 11
+    }
+    path = tmp_path / "obs.json"
+    path.write_text(json.dumps([raw, _tiny([])]))
+    with_obs, without = load_locomo(path)
+    assert with_obs.observations == (Observation("B", "B shares a cat photo.", 2, ("D2:1",)),)
+    assert without.observations == ()

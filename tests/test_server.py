@@ -286,3 +286,56 @@ def test_learning_waits_while_requests_are_in_flight(anima_home):
     assert not learner.idle()  # a quiet moment first: the next request may be right behind
     server.quiet_s = 0.0
     assert learner.idle()
+
+
+def test_a_bug_mid_stream_ends_it_with_an_error_event_and_a_log_line(live, fake, caplog):
+    url, keys, _ = live
+
+    def explode(messages):
+        raise RuntimeError("a bug, not a user's mistake")
+
+    fake.enqueue(explode)
+    with caplog.at_level("ERROR", logger="anima.server"):
+        with httpx.stream("POST", url + "/v1/chat/completions", headers={"Authorization": f"Bearer {keys['alice']}"}, timeout=30,
+                          json={"model": "assistant", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as r:
+            assert r.status_code == 200
+            events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+    assert events[-1]["error"]["code"] == "internal_error" and "internal error (id " in events[-1]["error"]["message"]
+    logged = [rec for rec in caplog.records if "in a streamed reply" in rec.getMessage()]
+    assert len(logged) == 1 and "RuntimeError: a bug" in logged[0].getMessage() and logged[0].exc_info is None
+
+
+def test_users_ask_their_own_questions_and_anima_shows_its_exact_prompt(anima_home):
+    """The serve bench's clients: each user's questions once, in order, with think time
+    from a seed; anima returns the messages its model was given, to replay elsewhere."""
+    from anima.bench.serve import ask_all, summarise
+
+    work = [["what did I plant?", "when is the trip?"], ["who is Maya?"]]
+    seen: list[int] = []
+    with two_users(anima_home, FakeChatModel(), max_waiting=2) as (url, keys, server):
+        records, makespan = ask_all(url + "/v1", "assistant", [keys["alice"], keys["bob"]], work, think=0.05, max_tokens=16, seed=1, show_prompt=True, done=lambda: seen.append(1))
+        assert server.in_flight() == 0
+    assert len(records) == 3 == len(seen) and all(r.error is None for r in records)
+    for u, questions in enumerate(work):
+        prompts = [r.prompt for r in records if r.user == u]
+        assert [p[-1] for p in prompts] == [{"role": "user", "content": q} for q in questions]  # the question, last
+        assert all(p[0]["role"] == "system" and "Now:" in p[-2]["content"] for p in prompts)  # persona first, the clock just before
+    summary = summarise(records, makespan, [10, 20, 30], 2)
+    assert summary["requests"] == 3 and summary["errors"] == 0 and summary["prompt_tokens_mean"] == 20.0 and summary["cache_restores_per_request"] == 0.667
+    assert summary["first_token_p50_ms"] <= summary["latency_p50_ms"] and summary["requests_per_s"] == round(3 / makespan, 4)
+
+
+def test_a_server_that_dies_at_start_is_one_line_with_its_reason(tmp_path):
+    import subprocess
+    import sys
+
+    from anima.bench.serve import wait_ready
+    from anima.errors import ModelUnavailable
+
+    log = tmp_path / "ref.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; print('starting'); print(\"ModuleNotFoundError: No module named 'sse_starlette'\", file=sys.stderr); sys.exit(1)"],
+                                stdout=sink, stderr=subprocess.STDOUT)
+    with pytest.raises(ModelUnavailable, match="exited with code 1: ModuleNotFoundError: No module named 'sse_starlette'") as caught:
+        wait_ready("http://127.0.0.1:9/v1", timeout=30, proc=proc, log=log)
+    assert str(log) in str(caught.value)

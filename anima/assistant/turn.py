@@ -104,7 +104,9 @@ class Assistant:
         tail: list[Message] | None = None,
     ) -> Reply:
         """Start a turn. Iterate the result for the reply's text; `.turn` holds the
-        logged record once iteration ends (or `.close()` stops it early)."""
+        logged record once iteration ends (or `.close()` stops it early). Its latencies
+        count from here: the guard and recall are part of what the user waits for."""
+        started = time.perf_counter()
         chosen = check_input(text, persona or self.config.persona)
         if conversation_id is None:
             conversation_id = self.store.new_conversation(chosen.name)
@@ -112,7 +114,7 @@ class Assistant:
         verdict = self.guard.check(text, "user") if self.guard is not None else None
         if verdict is not None and verdict.action == "block":
             turn.status, turn.finish_reason = "blocked", "content_filter"
-            return Reply(self, turn, [], options or self.options(), [], verdict)
+            return Reply(self, turn, [], options or self.options(), [], verdict, started=started)
         block, hits = "", []
         if self.memory is not None and self.config.memory.recall_k:
             # Remembered texts are the user's own messages, the replies to them, and what
@@ -129,7 +131,7 @@ class Assistant:
         tools = []  # a client's own tools (options.tools) take the place of anima's
         if self.toolbox is not None and self.config.tools.enabled and self.config.tools.max_steps and not options.tools:
             tools = self.toolbox.select(text)
-        return Reply(self, turn, messages, options, hits, verdict, tools)
+        return Reply(self, turn, messages, options, hits, verdict, tools, started)
 
     def remember(self, turn: Turn) -> None:
         """After a reply: both messages become episodes; the user's goes to the learner."""
@@ -144,8 +146,9 @@ class Assistant:
 
 class Reply:
     def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options, hits: list[Hit] | None = None,
-                 verdict: Verdict | None = None, tools: list[str] | None = None):
+                 verdict: Verdict | None = None, tools: list[str] | None = None, started: float | None = None):
         self.assistant, self.turn, self.messages, self.options = assistant, turn, messages, options
+        self.started = time.perf_counter() if started is None else started  # when reply() was called
         self.hits = hits or []  # the memories and past messages this reply was given
         self.tools = tools or []  # anima's tools offered to the model for this turn
         self.tool_results: list[ToolResult] = []  # the calls it made, in order
@@ -173,8 +176,7 @@ class Reply:
         and not learned from."""
         turn = self.turn
         turn.reply = refusal(self.verdicts["input"])
-        turn.latency_ms = self.verdicts["input"].latency_ms
-        turn.first_token_ms = turn.latency_ms
+        turn.latency_ms = turn.first_token_ms = (time.perf_counter() - self.started) * 1000
         yield turn.reply
         self.assistant.store.log_turn(turn)
 
@@ -188,7 +190,7 @@ class Reply:
 
     def _run(self) -> Iterator[str]:
         turn, parts, last = self.turn, [], Chunk("")
-        start = time.perf_counter()
+        start = self.started
         size = checked = 0
         try:
             stream = self._steps()

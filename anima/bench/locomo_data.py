@@ -27,6 +27,11 @@ appended to its text: 11 answers (e.g. "a cup with a dog face on it") occur only
 in a caption, and the official prompts likewise append "and shared <caption>".
 Integer answers are cast with ``str``; category-5 questions keep
 ``adversarial_answer`` and take ``answer`` if present (two in conv-26), else "".
+The generated ``observation`` facts (``session_N_observation``: speaker -> list of
+``[text, evidence]``, evidence a string or, 3 times, a list) are kept as
+``Sample.observations`` for benchmarks that need memory-like texts; they are
+optional and read leniently (a malformed entry is skipped, never an error), and
+only for sessions that have turns.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from anima.errors import BadInput
 
 CATEGORY_NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 NOT_AVAILABLE_PHRASES = ("no information available", "not mentioned")  # category 5
@@ -68,12 +75,23 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Observation:
+    """A generated fact about one speaker, from one session, with the turns it rests on."""
+
+    speaker: str
+    text: str
+    session: int
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Sample:
     sample_id: str
     speaker_a: str
     speaker_b: str
     sessions: tuple[Session, ...]
     questions: tuple[Question, ...]
+    observations: tuple[Observation, ...] = ()
 
     @property
     def turns(self) -> tuple[Turn, ...]:
@@ -99,9 +117,13 @@ def parse_evidence(raw: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+class NotLoCoMo(BadInput, ValueError):
+    """The file is not LoCoMo-shaped: one line for the user, a ValueError for callers."""
+
+
 def _need(obj: dict, key: str, kind: type | tuple[type, ...], where: str):
     if not isinstance(obj, dict) or key not in obj or not isinstance(obj[key], kind):
-        raise ValueError(f"not a LoCoMo file: {where} lacks a valid {key!r}")
+        raise NotLoCoMo(f"not a LoCoMo file: {where} lacks a valid {key!r}")
     return obj[key]
 
 
@@ -111,7 +133,7 @@ def _load_sample(raw: dict, where: str) -> Sample:
     conv = _need(raw, "conversation", dict, where)
     numbers = sorted(int(m[1]) for k in conv if (m := _SESSION_KEY.fullmatch(k)))
     if not numbers:
-        raise ValueError(f"not a LoCoMo file: {where} has no session_N turn lists")
+        raise NotLoCoMo(f"not a LoCoMo file: {where} has no session_N turn lists")
     sessions = []
     for n in numbers:
         time = _need(conv, f"session_{n}_date_time", str, where)
@@ -128,7 +150,7 @@ def _load_sample(raw: dict, where: str) -> Sample:
         qw = f"{where} qa[{i}]"
         category = _need(q, "category", int, qw)
         if category not in CATEGORY_NAMES:
-            raise ValueError(f"not a LoCoMo file: {qw} has unknown category {category}")
+            raise NotLoCoMo(f"not a LoCoMo file: {qw} has unknown category {category}")
         if category != 5:
             _need(q, "answer", (str, int, float), qw)
         adversarial = q.get("adversarial_answer")
@@ -140,17 +162,34 @@ def _load_sample(raw: dict, where: str) -> Sample:
             adversarial_answer=None if adversarial is None else str(adversarial),
         ))
     return Sample(sample_id, _need(conv, "speaker_a", str, where), _need(conv, "speaker_b", str, where),
-                  tuple(sessions), tuple(questions))
+                  tuple(sessions), tuple(questions), _observations(raw.get("observation"), numbers))
+
+
+def _observations(raw, numbers: list[int]) -> tuple[Observation, ...]:
+    """The optional generated facts, sessions in order; malformed entries are skipped."""
+    if not isinstance(raw, dict):
+        return ()
+    found = []
+    for n in numbers:
+        by_speaker = raw.get(f"session_{n}_observation")
+        for speaker, items in (by_speaker.items() if isinstance(by_speaker, dict) else ()):
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and item[0].strip():
+                    evidence = item[1] if isinstance(item[1], list) else [item[1]]
+                    found.append(Observation(str(speaker), item[0].strip(), n, parse_evidence(evidence)))
+    return tuple(found)
 
 
 def load_locomo(path: Path) -> list[Sample]:
-    """Load a LoCoMo JSON file (a list of samples). ValueError if it is not LoCoMo-shaped."""
+    """Load a LoCoMo JSON file (a list of samples). NotLoCoMo if it is not LoCoMo-shaped."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not a LoCoMo file: {path} is not valid JSON ({e})") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise BadInput(f"no LoCoMo file at {path}", "give --data a LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NotLoCoMo(f"not a LoCoMo file: {path} is not valid JSON ({e})") from None
     if not isinstance(data, list) or not data:
-        raise ValueError(f"not a LoCoMo file: {path} must hold a non-empty JSON list of samples")
+        raise NotLoCoMo(f"not a LoCoMo file: {path} must hold a non-empty JSON list of samples")
     return [_load_sample(s, f"{path}: sample {i}") for i, s in enumerate(data)]
 
 

@@ -1,14 +1,29 @@
-"""`anima bench serve`: anima's server vs llama-cpp-python's own, same model, same load.
+"""`anima bench serve`: anima's server against llama-cpp-python's own, as users meet them.
 
-`load()` is a bounded load generator: N clients on threads, each sending chat
-completions back to back (streamed, as chat UIs do) for T seconds, then stopping.
-It counts requests, completion tokens (content deltas), latency, and errors,
-with 429s (a full queue, by design) apart from real errors.
+Three servers, each in its own process, one at a time, on the same model, threads and
+batch size:
+- anima: `anima serve`, memory, guard and background learning on; every user's store
+  holds one LoCoMo conversation (about 600 messages, ingested as episodes);
+- reference: `llama_cpp.server` with its prompt cache on (`--cache True`,
+  `--logits_all False`), sent what the clients send (the question);
+- reference, anima's prompts: the same server sent the exact messages anima gave its
+  model for each request (persona, recalled memories, the clock), which separates the
+  cost of anima's pipeline from the cost of its longer prompts.
+Each user asks their own conversation's questions, each once, a new conversation per
+question, with think time between replies (seeded, the same on every server): the
+same work on all three. Rounds interleave the servers (anima, exact, reference, then
+again) on fresh copies of the stores; figures are per round and their mean and spread.
+Learning runs in the think time as it would for real users (it waits for the server to
+be quiet); what it did is reported. Each server is stopped before the next starts.
+
+`load()` is also a plain bounded load generator (N clients back to back for T seconds),
+used by the tests.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,6 +33,8 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+
+from anima.errors import ModelUnavailable
 
 PROMPTS = [
     "Give me one tip for staying focused.",
@@ -105,75 +122,282 @@ def load(base_url: str, model: str, clients: int, duration: float, api_key: str 
     return result
 
 
-def wait_ready(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = None) -> None:
+def wait_ready(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = None, log: Path | None = None, what: str = "the reference server") -> None:
+    """Wait for `url`/models to answer; a server that exits first is one clear line,
+    with the last line it wrote to `log`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}")
+            said = [ln for ln in (log.read_text(errors="replace").splitlines() if log and log.exists() else []) if ln.strip()]
+            raise ModelUnavailable(
+                f"{what} exited with code {proc.returncode}" + (f": {said[-1].strip()}" if said else ""),
+                f"its full output is in {log}" if log else None,
+            )
         try:
             if httpx.get(url + "/models", timeout=2).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
+    raise ModelUnavailable(f"{url} did not come up in {timeout:.0f} s", f"its output is in {log}" if log else None)
 
 
-def llama_cpp_server(model_path: Path, port: int, n_ctx: int) -> subprocess.Popen:
-    """llama-cpp-python's OpenAI-compatible server on the same GGUF: the reference."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", "reference", "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", str(n_ctx), "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def llama_cpp_server(model_path: Path, port: int, n_ctx: int, log: Path, threads: int | None = None, batch_threads: int | None = None,
+                     n_batch: int = 512) -> subprocess.Popen:
+    """llama-cpp-python's OpenAI-compatible server on the same GGUF: the reference, with
+    its own prompt cache on. Its output goes to `log`, so that a failed start can say why
+    (and its cache hits can be counted)."""
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", "reference", "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(n_batch), "--interrupt_requests", "False",
+           "--cache", "True", "--logits_all", "False", "--verbose", "True"]
+    if threads:
+        cmd += ["--n_threads", str(threads), "--n_threads_batch", str(batch_threads or threads)]
+    with log.open("wb") as sink:
+        return subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
 
 
-def run_serve_bench(config, clients: int, duration: float, max_tokens: int = 32, progress: Callable[[str, float, float], None] | None = None) -> dict:
-    """The same load against anima (memory on, in this process) and llama-cpp-python's
-    server (a subprocess), one after the other on the same machine and model."""
+SIDES = ("anima", "reference_exact", "reference")
+
+
+@dataclass
+class Record:
+    user: int
+    latency_ms: float | None = None
+    first_token_ms: float | None = None
+    tokens: int = 0
+    prompt: list[dict] | None = None  # anima's: the messages its model was given
+    error: str | None = None
+
+
+def ask_all(base_url: str, model: str, keys: list[str], work: list[list], think: float, max_tokens: int, seed: int = 0,
+            show_prompt: bool = False, done: Callable[[], None] = lambda: None) -> tuple[list[Record], float]:
+    """Each user (a thread) sends its `work` items in order, one at a time, thinking
+    between replies; an item is a question or a message list. Returns the records and
+    the makespan in seconds. The think times come from `seed`, so every server gets
+    the same schedule."""
+    import random
+
+    records: list[Record] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+
+    def user(u: int) -> None:
+        rng = random.Random(seed * 1000 + u)
+        http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {keys[u]}"}, timeout=httpx.Timeout(600.0, connect=5.0))
+        time.sleep(rng.uniform(0, think))  # users do not all start at once
+        for item in work[u]:
+            messages = [{"role": "user", "content": item}] if isinstance(item, str) else item
+            body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+            if show_prompt:
+                body["anima"] = {"show_prompt": True}
+            rec, start = Record(u), time.perf_counter()
+            try:
+                with http.stream("POST", "/chat/completions", json=body) as r:
+                    if r.status_code != 200:
+                        r.read()
+                        raise RuntimeError(f"HTTP {r.status_code}: {r.text[:160]}")
+                    for line in r.iter_lines():
+                        if not line.startswith("data:") or line[5:].strip() in ("", "[DONE]"):
+                            continue
+                        event = json.loads(line[5:])
+                        if "error" in event:
+                            raise RuntimeError(str(event["error"])[:160])
+                        rec.prompt = rec.prompt or (event.get("anima") or {}).get("prompt")
+                        n = sum(1 for c in event.get("choices") or [] if (c.get("delta") or {}).get("content"))
+                        if n and rec.first_token_ms is None:
+                            rec.first_token_ms = (time.perf_counter() - start) * 1000
+                        rec.tokens += n
+                rec.latency_ms = (time.perf_counter() - start) * 1000
+            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                rec.error = f"{type(exc).__name__}: {exc}"
+            with lock:
+                records.append(rec)
+            done()
+            time.sleep(rng.expovariate(1 / think) if think else 0)
+
+    threads = [threading.Thread(target=user, args=(u,), daemon=True) for u in range(len(work))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return records, time.monotonic() - started
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
+
+
+def summarise(records: list[Record], makespan: float, prompt_tokens: list[int], restores: int | None) -> dict:
+    """`restores`: how often the server's prompt cache put a saved KV state back (anima's
+    PromptCache hits; llama_cpp.server's "cache hit" lines); per request, since each
+    server reuses its live context without counting it."""
+    ok = [r for r in records if r.error is None]
+    tokens = sum(r.tokens for r in ok)
+    return {
+        "requests": len(ok),
+        "errors": len(records) - len(ok),
+        "error_examples": [r.error for r in records if r.error][:3],
+        "makespan_s": round(makespan, 1),
+        "requests_per_s": round(len(ok) / makespan, 4),
+        "tokens_per_s": round(tokens / makespan, 3),
+        "first_token_p50_ms": _pct([r.first_token_ms for r in ok if r.first_token_ms is not None], 0.5),
+        "first_token_p95_ms": _pct([r.first_token_ms for r in ok if r.first_token_ms is not None], 0.95),
+        "latency_p50_ms": _pct([r.latency_ms for r in ok], 0.5),
+        "latency_p95_ms": _pct([r.latency_ms for r in ok], 0.95),
+        "prompt_tokens_mean": round(sum(prompt_tokens) / len(prompt_tokens), 1) if prompt_tokens else None,
+        "cache_restores_per_request": round(restores / len(ok), 3) if restores is not None and ok else None,
+    }
+
+
+def _spread(rounds: list[dict], key: str) -> dict:
+    values = [r[key] for r in rounds if r.get(key) is not None]
+    if not values:
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "anima", *args]
+
+
+def _run(cmd: list[str], env: dict, what: str) -> str:
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ModelUnavailable(f"{what} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return done.stdout
+
+
+def prepare_home(home: Path, config, samples, data: Path, progress=None) -> list[str]:
+    """A data dir for `anima serve`: the bench's config, one user per conversation, each
+    store holding that conversation (ingested through the CLI, as a user would)."""
+    from anima.config import to_toml
+    from anima.models.registry import models_dir
+
+    home.mkdir(parents=True)
+    (home / "models").symlink_to(models_dir())  # the models and the guard's heads, not copied
+    (home / "config.toml").write_text(to_toml(config.model_dump(mode="json")))
+    env = {**os.environ, "ANIMA_HOME": str(home), "ANIMA_PASSPHRASE": "anima-bench"}
+    raw = {s["sample_id"]: s for s in json.loads(data.read_text(encoding="utf-8"))}
+    keys = [_run(_cli("users", "add", "warmup"), env, "adding a user").strip().splitlines()[-1]]  # keys[0]: warms the server up
+    for u, sample in enumerate(samples):
+        name = f"user{u}"
+        keys.append(_run(_cli("users", "add", name), env, f"adding {name}").strip().splitlines()[-1])
+        conv = home / f"{sample.sample_id}.json"
+        conv.write_text(json.dumps([raw[sample.sample_id]]))
+        _run(_cli("memory", "ingest", str(conv)), {**env, "ANIMA_USER": name}, f"ingesting {sample.sample_id}")
+        conv.unlink()
+        if progress:
+            progress(u + 1, len(samples))
+    return keys
+
+
+def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6.0, rounds: int = 3, max_tokens: int = 48,
+                    data: Path | None = None, progress: Callable[[str, float, float], None] | None = None) -> dict:
+    """anima and the two references, interleaved `rounds` times (see the module doc)."""
+    import shutil
     import tempfile
 
-    import uvicorn
-
-    from anima.app import build
+    from anima.bench.stores import conversations, default_data
+    from anima.bench.stores import questions as questions_of
+    from anima.models.llama_cpp import LlamaCppChatModel
     from anima.models.registry import resolve
-    from anima.server import Server, create_app
-    from anima.store.accounts import Accounts
 
-    results = {}
+    data = data or default_data()
+    samples = conversations(data, users)
+    work = [questions_of(s, questions) for s in samples]
+    path = resolve(config.model)
+    tokenizer = LlamaCppChatModel(path, vocab_only=True)  # counts prompt tokens the same way for every server
+    count = lambda messages: len(tokenizer.prompt_tokens(messages)[0])
+    cpus = os.cpu_count() or 1
+    threads = config.llama_cpp.n_threads or max(cpus // 2, 1)  # llama-cpp-python's defaults, said explicitly
+    batch_threads = config.llama_cpp.n_threads or cpus
+    per_round: dict[str, list[dict]] = {side: [] for side in SIDES}
+    learning: list[dict] = []
+    total = rounds * len(SIDES) * users * questions
+    finished = 0
+
+    def tick() -> None:
+        nonlocal finished
+        finished += 1
+        if progress:
+            progress("requests", finished, total)
+
     with tempfile.TemporaryDirectory() as tmp:
-        container = build(config)  # the models; the bench's stores live in `tmp`, not in the user's data
-        server = Server(config, Accounts(Path(tmp) / "accounts.db"), container.chat_model, container.embedder, container.learner_model, max_waiting=clients, data_dir=Path(tmp), guard=container.guard)
-        port = _free_port()
-        uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=uv.run, daemon=True)
-        thread.start()
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/v1")
-            load(f"http://127.0.0.1:{port}/v1", "assistant", 1, 1, max_tokens=4)  # warm-up
-            results["anima"] = load(f"http://127.0.0.1:{port}/v1", "assistant", clients, duration, max_tokens=max_tokens,
-                                    progress=lambda t: progress and progress("anima", t, duration)).summary()
-        finally:
-            uv.should_exit = True
-            thread.join(30)
-            server.stop_learning()  # queued learning must not eat into the reference's run
-        del container, server  # free the model before the reference loads its own copy
-    port = _free_port()
-    proc = llama_cpp_server(resolve(config.model), port, config.llama_cpp.n_ctx)
+        template = Path(tmp) / "template"
+        keys = prepare_home(template, config, samples, data, progress=lambda d, t: progress and progress("ingest", d, t))
+        for r in range(rounds):
+            home = Path(tmp) / f"round{r}"
+            shutil.copytree(template, home, symlinks=True)  # the models stay a link
+            env = {**os.environ, "ANIMA_HOME": str(home), "ANIMA_PASSPHRASE": "anima-bench"}
+            port, log = _free_port(), home / "anima-serve.log"
+            with log.open("wb") as sink:
+                proc = subprocess.Popen(_cli("serve", "--port", str(port), "--max-waiting", str(users)), env=env, stdout=sink, stderr=subprocess.STDOUT)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_ready(url + "/v1", proc=proc, log=log, what="anima serve")
+                _warm_up(url, keys[0], "assistant", open_stores=keys[1:])
+                records, makespan = ask_all(url + "/v1", "assistant", keys[1:], work, think, max_tokens, seed=r, show_prompt=True, done=tick)
+                health = httpx.get(url + "/api/health", timeout=10).json()
+            finally:
+                _stop(proc)
+            cache = health.get("prompt_cache") or {}
+            learning.append(health.get("learning") or {})
+            anima_prompts = [[rec.prompt for rec in records if rec.user == u and rec.prompt] for u in range(users)]
+            per_round["anima"].append(summarise(records, makespan, [count(p) for ps in anima_prompts for p in ps], cache.get("hits")))
+            for side, side_work in (("reference_exact", anima_prompts), ("reference", work)):
+                port, log = _free_port(), home / f"{side}.log"
+                proc = llama_cpp_server(path, port, config.llama_cpp.n_ctx, log, threads, batch_threads, config.llama_cpp.n_batch)
+                try:
+                    wait_ready(f"http://127.0.0.1:{port}/v1", proc=proc, log=log)
+                    _warm_up(f"http://127.0.0.1:{port}", "none", "reference")
+                    records, makespan = ask_all(f"http://127.0.0.1:{port}/v1", "reference", ["none"] * users, side_work, think, max_tokens, seed=r, done=tick)
+                finally:
+                    _stop(proc)
+                said = log.read_text(errors="replace")
+                sent = [item if isinstance(item, list) else [{"role": "user", "content": item}] for items in side_work for item in items]
+                per_round[side].append(summarise(records, makespan, [count(m) for m in sent], said.count("_create_completion: cache hit")))
+
+    sides = {side: {"rounds": rows, **{key: _spread(rows, key) for key in ("requests_per_s", "tokens_per_s", "first_token_p50_ms", "first_token_p95_ms",
+                                                                         "latency_p50_ms", "latency_p95_ms", "prompt_tokens_mean", "cache_restores_per_request")}}
+             for side, rows in per_round.items()}
+    ratios = {}
+    for ref in ("reference", "reference_exact"):
+        pairs = list(zip(per_round["anima"], per_round[ref]))
+        ratios[f"anima/{ref}"] = {
+            "requests_per_s": _spread([{"v": a["requests_per_s"] / b["requests_per_s"]} for a, b in pairs if b["requests_per_s"]], "v"),
+            "tokens_per_s": _spread([{"v": a["tokens_per_s"] / b["tokens_per_s"]} for a, b in pairs if b["tokens_per_s"]], "v"),
+            "first_token_p50": _spread([{"v": a["first_token_p50_ms"] / b["first_token_p50_ms"]} for a, b in pairs if a["first_token_p50_ms"] and b["first_token_p50_ms"]], "v"),
+        }
+    return {
+        "model": config.model, "users": users, "questions_per_user": questions, "think_s": think, "rounds": rounds, "max_tokens": max_tokens,
+        "conversations": [s.sample_id for s in samples], "threads": threads, "batch_threads": batch_threads, "n_batch": config.llama_cpp.n_batch,
+        "memory": "on" if config.memory.enabled else "off",
+        "guard": f"on (LLM layer {config.guard.layer2})" if config.guard.enabled else "off",
+        "learning": learning, "sides": sides, "ratios": ratios,
+    }
+
+
+def _warm_up(url: str, key: str, model: str, open_stores: list[str] = ()) -> None:
+    """Before the clock: one short generation (weights paged in, guard and embedder
+    loaded), and each user's store opened (its key derivation), on every server alike
+    as far as it has them."""
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
+    r = httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=600)
+    if r.status_code != 200:
+        raise ModelUnavailable(f"warming up {url} failed: HTTP {r.status_code} {r.text[:160]}")
+    for user_key in open_stores:  # anima's users: GET /api/memories opens the store
+        httpx.get(url + "/api/memories", headers={"Authorization": f"Bearer {user_key}"}, timeout=120).raise_for_status()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a server and wait for it: nothing of it runs while the next one is measured."""
+    proc.terminate()
     try:
-        wait_ready(f"http://127.0.0.1:{port}/v1", proc=proc)
-        load(f"http://127.0.0.1:{port}/v1", "reference", 1, 1, max_tokens=4)
-        results["llama_cpp_server"] = load(f"http://127.0.0.1:{port}/v1", "reference", clients, duration, max_tokens=max_tokens,
-                                           progress=lambda t: progress and progress("llama_cpp.server", t, duration)).summary()
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    ref = results["llama_cpp_server"]["tokens_per_s"]
-    results["throughput_ratio"] = round(results["anima"]["tokens_per_s"] / ref, 3) if ref else None
-    results["model"], results["max_tokens"] = config.model, max_tokens
-    results["memory"] = "on" if config.memory.enabled else "off"
-    results["guard"] = f"on (LLM layer {config.guard.layer2})" if config.guard.enabled else "off"
-    return results
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _free_port() -> int:

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -15,8 +14,9 @@ from rich.table import Table
 from anima import __version__
 from anima.app import build
 from anima.assistant.turn import check_input
-from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, labelled_steps, out, steps_progress
+from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, out
 from anima.cli.audit import audit_app
+from anima.cli.bench import bench_app
 from anima.cli.memory import memory_app
 from anima.cli.mcp import mcp_app
 from anima.cli.proactive import register as register_proactive
@@ -31,7 +31,6 @@ from anima.errors import AnimaError
 app = typer.Typer(cls=AnimaGroup, help="anima: a local-first personal assistant.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 models_app = typer.Typer(cls=AnimaGroup, help="List, download and inspect models.", no_args_is_help=True)
 config_app = typer.Typer(cls=AnimaGroup, help="Show the effective configuration.", no_args_is_help=True)
-bench_app = typer.Typer(cls=AnimaGroup, help="Benchmarks, printed as a table or --json.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(bench_app, name="bench")
@@ -355,134 +354,20 @@ def doctor(as_json: bool = JsonOpt) -> None:
         out.print(f"[bold]{key:17}[/bold] {value}", highlight=False)
 
 
-# --- benchmarks ---------------------------------------------------------------
-
-
-@bench_app.command("overhead")
-def bench_overhead(
-    model: Optional[str] = ModelOpt,
-    prompts: int = typer.Option(8, "--prompts", help="How many prompts to time."),
-    max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens generated per prompt."),
-    rounds: int = typer.Option(2, "--rounds", help="Times each prompt is timed per side (order alternates)."),
-    as_json: bool = JsonOpt,
-) -> None:
-    """Raw llama-cpp-python vs anima's `ask` pipeline: same model, prompts, greedy."""
-    from anima.bench.overhead import run_overhead
-
-    config = load_config(model=model, backend="llama_cpp")
-    with steps_progress() as progress:
-        task = progress.add_task("bench overhead", total=None)
-        result = run_overhead(config, n_prompts=prompts, max_tokens=max_tokens, rounds=rounds, progress=lambda done, total: progress.update(task, completed=done, total=total))
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    table = Table("", "raw llama-cpp-python", "anima pipeline", title=f"overhead · {result['model']} · {result['prompts']} prompts × {result['rounds']} rounds · max_tokens {result['max_tokens']}")
-    raw, ours = result["raw"], result["anima"]
-    table.add_row("wall time (s)", f"{raw['wall_s']:.2f}", f"{ours['wall_s']:.2f}")
-    table.add_row("tokens generated", str(raw["completion_tokens"]), str(ours["completion_tokens"]))
-    table.add_row("tokens/s", f"{raw['tokens_per_s']:.2f}", f"{ours['tokens_per_s']:.2f}")
-    table.add_row("first token p50 (ms)", f"{raw['first_token_p50_ms']:.0f}", f"{ours['first_token_p50_ms']:.0f}")
-    out.print(table)
-    verdict = "[green]meets[/green]" if result["ratio"] >= 0.95 else "[red]misses[/red]"
-    out.print(f"anima side: memory {result['memory']}; guard {result['guard']}")
-    out.print(f"ratio (anima tokens/s ÷ raw tokens/s): [bold]{result['ratio']:.3f}[/bold] — {verdict} the ≥ 0.95 target")
-
-
-@bench_app.command("locomo")
-def bench_locomo(
-    data: Path = typer.Option(..., "--data", help="A LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N conversations."),
-    answer_limit: int = typer.Option(50, "--answer-limit", help="Answer (and score F1 on) the first N questions."),
-    full_limit: int = typer.Option(10, "--full-limit", help="Questions also answered with the opening sessions in full."),
-    learn: bool = typer.Option(False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."),
-    learn_model: Optional[str] = typer.Option(None, "--learn-model", help="Model for learning (default: the chat model), e.g. small."),
-    expand: bool = typer.Option(False, "--expand", help="Query expansion: one more model call per question."),
-    model: Optional[str] = ModelOpt,
-    as_json: bool = JsonOpt,
-) -> None:
-    """Memory on LoCoMo: recall@5/@10 (turn and session level), answer F1, latency,
-    against BM25 over raw turns and full context."""
-    from anima.bench.locomo import run_locomo
-    from anima.models import load_embedder
-    from anima.models.llama_cpp import LlamaCppChatModel
-    from anima.models.registry import resolve
-
-    config = load_config(model=model, backend="llama_cpp")
-    chat = container_model = build(config).chat_model
-    learner = None
-    if learn:
-        learner = container_model if not learn_model or learn_model == config.model else LlamaCppChatModel(resolve(learn_model), name=learn_model)
-    with labelled_steps() as update:
-        result = run_locomo(data, chat, load_embedder(config), limit, answer_limit, full_limit, learner, expand, update)
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    _print_locomo(result)
-
-
-def _print_locomo(result: dict) -> None:
-    from anima.bench.locomo_data import CATEGORY_NAMES
-
-    table = Table("category", "n", "system", "turn R@5", "turn R@10", "session R@5", "session R@10", "F1 (n)", title="LoCoMo")
-    rows = [("overall", "overall")] + [(str(c), f"{c} {name}") for c, name in CATEGORY_NAMES.items()]
-    for key, label in rows:
-        for system in ("anima", "bm25"):
-            r = result[system]["overall"] if key == "overall" else result[system]["by_category"][key]
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"
-            table.add_row(label if system == "anima" else "", str(r["n"]), system, fmt(r["turn_recall@5"]), fmt(r["turn_recall@10"]), fmt(r["session_recall@5"]), fmt(r["session_recall@10"]), f"{fmt(r['f1'])} ({r['n_answered']})")
-    out.print(table)
-    fc, ing = result["full_context"], result["ingest"]
-    out.print(f"full context (opening sessions in the prompt): F1 {fc['f1']} on {fc['n']} questions; anima on the same: {fc['anima_f1_same_questions']}")
-    out.print(f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)" + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else ""))
-    out.print(f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; memory context: mean {result['context_tokens'].get('mean')} tokens, max {result['context_tokens'].get('max')}")
-
-
-@bench_app.command("memory-scale")
-def bench_memory_scale(
-    n: int = typer.Option(10000, "--n", help="Largest memory size; steps are 1k, 10k, 100k up to it."),
-    queries: int = typer.Option(50, "--queries", help="Searches timed at each size."),
-    as_json: bool = JsonOpt,
-) -> None:
-    """Search latency at growing memory sizes, sqlite-vec and numpy side by side."""
-    from anima.bench.memory_scale import run_memory_scale
-
-    sizes = sorted({s for s in (1000, 10_000, 100_000) if s <= n} | {n})
-    with labelled_steps() as update:
-        result = run_memory_scale(sizes, queries, progress=update)
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    table = Table("memories", "sqlite-vec p50 (ms)", "sqlite-vec p95 (ms)", "numpy p50 (ms)", "numpy p95 (ms)", title=f"hybrid search latency, {queries} queries per size")
-    for vec, npy in zip(result["backends"]["sqlite-vec"], result["backends"]["numpy"]):
-        table.add_row(f"{vec['memories']:,}", str(vec["p50_ms"]), str(vec["p95_ms"]), str(npy["p50_ms"]), str(npy["p95_ms"]))
-    out.print(table)
-
-
-@bench_app.command("serve")
-def bench_serve(
-    clients: int = typer.Option(4, "--clients", help="Concurrent streaming clients."),
-    duration: float = typer.Option(60, "--duration", help="Seconds of load on each server."),
-    max_tokens: int = typer.Option(32, "--max-tokens"),
-    model: Optional[str] = ModelOpt,
-    as_json: bool = JsonOpt,
-) -> None:
-    """anima's server (memory on) vs llama-cpp-python's server: same model, same load."""
-    from anima.bench.serve import run_serve_bench
-
-    config = load_config(model=model, backend="llama_cpp")
-    with labelled_steps() as update:
-        result = run_serve_bench(config, clients, duration, max_tokens, progress=lambda label, done, total: update(label, int(done), int(total)))
-    if as_json:
-        print(json.dumps(result, indent=2))
-        return
-    table = Table("", "anima serve", "llama_cpp.server", title=f"{clients} clients × {duration:.0f} s · {result['model']} · max_tokens {max_tokens}")
-    a, r = result["anima"], result["llama_cpp_server"]
-    for key in ("requests", "requests_per_s", "tokens_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "rejected_429", "errors"):
-        table.add_row(key, str(a[key]), str(r[key]))
-    out.print(table)
-    out.print(f"anima side: memory {result['memory']}, guard {result['guard']}")
-    out.print(f"throughput ratio (anima ÷ llama_cpp.server tokens/s): [bold]{result['throughput_ratio']}[/bold] (target ≥ 0.95)")
-
-
 def main() -> None:
-    app()
+    """Usage errors are one line too. (A closed pipe, `anima ... | head`, ends quietly
+    with exit 1: click catches EPIPE.)"""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted")
+        code = 1
+    except typer.TyperException as exc:  # click's errors: bad options, missing arguments
+        ctx = getattr(exc, "ctx", None)
+        if not exc.format_message() and ctx is not None:  # `anima bench` with no command: its help
+            out.print(ctx.get_help(), end="")
+        else:
+            hint = f" [dim](see `{ctx.command_path} --help`)[/dim]" if ctx is not None else ""
+            err.print(f"[red]error:[/red] {exc.format_message()}{hint}", highlight=False)
+        code = getattr(exc, "exit_code", 1)
+    sys.exit(code if isinstance(code, int) else 0)

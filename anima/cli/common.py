@@ -29,7 +29,7 @@ class AnimaGroup(TyperGroup):
         except AnimaError as exc:
             err.print(f"[red]error:[/red] {exc.message}" + (f" [dim]({exc.hint})[/dim]" if exc.hint else ""), highlight=False)
             raise typer.Exit(1) from None
-        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt, SystemExit):  # usage errors: exit 2
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt, SystemExit, BrokenPipeError):  # usage errors: exit 2; `| head`
             raise
         except Exception:
             if os.environ.get("ANIMA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:

@@ -174,6 +174,7 @@ class Learner:
         self.idle = idle  # learning waits while this says the model is wanted elsewhere (a server's requests)
         self.jobs: queue.Queue = queue.Queue()
         self.errors: list[str] = []
+        self.done = 0  # messages learned from (or failed), for /api/health
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
         self._thread.start()
@@ -206,6 +207,7 @@ class Learner:
                 self.errors.append(repr(exc))
                 log.exception("learning from message %s failed", episode_id)
             finally:
+                self.done += 1
                 self.jobs.task_done()
 
 

@@ -120,10 +120,12 @@ class PromptCache:
 
 
 class LlamaCppChatModel:
-    def __init__(self, path: Path, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, verbose: bool = False):
+    def __init__(self, path: Path, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, verbose: bool = False,
+                 vocab_only: bool = False):
+        """`vocab_only`: the tokenizer and chat template without the weights (counting tokens)."""
         self.path = Path(path)
         self.name = name or self.path.stem
-        self.llm = _load(self.path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, verbose=verbose)
+        self.llm = _load(self.path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, verbose=verbose, vocab_only=vocab_only)
         _, chat_format = _import_llama_cpp()
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:

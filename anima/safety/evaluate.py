@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from anima.errors import BadInput
 from anima.safety import classifier
 from anima.safety.data import Example, bipia_contexts, training_set
 from anima.safety.guard import Guard
@@ -105,7 +106,10 @@ def eval_guard(
         mode = "no layer-1 head"
     elif overlap:
         if training_folder is None:
-            raise ValueError("cross-validation needs the training data folder")
+            raise BadInput(
+                f"{overlap} of these {len(examples)} rows trained the guard, and scoring them needs cross-validation on the training data, which was not found",
+                "pass --training-data (the folder `anima guard train` used) or set ANIMA_SAFETY_DATA",
+            )
         mode = f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's training data)"
         train = training_set(training_folder)
         embed = CachedEmbed(guard.embed) if guard.embed is not None else None

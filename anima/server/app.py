@@ -85,6 +85,15 @@ class Server:
             if container.assistant.learner is not None:
                 container.assistant.learner.stop()
 
+    def stats(self) -> dict[str, Any]:
+        """Counts for monitoring (no user's data): the prompt cache, background learning."""
+        learners = [c.assistant.learner for c in list(self._users.values()) if c.assistant.learner is not None]
+        found: dict[str, Any] = {"learning": {"done": sum(lr.done for lr in learners), "queued": sum(lr.jobs.qsize() for lr in learners),
+                                              "failed": sum(len(lr.errors) for lr in learners)}}
+        if (cache := getattr(self.chat_model, "cache", None)) is not None:
+            found["prompt_cache"] = {"hits": cache.hits, "misses": cache.misses}
+        return found
+
     def in_flight(self) -> int:
         return self._active
 
@@ -132,6 +141,7 @@ class ChatMessage(BaseModel):
 
 class AnimaOptions(BaseModel):
     conversation: int | None = Field(None, ge=1, le=2**63 - 1, description="Continue this stored conversation: `anima.conversation` of an earlier reply.")
+    show_prompt: bool = Field(False, description="Return the exact messages the model was given (persona, recalled memories, the clock) as `anima.prompt`.")
 
 
 class ChatRequest(BaseModel):
@@ -211,7 +221,7 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "version": __version__, "model": server.chat_model.name, "embedder": server.embedder.name}
+        return {"status": "ok", "version": __version__, "model": server.chat_model.name, "embedder": server.embedder.name, **server.stats()}
 
     @app.get("/v1/models")
     def models(who: str = Depends(user)) -> dict:
@@ -269,9 +279,10 @@ def create_app(server: Server) -> FastAPI:
             server.release()
             raise
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        show = bool(body.anima and body.anima.show_prompt)
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage, tools), media_type="text/event-stream")
+            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage, tools, show), media_type="text/event-stream")
         try:
             text = reply.text()
         finally:
@@ -285,7 +296,7 @@ def create_app(server: Server) -> FastAPI:
             "model": body.model,
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else finish}],
             "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens},
-            "anima": {"guard": reply.guard_dict(), **_used(reply)},
+            "anima": {"guard": reply.guard_dict(), **_used(reply, show)},
         }
 
     # --- REST: the user's own memories, conversations and personas -----------------
@@ -399,13 +410,15 @@ def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     raise ApiError(400, f"unknown response_format type {response_format['type']!r}", "invalid_request_error", "invalid_value", "response_format")
 
 
-def _used(reply) -> dict[str, Any]:
+def _used(reply, show_prompt: bool = False) -> dict[str, Any]:
     """What anima adds beside the OpenAI fields: the stored conversation, and the memories
-    and past messages (`kind` "memory" | "episode") the reply was given."""
-    return {"conversation": reply.turn.conversation_id, "memories": [{"kind": h.kind, "id": h.id, "text": h.text, "when": h.when} for h in reply.hits]}
+    and past messages (`kind` "memory" | "episode") the reply was given; on request, the
+    messages the model was given."""
+    return {**({"prompt": reply.messages} if show_prompt else {}), "conversation": reply.turn.conversation_id, "memories": [{"kind": h.kind, "id": h.id, "text": h.text, "when": h.when} for h in reply.hits]}
 
 
-def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool, tools: list[dict[str, Any]] | None = None) -> Iterator[str]:
+def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool, tools: list[dict[str, Any]] | None = None,
+         show_prompt: bool = False) -> Iterator[str]:
     """The reply as OpenAI chat.completion.chunk events, then `data: [DONE]`. With tools
     on offer the reply is gathered first: a tool call is sent whole, as one delta.
     The first chunk also carries `anima` (see `_used`), which OpenAI clients ignore."""
@@ -415,7 +428,7 @@ def _sse(server: Server, reply, ident: str, created: int, model: str, include_us
         return f"data: {json.dumps(chunk)}\n\n"
 
     try:
-        yield event({"role": "assistant", "content": ""}, anima=_used(reply))
+        yield event({"role": "assistant", "content": ""}, anima=_used(reply, show_prompt))
         finish = None
         try:
             if tools:
@@ -428,6 +441,12 @@ def _sse(server: Server, reply, ident: str, created: int, model: str, include_us
                     yield event({"content": piece})
         except AnimaError as exc:  # headers are sent: report in the stream, as OpenAI does
             yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error', 'code': exc.code}})}\n\n"
+            return
+        except Exception as exc:  # a bug: one log line with an id, the stream ends with an error event
+            ref = uuid.uuid4().hex[:8]
+            log.error("internal error %s in a streamed reply: %s: %s", ref, type(exc).__name__, exc)
+            log.debug("internal error %s", ref, exc_info=exc)
+            yield f"data: {json.dumps({'error': {'message': f'internal error (id {ref})', 'type': 'server_error', 'code': 'internal_error'}})}\n\n"
             return
         t = reply.turn
         yield event({}, finish or t.finish_reason or "stop")

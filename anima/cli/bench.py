@@ -1,0 +1,190 @@
+"""`anima bench ...`: benchmarks, each printed as a table or --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+from rich.table import Table
+
+from anima.app import build
+from anima.cli.common import AnimaGroup, JsonOpt, labelled_steps, out
+from anima.config import load_config
+
+bench_app = typer.Typer(cls=AnimaGroup, help="Benchmarks, printed as a table or --json.", no_args_is_help=True)
+ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    model: Optional[str] = ModelOpt,
+    prompts: int = typer.Option(8, "--prompts", min=1, help="How many prompts to time per store."),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Tokens generated per prompt."),
+    rounds: int = typer.Option(2, "--rounds", min=1, help="Times each prompt is timed per side (order alternates)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="LoCoMo file for the filled store (default: ../shared/data/locomo/locomo_dev.json)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Raw llama-cpp-python vs anima's `ask` pipeline: same model, prompts, greedy; an
+    empty store and one holding a real conversation."""
+    from anima.bench.overhead import run_overhead
+    from anima.bench.stores import conversations
+
+    conversations(data, 1)  # a missing or wrong file is one line before the model loads
+    config = load_config(model=model, backend="llama_cpp")
+    with labelled_steps() as update:
+        result = run_overhead(config, n_prompts=prompts, max_tokens=max_tokens, rounds=rounds, data=data, progress=update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    out.print(f"overhead · {result['model']} · {result['prompts']} prompts × {result['rounds']} rounds per store · max_tokens {result['max_tokens']} · {result['cache']}")
+    for name, sc in result["scenarios"].items():
+        raw, ours = sc["raw"], sc["anima"]
+        table = Table("", "raw llama-cpp-python", "anima pipeline", title=f"store: {name}")
+        table.add_row("wall time (s)", f"{raw['wall_s']:.2f}", f"{ours['wall_s']:.2f}")
+        table.add_row("tokens generated", str(raw["completion_tokens"]), str(ours["completion_tokens"]))
+        table.add_row("tokens/s", f"{raw['tokens_per_s']:.2f}", f"{ours['tokens_per_s']:.2f}")
+        table.add_row("first token p50 / p95 (ms)", f"{raw['first_token_p50_ms']:.0f} / {raw['first_token_p95_ms']:.0f}", f"{ours['first_token_p50_ms']:.0f} / {ours['first_token_p95_ms']:.0f}")
+        table.add_row("prompt tokens (mean)", f"{raw['prompt_tokens_mean']:.0f}", f"{ours['prompt_tokens_mean']:.0f}")
+        table.add_row("ratio (anima ÷ raw tokens/s)", "", f"[bold]{sc['ratio']:.3f}[/bold]")
+        out.print(table)
+    out.print(f"anima side: memory {result['memory']}; guard {result['guard']}; timing {result['timing']}")
+
+
+@bench_app.command("locomo")
+def bench_locomo(
+    data: Path = typer.Option(..., "--data", help="A LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json."),
+    split: Literal["tune", "report", "all"] = typer.Option("report", "--split", help="Conversations: tune (conv-26, conv-30, conv-41, already tuned on), report (every other one), or all."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the split's first N conversations."),
+    answer_limit: int = typer.Option(50, "--answer-limit", min=0, help="Answer (and score F1 on) N questions, a seeded sample across every conversation and category."),
+    full_limit: int = typer.Option(10, "--full-limit", min=0, help="Sampled questions also answered with the opening sessions in full."),
+    learn: bool = typer.Option(False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."),
+    learn_model: Optional[str] = typer.Option(None, "--learn-model", help="Model for learning (default: the chat model), e.g. small."),
+    expand: bool = typer.Option(False, "--expand", help="Query expansion: one more model call per question."),
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Memory on LoCoMo: recall of the evidence within the first 5/10 turns shown (turn
+    and session level), answer F1, latency, against BM25 over raw turns and full context."""
+    from anima.bench.locomo import run_locomo, select_split
+    from anima.bench.locomo_data import load_locomo
+    from anima.models import load_embedder
+    from anima.models.llama_cpp import LlamaCppChatModel
+    from anima.models.registry import resolve
+
+    samples = load_locomo(data)  # before the models load: a wrong file or split is the likelier mistake
+    select_split(samples, split)
+    config = load_config(model=model, backend="llama_cpp")
+    chat = container_model = build(config).chat_model
+    learner = None
+    if learn:
+        learner = container_model if not learn_model or learn_model == config.model else LlamaCppChatModel(resolve(learn_model), name=learn_model)
+    with labelled_steps() as update:
+        result = run_locomo(samples, chat, load_embedder(config), limit, answer_limit, full_limit, learner, expand, update, split=split)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_locomo(result)
+
+
+def _print_locomo(result: dict) -> None:
+    from anima.bench.locomo_data import CATEGORY_NAMES
+
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    table = Table(
+        "category", "questions (recall)", "system", "turn R@5", "turn R@10", "session R@5", "session R@10", "hit R@5", "hit R@10", "F1 (n)",
+        title=f"LoCoMo · split {result['split']}: {', '.join(result['conversations'])}",
+        caption="turn / session R@k: all evidence turns (sessions) among the first k turns the context shows; both systems get k turns.\n"
+                "hit R@k (older figure): among everything the first k hits bring; an episode hit brings its reply, so up to 2k turns for anima.",
+    )
+    rows = [("overall", "overall")] + [(str(c), f"{c} {name}") for c, name in CATEGORY_NAMES.items()]
+    for key, label in rows:
+        for system in ("anima", "bm25"):
+            r = result[system]["overall"] if key == "overall" else result[system]["by_category"][key]
+            table.add_row(label if system == "anima" else "", f"{r['n']} ({r['n_recall']})", system,
+                          fmt(r["turn_recall@5"]), fmt(r["turn_recall@10"]), fmt(r["session_recall@5"]), fmt(r["session_recall@10"]),
+                          fmt(r["hit_recall@5"]), fmt(r["hit_recall@10"]), f"{fmt(r['f1'])} ({r['n_answered']})")
+    out.print(table)
+    a, b = result["anima"]["overall"], result["bm25"]["overall"]
+    out.print(f"recall skips {a['skipped_no_evidence']} question(s) without an evidence turn in the conversation; turns shown per question: anima {a['turns_shown_mean']}, bm25 {b['turns_shown_mean']}")
+    s = result["answer_sample"]
+    out.print(f"answered: {s['n']} questions, seed {s['seed']}; by conversation {s['by_conversation']}; by category {s['by_category']}")
+    fc, ing, ctx = result["full_context"], result["ingest"], result["context_tokens"]
+    out.print(f"full context (opening sessions that fit, {fc['prefix_sessions']}): F1 {fc['f1']} on {fc['n']} of {fc['eligible']} eligible questions; on the same: anima {fc['anima_f1_same_questions']}, bm25 {fc['bm25_f1_same_questions']}")
+    out.print(f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)" + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else ""))
+    out.print(f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; context tokens: anima mean {ctx['anima'].get('mean')} (max {ctx['anima'].get('max')}), bm25 mean {ctx['bm25'].get('mean')} (max {ctx['bm25'].get('max')})")
+
+
+@bench_app.command("memory-scale")
+def bench_memory_scale(
+    n: int = typer.Option(10000, "--n", min=1, help="Largest size (episodes + memories); steps are 1k, 10k, 100k up to it."),
+    queries: int = typer.Option(50, "--queries", min=1, help="Searches timed at each size (distinct LoCoMo questions)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="LoCoMo file the texts come from (default: ../shared/data/locomo/locomo_dev.json)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search latency at growing sizes, sqlite-vec and numpy side by side: what recall
+    searches (episodes and memories), LoCoMo texts, the configured embedder."""
+    from anima.bench.locomo_data import load_locomo
+    from anima.bench.memory_scale import run_memory_scale
+    from anima.bench.stores import default_data
+    from anima.models import load_embedder
+
+    samples = load_locomo(data or default_data())  # before the embedder loads
+    sizes = sorted({s for s in (1000, 10_000, 100_000) if s <= n} | {n})
+    embedder = load_embedder(load_config(backend="llama_cpp"))
+    with labelled_steps() as update:
+        result = run_memory_scale(sizes, queries, embedder, samples, progress=update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("items", "episodes", "memories", "sqlite-vec p50 (ms)", "sqlite-vec p95 (ms)", "numpy p50 (ms)", "numpy p95 (ms)",
+                  title=f"hybrid recall latency (episodes + memories, top 10), {queries} queries per size · {result['embedder']} ({result['dim']}-d)")
+    for vec, npy in zip(result["backends"]["sqlite-vec"], result["backends"]["numpy"]):
+        table.add_row(f"{vec['items']:,}", f"{vec['episodes']:,}", f"{vec['memories']:,}", str(vec["p50_ms"]), str(vec["p95_ms"]), str(npy["p50_ms"]), str(npy["p95_ms"]))
+    out.print(table)
+    t = result["texts"]
+    out.print(f"texts: {t['made']}; {t['distinct_texts_embedded']:,} distinct texts embedded in {t['embed_seconds']} s")
+    out.print(f"embedding a question adds p50 {result['query_embed_ms']['p50']} ms (not in the figures above)")
+
+
+@bench_app.command("serve")
+def bench_serve(
+    users: int = typer.Option(4, "--users", "--clients", min=1, help="Users, each with a store holding one LoCoMo conversation and asking its questions."),
+    questions: int = typer.Option(5, "--questions", min=1, help="Questions each user asks per round (distinct, each once)."),
+    think: float = typer.Option(6.0, "--think", min=0, help="Mean think time between a user's requests, seconds."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Times the three servers are measured, interleaved."),
+    max_tokens: int = typer.Option(48, "--max-tokens", min=1),
+    data: Optional[Path] = typer.Option(None, "--data", help="LoCoMo file (default: ../shared/data/locomo/locomo_dev.json)."),
+    model: Optional[str] = ModelOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """anima's server (memory, guard, learning) vs llama-cpp-python's server (prompt
+    cache on), plain and sent anima's exact prompts: same model, users and questions."""
+    from anima.bench.serve import run_serve_bench
+    from anima.bench.stores import conversations
+
+    conversations(data, users)  # a missing or short file is one line before anything starts
+    config = load_config(model=model, backend="llama_cpp")
+    with labelled_steps() as update:
+        result = run_serve_bench(config, users, questions, think, rounds, max_tokens, data, progress=lambda label, done, total: update(label, int(done), int(total)))
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    sides = result["sides"]
+    def fmt(s: dict, ms: bool = False) -> str:
+        if s["mean"] is None:
+            return "-"
+        f = (lambda v: f"{v:,.0f}") if ms else (lambda v: f"{v:.3f}")
+        return f"{f(s['mean'])} [{f(s['min'])}–{f(s['max'])}]"
+
+    table = Table("mean [min–max]", "anima serve", "llama_cpp.server, anima's prompts", "llama_cpp.server",
+                  title=f"{result['users']} users × {result['questions_per_user']} questions × {result['rounds']} rounds · think {result['think_s']} s · {result['model']} · max_tokens {result['max_tokens']}")
+    for key in ("requests_per_s", "tokens_per_s", "first_token_p50_ms", "first_token_p95_ms", "latency_p50_ms", "latency_p95_ms", "prompt_tokens_mean", "cache_restores_per_request"):
+        table.add_row(key, *(fmt(sides[side][key], key.endswith("_ms") or key == "prompt_tokens_mean") for side in ("anima", "reference_exact", "reference")))
+    out.print(table)
+    errors = {side: sum(r["errors"] for r in sides[side]["rounds"]) for side in sides}
+    out.print(f"errors: {errors}; anima: memory {result['memory']}, guard {result['guard']}; learning per round (done/queued/failed): "
+              + ", ".join(f"{x.get('done')}/{x.get('queued')}/{x.get('failed')}" for x in result["learning"]))
+    for name, ratio in result["ratios"].items():
+        out.print(f"{name}: requests/s {fmt(ratio['requests_per_s'])}, tokens/s {fmt(ratio['tokens_per_s'])}, first-token p50 {fmt(ratio['first_token_p50'])}")
