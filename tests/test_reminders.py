@@ -141,3 +141,35 @@ def test_tools_for_the_model(store):
     assert not bad.ok and "in the past" in bad.content
     assert box.call("todo_add", {"text": "pay rent", "due": "every month"}).ok
     assert "pay rent" in box.call("todo_list", {}).content
+
+
+def test_the_users_words_outrank_the_models_reading_of_a_time():
+    from anima.tools import user_message
+
+    cases = [
+        ("Remind me to call the dentist tomorrow at 9", "tomorrow at 9 pm", "tomorrow at 9"),  # the user's one time wins
+        ("remind me every Monday at 9 to water the plants", "every Monday at 9", "every Monday at 9"),  # a rule stays the model's
+        ("after the 3pm meeting, remind me tomorrow at 10", "tomorrow at 10", "tomorrow at 10"),  # two times named: the model chose
+        ("remind me to stretch", "in 1 hour", "in 1 hour"),  # no time in the message
+    ]
+    for said, when, expected in cases:
+        token = user_message.set(said)
+        try:
+            assert rm.in_their_words(when, NOW) == expected, said
+        finally:
+            user_message.reset(token)
+    assert rm.in_their_words("tomorrow at 9 pm", NOW) == "tomorrow at 9 pm"  # outside a chat turn
+
+
+def test_a_chat_turn_sets_the_reminder_at_the_time_the_user_said(anima_home):
+    from anima.app import build
+    from anima.models.fake import FakeChatModel
+
+    call = '<tool_call>{"name": "remind", "arguments": {"text": "call the dentist", "when": "tomorrow at 9 pm"}}</tool_call>'
+    c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=FakeChatModel([call, "Done."]))
+    reply = c.assistant.reply("Remind me to call the dentist tomorrow at 9")
+    reply.text()
+    assert [r.name for r in reply.tool_results] == ["remind"] and reply.tool_results[0].ok, [r.to_dict() for r in reply.tool_results]
+    (due,) = rm.list_reminders(c.store)
+    tomorrow = (datetime.now() + timedelta(days=1)).date()
+    assert due.due_at().date() == tomorrow and due.due_at().strftime("%H:%M") == "09:00"

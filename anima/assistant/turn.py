@@ -31,7 +31,7 @@ from anima.memory.service import utcnow
 from anima.models.base import ChatModel, Chunk, Message, Options, Usage, split_tool_calls
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
-from anima.tools import ToolResult, Toolbox
+from anima.tools import ToolResult, Toolbox, user_message
 
 CALL_OPEN = "<tool_call>"  # how Qwen/Hermes templates have the model start a tool call
 # ...and how small models often write one anyway: a JSON fence naming a tool
@@ -313,7 +313,11 @@ class Reply:
         said = {"role": "assistant", "content": before, "tool_calls": []}
         results = []
         for call in calls:
-            result = box.call(call["name"], call.get("arguments") or {})
+            token = user_message.set(self.turn.user_text)
+            try:
+                result = box.call(call["name"], call.get("arguments") or {})
+            finally:
+                user_message.reset(token)
             self.tool_results.append(result)
             content = result.content
             if guard is not None and guard.injection is not None:

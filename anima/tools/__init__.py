@@ -13,6 +13,7 @@ model sees them (`anima.safety.injection`).
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import json
 import logging
 import re
@@ -44,6 +45,11 @@ class Tool:
 
     def spec(self) -> dict[str, Any]:
         return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+# The user's message of the turn a tool runs in: their own words, which outrank the
+# model's paraphrase of them (a reminder's time, say). Empty outside a chat turn.
+user_message: contextvars.ContextVar[str] = contextvars.ContextVar("anima_user_message", default="")
 
 
 @dataclass
@@ -169,7 +175,7 @@ class Toolbox:
         # A thread per call, abandoned (not killed: Python cannot) when it overruns.
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{tool.name}")
         try:
-            future = pool.submit(tool.fn, **arguments)
+            future = pool.submit(contextvars.copy_context().run, tool.fn, **arguments)  # the tool sees user_message
             try:
                 return future.result(timeout=self.timeout)
             except concurrent.futures.TimeoutError as exc:

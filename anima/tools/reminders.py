@@ -22,7 +22,7 @@ from anima.errors import NotFound
 from anima.recurrence import Rule, localize, parse_rule
 from anima.store.db import transaction
 from anima.timeparse import find_times
-from anima.tools import Tool, ToolContext, ToolError
+from anima.tools import Tool, ToolContext, ToolError, user_message
 
 FORMS = "try 'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'at noon' or 'every Monday at 9'"
 KINDS = ("reminder", "todo")
@@ -155,6 +155,28 @@ def _list(store, kind: str | None, include_closed: bool) -> list[Reminder]:
     return sorted(found, key=lambda r: (r.status != "open", r.due_at() or far, r.id))
 
 
+def in_their_words(when: str, now: datetime) -> str:
+    """The time to use for a model's `when`: the user's own words when their message
+    names exactly one time and `when` is not a repeating one. A small model reads
+    "tomorrow at 9" as 21:00 as often as not; the user's sentence does not change."""
+    said = user_message.get()
+    if not said:
+        return when
+    try:
+        if parse_rule(when.strip()) is not None:
+            return when
+    except ValueError:
+        pass
+    spans = find_times(said, now.replace(tzinfo=None))
+    if len(spans) != 1:
+        return when
+    try:
+        parse_when(spans[0].text, now)
+    except ToolError:  # in the past, or not a time of its own: the model's reading stands
+        return when
+    return spans[0].text
+
+
 def add_reminder(store, text: str, when: str, now: datetime | None = None) -> Reminder:
     now = now or local_now()
     due, rule = parse_when(when, now)
@@ -239,7 +261,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
     store = ctx.store
 
     def remind(text: str, when: str) -> str:
-        r = add_reminder(store, text, when, ctx.now())
+        r = add_reminder(store, text, in_their_words(when, ctx.now()), ctx.now())
         return f"reminder #{r.id} set for {show(r.due_at())}" + (f", then {r.every}" if r.every else "") + f": {r.text}"
 
     def reminders_list(include_closed: bool = False) -> str:
@@ -252,7 +274,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
         return "cancelled: " + cancel(store, reminder_id, ctx.now()).describe()
 
     def todo_add(text: str, due: str = "") -> str:
-        return "added to-do " + add_todo(store, text, due or None, ctx.now()).describe()
+        return "added to-do " + add_todo(store, text, in_their_words(due, ctx.now()) if due else None, ctx.now()).describe()
 
     def todo_list(include_closed: bool = False) -> str:
         return "\n".join(r.describe() for r in list_todos(store, include_closed)) or "no to-dos"
