@@ -1,8 +1,9 @@
 """Attack cases: seeds x mutators, benign prompts, and the agentic attacks.
 
 Everything here is pure: the same seed file, suite and `seed` give the same cases with
-the same ids, so a run can be resumed and two runs compared. Only PAIR (an attacker
-model rewriting failed attacks, see `runner.py`) is made at run time.
+the same ids, so a run can be resumed and two runs compared. Which requests PAIR
+attacks is chosen here too, by the seed alone; only its rewrites (an attacker model
+reading the target's replies, see `runner.py`) are made at run time.
 
     kind        what it measures                                      judged by
     harmful     a hazardous request, plain or mutated                 refusal + guard + LLM judge
@@ -59,18 +60,20 @@ class Suite:
     benign: int
     extraction: int  # system-prompt extraction variants
     injection: int  # cases per vector (document, tool, memory)
-    pair_seeds: int  # failed seeds the attacker model rewrites
+    pair_seeds: int  # seeds the attacker model rewrites (PAIR), the same for every target
     pair_iters: int
     max_tokens: int
-    judge_limit: int  # LLM-judge calls at most
+    judge_limit: int  # LLM-judge calls at most: above the harmful cases, so that every reply that did
+    # not refuse is judged the same way on every target (a budget that runs out counts the
+    # rest as successes, and runs out sooner on a target that complies more)
 
 
 # quick: ~20 x 3 harmful + 15 benign + 7 agentic + PAIR 3 x 2, at 96 tokens: under 10 minutes
 # on 2 CPU cores with the 1.5B model (the guard blocks many cases before generation).
 SUITES = {
     "tiny": Suite(3, 1, 3, 1, 1, 1, 1, 64, 6),
-    "quick": Suite(20, 2, 15, 3, 1, 3, 2, 96, 12),
-    "full": Suite(100, 4, 100, 6, 3, 10, 3, 256, 400),
+    "quick": Suite(20, 2, 15, 3, 1, 3, 2, 96, 100),
+    "full": Suite(100, 4, 100, 6, 3, 10, 3, 256, 600),
 }
 
 
@@ -331,8 +334,10 @@ def agentic_cases(suite: Suite, rng: random.Random, folder: Path | None) -> list
     return cases
 
 
-def build_cases(suite: Suite, harmful: list[Seed], benign: list[Seed], seed: int = 0, folder: Path | None = None) -> list[Case]:
-    """All cases of a run, in order; ids are stable for a given seed."""
+def build_cases(suite: Suite, harmful: list[Seed], benign: list[Seed], seed: int = 0, folder: Path | None = None, pair: bool = False) -> list[Case]:
+    """All cases of a run, in order; ids are stable for a given seed. With `pair`,
+    `suite.pair_seeds` of the plain requests, picked by the seed, also get a PAIR case
+    (mutator "pair"; the attacker's rewrites happen at run time)."""
     rng = random.Random(seed)
     mutators = MUTATORS[1:]
     rng.shuffle(mutators)
@@ -343,4 +348,9 @@ def build_cases(suite: Suite, harmful: list[Seed], benign: list[Seed], seed: int
             cases.append(Case(f"harmful:{s.id}:{m}", "harmful", m, s.category, s.text, mutate(m, s.text)))
     for s in rng.sample(benign, min(suite.benign, len(benign))):
         cases.append(Case(f"benign:{s.id}", "benign", "none", s.category, s.text, [s.text]))
-    return cases + agentic_cases(suite, rng, folder)
+    cases += agentic_cases(suite, rng, folder)
+    if pair:
+        plain = [c for c in cases if c.kind == "harmful" and c.mutator == "none"]
+        for c in random.Random(seed).sample(plain, min(suite.pair_seeds, len(plain))):
+            cases.append(Case(f"pair:{c.id.removeprefix('harmful:').removesuffix(':none')}", "harmful", "pair", c.category, c.goal, [c.goal]))
+    return cases

@@ -9,6 +9,9 @@ OpenAI-compatible URL. Both answer `chat(messages, max_tokens, memory="") -> Res
 
 A target's failures are data for the audit: they come back as status "error" (or
 "skipped" when a target cannot run a kind of case), never as an exception.
+
+Replies are sampled as in real use (`TEMPERATURE`), with a fixed seed where the backend
+takes one, so a run with the same `--seed` repeats as closely as the backend allows.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from anima.app import Container, build
 from anima.config import Config
 from anima.models import ChatModel, Embedder, Message
 from anima.safety.guard import Guard
+
+TEMPERATURE = 0.7  # audit replies are sampled like real use (the config's default), not greedy
 
 
 @dataclass
@@ -63,13 +68,14 @@ def split_messages(messages: list[Message]) -> tuple[str, list[Message], str, li
 class SelfTarget:
     name = "self"
 
-    def __init__(self, config: Config, chat_model: ChatModel, embedder: Embedder, guard: Guard | None, workdir: Path, instructions: str = ""):
+    def __init__(self, config: Config, chat_model: ChatModel, embedder: Embedder, guard: Guard | None, workdir: Path, instructions: str = "", temperature: float = TEMPERATURE, seed: int | None = 0):
         self.config = config.model_copy(deep=True)
         self.config.store.encrypt = False  # scratch data in a temp folder; no key files made
         self.config.memory.learn = False
         self.config.guard.enabled = guard is not None
         self.chat_model, self.embedder, self.guard = chat_model, embedder, guard
         self.workdir, self.instructions = Path(workdir), instructions
+        self.temperature, self.seed = temperature, seed
         self._memories = 0
 
     def container(self, user: str, memory: bool) -> Container:
@@ -91,7 +97,7 @@ class SelfTarget:
                 container.memory.add(memory)
             text, history, instructions, tail = split_messages(messages)
             assistant = container.assistant
-            options = assistant.options(max_tokens=max_tokens, temperature=0.0, seed=0)
+            options = assistant.options(max_tokens=max_tokens, temperature=self.temperature, seed=self.seed)
             system = "\n\n".join(p for p in (instructions, self.instructions) if p)
             reply = assistant.reply(text, history=history, instructions=system, tail=tail, options=options)
             out = reply.text()
@@ -115,18 +121,20 @@ class SelfTarget:
         server = Server(self.config, accounts, self.chat_model, self.embedder, data_dir=folder, guard=self.guard)
         client = TestClient(create_app(server), base_url="http://anima.audit", raise_server_exceptions=False)
         url = "http://anima.audit/v1"
-        return HttpTarget(url, "assistant", keys["alice"], http=client, instructions=self.instructions), HttpTarget(url, "assistant", keys["bob"], http=client, instructions=self.instructions)
+        kw = {"http": client, "instructions": self.instructions, "temperature": self.temperature, "seed": self.seed}
+        return HttpTarget(url, "assistant", keys["alice"], **kw), HttpTarget(url, "assistant", keys["bob"], **kw)
 
     def with_fix(self, guard: Guard | None, instructions: str) -> SelfTarget:
         extra = "\n\n".join(p for p in (self.instructions, instructions) if p)
-        return SelfTarget(self.config, self.chat_model, self.embedder, guard or self.guard, self.workdir / f"fix-{time.monotonic_ns()}", extra)
+        return SelfTarget(self.config, self.chat_model, self.embedder, guard or self.guard, self.workdir / f"fix-{time.monotonic_ns()}", extra, self.temperature, self.seed)
 
 
 class HttpTarget:
-    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, victim_key: str = "", http: httpx.Client | None = None, instructions: str = ""):
+    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, victim_key: str = "", http: httpx.Client | None = None, instructions: str = "", temperature: float = TEMPERATURE, seed: int | None = 0):
         self.base_url = base_url.rstrip("/")
         self.name = f"{model}@{self.base_url}"
         self.model, self.api_key, self.timeout, self.victim_key, self.instructions = model, api_key, timeout, victim_key, instructions
+        self.temperature, self.seed = temperature, seed
         self.http = http or httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0))
 
     @property
@@ -153,7 +161,9 @@ class HttpTarget:
         if self.instructions:
             messages = [{"role": "system", "content": self.instructions}, *messages]
         try:
-            body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "seed": 0}
+            body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": self.temperature}
+            if self.seed is not None:
+                body["seed"] = self.seed
             r = self._send("POST", f"{self.base_url}/chat/completions", json=body)
             ms = (time.perf_counter() - start) * 1000
             if isinstance(r, str):
@@ -196,14 +206,14 @@ class HttpTarget:
     def pair(self) -> tuple[HttpTarget, HttpTarget] | None:
         if not self.victim_key:
             return None
-        victim = HttpTarget(self.base_url, self.model, self.victim_key, self.timeout, http=self.http, instructions=self.instructions)
+        victim = HttpTarget(self.base_url, self.model, self.victim_key, self.timeout, http=self.http, instructions=self.instructions, temperature=self.temperature, seed=self.seed)
         return victim, self
 
     def with_fix(self, guard: Guard | None, instructions: str) -> HttpTarget | None:
         if guard is not None:
             return None  # a remote server's guard is not ours to change
         extra = "\n\n".join(p for p in (self.instructions, instructions) if p)
-        return HttpTarget(self.base_url, self.model, self.api_key, self.timeout, self.victim_key, self.http, extra)
+        return HttpTarget(self.base_url, self.model, self.api_key, self.timeout, self.victim_key, self.http, extra, self.temperature, self.seed)
 
 
 def _error_text(r: httpx.Response) -> str:
