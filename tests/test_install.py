@@ -91,3 +91,25 @@ def test_the_installed_build_runs_here(link_models):
     link_models("default")
     result = run_smoke("default")
     assert result.ok, result.line()
+
+
+def test_a_crashing_build_is_rebuilt_portable_and_a_second_crash_stops_with_one_line(monkeypatch, capsys):
+    build = _build_script()
+    installed: list[str] = []
+    monkeypatch.setattr(build, "install", lambda python, variant: installed.append(variant))
+    outcomes = iter([(False, True, "CRASHES on this CPU (a test generation died from SIGILL)"), (True, False, "ok (8 tokens)")])
+    monkeypatch.setattr(build, "smoke", lambda python: next(outcomes))
+    build.check("python")
+    assert installed == ["portable"] and "portable build): ok" in capsys.readouterr().out
+
+    installed.clear()
+    monkeypatch.setattr(build, "smoke", lambda python: (False, True, "CRASHES on this CPU"))
+    with pytest.raises(SystemExit) as stopped:
+        build.check("python")
+    assert installed == ["portable"] and "crashes on this CPU even when built portable" in str(stopped.value) and "\n" not in str(stopped.value)
+
+    monkeypatch.setattr(build, "smoke", lambda python: (False, False, "test generation failed: ValueError: bad"))
+    with pytest.raises(SystemExit, match="llama.cpp does not work: test generation failed"):
+        build.check("python")
+    monkeypatch.setattr(build, "smoke", lambda python: (False, False, "not tested: model 'default' is not downloaded yet"))
+    build.check("python")  # no model yet is not a failure of the build
