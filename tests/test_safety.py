@@ -407,6 +407,18 @@ def test_eval_guard_bad_arguments(guard_heads, tmp_path, monkeypatch):
     assert result.exit_code == 1 and "--layers" in result.output
 
 
+def test_eval_guard_on_training_rows_without_the_training_data_is_one_line(guard_heads, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMA_BACKEND", "fake")
+    data = tmp_path / "seen.csv"
+    data.write_text("text,label\n" + "".join(f"{t},1\n" for t, _ in UNSAFE[:2]) + f"{SAFE[0]},0\n")
+    for folder in (tmp_path / "nowhere", tmp_path):  # missing; present but not the safety sets
+        monkeypatch.setenv("ANIMA_SAFETY_DATA", str(folder))
+        result = CliRunner().invoke(app, ["eval", "guard", "--data", str(data), "--layers", "1"])
+        assert result.exit_code == 1 and "3 of these 3 rows trained the guard" in result.output and "--training-data" in result.output, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert "Traceback" not in result.output and len(errors) == 1 and "--training-data" in errors[0]  # beside the progress bar
+
+
 def test_verdict_defaults_are_safe():
     assert Verdict(True).to_dict()["action"] == "allow"
 

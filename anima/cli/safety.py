@@ -81,7 +81,6 @@ def eval_guard(
     """Precision, recall, F1, FPR, AUPRC and latency of the guard on a labelled file."""
     from anima.safety.data import read_labelled, safety_data_dir
     from anima.safety.evaluate import eval_guard as run, sample
-    from anima.safety.train import source_folder
 
     if layers not in ("1", "auto", "always"):
         raise BadInput(f"unknown --layers {layers!r}", "use 1, auto or always")
@@ -92,7 +91,7 @@ def eval_guard(
         raise BadInput("the guard is off (guard.enabled = false)", "turn it on to evaluate it")
     with steps_progress() as progress:
         task = progress.add_task("scoring", total=len(examples))
-        result = run(examples, guard, source_folder(training_data) if training_data else safety_data_dir(), progress=lambda d, t: progress.update(task, completed=d, total=t))
+        result = run(examples, guard, training_data or safety_data_dir(), progress=lambda d, t: progress.update(task, completed=d, total=t))
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return

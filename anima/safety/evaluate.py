@@ -16,12 +16,12 @@ from typing import Callable
 
 import numpy as np
 
-from anima.errors import BadInput
+from anima.errors import BadInput, ModelNotFound
 from anima.safety import classifier
 from anima.safety.data import Example, bipia_contexts, training_set
 from anima.safety.guard import Guard
 from anima.safety.injection import InjectionDetector, rule_score
-from anima.safety.train import attack_instructions, injection_examples
+from anima.safety.train import attack_instructions, injection_examples, source_folder
 
 Progress = Callable[[int, int], None]
 
@@ -105,11 +105,11 @@ def eval_guard(
     if guard.head is None:
         mode = "no layer-1 head"
     elif overlap:
-        if training_folder is None:
-            raise BadInput(
-                f"{overlap} of these {len(examples)} rows trained the guard, and scoring them needs cross-validation on the training data, which was not found",
-                "pass --training-data (the folder `anima guard train` used) or set ANIMA_SAFETY_DATA",
-            )
+        try:
+            training_folder = source_folder(training_folder)
+        except ModelNotFound as exc:
+            raise BadInput(f"{overlap} of these {len(examples)} rows trained the guard, so they are scored by cross-validation, which needs its training data: {exc.message}",
+                           "pass --training-data (the folder `anima guard train` used) or set ANIMA_SAFETY_DATA") from None
         mode = f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's training data)"
         train = training_set(training_folder)
         embed = CachedEmbed(guard.embed) if guard.embed is not None else None
