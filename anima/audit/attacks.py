@@ -27,6 +27,7 @@ from pathlib import Path
 
 from anima.errors import BadInput
 from anima.safety.taxonomy import CATEGORIES, HARMBENCH, JBB
+from anima.safety.data import UNSAFE_LABELS
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def read_prompts(path: Path) -> list[Seed]:
     """Prompts from a CSV or JSONL file: the text in a goal / Behavior / prompt / text
     column, the category (JBB, HarmBench or S1..S14) in a category column if there is
     one. HarmBench's contextual and copyright rows are left out (they need their
-    documents and a hash judge)."""
+    documents and a hash judge); so are the safe rows of a file with a `label` column
+    (`anima eval guard`'s files, e.g. tests/data/guard_test.csv)."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no such file: {path}", "give a .csv or .jsonl file of prompts")
@@ -222,6 +224,8 @@ def read_prompts(path: Path) -> list[Seed]:
     seeds = []
     for i, row in enumerate(rows):
         if row.get("FunctionalCategory") in ("contextual", "copyright"):
+            continue
+        if "label" in row and str(row["label"]).strip().lower() not in UNSAFE_LABELS:
             continue
         text = str(row.get(text_key) or "").strip()
         raw = str(row.get(cat_key) or "") if cat_key else ""

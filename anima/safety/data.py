@@ -107,6 +107,9 @@ def training_set(folder: Path) -> list[Example]:
     )
 
 
+UNSAFE_LABELS = ("1", "true", "unsafe", "yes", "harmful", "toxic")  # label values that mean unsafe
+
+
 def read_labelled(
     path: Path,
     fmt: str = "auto",
@@ -141,7 +144,7 @@ def read_labelled(
     label_field = label_field or _pick(keys, ("label", "unsafe", "is_unsafe", "harmful", "toxic", "flagged", "class"))
     if text_field not in keys or label_field not in keys:
         raise BadInput(f"{path} has columns {keys}; need a text and a label column", "name them with --text-field and --label-field")
-    positive = {v.strip().lower() for v in (unsafe_values or ["1", "true", "unsafe", "yes", "harmful", "toxic"])}
+    positive = {v.strip().lower() for v in (unsafe_values or UNSAFE_LABELS)}
     return [
         Example(str(r.get(text_field) or ""), str(r.get(label_field)).strip().lower() in positive, (), path.name)
         for r in rows
