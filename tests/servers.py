@@ -1,5 +1,6 @@
 """Real HTTP servers on loopback for tests: an OpenAI-compatible app of our own
-(served by uvicorn in a thread) and a static file server with Range support."""
+(served by uvicorn in a thread) and a static file server with Range support; and a
+bounded load generator to put a server under back-to-back streaming clients."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import json
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -160,3 +163,91 @@ def two_users(home: Path, model=None, **server_kw) -> Iterator[tuple[str, dict[s
     server = Server(config, accounts, model or FakeChatModel(), FakeEmbedder(), **server_kw)
     with serve_app(create_app(server)) as url:
         yield url, keys, server
+
+
+# --- a bounded load generator (the server under back-to-back streaming clients) ---
+
+PROMPTS = [
+    "Give me one tip for staying focused.",
+    "What is a good name for a goldfish?",
+    "Explain recursion in one sentence.",
+    "Suggest a quick healthy breakfast.",
+]
+
+
+@dataclass
+class LoadResult:
+    clients: int
+    duration_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+    tokens: int = 0
+    rejected: int = 0  # 429: the queue was full
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies_ms)
+        pick = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
+        return {
+            "clients": self.clients,
+            "duration_s": round(self.duration_s, 1),
+            "requests": len(lat),
+            "requests_per_s": round(len(lat) / self.duration_s, 3),
+            "tokens_per_s": round(self.tokens / self.duration_s, 2),
+            "latency_p50_ms": pick(0.50),
+            "latency_p95_ms": pick(0.95),
+            "latency_p99_ms": pick(0.99),
+            "rejected_429": self.rejected,
+            "errors": len(self.errors),
+            "error_examples": self.errors[:3],
+        }
+
+
+def load(base_url: str, model: str, clients: int, duration: float, api_key: str = "none", max_tokens: int = 32, progress: Callable[[float], None] | None = None) -> LoadResult:
+    """Run `clients` streaming clients against `base_url` (…/v1) for `duration` seconds."""
+    result, lock = LoadResult(clients, duration), threading.Lock()
+    started = time.monotonic()
+    stop_at = started + duration
+
+    def client(n: int) -> None:
+        http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=httpx.Timeout(300.0, connect=5.0))
+        i = n
+        while time.monotonic() < stop_at:
+            body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], "max_tokens": max_tokens,
+                    "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            i += clients
+            start, tokens = time.perf_counter(), 0
+            try:
+                with http.stream("POST", "/chat/completions", json=body) as r:
+                    if r.status_code == 429:
+                        with lock:
+                            result.rejected += 1
+                        time.sleep(0.2)
+                        continue
+                    if r.status_code != 200:
+                        r.read()
+                        raise RuntimeError(f"HTTP {r.status_code}: {r.text[:120]}")
+                    for line in r.iter_lines():
+                        if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
+                            event = json.loads(line[5:])
+                            if "error" in event:
+                                raise RuntimeError(str(event["error"])[:120])
+                            # one content delta per generated token on both servers (llama-cpp-python's
+                            # server sends no usage when streaming), so both are counted the same way
+                            tokens += sum(1 for c in event.get("choices") or [] if (c.get("delta") or {}).get("content"))
+            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                with lock:
+                    result.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            with lock:
+                result.latencies_ms.append((time.perf_counter() - start) * 1000)
+                result.tokens += tokens
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        if progress:
+            progress(min(duration, time.monotonic() - started))
+        time.sleep(0.5)
+    result.duration_s = time.monotonic() - started  # requests in flight at the deadline finish, and count
+    return result

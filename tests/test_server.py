@@ -262,7 +262,7 @@ def test_tool_call_streamed_and_tool_choice_none(live, fake):
 
 
 def test_bounded_load_stops_by_itself_without_errors(anima_home):
-    from anima.bench.serve import load
+    from tests.servers import load
 
     config = load_config(backend="fake")
     server = Server(config, Accounts(anima_home / "accounts.db"), FakeChatModel(), FakeEmbedder(), max_waiting=2)
