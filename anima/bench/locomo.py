@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, TypeVar
 
+from anima.bench import p50_p95
 from anima.bench.locomo_data import CATEGORY_NAMES, Question, Sample, answer_f1, load_locomo
 from anima.errors import BadInput
 from anima.memory import MemoryService
@@ -261,11 +262,6 @@ def _tokens(counts: list[int]) -> dict:
     return {"mean": round(statistics.mean(counts), 1), "max": max(counts)} if counts else {}
 
 
-def _p(values: list[float]) -> dict:
-    v = sorted(values)
-    return {"p50": round(statistics.median(v), 2), "p95": round(v[int(0.95 * (len(v) - 1))], 2)} if v else {}
-
-
 def run_locomo(
     data: Path | list[Sample],
     model: ChatModel,
@@ -360,7 +356,7 @@ def run_locomo(
         "ms_per_message": round(ingest_s / max(n_messages, 1) * 1000, 2),
         "learn_seconds": round(learn_s, 1) if learn_model else None,
     }
-    result["search_ms"] = _p(search_ms)
+    result["search_ms"] = p50_p95(search_ms)
     result["context_tokens"] = {name: _tokens(counts) for name, counts in context_tokens.items()}
     result["answered"] = len(to_answer)
     return result

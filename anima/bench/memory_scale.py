@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import random
 import re
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from anima.bench import p50_p95
 from anima.bench.locomo_data import Sample, load_locomo
 from anima.errors import BadInput
 from anima.memory.ingest import sample_messages
@@ -136,11 +136,6 @@ def _add(store: Store, memory: MemoryService, embedder: CachedEmbedder, items: l
             store.add_memory(row, embedder.embed([item.text])[0])
 
 
-def _ms(values: list[float]) -> dict:
-    v = sorted(values)
-    return {"p50": round(statistics.median(v), 2), "p95": round(v[int(0.95 * (len(v) - 1))], 2)}
-
-
 def run_memory_scale(sizes: list[int], queries: int, embedder: Embedder, data: Path | list[Sample], progress: Callable[[str, int, int], None] | None = None) -> dict:
     if not sizes or min(sizes) < 1:
         raise BadInput(f"memory sizes must be at least 1, got {sorted(sizes)}", "give --n 1 or more")
@@ -177,7 +172,7 @@ def run_memory_scale(sizes: list[int], queries: int, embedder: Embedder, data: P
             "distinct_texts_embedded": embedded,
             "embed_seconds": round(embed_s, 1),
         },
-        "query_embed_ms": _ms(embed_ms),
+        "query_embed_ms": p50_p95(embed_ms),
         "backends": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,7 +195,7 @@ def run_memory_scale(sizes: list[int], queries: int, embedder: Embedder, data: P
                     if progress:
                         progress(f"{backend}: search at {size:,}", n + 1, len(questions))
                 episodes = sum(1 for i in items[:size] if i.kind == "episode")
-                rows.append({"items": size, "episodes": episodes, "memories": size - episodes, **{f"{p}_ms": v for p, v in _ms(times).items()}})
+                rows.append({"items": size, "episodes": episodes, "memories": size - episodes, **{f"{p}_ms": v for p, v in p50_p95(times).items()}})
                 have = size
             result["backends"][backend] = rows
             store.close()

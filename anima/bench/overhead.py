@@ -29,6 +29,7 @@ from typing import Callable
 
 from anima.app import build
 from anima.assistant import get_persona
+from anima.bench import percentile
 from anima.bench.stores import BENCH_KEY, conversations, copy_store, fill, questions
 from anima.config import Config
 from anima.models import load_embedder
@@ -49,7 +50,7 @@ PROMPTS = [
     "List four vegetables that grow well in spring.",
 ]
 
-Sample = tuple[float, float | None, int, int]  # wall s, first token s, completion tokens, prompt tokens
+Timing = tuple[float, float | None, int, int]  # wall s, first token s, completion tokens, prompt tokens
 
 
 def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, rounds: int = 2, data: Path | None = None,
@@ -82,7 +83,7 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
             model.llm.reset()
             model.cache.entries.clear()
 
-        def raw(prompt: str, template: Path | None) -> Sample:
+        def raw(prompt: str, template: Path | None) -> Timing:
             messages = [{"role": "system", "content": persona.system_prompt}, {"role": "user", "content": prompt}]
             n_prompt = len(model.prompt_tokens(messages)[0])
             clear()
@@ -94,7 +95,7 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
                     parts.append(text)
             return time.perf_counter() - start, first, model.count_tokens("".join(parts)), n_prompt
 
-        def ours(prompt: str, template: Path | None) -> Sample:
+        def ours(prompt: str, template: Path | None) -> Timing:
             assistant = fresh_assistant(template)
             options = assistant.options(max_tokens=max_tokens, temperature=0.0)
             clear()
@@ -110,7 +111,7 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
         ours(PROMPTS[0], None), raw(PROMPTS[0], None)  # warm-up: page the weights in, build caches
         results = {}
         for name, (_, prompts) in scenarios.items():
-            samples: dict[str, list[Sample]] = {"raw": [], "anima": []}
+            samples: dict[str, list[Timing]] = {"raw": [], "anima": []}
             total, done = 2 * rounds * len(prompts), 0
             for r in range(rounds):
                 for i, prompt in enumerate(prompts):
@@ -127,7 +128,7 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
             "scenarios": results}
 
 
-def _summary(samples: dict[str, list[Sample]], n_prompts: int) -> dict:
+def _summary(samples: dict[str, list[Timing]], n_prompts: int) -> dict:
     out: dict = {"prompts": n_prompts}
     for side, rows in samples.items():
         wall = sum(w for w, _, _, _ in rows)
@@ -138,13 +139,9 @@ def _summary(samples: dict[str, list[Sample]], n_prompts: int) -> dict:
             "completion_tokens": tokens,
             "tokens_per_s": round(tokens / wall, 3),
             "first_token_p50_ms": round(statistics.median(firsts), 1) if firsts else None,
-            "first_token_p95_ms": round(_pct(firsts, 0.95), 1) if firsts else None,
+            "first_token_p95_ms": percentile(firsts, 0.95),
             "prompt_tokens_mean": round(statistics.mean(p for _, _, _, p in rows), 1),
         }
     out["ratio"] = round(out["anima"]["tokens_per_s"] / out["raw"]["tokens_per_s"], 4)
     return out
 
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

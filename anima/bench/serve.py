@@ -31,7 +31,9 @@ from typing import Callable
 
 import httpx
 
+from anima.bench import percentile
 from anima.errors import ModelUnavailable
+
 
 def wait_ready(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = None, log: Path | None = None, what: str = "the reference server") -> None:
     """Wait for `url`/models to answer; a server that exits first is one clear line,
@@ -134,11 +136,6 @@ def ask_all(base_url: str, model: str, keys: list[str], work: list[list], think:
     return records, time.monotonic() - started
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
-
-
 def summarise(records: list[Record], makespan: float, prompt_tokens: list[int], restores: int | None) -> dict:
     """`restores`: how often the server's prompt cache put a saved KV state back (anima's
     PromptCache hits; llama_cpp.server's "cache hit" lines); per request, since each
@@ -152,10 +149,10 @@ def summarise(records: list[Record], makespan: float, prompt_tokens: list[int], 
         "makespan_s": round(makespan, 1),
         "requests_per_s": round(len(ok) / makespan, 4),
         "tokens_per_s": round(tokens / makespan, 3),
-        "first_token_p50_ms": _pct([r.first_token_ms for r in ok if r.first_token_ms is not None], 0.5),
-        "first_token_p95_ms": _pct([r.first_token_ms for r in ok if r.first_token_ms is not None], 0.95),
-        "latency_p50_ms": _pct([r.latency_ms for r in ok], 0.5),
-        "latency_p95_ms": _pct([r.latency_ms for r in ok], 0.95),
+        "first_token_p50_ms": percentile([r.first_token_ms for r in ok if r.first_token_ms is not None], 0.5),
+        "first_token_p95_ms": percentile([r.first_token_ms for r in ok if r.first_token_ms is not None], 0.95),
+        "latency_p50_ms": percentile([r.latency_ms for r in ok], 0.5),
+        "latency_p95_ms": percentile([r.latency_ms for r in ok], 0.95),
         "prompt_tokens_mean": round(sum(prompt_tokens) / len(prompt_tokens), 1) if prompt_tokens else None,
         "cache_restores_per_request": round(restores / len(ok), 3) if restores is not None and ok else None,
     }
