@@ -187,6 +187,15 @@ def test_doctor_reports_the_installation():
     data = json.loads(run("doctor", "--json").stdout)
     assert data["vector search"].startswith("sqlite-vec") and "default: missing" in data["models"]
     assert data["encryption"].startswith("on, key from")
+    assert data["llama.cpp check"] == "not tested: model 'default' is not downloaded yet (run `anima models pull default`)"  # the child ran
+
+
+def test_doctor_names_a_crashing_llama_cpp_build_and_the_fix(monkeypatch):
+    from anima.models import smoke
+
+    monkeypatch.setattr(smoke, "run_smoke", lambda model=None: smoke.interpret(-11, "", ""))
+    data = json.loads(run("doctor", "--json").stdout)
+    assert data["llama.cpp check"].startswith("CRASHES on this CPU (a test generation died from SIGSEGV)") and "make rebuild-llama" in data["llama.cpp check"]
 
 
 def test_serve_refuses_to_listen_beyond_loopback_without_keys():

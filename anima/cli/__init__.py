@@ -346,7 +346,7 @@ def doctor(as_json: bool = JsonOpt) -> None:
         from anima.models.smoke import run_smoke
 
         with err.status("trying a short generation in a child process..."):
-            checks["llama.cpp on this CPU"] = run_smoke(config.model).line()
+            checks["llama.cpp check"] = run_smoke(config.model).line()  # a generation in a child process
     if as_json:
         print(json.dumps(checks, indent=2))
         return
