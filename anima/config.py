@@ -42,7 +42,7 @@ class _Section(BaseModel):
 
 class LlamaCppSettings(_Section):
     n_ctx: int = Field(4096, ge=256, description="Context window in tokens; 4096 fits chat + memories in ~2 GB RAM.")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all physical cores.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads for generation; default: llama-cpp-python's, half the CPUs (2 measured slower than 1 under load on 2 cores).")
     n_batch: int = Field(512, ge=8, description="Prompt tokens evaluated per batch.")
     verbose: bool = Field(False, description="Let llama.cpp print its own logs to stderr.")
 
