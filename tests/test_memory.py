@@ -2,6 +2,7 @@
 user's controls, ingest. The scripted model plays the extractor and the judge."""
 
 import json
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -160,6 +161,27 @@ def test_learner_runs_in_background_and_survives_errors(memory, model):
     learner.drain()
     assert learner.errors and "model crashed" in learner.errors[0]
     assert [m.text for m in memory.store.list_memories()] == ["Maya runs marathons."]
+
+
+def test_a_stopped_learner_drops_the_message_in_hand_and_the_queue(memory, model):
+    """stop() while a message waits for a quiet moment (a server's requests in flight):
+    it is not learned from after the stop, nor is anything queued; drain() returns."""
+    import threading
+
+    from anima.memory import Learner
+
+    busy = threading.Event()
+    busy.set()
+    learner = Learner(memory, idle=lambda: not busy.is_set())
+    for text in ("I run marathons", "I have a dog named Rex"):
+        learner.submit(memory.observe(text, when=NOW), text, NOW)
+    time.sleep(0.8)  # the first is in hand, waiting for the server to go quiet
+    learner.stop()
+    busy.clear()  # the server goes quiet only after the stop
+    learner._thread.join(5)
+    assert not learner._thread.is_alive()
+    assert learner.jobs.unfinished_tasks == 0  # so drain() returns at once
+    assert model.calls == [] and memory.store.list_memories() == [] and learner.done == 0
 
 
 def test_pipeline_recalls_and_learns(tmp_path):

@@ -187,7 +187,8 @@ class Learner:
         self.jobs.join()
 
     def stop(self) -> None:
-        """Stop after the message in hand; what is still queued is not learned from."""
+        """Stop: a message already being learned from finishes; one still waiting for a
+        quiet moment, and everything queued, is not learned from (drain() returns)."""
         self._stopped = True
 
     def _run(self) -> None:
@@ -198,6 +199,9 @@ class Learner:
                 continue
             while not self.idle() and not self._stopped:
                 time.sleep(0.1)
+            if self._stopped:  # stopped while it waited: the message in hand is dropped too
+                self.jobs.task_done()
+                break
             try:
                 self.memory.learn(episode_id, text, when, speaker)
             except AnimaError as exc:
@@ -209,6 +213,12 @@ class Learner:
             finally:
                 self.done += 1
                 self.jobs.task_done()
+        while True:  # what is still queued is dropped, so that drain() does not wait for it
+            try:
+                self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            self.jobs.task_done()
 
 
 def dumps(data: dict[str, Any]) -> str:
