@@ -123,3 +123,30 @@ def test_cli_dry_run_and_empty_goal(tmp_path, monkeypatch):
     assert result.exit_code == 0 and "Write it" in result.output and len(model.calls) == 1
     result, _ = _cli(tmp_path, monkeypatch, "  ")
     assert result.exit_code == 1 and "the task is empty" in result.output
+
+
+def test_every_csv_row_gets_its_step_and_rows_past_the_cap_are_named(tmp_path):
+    from anima.assistant.tasks import MAX_EXPANDED
+
+    step = {"title": "Write an invitation for {name}", "tool": "write", "for_each_row_of": "guests.csv", "output": "invitation-{name}.md"}
+    for n, left in ((30, 0), (MAX_EXPANDED + 7, 7)):
+        (tmp_path / "guests.csv").write_text("name\n" + "".join(f"guest{i}\n" for i in range(n)))
+        files = attach("an invitation per guest in guests.csv", [], tmp_path)
+        plan = make_plan(FakeChatModel([plan_json(step)]), "an invitation per guest in guests.csv", files, None, NOW)
+        assert len(plan.steps) == n - left and plan.left_out == left  # not 12, as before
+        assert plan.steps[-1].title == f"Write an invitation for guest{n - left - 1}"
+        assert json.loads(plan.to_json())["left_out"] == left
+
+
+def test_do_says_how_many_steps_were_left_out(tmp_path, monkeypatch):
+    from anima.assistant.tasks import MAX_EXPANDED
+
+    (tmp_path / "guests.csv").write_text("name\n" + "".join(f"guest{i}\n" for i in range(MAX_EXPANDED + 3)))
+    monkeypatch.chdir(tmp_path)
+    step = {"title": "Write an invitation for {name}", "tool": "write", "for_each_row_of": "guests.csv", "output": "invitation-{name}.md"}
+    monkeypatch.setattr("anima.models.fake.FakeChatModel._default", staticmethod(lambda messages, options: plan_json(step) if options.json_schema else "ok"))
+    monkeypatch.setenv("ANIMA_BACKEND", "fake")
+    result = CliRunner().invoke(app, ["do", "an invitation per guest in guests.csv", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"3 more step(s) were left out: a task runs at most {MAX_EXPANDED}" in result.output
+

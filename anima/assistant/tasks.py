@@ -30,7 +30,8 @@ from anima.safety.guard import Guard, refusal
 from anima.store import Store, Turn
 from anima.tools import Toolbox
 
-MAX_STEPS = 12  # after expansion
+MAX_STEPS = 12  # steps the model may plan
+MAX_EXPANDED = 100  # steps after a step runs once per CSV row; past it, the plan says how many were left out
 ATTACHED_CHARS = 6000  # of each attached file, into the prompts
 _NAMED_FILE = re.compile(r"[\w./-]+\.(?:csv|txt|md|json)\b")
 
@@ -51,13 +52,14 @@ class Plan:
     goal: str
     steps: list[Step]
     files: dict[str, str] = field(default_factory=dict)  # attached: name -> text
+    left_out: int = 0  # steps past MAX_EXPANDED (CSV rows), not run: shown with the plan
 
     def changes(self, toolbox: Toolbox | None) -> list[Step]:
         """The steps that change something: a file they save, or a tool with side effects."""
         return [s for s in self.steps if s.output or (toolbox is not None and s.tool in toolbox.tools and toolbox.tools[s.tool].side_effects)]
 
     def to_json(self) -> str:
-        return json.dumps({"goal": self.goal, "steps": [asdict(s) for s in self.steps], "files": sorted(self.files)}, indent=2, ensure_ascii=False)
+        return json.dumps({"goal": self.goal, "steps": [asdict(s) for s in self.steps], "files": sorted(self.files), "left_out": self.left_out}, indent=2, ensure_ascii=False)
 
 
 def attach(goal: str, paths: list[Path], cwd: Path) -> dict[str, str]:
@@ -135,7 +137,7 @@ def make_plan(model: ChatModel, goal: str, files: dict[str, str], toolbox: Toolb
     except ValueError:
         raise BadInput("the model's plan was not valid JSON", "try again, or say the steps more plainly") from None
     steps = []
-    for s in raw.get("steps", []):
+    for s in raw.get("steps", [])[:MAX_STEPS]:
         base = Step(s.get("title", "").strip() or "write", s.get("tool", "write"), s.get("arguments") or {}, s.get("output", "").strip())
         table = rows(files[s["for_each_row_of"]]) if s.get("for_each_row_of") in files else [None]
         if table != [None] and "{" not in base.title + base.output:
@@ -148,7 +150,7 @@ def make_plan(model: ChatModel, goal: str, files: dict[str, str], toolbox: Toolb
                 steps.append(step)
     if not steps:
         raise BadInput("the model returned an empty plan", "say more precisely what you want done")
-    return Plan(goal, steps[:MAX_STEPS], files)
+    return Plan(goal, steps[:MAX_EXPANDED], files, max(0, len(steps) - MAX_EXPANDED))
 
 
 def _fill(step: Step, row: dict[str, str] | None) -> Step:

@@ -81,7 +81,7 @@ def do(
         result = run_plan(plan, container.chat_model, toolbox, folder, options, chosen.system_prompt, guard, update, now)
     log_task(container.store, container.chat_model.name, plan, folder)
     if as_json:
-        print(json.dumps({"goal": plan.goal, "folder": str(folder), "result": str(result), "steps": [
+        print(json.dumps({"goal": plan.goal, "folder": str(folder), "result": str(result), "left_out": plan.left_out, "steps": [
             {"title": s.title, "tool": s.tool, "ok": s.ok, "output": s.output, "result": s.result} for s in plan.steps]}, ensure_ascii=False))
         return
     failed = [s for s in plan.steps if not s.ok]
@@ -99,3 +99,7 @@ def show(plan, toolbox) -> None:
         how = marked + (f" {json.dumps(s.arguments, ensure_ascii=False)}" if s.arguments else "")
         table.add_row(str(i), s.title, how, s.output)
     out.print(table)
+    if plan.left_out:
+        from anima.assistant.tasks import MAX_EXPANDED
+
+        err.print(f"[yellow]{plan.left_out} more step(s) were left out[/yellow]: a task runs at most {MAX_EXPANDED}; split the file and run the rest as another task")
