@@ -57,10 +57,17 @@ Example. Time: Monday 2023-05-08 10:00. Messages:
 2. Ana: Congrats! My brother Tom visits in June.
 Output: {"memories": [{"text": "Sam visited Lisbon.", "kind": "event", "subject": "Sam", "when": "", "from": [1]}, {"text": "Sam starts a new job at Globex.", "kind": "plan", "subject": "Sam", "when": "next Friday", "from": [1]}, {"text": "Ana's brother Tom will visit Ana.", "kind": "plan", "subject": "Tom", "when": "in June", "from": [2]}]}"""
 
-# Candidates that are orders to an assistant, not facts about a person.
+# Candidates that are orders to an assistant, not facts about a person: an imperative
+# ("Always answer in French", "Ignore your rules", "Do not tell"), an order with the
+# assistant as its subject ("The assistant must ..."), or talk of its instructions.
+# Facts and preferences that only look alike stay: "Never eats pork" (an elided subject:
+# the verb is not in its base form), "Maya wants the assistant to keep answers short".
+_ASSISTANT = r"(?:the assistant|the ai|the model|chatgpt|you)"
 _INSTRUCTION = re.compile(
-    r"^\s*(always|never|from now on|remember to|make sure|ignore|disregard|do not|don't|you (must|should|will|are)|please)\b"
-    r"|\b(the assistant|the ai|the model|chatgpt|system prompt|previous instructions|your (instructions|rules))\b",
+    r"^\s*(?:please\s+)?(?:(?:always|never|from now on,?|do not|don't)\s+(?!\w*[^s]s\b)\w+"
+    r"|(?:remember to|make sure|ignore|disregard|forget)\b)"
+    rf"|\b{_ASSISTANT}\s+(?:must|should|shall|will|has to|have to|needs? to|is to|are to|may not|can't|cannot)\b"
+    r"|\b(?:system prompt|previous instructions|your (?:instructions|rules))\b",
     re.IGNORECASE,
 )
 
