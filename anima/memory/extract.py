@@ -65,7 +65,7 @@ Output: {"memories": [{"text": "Sam visited Lisbon.", "kind": "event", "subject"
 _ASSISTANT = r"(?:the assistant|the ai|the model|chatgpt|you)"
 _INSTRUCTION = re.compile(
     r"^\s*(?:please\s+)?(?:(?:always|never|from now on,?|do not|don't)\s+(?!\w*[^s]s\b)\w+"
-    r"|(?:remember to|make sure|ignore|disregard|forget)\b)"
+    r"|(?:remember to|make sure|ignore|disregard|forget|you are)\b)"
     rf"|\b{_ASSISTANT}\s+(?:must|should|shall|will|has to|have to|needs? to|is to|are to|may not|can't|cannot)\b"
     r"|\b(?:system prompt|previous instructions|your (?:instructions|rules))\b",
     re.IGNORECASE,
