@@ -158,8 +158,7 @@ def summarise(records: list[Record], makespan: float, prompt_tokens: list[int], 
     }
 
 
-def _spread(rounds: list[dict], key: str) -> dict:
-    values = [r[key] for r in rounds if r.get(key) is not None]
+def _spread(values: list[float]) -> dict:
     if not values:
         return {"mean": None, "min": None, "max": None}
     return {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
@@ -266,17 +265,13 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
                 sent = [item if isinstance(item, list) else [{"role": "user", "content": item}] for items in side_work for item in items]
                 per_round[side].append(summarise(records, makespan, [count(m) for m in sent], said.count("_create_completion: cache hit")))
 
-    sides = {side: {"rounds": rows, **{key: _spread(rows, key) for key in ("requests_per_s", "tokens_per_s", "first_token_p50_ms", "first_token_p95_ms",
-                                                                         "latency_p50_ms", "latency_p95_ms", "prompt_tokens_mean", "cache_restores_per_request")}}
-             for side, rows in per_round.items()}
-    ratios = {}
-    for ref in ("reference", "reference_exact"):
-        pairs = list(zip(per_round["anima"], per_round[ref]))
-        ratios[f"anima/{ref}"] = {
-            "requests_per_s": _spread([{"v": a["requests_per_s"] / b["requests_per_s"]} for a, b in pairs if b["requests_per_s"]], "v"),
-            "tokens_per_s": _spread([{"v": a["tokens_per_s"] / b["tokens_per_s"]} for a, b in pairs if b["tokens_per_s"]], "v"),
-            "first_token_p50": _spread([{"v": a["first_token_p50_ms"] / b["first_token_p50_ms"]} for a, b in pairs if a["first_token_p50_ms"] and b["first_token_p50_ms"]], "v"),
-        }
+    keys = ("requests_per_s", "tokens_per_s", "first_token_p50_ms", "first_token_p95_ms", "latency_p50_ms", "latency_p95_ms", "prompt_tokens_mean", "cache_restores_per_request")
+    sides = {side: {"rounds": rows, **{key: _spread([r[key] for r in rows if r.get(key) is not None]) for key in keys}} for side, rows in per_round.items()}
+    ratios = {
+        f"anima/{ref}": {name: _spread([a[key] / b[key] for a, b in zip(per_round["anima"], per_round[ref]) if a[key] is not None and b[key]])
+                         for name, key in (("requests_per_s", "requests_per_s"), ("tokens_per_s", "tokens_per_s"), ("first_token_p50", "first_token_p50_ms"))}
+        for ref in ("reference", "reference_exact")
+    }
     return {
         "model": config.model, "users": users, "questions_per_user": questions, "think_s": think, "rounds": rounds, "max_tokens": max_tokens,
         "conversations": [s.sample_id for s in samples], "threads": threads, "batch_threads": batch_threads, "n_batch": config.llama_cpp.n_batch,
