@@ -145,8 +145,9 @@ def test_queue_full_is_429_not_a_crash(live, fake):
     first = threading.Thread(target=lambda: results.setdefault("first", client(url, keys["alice"]).chat.completions.create(model="assistant", messages=[{"role": "user", "content": "a"}])))
     first.start()
     assert started.wait(5)
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(openai.RateLimitError) as full:
         client(url, keys["bob"]).chat.completions.create(model="assistant", messages=[{"role": "user", "content": "b"}])
+    assert full.value.response.headers["retry-after"] == "2"
     first.join(10)
     assert results["first"].choices[0].message.content == "done slowly"
     ok = client(url, keys["bob"]).chat.completions.create(model="assistant", messages=[{"role": "user", "content": "c"}])

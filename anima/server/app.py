@@ -177,7 +177,8 @@ def create_app(server: Server) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.message, exc.type, exc.code, exc.param)
+        headers = {"Retry-After": "2"} if exc.status == 429 else None  # a generation takes seconds
+        return _error(exc.status, exc.message, exc.type, exc.code, exc.param, headers)
 
     @app.exception_handler(AnimaError)
     async def _anima_error(request: Request, exc: AnimaError):
