@@ -30,19 +30,40 @@ class Container:
     _guard: Guard | None = field(default=None, repr=False)
 
     @cached_property
-    def chat_model(self) -> ChatModel:
-        """The model; a remote one (outside this machine's network) only when
-        `privacy.remote` allows it, and then behind redaction and the egress log."""
-        if self.config.backend != "openai_http":
-            return self._chat_model or load_chat_model(self.config)
-        from anima.safety.egress import RedactingModel, check_allowed, is_local
+    def base_chat_model(self) -> ChatModel:
+        """The model as loaded, shared by every user of a server; a remote one (outside
+        this machine's network) only when `privacy.remote` allows it."""
+        if self.config.backend == "openai_http":
+            from anima.safety.egress import check_allowed
 
-        url = self.config.openai_http.base_url
-        check_allowed(url, self.config.privacy.remote)  # before anything is sent
-        model = self._chat_model or load_chat_model(self.config)
-        if is_local(url) or not self.config.privacy.redact:
-            return model
-        return RedactingModel(model, url, self.store.person_names, self.store.log_egress)
+            check_allowed(self.config.openai_http.base_url, self.config.privacy.remote)  # before anything is sent
+        return self._chat_model or load_chat_model(self.config)
+
+    @property
+    def redacts(self) -> bool:
+        """Whether what this user sends to the model leaves the machine, redacted."""
+        if self.config.backend != "openai_http" or not self.config.privacy.redact:
+            return False
+        from anima.safety.egress import is_local
+
+        return not is_local(self.config.openai_http.base_url)
+
+    @cached_property
+    def chat_model(self) -> ChatModel:
+        """This user's model: a remote one behind redaction with this user's known names,
+        logged in this user's own store."""
+        if not self.redacts:
+            return self.base_chat_model
+        from anima.safety.egress import RedactingModel
+
+        return RedactingModel(self.base_chat_model, self.config.openai_http.base_url, self.store.person_names, self.store.log_egress)
+
+    def shared(self) -> dict:
+        """What every user of a server shares: the model as loaded, the embedder, the
+        learner's local context and the guard. A remote model's redaction and egress log
+        are each user's own (`chat_model`), and so is a guard whose LLM layer runs on it."""
+        return {"chat_model": self.base_chat_model, "embedder": self.embedder, "learner_model": self.learner_model if self.config.backend == "llama_cpp" else None,
+                "guard": None if self.redacts else self.guard}
 
     @cached_property
     def store(self) -> Store:

@@ -71,7 +71,7 @@ def serve(
         raise BadInput(f"refusing to listen on {host} with no API keys", "run `anima users add NAME` first, or serve on 127.0.0.1")
     container = build(config)
     with err.status("loading models..."):
-        server = Server(config, registry, container.chat_model, container.embedder, container.learner_model, max_waiting=max_waiting, guard=container.guard)
+        server = Server(config, registry, **container.shared(), max_waiting=max_waiting)
     out.print(f"anima serving on http://{host}:{port}/v1 (OpenAI-compatible; {'API keys required' if registry.any_active() else 'single user, no keys'})")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     out.print(f"web page: http://{shown}:{port}/ (log in with your API key)")
