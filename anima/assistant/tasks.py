@@ -213,7 +213,7 @@ def run_plan(
         if progress:
             progress(i, len(plan.steps), step)
         if step.tool == "write":
-            step.result, step.ok = _write(plan, step, model, options, system, guard, today), True
+            step.result, step.ok = _write(plan, step, model, options, system, guard, today, toolbox), True
         elif toolbox is None or step.tool not in toolbox:
             step.result, step.ok = f"error: no tool named '{step.tool}'", False
         else:
@@ -229,14 +229,20 @@ def run_plan(
     return result
 
 
-def _write(plan: Plan, step: Step, model: ChatModel, options: Options, system: str, guard: Guard | None, today: datetime) -> str:
+def _write(plan: Plan, step: Step, model: ChatModel, options: Options, system: str, guard: Guard | None, today: datetime, toolbox: Toolbox | None = None) -> str:
+    """One written step. What earlier steps' tools returned is data, as in chat: the
+    instructions hidden in it are removed before the model reads it; the files the user
+    handed in lose only the rules' phrasings (they are the user's own, like a message)."""
+    injection = guard.injection if guard is not None else None
+    seen = lambda s: s.result if s.tool == "write" or toolbox is None else toolbox.readable(s.tool, s.result, injection)
+    attached = lambda t: injection.neutralise(t, learned_too=False)[0] if injection is not None else t
     done = [s for s in plan.steps if s.ok and s is not step and s.row is None]
     context = [f"The task: {plan.goal}"]
     texts = {n: t for n, t in plan.files.items() if not n.endswith(".csv")}
     if texts:
-        context.append("Files:\n" + "\n\n".join(f"{n}:\n{t[:ATTACHED_CHARS]}" for n, t in texts.items()))
+        context.append("Files:\n" + "\n\n".join(f"{n}:\n{attached(t[:ATTACHED_CHARS])}" for n, t in texts.items()))
     if done:
-        context.append("Done so far:\n" + "\n\n".join(f"{s.title}:\n{s.result[:1500]}" for s in done))
+        context.append("Done so far:\n" + "\n\n".join(f"{s.title}:\n{seen(s)[:1500]}" for s in done))
     if step.row:
         who = "; ".join(f"{k}: {v}" for k, v in step.row.items())
         context.append(f"This one is for: {who}.")

@@ -319,9 +319,7 @@ class Reply:
             finally:
                 user_message.reset(token)
             self.tool_results.append(result)
-            content = result.content
-            if guard is not None and guard.injection is not None:
-                content = guard.injection.neutralise(content)[0]
+            content = box.readable(result.name, result.content, guard.injection if guard is not None else None)
             ident = f"call_{uuid.uuid4().hex[:12]}"
             said["tool_calls"].append({"id": ident, "type": "function", "function": {"name": result.name, "arguments": result.arguments}})
             results.append({"role": "tool", "tool_call_id": ident, "name": result.name, "content": content})

@@ -42,6 +42,7 @@ class Tool:
     fn: Callable[..., Any]  # called with the arguments as keywords; returns text or anything JSON can carry
     side_effects: bool = False  # it changes something: a plan shows it before it runs
     triggers: str = ""  # a regex of words that make this tool worth offering (besides its name and description)
+    own_words: bool = False  # its results are the user's own words (notes, to-dos): see Toolbox.readable
 
     def spec(self) -> dict[str, Any]:
         return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
@@ -170,6 +171,16 @@ class Toolbox:
             log.exception("tool %s failed", name)
             return ToolResult(name, arguments, f"error: {name} failed: {type(exc).__name__}: {exc}", ok=False)
         return ToolResult(name, arguments, render(value), data=value)
+
+    def readable(self, name: str, content: str, injection: Any = None) -> str:
+        """A result as the model may read it: instructions hidden in it removed
+        (`anima.safety.injection`). From the user's own words (notes, to-dos, goals),
+        which are requests by nature, only the rules' phrasings go: the learned head,
+        trained to spot requests inside data, would strip "Call the plumber"."""
+        if injection is None:
+            return content
+        tool = self.tools.get(name)
+        return injection.neutralise(content, learned_too=not (tool is not None and tool.own_words))[0]
 
     def _run(self, tool: Tool, arguments: dict[str, Any]) -> Any:
         # A thread per call, abandoned (not killed: Python cannot) when it overruns.

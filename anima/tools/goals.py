@@ -194,6 +194,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
             goal_add,
             side_effects=True,
             triggers=r"\bgoals?\b|\bmilestones?\b",
+            own_words=True,
         ),
         Tool(
             "goal_list",
@@ -201,6 +202,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
             {"type": "object", "properties": {"status": {"type": "string", "enum": list(STATUSES)}}},
             goal_list,
             triggers=r"\bgoals?\b|\bprogress\b",
+            own_words=True,
         ),
         Tool(
             "goal_update",
@@ -219,5 +221,6 @@ def tools(ctx: ToolContext) -> list[Tool]:
             goal_update,
             side_effects=True,
             triggers=r"\bgoals?\b|\bmilestones?\b|\bprogress\b",
+            own_words=True,
         ),
     ]

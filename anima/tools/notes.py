@@ -75,6 +75,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
             note_add,
             side_effects=True,
             triggers=r"\bnotes?\b|\bjot\b|\bwrite (?:it|this|that) down\b",
+            own_words=True,
         ),
         Tool(
             "note_search",
@@ -82,6 +83,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
             {"type": "object", "properties": {"query": {"type": "string"}}},
             note_search,
             triggers=r"\bnotes?\b",
+            own_words=True,
         ),
         Tool(
             "note_delete",
@@ -90,5 +92,6 @@ def tools(ctx: ToolContext) -> list[Tool]:
             note_delete,
             side_effects=True,
             triggers=r"\bnotes?\b",
+            own_words=True,
         ),
     ]

@@ -296,11 +296,11 @@ def tools(ctx: ToolContext) -> list[Tool]:
     cancelling = r"\b(?:cancel|delete|remove|drop)\b.{0,30}\breminder"
     todo_words = r"\bto-?dos?\b|\btasks?\b|\bto do list\b"
     return [
-        Tool("remind", "Set a reminder at a time, once or repeating.", schema(["text", "when"], text={"type": "string", "description": "what to remind of"}, when=when), remind, side_effects=True, triggers=words),
-        Tool("reminders_list", "List the user's reminders.", schema([], include_closed=closed), reminders_list, triggers=listing),
-        Tool("reminder_done", "Mark a reminder done (a repeating one moves to its next time).", schema(["reminder_id"], reminder_id=rid), reminder_done, side_effects=True, triggers=closing),
-        Tool("reminder_cancel", "Cancel a reminder for good.", schema(["reminder_id"], reminder_id=rid), reminder_cancel, side_effects=True, triggers=cancelling),
-        Tool("todo_add", "Add a to-do, optionally with a due time.", schema(["text"], text={"type": "string", "description": "the task"}, due={**when, "description": "optional due time"}), todo_add, side_effects=True, triggers=todo_words),
-        Tool("todo_list", "List the user's to-dos.", schema([], include_closed=closed), todo_list, triggers=todo_words),
-        Tool("todo_done", "Tick off a to-do.", schema(["todo_id"], todo_id=rid), todo_done, side_effects=True, triggers=todo_words),
+        Tool("remind", "Set a reminder at a time, once or repeating.", schema(["text", "when"], text={"type": "string", "description": "what to remind of"}, when=when), remind, side_effects=True, triggers=words, own_words=True),
+        Tool("reminders_list", "List the user's reminders.", schema([], include_closed=closed), reminders_list, triggers=listing, own_words=True),
+        Tool("reminder_done", "Mark a reminder done (a repeating one moves to its next time).", schema(["reminder_id"], reminder_id=rid), reminder_done, side_effects=True, triggers=closing, own_words=True),
+        Tool("reminder_cancel", "Cancel a reminder for good.", schema(["reminder_id"], reminder_id=rid), reminder_cancel, side_effects=True, triggers=cancelling, own_words=True),
+        Tool("todo_add", "Add a to-do, optionally with a due time.", schema(["text"], text={"type": "string", "description": "the task"}, due={**when, "description": "optional due time"}), todo_add, side_effects=True, triggers=todo_words, own_words=True),
+        Tool("todo_list", "List the user's to-dos.", schema([], include_closed=closed), todo_list, triggers=todo_words, own_words=True),
+        Tool("todo_done", "Tick off a to-do.", schema(["todo_id"], todo_id=rid), todo_done, side_effects=True, triggers=todo_words, own_words=True),
     ]
