@@ -9,6 +9,7 @@ llama.cpp still reuses the KV cache for a shared prefix (persona, profile).
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -163,26 +164,54 @@ class LlamaCppChatModel:
             tokens = tokens + self.llm.tokenize(options.prefix.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) + 1 >= self.n_ctx:
             raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the message, or raise llama_cpp.n_ctx")
-        with self.lock:
-            self.cache.restore(self.llm, tokens)
-            parts, finish = [], None
-            for event in self.llm.create_completion(
-                prompt=tokens,
-                max_tokens=options.max_tokens,
-                temperature=options.temperature,
-                top_p=options.top_p,
-                stop=options.stop + stop,
-                seed=options.seed,
-                grammar=self._grammar(options.json_schema),
-                stream=True,
-            ):
-                choice = event["choices"][0]
-                finish = choice.get("finish_reason") or finish
-                if choice["text"]:
-                    parts.append(choice["text"])
-                    yield Chunk(choice["text"])
-            self.cache.save(self.llm)
-        yield Chunk("", finish or "stop", Usage(len(tokens), self.count_tokens("".join(parts))))
+        # The decode runs in a thread of its own that holds the compute lock and hands
+        # the pieces over a queue: a reader that stalls (a client that stops reading, a
+        # generator nobody closes) holds nothing, and the lock is free again after at
+        # most `max_tokens`. A reader that stops early stops the decode at the next token.
+        pieces: queue.Queue = queue.Queue()
+        stopped = threading.Event()
+        worker = threading.Thread(target=self._decode, args=(tokens, stop, options, pieces, stopped), name="anima-decode", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = pieces.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason:
+                    return
+        finally:
+            stopped.set()
+            worker.join()
+
+    def _decode(self, tokens: list[int], stop: list[str], options: Options, pieces: queue.Queue, stopped: threading.Event) -> None:
+        try:
+            with self.lock:
+                if stopped.is_set():  # the reader left while this waited for the lock
+                    return
+                self.cache.restore(self.llm, tokens)
+                parts, finish = [], None
+                for event in self.llm.create_completion(
+                    prompt=tokens,
+                    max_tokens=options.max_tokens,
+                    temperature=options.temperature,
+                    top_p=options.top_p,
+                    stop=options.stop + stop,
+                    seed=options.seed,
+                    grammar=self._grammar(options.json_schema),
+                    stream=True,
+                ):
+                    if stopped.is_set():
+                        return
+                    choice = event["choices"][0]
+                    finish = choice.get("finish_reason") or finish
+                    if choice["text"]:
+                        parts.append(choice["text"])
+                        pieces.put(Chunk(choice["text"]))
+                self.cache.save(self.llm)
+            pieces.put(Chunk("", finish or "stop", Usage(len(tokens), self.count_tokens("".join(parts)))))
+        except BaseException as exc:  # handed to the reader, raised there
+            pieces.put(exc)
 
     def first_token_logits(self, messages: list[Message], words: list[str]) -> dict[str, float]:
         """The logit of each word's first token as the reply's first token (how Llama
