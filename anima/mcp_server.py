@@ -5,6 +5,10 @@ anima remembers. Nothing here loads a chat model; memory search uses the configu
 embedder (with `backend = "fake"` the deterministic FakeEmbedder, which needs no files).
 Errors the caller can fix (an unknown kind, a time that cannot be read) come back as
 tool errors with anima's one-line message.
+
+Over stdio the client process owns the pipe. Over HTTP (`http_app`) every request needs
+`Authorization: Bearer <key>` with an active API key of the served user, the same keys
+as `anima serve` (`anima users add NAME`); anything else gets a 401.
 """
 
 from __future__ import annotations
@@ -12,7 +16,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from anima.errors import AnimaError
+from anima.errors import AnimaError, BadInput
+
+UNAUTHORIZED = {
+    "error": {
+        "message": "missing or invalid API key; send `Authorization: Bearer <key>` (`anima users add NAME` makes one)",
+        "type": "authentication_error",
+        "code": "invalid_api_key",
+        "param": None,
+    }
+}
 
 
 @contextlib.contextmanager
@@ -88,3 +101,29 @@ def create_server(container):
         return "\n".join(f"#{n['id']} " + (f"{n['title']}: " if n["title"] else "") + n["text"] for n in found) or "no notes found"
 
     return server
+
+
+def http_app(container, accounts):
+    """An ASGI app serving `create_server(container)` over streamable HTTP at /mcp, only
+    to requests with an active API key (`accounts`, an `Accounts`) of `container`'s user.
+    Raises BadInput, before loading anything, when that user has no active key."""
+    from starlette.datastructures import Headers
+    from starlette.responses import JSONResponse
+
+    user = container.config.user
+    if not any(a.name == user and not a.revoked for a in accounts.list()):
+        raise BadInput(f"no API key for user '{user}', and MCP over HTTP needs one", f"run `anima users add {user}`, then send it as `Authorization: Bearer <key>`")
+    mcp_app = create_server(container).streamable_http_app(host="127.0.0.1")  # the SDK's DNS-rebinding check stays on
+
+    def key_owner(scope) -> str | None:
+        scheme, _, key = Headers(scope=scope).get("authorization", "").partition(" ")
+        key = key.strip()
+        return accounts.user_for(key) if scheme.lower() == "bearer" and key else None  # looked up by hash; revoked keys have no owner
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http" and key_owner(scope) != user:  # a key of another user is no better than none
+            await JSONResponse(UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        await mcp_app(scope, receive, send)  # "lifespan" too: it starts the SDK's session manager
+
+    return app

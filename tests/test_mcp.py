@@ -194,26 +194,79 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_anima_mcp_serve_over_http_is_an_mcp_server_for_anima(anima_home):
-    port = _free_port()
-    proc = subprocess.Popen([*ANIMA, "mcp", "serve", "--http", str(port)], env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        clients = McpClients({"me": McpServerSettings(url=f"http://127.0.0.1:{port}/mcp")}, timeout=10)
+def _mcp_serve_http(anima_home, port: int) -> subprocess.Popen:
+    """The real `anima mcp serve --http PORT`, once it accepts connections."""
+    log = anima_home.parent / "mcp-serve.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([*ANIMA, "mcp", "serve", "--http", str(port)], env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"}, stdout=f, stderr=f)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
-            assert clients.errors == {}
-            toolbox = Toolbox(clients.tools, timeout=10)
-            assert toolbox.tools["me__memory_search"].side_effects is False and toolbox.tools["me__memory_add"].side_effects is True
-            assert toolbox.call("me__memory_add", {"text": "Likes green tea", "kind": "preference"}).content == "remembered #1: Likes green tea"
-            assert "green tea" in toolbox.call("me__memory_search", {"query": "tea"}).content
-        finally:
-            clients.close()
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"`anima mcp serve --http` did not start: {log.read_text()}")
+
+
+def test_anima_mcp_serve_over_http_needs_the_users_key(anima_home):
+    import httpx
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from anima.cli.serve import accounts
+
+    registry = accounts()  # the same keys as `anima serve`, in $ANIMA_HOME/accounts.db
+    key, other_key, old_key = registry.add("local"), registry.add("bob"), registry.add("local")
+    assert registry.revoke(old_key[:12]) == 1
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+    def post(headers: dict) -> httpx.Response:
+        return httpx.post(url, json=initialize, headers={"Accept": "application/json, text/event-stream", **headers}, timeout=10)
+
+    async def session(key: str) -> dict:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"})
+        async with http, Client(streamable_http_client(url, http_client=http), read_timeout_seconds=30) as client:
+            tools = {t.name for t in (await client.list_tools()).tools}
+            added = await client.call_tool("memory_add", {"text": "Likes green tea", "kind": "preference"})
+            found = await client.call_tool("memory_search", {"query": "tea"})
+            return {"tools": tools, "add": added.content[0].text, "search": (found.is_error, found.content[0].text)}
+
+    proc = _mcp_serve_http(anima_home, port)
+    try:
+        for headers in ({}, {"Authorization": "Bearer anima-wrong"}, {"Authorization": f"Bearer {old_key}"}, {"Authorization": f"Bearer {other_key}"}, {"Authorization": key}):
+            r = post(headers)
+            assert (r.status_code, r.headers.get("www-authenticate")) == (401, "Bearer"), headers
+            error = r.json()["error"]
+            assert (error["type"], error["code"], error["param"]) == ("authentication_error", "invalid_api_key", None)
+            assert "Authorization: Bearer <key>" in error["message"]
+
+        seen = asyncio.run(session(key))
+        assert {"memory_search", "memory_add", "memory_list", "reminders_list", "reminder_add", "notes_search"} <= seen["tools"]
+        assert seen["add"] == "remembered #1: Likes green tea"
+        assert not seen["search"][0] and "green tea" in seen["search"][1]
+
+        registry.revoke("local")  # takes effect at once, no restart
+        assert post({"Authorization": f"Bearer {key}"}).status_code == 401
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("keys", [[], [("bob", False)], [("local", True)]], ids=["no-keys", "another-users-key", "revoked-key"])
+def test_anima_mcp_serve_over_http_refuses_to_start_without_a_key(anima_home, keys):
+    from anima.cli.serve import accounts
+
+    registry = accounts()
+    for name, revoked in keys:
+        key = registry.add(name)
+        if revoked:
+            registry.revoke(key[:12])
+    done = subprocess.run([*ANIMA, "mcp", "serve", "--http", str(_free_port())], check=False, env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == "error: no API key for user 'local', and MCP over HTTP needs one (run `anima users add local`, then send it as `Authorization: Bearer <key>`)"

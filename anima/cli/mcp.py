@@ -45,13 +45,18 @@ def list_(as_json: bool = JsonOpt) -> None:
 
 
 @mcp_app.command("serve")
-def serve(http: int | None = typer.Option(None, "--http", help="Serve streamable HTTP on 127.0.0.1:PORT (path /mcp) instead of stdio.")) -> None:
+def serve(http: int | None = typer.Option(None, "--http", help="Serve streamable HTTP on 127.0.0.1:PORT (path /mcp) instead of stdio; needs your API key.")) -> None:
     """Serve your memory, reminders and notes as an MCP server (stdio by default)."""
-    from anima.mcp_server import create_server
+    from anima.mcp_server import create_server, http_app
 
-    server = create_server(build(load_config()))
+    config = load_config()
     if http is None:
-        server.run()
-    else:
-        err.print(f"anima MCP server on http://127.0.0.1:{http}/mcp", highlight=False)
-        server.run("streamable-http", host="127.0.0.1", port=http)
+        create_server(build(config)).run()
+        return
+    import uvicorn
+
+    from anima.cli.serve import accounts
+
+    app = http_app(build(config), accounts())
+    err.print(f"anima MCP server on http://127.0.0.1:{http}/mcp (send `Authorization: Bearer <key>`, a key of user '{config.user}')", highlight=False)
+    uvicorn.run(app, host="127.0.0.1", port=http, log_level="warning")
