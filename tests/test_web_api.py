@@ -11,7 +11,8 @@ from tests.servers import two_users
 
 
 @pytest.fixture
-def live(anima_home):
+def live(anima_home, monkeypatch):
+    monkeypatch.setenv("ANIMA_USER", "alice")  # alice runs the server: the `anima audit` reports are hers
     with two_users(anima_home) as live:
         yield live
 

@@ -210,8 +210,8 @@ def create_app(server: Server) -> FastAPI:
 
     def user(request: Request) -> str:
         """Who is asking: the owner of the Bearer key. With no accounts at all (a single
-        user on loopback), the configured local user."""
-        if not server.accounts.any_active():
+        user on loopback), the configured local user; revoked keys still count as accounts."""
+        if not server.accounts.any_made():
             return server.config.user
         auth = request.headers.get("authorization", "")
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -242,7 +242,7 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/v1/chat/completions", response_model=None)
     def chat_completions(body: ChatRequest, who: str = Depends(user)):
-        if body.user and not server.accounts.any_active():
+        if body.user and not server.accounts.any_made():
             # no keys (one trusted machine, loopback): the request's `user` picks whose data
             if not re.match(USER_NAME, body.user):
                 raise ApiError(400, f"'{body.user}' is not a valid user name", "invalid_request_error", "invalid_value", "user")

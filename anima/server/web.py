@@ -2,7 +2,8 @@
 
     GET /                      the page (web/index.html); /static/... its script and styles
     GET /api/settings          the settings the server runs with (read-only)
-    GET /api/audit             audit reports (HTML files under <data dir>/audit/), newest first
+    GET /api/audit             audit reports (HTML files under <data dir>/audit/), newest first;
+                               only to the configured user, who ran `anima audit`
     GET /api/audit/{name}      one report
 
 The page is three static files, plain ES module + CSS, with no framework and no build
@@ -51,18 +52,20 @@ def mount(app: FastAPI, server, user: Callable[..., str]) -> None:
             "editable": False,  # set in config.toml or ANIMA_* (`anima config show`), then restart
         }
 
-    def reports() -> dict[str, Path]:
+    def reports(who: str) -> dict[str, Path]:
+        """`anima audit` saves its reports as the configured user (who runs the server), and
+        they quote replies made with that user's data: no other user sees them."""
         root = (server.data_dir or data_dir()) / "audit"
-        found = sorted(root.rglob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+        found = sorted(root.rglob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() and who == server.config.user else []
         return {p.relative_to(root).as_posix(): p for p in found}
 
     @app.get("/api/audit")
     def api_audit(who: str = Depends(user)) -> list[dict]:
-        return [{"name": name, "size": p.stat().st_size, "modified": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()} for name, p in reports().items()]
+        return [{"name": name, "size": p.stat().st_size, "modified": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()} for name, p in reports(who).items()]
 
     @app.get("/api/audit/{name:path}", response_class=HTMLResponse)
     def api_audit_report(name: str, who: str = Depends(user)) -> HTMLResponse:
-        path = reports().get(name)  # only a listed file: no path tricks
+        path = reports(who).get(name)  # only a listed file: no path tricks
         if path is None:
             raise NotFound(f"no audit report '{name}'", "GET /api/audit lists them")
         return HTMLResponse(path.read_text(encoding="utf-8", errors="replace"), headers={"Content-Security-Policy": "sandbox; " + CSP})

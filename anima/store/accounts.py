@@ -68,3 +68,8 @@ class Accounts:
 
     def any_active(self) -> bool:
         return self.db.execute("SELECT 1 FROM api_keys WHERE revoked = 0 LIMIT 1").fetchone() is not None
+
+    def any_made(self) -> bool:
+        """Whether a key was ever made, revoked ones too: a server with accounts needs a
+        key for every request, even after its last key is revoked."""
+        return self.db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
