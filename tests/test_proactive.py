@@ -412,3 +412,32 @@ def test_serve_runs_a_scheduler_per_user(live):
         for s in schedulers:
             s.stop()
     assert all(s._thread is None for s in schedulers)
+
+
+def test_a_job_that_hangs_is_recorded_as_failed_and_the_rest_run_on(world):
+    """A hanging job does not hold the scheduler: the tick goes on after its time limit,
+    the error is kept, other jobs run, and no second copy starts while it still hangs."""
+    import threading
+
+    from anima.proactive.scheduler import Job
+
+    release, starts, ran = threading.Event(), [], []
+
+    def hangs(store, now, settings, late):
+        starts.append(now)
+        release.wait(30)
+        return []
+
+    jobs = [Job("hangs", hangs, every=timedelta(minutes=1)), Job("fine", lambda *a: ran.append(1) or [], every=timedelta(minutes=1))]
+    s = world.scheduler(jobs=jobs, job_timeout=0.2)
+    s.tick()
+    state = {j["name"]: j for j in s.jobs_state()}
+    assert "did not finish in 0.2 s" in state["hangs"]["last_error"] and ran == [1]
+    world.now += timedelta(minutes=1)
+    s.tick()
+    assert len(starts) == 1 and ran == [1, 1]  # not started again beside the hanging run
+    release.set()
+    time.sleep(0.2)
+    world.now += timedelta(minutes=1)
+    s.tick()
+    assert len(starts) == 2 and ran == [1, 1, 1]

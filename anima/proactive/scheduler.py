@@ -11,11 +11,14 @@ pending inbox items the gate lets through (marked sent before they are delivered
 Jobs survive restarts in the `jobs` table: one that came due while anima was off runs at
 the next tick; a daily one (the briefing) is listed in `missed` and its item says it was
 missed, as does each late reminder. An error in one job is logged and kept in the table;
-the other jobs and the loop go on.
+the other jobs and the loop go on. So is a job that hangs: after `job_timeout` seconds it
+is recorded as failed and left behind (Python cannot kill a thread), the tick goes on,
+and it is not started again while that run is still going.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass
@@ -65,13 +68,16 @@ def default_jobs(settings) -> list[Job]:
 
 
 class Scheduler:
-    def __init__(self, store, config, clock: Callable[[], datetime] | None = None, deliver: Callable[[Item], None] | None = None, jobs: list[Job] | None = None, interval: float = 30.0):
+    def __init__(self, store, config, clock: Callable[[], datetime] | None = None, deliver: Callable[[Item], None] | None = None, jobs: list[Job] | None = None, interval: float = 30.0,
+                 job_timeout: float = 60.0):
         self.store = store
         self.settings = config.proactive
         self.clock = clock or local_now
         self.deliver = deliver or Notifier(self.settings, store)
         self.jobs = jobs if jobs is not None else default_jobs(self.settings)
         self.interval = interval
+        self.job_timeout = job_timeout
+        self._running: dict[str, concurrent.futures.Future] = {}  # a job that overran its time, still going
         self.missed: list[tuple[str, datetime]] = []  # (job, when it was due) for jobs run late
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,15 +119,28 @@ class Scheduler:
             if late is not None:
                 self.missed.append((job.name, late))
                 log.info("job %s was due %s: missed while anima was off; running it now", job.name, show(late))
+            if job.name in self._running and not self._running[job.name].done():
+                continue  # its last run hangs still: not a second one beside it
             self._save(job.name, job.following(now), now)  # recorded before it runs: it fires once
             try:
-                added += job.run(self.store, now, self.settings, late)
+                added += self._run(job, now, late)
             except Exception as exc:  # one job's failure must not stop the others
                 log.exception("job %s failed", job.name)
                 self._save(job.name, job.following(now), now, f"{type(exc).__name__}: {exc}")
         inbox.wake(self.store, now)
         self.push(now)
         return [inbox.get(self.store, i.id) for i in added]
+
+    def _run(self, job: Job, now: datetime, late: datetime | None) -> list[Item]:
+        """The job in a thread of its own, waited for at most `job_timeout` seconds."""
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"anima-job-{job.name}")
+        future = pool.submit(job.run, self.store, now, self.settings, late)
+        pool.shutdown(wait=False)
+        try:
+            return future.result(timeout=self.job_timeout)
+        except concurrent.futures.TimeoutError:
+            self._running[job.name] = future
+            raise TimeoutError(f"did not finish in {self.job_timeout:g} s; left running, not started again until it ends") from None
 
     def push(self, now: datetime) -> list[Item]:
         """Deliver the pending new items the gate lets through, oldest first; returns them."""
