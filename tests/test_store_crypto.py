@@ -250,3 +250,25 @@ def test_text_without_words_has_no_vector_and_breaks_no_search(store):
     assert store.search_vector("episodes", [0.0] * 32, 5) == []
     hits = store.search_vector("episodes", vec(TEXTS[0]), 10)
     assert empty not in [i for i, _ in hits] and hits[0][0] == ids[0]
+
+
+def test_databases_and_key_files_are_private_whatever_the_umask(anima_home):
+    """accounts.db holds key hashes and prefixes; it was made 0644 under a usual umask."""
+    import os
+    import stat
+
+    from anima.store import open_store
+    from anima.store.accounts import Accounts
+
+    old = os.umask(0o022)
+    try:
+        accounts = Accounts(anima_home / "accounts.db")
+        accounts.add("alice")
+        store = open_store(anima_home / "data", "alice")
+        store.close()
+    finally:
+        os.umask(old)
+    made = [p for p in anima_home.rglob("*") if p.is_file() and (p.suffix in (".db", ".key") or p.name.endswith(("-wal", "-shm")))]
+    assert any(p.name == "accounts.db-wal" for p in made) and any(p.suffix == ".key" for p in made)
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in made} == {p.name: "0o600" for p in made}
+    assert not [p for p in anima_home.rglob("*.tmp")]

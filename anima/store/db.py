@@ -36,7 +36,9 @@ def connect(path: Path, key: Key | None = None, vectors: str = "auto") -> tuple[
     """Open (creating if needed) the database at `path`; returns the connection and
     whether sqlite-vec is loaded. `vectors`: "auto" | "sqlite-vec" | "numpy"."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives its -wal and -shm files the same mode
+        os.chmod(path, 0o600)  # a file made by an older anima, or under a loose umask
         if key and path.exists() and path.stat().st_size and is_plain(path):
             encrypt_in_place(path, key)
         db = _open(path, key)

@@ -69,13 +69,21 @@ def _read_key_file(path: Path) -> str:
 
 
 def _write_key_file(path: Path, secret: str) -> None:
+    """Written whole under a temporary name, then linked into place: a kill in between
+    leaves no empty key file behind, and an existing key is never overwritten."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if the key file exists
     except OSError as exc:
         raise StoreError(f"cannot write key file {path}: {exc.strerror}", "check the folder's permissions, or set ANIMA_PASSPHRASE") from exc
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def keyring_backend():
