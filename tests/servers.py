@@ -19,11 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from anima.bench.served import StreamError, content_deltas, free_port, sse_events
 
 
 def tiny_openai_app(reply: str = "Hello from the tiny server.", key: str = "sk-test") -> FastAPI:
@@ -226,15 +222,11 @@ def load(base_url: str, model: str, clients: int, duration: float, api_key: str 
                     if r.status_code != 200:
                         r.read()
                         raise RuntimeError(f"HTTP {r.status_code}: {r.text[:120]}")
-                    for line in r.iter_lines():
-                        if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
-                            event = json.loads(line[5:])
-                            if "error" in event:
-                                raise RuntimeError(str(event["error"])[:120])
-                            # one content delta per generated token on both servers (llama-cpp-python's
-                            # server sends no usage when streaming), so both are counted the same way
-                            tokens += sum(1 for c in event.get("choices") or [] if (c.get("delta") or {}).get("content"))
-            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+                    for event in sse_events(r):
+                        # one content delta per generated token on both servers (llama-cpp-python's
+                        # server sends no usage when streaming), so both are counted the same way
+                        tokens += content_deltas(event)
+            except (httpx.HTTPError, RuntimeError, StreamError, ValueError) as exc:
                 with lock:
                     result.errors.append(f"{type(exc).__name__}: {exc}")
                 continue

@@ -32,27 +32,7 @@ from typing import Callable
 import httpx
 
 from anima.bench import percentile
-from anima.errors import ModelUnavailable
-
-
-def wait_ready(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = None, log: Path | None = None, what: str = "the reference server") -> None:
-    """Wait for `url`/models to answer; a server that exits first is one clear line,
-    with the last line it wrote to `log`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            said = [ln for ln in (log.read_text(errors="replace").splitlines() if log and log.exists() else []) if ln.strip()]
-            raise ModelUnavailable(
-                f"{what} exited with code {proc.returncode}" + (f": {said[-1].strip()}" if said else ""),
-                f"its full output is in {log}" if log else None,
-            )
-        try:
-            if httpx.get(url + "/models", timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise ModelUnavailable(f"{url} did not come up in {timeout:.0f} s", f"its output is in {log}" if log else None)
+from anima.bench.served import Home, StreamError, add_user, anima_cmd, content_deltas, free_port, new_home, run_cli, sse_events, start_anima, stop, wait_ready, warm_up
 
 
 def llama_cpp_server(model_path: Path, port: int, n_ctx: int, log: Path, threads: int | None = None, batch_threads: int | None = None,
@@ -109,19 +89,14 @@ def ask_all(base_url: str, model: str, keys: list[str], work: list[list], think:
                     if r.status_code != 200:
                         r.read()
                         raise RuntimeError(f"HTTP {r.status_code}: {r.text[:160]}")
-                    for line in r.iter_lines():
-                        if not line.startswith("data:") or line[5:].strip() in ("", "[DONE]"):
-                            continue
-                        event = json.loads(line[5:])
-                        if "error" in event:
-                            raise RuntimeError(str(event["error"])[:160])
+                    for event in sse_events(r):
                         rec.prompt = rec.prompt or (event.get("anima") or {}).get("prompt")
-                        n = sum(1 for c in event.get("choices") or [] if (c.get("delta") or {}).get("content"))
+                        n = content_deltas(event)
                         if n and rec.first_token_ms is None:
                             rec.first_token_ms = (time.perf_counter() - start) * 1000
                         rec.tokens += n
                 rec.latency_ms = (time.perf_counter() - start) * 1000
-            except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+            except (httpx.HTTPError, RuntimeError, StreamError, ValueError) as exc:
                 rec.error = f"{type(exc).__name__}: {exc}"
             with lock:
                 records.append(rec)
@@ -164,39 +139,22 @@ def _spread(values: list[float]) -> dict:
     return {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "anima", *args]
-
-
-def _run(cmd: list[str], env: dict, what: str) -> str:
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise ModelUnavailable(f"{what} failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return done.stdout
-
-
-def prepare_home(home: Path, config, samples, data: Path, progress=None) -> list[str]:
+def prepare_home(path: Path, config, samples, data: Path, progress=None) -> tuple[Home, list[str]]:
     """A data dir for `anima serve`: the bench's config, one user per conversation, each
     store holding that conversation (ingested through the CLI, as a user would)."""
-    from anima.config import to_toml
-    from anima.models.registry import models_dir
-
-    home.mkdir(parents=True)
-    (home / "models").symlink_to(models_dir())  # the models and the guard's heads, not copied
-    (home / "config.toml").write_text(to_toml(config.model_dump(mode="json")))
-    env = {**os.environ, "ANIMA_HOME": str(home), "ANIMA_PASSPHRASE": "anima-bench"}
+    home = new_home(path, config, passphrase="anima-bench")
     raw = {s["sample_id"]: s for s in json.loads(data.read_text(encoding="utf-8"))}
-    keys = [_run(_cli("users", "add", "warmup"), env, "adding a user").strip().splitlines()[-1]]  # keys[0]: warms the server up
+    keys = [add_user(home, "warmup")]  # keys[0]: warms the server up
     for u, sample in enumerate(samples):
         name = f"user{u}"
-        keys.append(_run(_cli("users", "add", name), env, f"adding {name}").strip().splitlines()[-1])
-        conv = home / f"{sample.sample_id}.json"
+        keys.append(add_user(home, name))
+        conv = path / f"{sample.sample_id}.json"
         conv.write_text(json.dumps([raw[sample.sample_id]]))
-        _run(_cli("memory", "ingest", str(conv)), {**env, "ANIMA_USER": name}, f"ingesting {sample.sample_id}")
+        run_cli(anima_cmd("memory", "ingest", str(conv)), {**home.env, "ANIMA_USER": name}, f"ingesting {sample.sample_id}")
         conv.unlink()
         if progress:
             progress(u + 1, len(samples))
-    return keys
+    return home, keys
 
 
 def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6.0, rounds: int = 3, max_tokens: int = 48,
@@ -232,35 +190,33 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
 
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template"
-        keys = prepare_home(template, config, samples, data, progress=lambda d, t: progress and progress("ingest", d, t))
+        template_home, keys = prepare_home(template, config, samples, data, progress=lambda d, t: progress and progress("ingest", d, t))
         for r in range(rounds):
             home = Path(tmp) / f"round{r}"
             shutil.copytree(template, home, symlinks=True)  # the models stay a link
-            env = {**os.environ, "ANIMA_HOME": str(home), "ANIMA_PASSPHRASE": "anima-bench"}
-            port, log = _free_port(), home / "anima-serve.log"
-            with log.open("wb") as sink:
-                proc = subprocess.Popen(_cli("serve", "--port", str(port), "--max-waiting", str(users)), env=env, stdout=sink, stderr=subprocess.STDOUT)
+            port, log = free_port(), home / "anima-serve.log"
+            proc = start_anima(Home(home, {**template_home.env, "ANIMA_HOME": str(home)}), port, log, max_waiting=users)
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url + "/v1", proc=proc, log=log, what="anima serve")
-                _warm_up(url, keys[0], "assistant", open_stores=keys[1:])
+                warm_up(url, keys[0], "assistant", open_stores=keys[1:])
                 records, makespan = ask_all(url + "/v1", "assistant", keys[1:], work, think, max_tokens, seed=r, show_prompt=True, done=tick)
                 health = httpx.get(url + "/api/health", timeout=10).json()
             finally:
-                _stop(proc)
+                stop(proc)
             cache = health.get("prompt_cache") or {}
             learning.append(health.get("learning") or {})
             anima_prompts = [[rec.prompt for rec in records if rec.user == u and rec.prompt] for u in range(users)]
             per_round["anima"].append(summarise(records, makespan, [count(p) for ps in anima_prompts for p in ps], cache.get("hits")))
             for side, side_work in (("reference_exact", anima_prompts), ("reference", work)):
-                port, log = _free_port(), home / f"{side}.log"
+                port, log = free_port(), home / f"{side}.log"
                 proc = llama_cpp_server(path, port, config.llama_cpp.n_ctx, log, threads, batch_threads, config.llama_cpp.n_batch)
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/v1", proc=proc, log=log)
-                    _warm_up(f"http://127.0.0.1:{port}", "none", "reference")
+                    warm_up(f"http://127.0.0.1:{port}", "none", "reference")
                     records, makespan = ask_all(f"http://127.0.0.1:{port}/v1", "reference", ["none"] * users, side_work, think, max_tokens, seed=r, done=tick)
                 finally:
-                    _stop(proc)
+                    stop(proc)
                 said = log.read_text(errors="replace")
                 sent = [item if isinstance(item, list) else [{"role": "user", "content": item}] for items in side_work for item in items]
                 per_round[side].append(summarise(records, makespan, [count(m) for m in sent], said.count("_create_completion: cache hit")))
@@ -279,33 +235,3 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
         "guard": f"on (LLM layer {config.guard.layer2})" if config.guard.enabled else "off",
         "learning": learning, "sides": sides, "ratios": ratios,
     }
-
-
-def _warm_up(url: str, key: str, model: str, open_stores: list[str] = ()) -> None:
-    """Before the clock: one short generation (weights paged in, guard and embedder
-    loaded), and each user's store opened (its key derivation), on every server alike
-    as far as it has them."""
-    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
-    r = httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=600)
-    if r.status_code != 200:
-        raise ModelUnavailable(f"warming up {url} failed: HTTP {r.status_code} {r.text[:160]}")
-    for user_key in open_stores:  # anima's users: GET /api/memories opens the store
-        httpx.get(url + "/api/memories", headers={"Authorization": f"Bearer {user_key}"}, timeout=120).raise_for_status()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a server and wait for it: nothing of it runs while the next one is measured."""
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -188,3 +188,113 @@ def bench_serve(
               + ", ".join(f"{x.get('done')}/{x.get('queued')}/{x.get('failed')}" for x in result["learning"]))
     for name, ratio in result["ratios"].items():
         out.print(f"{name}: requests/s {fmt(ratio['requests_per_s'])}, tokens/s {fmt(ratio['tokens_per_s'])}, first-token p50 {fmt(ratio['first_token_p50'])}")
+
+
+BackendOpt = typer.Option(None, "--backend", help="llama_cpp | openai_http | fake (default: config `backend`).")
+
+
+@bench_app.command("soak")
+def bench_soak(
+    minutes: float = typer.Option(10.0, "--minutes", min=0.01, help="How long the clients run."),
+    clients: int = typer.Option(8, "--clients", min=1, help="Client threads, each a mix of chat, tools, memories, web page and inbox."),
+    users: int = typer.Option(2, "--users", min=1, help="Users with their own key and store; clients take them in turn."),
+    max_waiting: int = typer.Option(2, "--max-waiting", min=0, help="The server's queue: past it, requests get 429."),
+    think: float = typer.Option(0.5, "--think", min=0, help="Mean pause between a client's steps, seconds."),
+    max_tokens: int = typer.Option(32, "--max-tokens", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """A real `anima serve` under mixed traffic: status classes, latency per kind, 429s
+    and Retry-After, its memory over time, secrets in its files, key file modes. Exit 1
+    on a 5xx, a 429 without Retry-After, a secret found or a key file not 0600."""
+    from anima.bench.soak import CLASSES, run_soak
+
+    config = load_config(model=model, backend=backend)
+    with labelled_steps() as update:
+        result = run_soak(config, minutes, clients, users, max_waiting, think, max_tokens, seed, progress=update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_soak(result, CLASSES)
+    if result["failures"]:
+        raise typer.Exit(1)
+
+
+def _print_soak(result: dict, classes: tuple[str, ...]) -> None:
+    ms = lambda v: "-" if v is None else f"{v:,.0f}"
+    table = Table(title=f"soak · {result['model']} · {result['clients']} clients, {result['users']} users · {result['duration_s']} s · max_waiting {result['max_waiting']}",
+                  caption="5xx: a 5xx status, or a stream broken after its 200; latency: of the 2xx answers")
+    for name in ("kind", "requests", *classes, "p50 ms", "p95 ms"):
+        table.add_column(name, no_wrap=True, justify="left" if name == "kind" else "right")
+    for kind, row in result["kinds"].items():
+        table.add_row(kind, str(row["requests"]), *(str(row[c]) for c in classes), ms(row["p50_ms"]), ms(row["p95_ms"]))
+    out.print(table)
+    rl, rss, sec = result["rate_limited"], result["rss"], result["secrets"]
+    out.print(f"{result['requests']} requests, {result['requests_per_s']}/s; 429: {rl['count']} ({rl['with_retry_after']} with Retry-After, {rl['without_retry_after']} without)")
+    for e in result["server_errors"]["examples"]:
+        out.print(f"  5xx on {e['kind']} (HTTP {e['status']}): {e['body']}", highlight=False)
+    out.print(f"server memory (MB, {rss['samples']} samples): first {rss['first_mb']}, last {rss['last_mb']}, max {rss['max_mb']}; second half {rss['slope_mb_per_min']} MB/min")
+    out.print(f"secrets: {sec['secrets']} searched for in {sec['searched_files']} files: {len(sec['hits'])} found" + "".join(f"; {h['secret']} in {h['file']}" for h in sec["hits"]), highlight=False)
+    out.print("key files: " + ", ".join(f"{m['file']} {m['mode']}" + ("" if m["ok"] else " [red](not 0600)[/red]") for m in result["key_files"]))
+    _print_verdict(result["failures"])
+
+
+def _print_verdict(failures: list[str]) -> None:
+    if not failures:
+        out.print("[green]passed[/green]")
+    for line in failures:
+        out.print(f"[red]failed:[/red] {line}", highlight=False)
+
+
+@bench_app.command("faults")
+def bench_faults(
+    kills: int = typer.Option(20, "--kills", min=1, help="Rounds, each ended by kill -9 of the server at a random moment."),
+    max_round: float = typer.Option(6.0, "--max-round", min=0.5, help="Longest a server lives before its kill, seconds (after it is up)."),
+    seed: int = typer.Option(0, "--seed"),
+    model: Optional[str] = ModelOpt,
+    backend: Optional[str] = BackendOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """kill -9 `anima serve` during chat, writes, learning, ingestion and scheduler runs;
+    restart it on the same data dir and check every acknowledged write, the stores and
+    the inbox. Exit 1 on a lost write, a reminder fired twice (or never), or a store
+    that does not open."""
+    from anima.bench.faults import ACTIVITIES, run_faults
+
+    config = load_config(model=model, backend=backend)
+    with labelled_steps() as update:
+        result = run_faults(config, kills, max_round, seed, progress=update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_faults(result, ACTIVITIES)
+    if result["failures"]:
+        raise typer.Exit(1)
+
+
+def _print_faults(result: dict, activities: tuple[str, ...]) -> None:
+    table = Table("activity", "rounds it ran in", "kills while in flight",
+                  title=f"faults · {result['model']} · {result['kills']} kills · up to {result['max_round_s']} s each · seed {result['seed']} · {result['duration_s']} s",
+                  caption="in flight: a request or ingest process running; learning: the server quiet with messages not yet learned;\n"
+                          "scheduler: a reminder due and not yet in the inbox")
+    for a in activities:
+        table.add_row(a, str(result["activities"][a]["rounds"]), str(result["activities"][a]["kills_in_flight"]))
+    table.add_row("(nothing)", "", str(result["kills_with_nothing_in_flight"]))
+    out.print(table)
+    p, s = result["problems"], result["scheduler"]
+    checks = Table("check", "result", title=f"after each of {len(result['checks'])} restarts")
+    checks.add_row("acknowledged writes", ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in result["acknowledged"].items()))
+    checks.add_row("lost", str(len(p["lost"])))
+    checks.add_row("reminders fired twice", str(len(p["double_fires"])))
+    checks.add_row("reminders due / fired / never fired", f"{s['due']} / {s['fired']} / {len(p['missed_fires'])}")
+    checks.add_row("store did not open (request / `anima memory list`)", f"{len(p['unopened'])} / {len(p['memory_list'])}")
+    checks.add_row("errors while the server was up", str(result["errors_while_up"]["count"]))
+    out.print(checks)
+    for name in ("lost", "double_fires", "missed_fires", "unopened", "memory_list"):
+        for line in p[name][:5]:
+            out.print(f"  {name}: {line}", highlight=False)
+    for line in result["errors_while_up"]["examples"]:
+        out.print(f"  error: {line}", highlight=False)
+    _print_verdict(result["failures"])
