@@ -110,6 +110,7 @@ class ProactiveSettings(_Section):
     lookahead_days: int = Field(3, ge=0, le=60, description="Dates found in memories (birthdays, trips, deadlines) are raised this many days ahead.")
     webhook: str = Field("", description="URL that receives each notification as JSON (POST); empty for none.")
     desktop: bool = Field(False, description="Also show notifications on the desktop (notify-send), where there is one.")
+    tick_s: float = Field(30.0, gt=0, le=3600, description="Seconds between the scheduler's checks under `anima serve` (`anima daemon` takes --interval).")
 
 
 class McpServerSettings(_Section):
@@ -117,6 +118,7 @@ class McpServerSettings(_Section):
     args: list[str] = Field(default_factory=list, description="Its arguments.")
     url: str = Field("", description="Or: the URL of an MCP server over streamable HTTP.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the program.")
+    headers: dict[str, str] = Field(default_factory=dict, description='HTTP headers sent to `url`, e.g. Authorization = "Bearer ${ANIMA_MCP_KEY}"; ${VAR} is read from the environment.')
 
 
 class GenerationSettings(_Section):
@@ -176,6 +178,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the line it names, or delete the file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", "check its permissions and encoding") from exc
+    except (ValueError, RecursionError) as exc:  # tomllib's own: an integer thousands of digits long, arrays nested thousands deep
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the line it names, or delete the file") from exc
 
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:

@@ -365,7 +365,8 @@ def run_faults(config, kills: int = 20, max_round: float = 6.0, seed: int = 0, p
     idle_kills = 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="anima-faults-") as tmp:
-        home = new_home(Path(tmp) / "home", config)
+        # the scheduler checks every 2 s, so reminders fire inside the short rounds
+        home = new_home(Path(tmp) / "home", config.model_copy(update={"proactive": config.proactive.model_copy(update={"tick_s": 2.0})}))
         keys = {u: add_user(home, u) for u in ("user1", "user2")}
         log = home.path / "anima-serve.log"
 

@@ -82,7 +82,7 @@ def start_schedulers(server) -> list[Scheduler]:
     schedulers = []
     for name in names:
         container = server.container(name)
-        scheduler = Scheduler(container.store, container.config)
+        scheduler = Scheduler(container.store, container.config, interval=container.config.proactive.tick_s)
         scheduler.start()
         schedulers.append(scheduler)
     return schedulers
