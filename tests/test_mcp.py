@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -18,9 +20,10 @@ from typer.testing import CliRunner
 from anima.app import build
 from anima.cli import app
 from anima.config import McpServerSettings, load_config
+from anima.errors import ConfigError
 from anima.models.fake import FakeEmbedder
 from anima.tools import Toolbox
-from anima.tools.mcp import McpClients, tool_name
+from anima.tools.mcp import McpClients, expand_headers, tool_name
 
 ANIMA = [sys.executable, "-m", "anima"]
 
@@ -75,6 +78,28 @@ def write_config(home, servers: dict[str, dict], timeout_s: float = 2.0) -> None
 def test_tool_names_are_valid_for_the_model():
     assert tool_name("my server", "get.weather") == "my_server__get_weather"
     assert len(tool_name("s", "x" * 100)) == 64
+
+
+def test_header_values_read_the_environment_and_errors_never_show_them(monkeypatch):
+    monkeypatch.setenv("ANIMA_MCP_KEY", "anima-secret")
+    headers = {"Authorization": "Bearer ${ANIMA_MCP_KEY}", "X-Note": "$5, $HOME and ${ are kept"}
+    assert expand_headers("other", headers) == {"Authorization": "Bearer anima-secret", "X-Note": "$5, $HOME and ${ are kept"}
+    with pytest.raises(ConfigError) as unset:
+        expand_headers("other", {"Authorization": "Bearer ${ANIMA_NO_SUCH_KEY}"})
+    assert str(unset.value) == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.other], is not set (export it before starting anima)"
+    monkeypatch.setenv("ANIMA_MCP_KEY", "anima-secret\nX-Evil: 1")
+    with pytest.raises(ConfigError) as broken:
+        expand_headers("other", {"Authorization": "Bearer ${ANIMA_MCP_KEY}"})
+    assert "header 'Authorization' of [mcp.other] has characters" in str(broken.value) and "secret" not in str(broken.value)
+
+
+def test_the_readme_example_of_headers_loads(anima_home, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```toml\n(\[mcp\..*?)```", readme, re.DOTALL)[1]
+    anima_home.mkdir(parents=True, exist_ok=True)
+    (anima_home / "config.toml").write_text(example)
+    monkeypatch.setenv("ANIMA_MCP_KEY", "anima-k")
+    assert expand_headers("home", load_config().mcp["home"].headers) == {"Authorization": "Bearer anima-k"}
 
 
 def test_server_tools_join_the_users_toolbox(anima_home, tiny, caplog):
@@ -270,3 +295,47 @@ def test_anima_mcp_serve_over_http_refuses_to_start_without_a_key(anima_home, ke
     done = subprocess.run([*ANIMA, "mcp", "serve", "--http", str(_free_port())], check=False, env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == "error: no API key for user 'local', and MCP over HTTP needs one (run `anima users add local`, then send it as `Authorization: Bearer <key>`)"
+
+
+def test_anima_uses_another_animas_mcp_server_with_a_key_from_the_environment(anima_home, tmp_path, monkeypatch):
+    from anima.cli.serve import accounts
+
+    key = accounts().add("local")
+    port = _free_port()
+    wrong = "anima-wrong-" + "x" * 32
+    monkeypatch.setenv("ANIMA_MCP_KEY", key)
+    monkeypatch.setenv("ANIMA_WRONG_KEY", wrong)
+    lines = ['backend = "fake"']
+    for name, variable in [("other", "ANIMA_MCP_KEY"), ("wrong", "ANIMA_WRONG_KEY"), ("unset", "ANIMA_NO_SUCH_KEY")]:
+        lines += ["", f"[mcp.{name}]", f'url = "http://127.0.0.1:{port}/mcp"', 'headers = { Authorization = "Bearer ${' + variable + '}" }']
+    client_config = tmp_path / "client.toml"  # the served anima reads $ANIMA_HOME/config.toml; this one is the client's
+    client_config.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("ANIMA_CONFIG", str(client_config))
+    config = load_config()
+    assert config.mcp["other"].headers == {"Authorization": "Bearer ${ANIMA_MCP_KEY}"}  # the key stays out of the config
+
+    proc = _mcp_serve_http(anima_home, port)
+    try:
+        clients = McpClients(config.mcp, timeout=10)
+        try:
+            assert {"other__memory_add", "other__memory_search"} <= {t.name for t in clients.tools}
+            assert set(clients.errors) == {"wrong", "unset"}
+            toolbox = Toolbox(clients.tools, timeout=15)
+            assert toolbox.call("other__memory_add", {"text": "Likes green tea", "kind": "preference"}).content == "remembered #1: Likes green tea"
+            assert "green tea" in toolbox.call("other__memory_search", {"query": "tea"}).content
+        finally:
+            clients.close()
+        assert clients.errors["wrong"].startswith("HTTP 401 Unauthorized: the server did not accept the request's key")
+        assert clients.errors["unset"] == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.unset], is not set (export it before starting anima)"
+
+        result = CliRunner().invoke(app, ["mcp", "list"])
+        assert "other: " in result.stdout and "other__memory_add" in result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 2 and lines[0].startswith("wrong: not available: HTTP 401 Unauthorized") and lines[1].startswith("unset: not available: environment variable ANIMA_NO_SUCH_KEY")
+        assert result.exit_code == 1
+        logged = [f.read_text() for f in (anima_home / "logs").glob("*.log")]  # the SDK's log and the servers'
+        for shown in (result.stdout, result.stderr, *clients.errors.values(), *logged):
+            assert key not in shown and wrong not in shown and "Traceback" not in shown
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

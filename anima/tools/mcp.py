@@ -1,10 +1,13 @@
 """Tools from MCP servers the user configures (`[mcp.NAME]` in config.toml).
 
 Each server is started (stdio: `command`, `args`, `env`) or reached (`url`: streamable
-HTTP), its tools are listed, and each becomes an anima `Tool` named `NAME__tool`. The
-MCP SDK is async and anima's core is not, so one `McpClients` owns one event loop on a
-background thread; every session lives in a task there for as long as anima runs, and
-a tool's `fn` hands its call to that loop and waits.
+HTTP, with `headers`), its tools are listed, and each becomes an anima `Tool` named
+`NAME__tool`. The MCP SDK is async and anima's core is not, so one `McpClients` owns one
+event loop on a background thread; every session lives in a task there for as long as
+anima runs, and a tool's `fn` hands its call to that loop and waits.
+
+A header value may name environment variables (`Bearer ${ANIMA_MCP_KEY}`), so a key need
+not sit in the config file; no message or log line ever shows a header's value.
 
 A server that cannot start (no such command, it crashes, the URL is down) is a one-line
 warning and its tools are absent; a call that fails or overruns is a `ToolError`, which
@@ -27,11 +30,20 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from anima.config import McpServerSettings, data_dir
+from anima.errors import AnimaError, ConfigError
 from anima.tools import Tool, ToolError
 
 log = logging.getLogger("anima")
 
 START_S = 20.0  # how long a server may take to start and list its tools
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # `${VAR}` in a header value
+
+
+class Refused(Exception):
+    """An HTTP server answered 401 or 403: the `headers` carry no key it accepts."""
+
+    def __init__(self, status: int, phrase: str):
+        super().__init__(f"HTTP {status} {phrase}".strip())
 
 
 def tool_name(server: str, tool: str) -> str:
@@ -43,11 +55,39 @@ def reason(exc: BaseException) -> str:
     """One line for why a connection failed (the SDK wraps errors in exception groups)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    if isinstance(exc, AnimaError):
+        return str(exc)
+    if isinstance(exc, Refused):
+        return f"{exc}: the server did not accept the request's key (check `headers` in its [mcp.NAME] table)"
     if isinstance(exc, FileNotFoundError):
         return f"command not found: {exc.filename}"
     if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):
         return f"no answer within {START_S:g} s"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def expand_headers(server: str, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with each `${VAR}` replaced by that environment variable. Errors name the
+    header and the variable, never a value (it may be a key)."""
+
+    def expand(header: str, value: str) -> str:
+        def lookup(ref: re.Match) -> str:
+            if not (found := os.environ.get(ref[1])):
+                raise ConfigError(f"environment variable {ref[1]}, used in header '{header}' of [mcp.{server}], is not set", "export it before starting anima")
+            return found
+
+        value = ENV_REF.sub(lookup, value)
+        if not value.isascii() or any(c in value for c in "\r\n\0"):  # httpx would quote the value in its error
+            raise ConfigError(f"header '{header}' of [mcp.{server}] has characters an HTTP header cannot carry", "use one line of ASCII")
+        return value
+
+    return {header: expand(header, value) for header, value in headers.items()}
+
+
+async def _refuse(response: Any) -> None:
+    """httpx response hook: a 401/403 becomes `Refused`, not the SDK's generic "error response"."""
+    if response.status_code in (401, 403):
+        raise Refused(response.status_code, response.reason_phrase)
 
 
 def result_text(result: Any) -> str:
@@ -125,7 +165,12 @@ class McpClients:
         async with AsyncExitStack() as stack:
             try:
                 if settings.url:
-                    target: Any = settings.url
+                    import httpx2
+                    from mcp.client.streamable_http import streamable_http_client
+
+                    timeout = httpx2.Timeout(30, read=300)  # the SDK's defaults: a server may hold a stream open
+                    http = httpx2.AsyncClient(headers=expand_headers(name, settings.headers), timeout=timeout, event_hooks={"response": [_refuse]})
+                    target: Any = streamable_http_client(settings.url, http_client=await stack.enter_async_context(http))
                 elif settings.command:
                     errlog = stack.enter_context(_log_file(name))
                     target = stdio_client(StdioServerParameters(command=settings.command, args=settings.args, env=settings.env or None), errlog=errlog)
