@@ -54,6 +54,8 @@ def load_persona(path: Path) -> Persona:
         raise BadInput(f"cannot read persona file {path}: {exc.strerror}", "check the path") from exc
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BadInput(f"persona file {path} is not valid TOML: {exc}", hint) from exc
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, arrays nested 100,000 deep
+        raise BadInput(f"persona file {path} is not valid TOML: {type(exc).__name__}", hint) from None
     if unknown := sorted(set(data) - set(KEYS)):
         raise BadInput(f"persona file {path} has unknown keys: {', '.join(unknown)}", hint)
     if missing := [k for k in REQUIRED if not (isinstance(data.get(k), str) and data[k].strip())]:

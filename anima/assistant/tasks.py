@@ -73,6 +73,8 @@ def attach(goal: str, paths: list[Path], cwd: Path) -> dict[str, str]:
             raise BadInput(f"no such file: {path}", "check the path given to --file") from None
         except (UnicodeDecodeError, IsADirectoryError):
             raise BadInput(f"{path} is not a text file", "attach .txt, .md, .csv or .json files") from None
+        except OSError as exc:
+            raise BadInput(f"cannot read {path}: {exc.strerror}", "check the path given to --file") from None
     return files
 
 
@@ -179,14 +181,24 @@ def _safe_name(name: str) -> str:
 
 
 def load_plan(path: Path) -> Plan:
+    """A plan saved (and maybe edited) by the user. Its output names are made safe like
+    the model's: a plan file cannot write outside its task folder."""
+    hint = "it needs a goal and a list of steps, each with a text title"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        steps = [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in data["steps"]]
-        return Plan(data["goal"], steps)
+        goal, steps = data["goal"], [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in data["steps"]]
     except FileNotFoundError:
         raise BadInput(f"no such plan file: {path}", "give the plan.json `anima do` wrote") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"{path} is not a valid plan: {exc}", "it needs a goal and a list of steps with a title") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read plan file {path}: {exc.strerror}", "give the plan.json `anima do` wrote") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise BadInput(f"{path} is not a valid plan: {type(exc).__name__}: {exc}"[:300], hint) from None
+    text = lambda v: isinstance(v, str)
+    if not text(goal) or not all(text(s.title) and text(s.tool) and text(s.output) and isinstance(s.arguments, dict) and isinstance(s.row, dict | None) for s in steps):
+        raise BadInput(f"{path} is not a valid plan: goal, titles, tools and outputs must be text, arguments an object", hint)
+    for s in steps:
+        s.output = _safe_name(s.output) if s.output else ""
+    return Plan(goal, steps)
 
 
 WRITER = """You are carrying out one step of a task for the user. Write only what the step asks for, ready to use, with no preamble.

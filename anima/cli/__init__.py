@@ -9,12 +9,13 @@ import sys
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from anima import __version__
 from anima.app import build
 from anima.assistant.turn import check_input
-from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, out
+from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, is_utf8, not_utf8, one_line, out, read_stdin
 from anima.cli.audit import audit_app
 from anima.cli.bench import bench_app
 from anima.cli.memory import memory_app
@@ -80,7 +81,7 @@ def ask(
 ) -> None:
     """Ask one question and print the answer."""
     if text == "-":
-        text = sys.stdin.read()
+        text = read_stdin()
     config = load_config(model=model, backend=backend, persona=persona)
     check_input(text, config.persona)  # before the model loads
     container = build(config)
@@ -175,6 +176,12 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
         except KeyboardInterrupt:
             out.print("\n[dim](Ctrl-C stops a reply; /exit or Ctrl-D leaves)[/dim]")
             continue
+        except UnicodeDecodeError as exc:
+            _finish_learning(container)
+            raise not_utf8() from exc
+        if not is_utf8(text):  # the locale passed bytes that are not UTF-8 on as surrogates
+            _finish_learning(container)
+            raise not_utf8()
         command, _, arg = text.strip().partition(" ")
         if command in ("/exit", "/quit"):
             _finish_learning(container)
@@ -193,32 +200,32 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
         if command == "/persona":
             if not arg:
                 for p in personas().values():
-                    out.print(f"{'*' if p.name == current else ' '} [cyan]{p.name:12}[/cyan] {p.description}")
+                    out.print(f"{'*' if p.name == current else ' '} [cyan]{p.name:12}[/cyan] {escape(p.description)}")
                 continue
             try:
                 current = get_persona(arg.strip()).name
             except AnimaError as exc:
-                err.print(f"[red]error:[/red] {exc}", highlight=False)
+                err.print(f"[red]error:[/red] {one_line(str(exc))}", highlight=False)
                 continue
             conversation_id = None
             out.print(f"[dim]persona: {current} (new conversation)[/dim]")
             continue
         if command.startswith("/"):
-            err.print(f"unknown command {command}; /help lists them")
+            err.print(f"unknown command {command}; /help lists them", highlight=False, markup=False)
             continue
         if not text.strip():
             continue
         try:
             reply = container.assistant.reply(text, conversation_id=conversation_id, persona=current)
         except AnimaError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            err.print(f"[red]error:[/red] {one_line(str(exc))}", highlight=False)
             continue
         conversation_id, last = reply.turn.conversation_id, reply
         sys.stdout.write("anima> ")
         try:
             _print_stream(reply)
         except AnimaError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            err.print(f"[red]error:[/red] {one_line(str(exc))}", highlight=False)
 
 
 # --- models -----------------------------------------------------------------
@@ -272,7 +279,7 @@ def models_info(name: str, verify: bool = typer.Option(False, "--verify", help="
         print(json.dumps(info, indent=2))
         return
     for key, value in info.items():
-        out.print(f"[bold]{key:12}[/bold] {', '.join(value) if isinstance(value, list) else value}", highlight=False)
+        out.print(f"[bold]{key:12}[/bold] {escape(', '.join(value) if isinstance(value, list) else str(value))}", highlight=False)
     if not path.exists():
         out.print(f"[yellow]not downloaded[/yellow]: run `anima models pull {spec.name}`")
 
@@ -351,12 +358,16 @@ def doctor(as_json: bool = JsonOpt) -> None:
         print(json.dumps(checks, indent=2))
         return
     for key, value in checks.items():
-        out.print(f"[bold]{key:17}[/bold] {value}", highlight=False)
+        out.print(f"[bold]{key:17}[/bold] {escape(value)}", highlight=False)
 
 
 def main() -> None:
     """Usage errors are one line too. (A closed pipe, `anima ... | head`, ends quietly
     with exit 1: click catches EPIPE.)"""
+    if bad := next((a for a in sys.argv[1:] if not is_utf8(a)), None):  # bytes the terminal's encoding cannot hold
+        shown = os.fsencode(bad).decode("utf-8", "backslashreplace")
+        err.print(f"[red]error:[/red] {one_line(shown)} is not UTF-8 text [dim](give text and file names in UTF-8)[/dim]", highlight=False)
+        sys.exit(2)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
@@ -364,10 +375,8 @@ def main() -> None:
         code = 1
     except typer.TyperException as exc:  # click's errors: bad options, missing arguments
         ctx = getattr(exc, "ctx", None)
-        if not exc.format_message() and ctx is not None:  # `anima bench` with no command: its help
-            out.print(ctx.get_help(), end="")
-        else:
+        if message := exc.format_message():  # none: `anima bench` with no command, whose help typer has printed
             hint = f" [dim](see `{ctx.command_path} --help`)[/dim]" if ctx is not None else ""
-            err.print(f"[red]error:[/red] {exc.format_message()}{hint}", highlight=False)
+            err.print(f"[red]error:[/red] {one_line(message)}{hint}", highlight=False)
         code = getattr(exc, "exit_code", 1)
     sys.exit(code if isinstance(code, int) else 0)

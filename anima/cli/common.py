@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from typer.core import TyperGroup
 
 from anima.config import data_dir
-from anima.errors import AnimaError
+from anima.errors import AnimaError, BadInput
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
@@ -27,7 +29,7 @@ class AnimaGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except AnimaError as exc:
-            err.print(f"[red]error:[/red] {exc.message}" + (f" [dim]({exc.hint})[/dim]" if exc.hint else ""), highlight=False)
+            err.print(f"[red]error:[/red] {one_line(exc.message)}" + (f" [dim]({one_line(exc.hint)})[/dim]" if exc.hint else ""), highlight=False)
             raise typer.Exit(1) from None
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt, SystemExit, BrokenPipeError):  # usage errors: exit 2; `| head`
             raise
@@ -45,6 +47,37 @@ class AnimaGroup(TyperGroup):
             raise typer.Exit(1) from None
 
 
+def one_line(text: str) -> str:
+    """Text for a message: shown as typed (no markup), line breaks as spaces, so an error
+    that quotes the user's input still takes one line."""
+    return escape(" ".join(text.splitlines()))
+
+
+def is_utf8(text: str) -> bool:
+    """False for text holding surrogates: bytes that were not UTF-8, as Python passes them
+    on from argv (and from stdin under some locales, e.g. C.UTF-8). They cannot be stored."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def read_stdin() -> str:
+    """All of stdin, as text."""
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError as exc:
+        raise not_utf8() from exc
+    if not is_utf8(text):
+        raise not_utf8()
+    return text
+
+
+def not_utf8() -> BadInput:
+    return BadInput("the input is not UTF-8 text", "convert it first, e.g. `iconv -f latin1 -t utf-8`")
+
+
 def _log_path() -> Path:
     for folder in (data_dir() / "logs", Path.home() / ".cache" / "anima"):
         try:
@@ -56,6 +89,8 @@ def _log_path() -> Path:
 
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
+MAX_INT = 2**63 - 1  # SQLite's largest integer: a bigger id or count is a usage error, not a crash
+IdArg = typer.Argument(..., min=1, max=MAX_INT, help="Its number, as the list shows it.")
 
 
 def bytes_progress() -> Progress:

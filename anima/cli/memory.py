@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from anima.app import build
-from anima.cli.common import AnimaGroup, JsonOpt, err, out, steps_progress
+from anima.cli.common import MAX_INT, AnimaGroup, IdArg, JsonOpt, err, out, steps_progress
 from anima.config import load_config
 from anima.errors import BadInput
 from anima.memory.service import dumps
@@ -35,7 +36,7 @@ def _rows(memories) -> list[dict]:
 def _table(rows: list[dict], title: str) -> Table:
     table = Table("id", "kind", "memory", "refers to", "since", "until", title=title)
     for r in rows:
-        table.add_row(str(r["id"]), r["kind"], r["text"], r["date"] or "", r["valid_from"], (r["valid_to"] or "")[:10])
+        table.add_row(str(r["id"]), escape(r["kind"]), escape(r["text"]), escape(r["date"] or ""), r["valid_from"], (r["valid_to"] or "")[:10])
     return table
 
 
@@ -53,16 +54,16 @@ def list_(kind: Optional[str] = typer.Option(None, "--kind", help="fact, prefere
 
 
 @memory_app.command()
-def search(query: str, k: int = typer.Option(8, "--k", help="How many results."), as_json: bool = JsonOpt) -> None:
+def search(query: str, k: int = typer.Option(8, "--k", min=1, max=MAX_INT, help="How many results."), as_json: bool = JsonOpt) -> None:
     """Hybrid search (words + meaning + time) over memories and past messages."""
     hits = _memory().recall(query, k=k)
     rows = [{"kind": h.kind, "id": h.id, "when": h.when, "speaker": h.speaker, "text": h.text, "score": round(h.score, 4)} for h in hits]
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table("what", "id", "when", "text", "score", title=f"'{query}'")
+    table = Table("what", "id", "when", "text", "score", title=f"'{escape(query)}'")
     for r in rows:
-        table.add_row(r["kind"], str(r["id"]), r["when"][:16].replace("T", " "), (f"{r['speaker']}: " if r["speaker"] else "") + r["text"], f"{r['score']:.4f}")
+        table.add_row(r["kind"], str(r["id"]), r["when"][:16].replace("T", " "), escape((f"{r['speaker']}: " if r["speaker"] else "") + r["text"]), f"{r['score']:.4f}")
     out.print(table)
 
 
@@ -70,37 +71,37 @@ def search(query: str, k: int = typer.Option(8, "--k", help="How many results.")
 def add(text: str, kind: str = typer.Option("fact", "--kind"), date: Optional[str] = typer.Option(None, "--date", help="The day it refers to, YYYY-MM-DD.")) -> None:
     """Remember something, in your words."""
     m = _memory().add(text, kind=kind, ref_date=date)
-    out.print(f"remembered #{m.id}: {m.text}")
+    out.print(f"remembered #{m.id}: {m.text}", highlight=False, markup=False)
 
 
 @memory_app.command()
-def edit(memory_id: int, text: Optional[str] = typer.Argument(None, help="The new text."), kind: Optional[str] = typer.Option(None, "--kind")) -> None:
+def edit(memory_id: int = IdArg, text: Optional[str] = typer.Argument(None, help="The new text."), kind: Optional[str] = typer.Option(None, "--kind")) -> None:
     """Change a memory's text or kind."""
     if text is None and kind is None:
         raise BadInput("nothing to change", "give the new TEXT and/or --kind")
     m = _memory().edit(memory_id, text, kind)
-    out.print(f"#{m.id} is now: {m.text} ({m.kind})")
+    out.print(f"#{m.id} is now: {m.text} ({m.kind})", highlight=False, markup=False)
 
 
 @memory_app.command()
-def forget(memory_id: int) -> None:
+def forget(memory_id: int = IdArg) -> None:
     """Delete a memory for good (its row, its search entries, its vector)."""
     _memory().forget(memory_id)
     out.print(f"forgot #{memory_id}")
 
 
 @memory_app.command()
-def why(memory_id: int, as_json: bool = JsonOpt) -> None:
+def why(memory_id: int = IdArg, as_json: bool = JsonOpt) -> None:
     """Where a memory came from: the messages it was learned from."""
     memory, episodes = _memory().why(memory_id)
     if as_json:
         print(json.dumps({"memory": _rows([memory])[0], "sources": [{"id": e.id, "when": e.ts, "speaker": e.speaker, "text": e.text} for e in episodes]}, indent=2, ensure_ascii=False))
         return
-    out.print(f"#{memory.id} {memory.text}")
+    out.print(f"#{memory.id} {memory.text}", highlight=False, markup=False)
     if not episodes:
         out.print("[dim]added by hand (no source messages)[/dim]")
     for e in episodes:
-        out.print(f"  [dim]{e.ts[:16].replace('T', ' ')}[/dim] {e.speaker or e.role}: {e.text}", highlight=False)
+        out.print(f"  [dim]{e.ts[:16].replace('T', ' ')}[/dim] {escape(e.speaker or e.role)}: {escape(e.text)}", highlight=False)
 
 
 @memory_app.command()
@@ -110,8 +111,11 @@ def export(path: str = typer.Argument("-", help="File to write, or - for stdout.
     if path == "-":
         print(text)
     else:
-        Path(path).write_text(text + "\n", encoding="utf-8")
-        err.print(f"exported to {path}")
+        try:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"cannot write {path[:80]}: {exc.strerror}", "check that the folder exists and is writable") from exc
+        err.print(f"exported to {path}", highlight=False, markup=False)
 
 
 @memory_app.command("import")
@@ -122,7 +126,7 @@ def import_(path: str = typer.Argument(..., help="A file from `anima memory expo
         data = json.loads(raw)
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}", "check the path") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: brackets nested thousands deep
         raise BadInput(f"{path} is not JSON: {exc}", "give a file made by `anima memory export`") from exc
     out.print(f"imported {_memory().import_(data)} memories")
 
@@ -147,4 +151,4 @@ def ingest(
         if learn:
             task = progress.add_task("learn", total=None)
             decisions = memory.learn_history(list(zip(ids, messages)), progress=lambda done, total: progress.update(task, completed=done, total=total))
-    out.print(f"ingested {len(messages)} messages from {path}" + (f"; {sum(d.action != 'merge' for d in decisions)} memories learned" if learn else ""))
+    out.print(f"ingested {len(messages)} messages from {path}" + (f"; {sum(d.action != 'merge' for d in decisions)} memories learned" if learn else ""), highlight=False, markup=False)

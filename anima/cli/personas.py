@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from anima.assistant.persona import BUILTIN_DIR, Persona, add_persona, get_persona, personas
@@ -40,7 +41,7 @@ def list_(as_json: bool = JsonOpt) -> None:
     default = load_config().persona
     table = Table("", "name", "description", "source", title=f"{len(found)} personas")
     for p in found:
-        table.add_row("*" if p.name == default else "", p.name, p.description, "built-in" if p.builtin else "user")
+        table.add_row("*" if p.name == default else "", p.name, escape(p.description), "built-in" if p.builtin else "user")
     out.print(table)
 
 
@@ -51,10 +52,10 @@ def show(name: str, as_json: bool = JsonOpt) -> None:
     if as_json:
         print(json.dumps(row, indent=2, ensure_ascii=False))
         return
-    out.print(f"[bold cyan]{row['name']}[/bold cyan] ({row['source']}) {row['description']}", highlight=False)
+    out.print(f"[bold cyan]{row['name']}[/bold cyan] ({row['source']}) {escape(row['description'])}", highlight=False)
     for label, key in (("style", "style"), ("system prompt", "system_prompt"), ("example, user", "example_user"), ("example, reply", "example_reply"), ("file", "path")):
         if row[key]:
-            out.print(f"[dim]{label}:[/dim] {row[key]}", highlight=False)
+            out.print(f"[dim]{label}:[/dim] {escape(row[key])}", highlight=False)
 
 
 @personas_app.command()
@@ -62,7 +63,7 @@ def use(name: str) -> None:
     """Make NAME the default persona (writes `persona` in config.toml)."""
     name = get_persona(name).name
     path = set_default_persona(name)
-    out.print(f"default persona: {name} (in {path})")
+    out.print(f"default persona: {name} (in {path})", highlight=False, markup=False)
     if os.environ.get("ANIMA_PERSONA", name) != name:
         err.print(f"note: ANIMA_PERSONA={os.environ['ANIMA_PERSONA']} is set and wins over the file")
 
@@ -72,7 +73,7 @@ def add(path: Path = typer.Argument(..., help="A persona TOML file: name, descri
     """Check a persona file and copy it into your personas."""
     p = add_persona(path)
     shadows = (BUILTIN_DIR / f"{p.name}.toml").exists()
-    out.print(f"added persona {p.name}" + (" (replaces the built-in of that name)" if shadows else "") + f": {p.path}", highlight=False)
+    out.print(f"added persona {p.name}" + (" (replaces the built-in of that name)" if shadows else "") + f": {p.path}", highlight=False, markup=False)
 
 
 def set_default_persona(name: str) -> Path:

@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from anima.app import build
-from anima.cli.common import AnimaGroup, JsonOpt, err, out
+from anima.cli.common import AnimaGroup, IdArg, JsonOpt, err, out
 from anima.config import load_config
 from anima.proactive import inbox
 from anima.tools import reminders as rm
@@ -32,10 +33,10 @@ def _when(value: str) -> str:
 
 
 def _print(item: inbox.Item) -> None:
-    out.print(f"[bold]#{item.id}[/bold] [cyan]{item.kind}[/cyan] {item.title}", highlight=False)
+    out.print(f"[bold]#{item.id}[/bold] [cyan]{item.kind}[/cyan] {escape(item.title)}", highlight=False)
     if item.body:
         out.print(item.body, highlight=False, markup=False)
-    out.print(f"[dim]why: {item.reason}[/dim]", highlight=False)
+    out.print(f"[dim]why: {escape(item.reason)}[/dim]", highlight=False)
 
 
 # --- the inbox ------------------------------------------------------------------------------
@@ -56,30 +57,30 @@ def inbox_list(ctx: typer.Context, all_: bool = typer.Option(False, "--all", hel
         return
     table = Table("id", "kind", "what", "why", "when", "status", title=f"{len(found)} item(s)")
     for i in found:
-        table.add_row(str(i.id), i.kind, i.title + (f"\n{i.body}" if i.body and i.kind != "briefing" else ""), i.reason, _when(i.created), i.status + (f" until {_when(i.snooze_until)}" if i.snooze_until else ""))
+        table.add_row(str(i.id), i.kind, escape(i.title + (f"\n{i.body}" if i.body and i.kind != "briefing" else "")), escape(i.reason), _when(i.created), i.status + (f" until {_when(i.snooze_until)}" if i.snooze_until else ""))
     out.print(table)
 
 
 @inbox_app.command("done")
-def inbox_done(item_id: int) -> None:
+def inbox_done(item_id: int = IdArg) -> None:
     """Mark an item done (a one-off reminder or to-do behind it is closed too)."""
     store, _ = _open()
-    out.print(f"done: {inbox.done(store, item_id, rm.local_now()).title}", highlight=False)
+    out.print(f"done: {inbox.done(store, item_id, rm.local_now()).title}", highlight=False, markup=False)
 
 
 @inbox_app.command("snooze")
-def inbox_snooze(item_id: int, until: str = typer.Option("in 1 hour", "--until", help="When it comes back: 'tomorrow at 9', 'in 2 hours'...")) -> None:
+def inbox_snooze(item_id: int = IdArg, until: str = typer.Option("in 1 hour", "--until", help="When it comes back: 'tomorrow at 9', 'in 2 hours'...")) -> None:
     """Put an item away until a time; it comes back as new then."""
     store, _ = _open()
     item = inbox.snooze(store, item_id, until, rm.local_now())
-    out.print(f"snoozed until {_when(item.snooze_until)}: {item.title}", highlight=False)
+    out.print(f"snoozed until {_when(item.snooze_until)}: {item.title}", highlight=False, markup=False)
 
 
 @inbox_app.command("dismiss")
-def inbox_dismiss(item_id: int) -> None:
+def inbox_dismiss(item_id: int = IdArg) -> None:
     """Not wanted (anima learns: a kind dismissed again and again stops notifying)."""
     store, _ = _open()
-    out.print(f"dismissed: {inbox.dismiss(store, item_id, rm.local_now()).title}", highlight=False)
+    out.print(f"dismissed: {inbox.dismiss(store, item_id, rm.local_now()).title}", highlight=False, markup=False)
 
 
 # --- reminders and to-dos --------------------------------------------------------------------
@@ -89,7 +90,7 @@ def remind(text: str = typer.Argument(..., help="What to be reminded of."), at: 
     """Set a reminder."""
     store, _ = _open()
     r = rm.add_reminder(store, text, at, rm.local_now())
-    out.print(f"reminder #{r.id} set for {rm.show(r.due_at())}" + (f", then {r.every}" if r.every else "") + f": {r.text}", highlight=False)
+    out.print(f"reminder #{r.id} set for {rm.show(r.due_at())}" + (f", then {r.every}" if r.every else "") + f": {r.text}", highlight=False, markup=False)
 
 
 def _listing(rows: list[rm.Reminder], as_json: bool, empty: str) -> None:
@@ -99,7 +100,7 @@ def _listing(rows: list[rm.Reminder], as_json: bool, empty: str) -> None:
         out.print(empty)
     else:
         for r in rows:
-            out.print(r.describe(), highlight=False)
+            out.print(r.describe(), highlight=False, markup=False)
 
 
 def reminders(all_: bool = AllOpt, as_json: bool = JsonOpt) -> None:
@@ -112,7 +113,7 @@ def reminders(all_: bool = AllOpt, as_json: bool = JsonOpt) -> None:
 def todo_add(text: str, due: Optional[str] = typer.Option(None, "--due", help="Optional: 'Friday at 5pm', 'every month'...")) -> None:
     """Add a to-do."""
     store, _ = _open()
-    out.print(f"added to-do {rm.add_todo(store, text, due, rm.local_now()).describe()}", highlight=False)
+    out.print(f"added to-do {rm.add_todo(store, text, due, rm.local_now()).describe()}", highlight=False, markup=False)
 
 
 @todo_app.command("list")
@@ -123,10 +124,10 @@ def todo_list(all_: bool = AllOpt, as_json: bool = JsonOpt) -> None:
 
 
 @todo_app.command("done")
-def todo_done(todo_id: int) -> None:
+def todo_done(todo_id: int = IdArg) -> None:
     """Tick off a to-do."""
     store, _ = _open()
-    out.print(f"done: {rm.done(store, todo_id, rm.local_now()).describe()}", highlight=False)
+    out.print(f"done: {rm.done(store, todo_id, rm.local_now()).describe()}", highlight=False, markup=False)
 
 
 # --- the briefing and the daemon ----------------------------------------------------------------
@@ -141,7 +142,7 @@ def briefing(as_json: bool = JsonOpt) -> None:
     if as_json:
         print(json.dumps({"title": item.title, "lines": item.data["lines"]}, indent=2, ensure_ascii=False))
         return
-    out.print(f"[bold]{item.title}[/bold]", highlight=False)
+    out.print(f"[bold]{escape(item.title)}[/bold]", highlight=False)
     out.print(item.body, highlight=False, markup=False)
 
 

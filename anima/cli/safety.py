@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from anima.app import build
-from anima.cli.common import AnimaGroup, JsonOpt, err, out, steps_progress
+from anima.cli.common import AnimaGroup, JsonOpt, err, out, read_stdin, steps_progress
 from anima.config import load_config
 from anima.errors import BadInput
 
@@ -45,12 +45,10 @@ def guard_train(data: Optional[Path] = DataDirOpt, if_missing: bool = typer.Opti
 @guard_app.command("check")
 def guard_check(text: str = typer.Argument(..., help="The text; `-` reads stdin."), role: str = typer.Option("user", help="user | assistant"), as_json: bool = JsonOpt) -> None:
     """Show the guard's verdict on one text."""
-    import sys
-
     from anima.safety.guard import refusal
 
     if text == "-":
-        text = sys.stdin.read()
+        text = read_stdin()
     if role not in ("user", "assistant"):
         raise BadInput(f"unknown role {role!r}", "use user or assistant")
     guard = build(load_config()).guard

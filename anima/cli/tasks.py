@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from anima.cli.common import JsonOpt, err, out, steps_progress
@@ -63,7 +64,7 @@ def do(
             saved.write_text(plan.to_json(), encoding="utf-8")
             editor = os.environ.get("EDITOR")
             if not editor:
-                err.print(f"plan saved in {saved}: edit it, then run `anima do --plan {saved}`")
+                err.print(f"plan saved in {saved}: edit it, then run `anima do --plan {saved}`", highlight=False, markup=False)
                 return
             subprocess.run([editor, str(saved)], check=False)
             plan = load_plan(saved)
@@ -85,19 +86,19 @@ def do(
             {"title": s.title, "tool": s.tool, "ok": s.ok, "output": s.output, "result": s.result} for s in plan.steps]}, ensure_ascii=False))
         return
     failed = [s for s in plan.steps if not s.ok]
-    out.print(f"{len(plan.steps) - len(failed)}/{len(plan.steps)} steps done; saved in {folder}/ (result.md{', ' if any(s.output for s in plan.steps) else ''}{', '.join(s.output for s in plan.steps if s.output and s.ok)})")
+    out.print(f"{len(plan.steps) - len(failed)}/{len(plan.steps)} steps done; saved in {folder}/ (result.md{', ' if any(s.output for s in plan.steps) else ''}{', '.join(s.output for s in plan.steps if s.output and s.ok)})", highlight=False, markup=False)
     for s in failed:
-        out.print(f"  failed: {s.title}: {s.result[:120]}")
+        out.print(f"  failed: {s.title}: {s.result[:120]}", highlight=False, markup=False)
 
 
 def show(plan, toolbox) -> None:
-    table = Table(title=f"Plan: {plan.goal}", title_justify="left")
+    table = Table(title=f"Plan: {escape(plan.goal)}", title_justify="left")
     for col in ("#", "step", "how", "saves as"):
         table.add_column(col)
     for i, s in enumerate(plan.steps, 1):
         marked = s.tool + ("*" if toolbox is not None and s.tool in toolbox.tools and toolbox.tools[s.tool].side_effects else "")
         how = marked + (f" {json.dumps(s.arguments, ensure_ascii=False)}" if s.arguments else "")
-        table.add_row(str(i), s.title, how, s.output)
+        table.add_row(str(i), escape(s.title), escape(how), escape(s.output))
     out.print(table)
     if plan.left_out:
         from anima.assistant.tasks import MAX_EXPANDED

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from anima.app import build
-from anima.cli.common import AnimaGroup, JsonOpt, out
+from anima.cli.common import MAX_INT, AnimaGroup, IdArg, JsonOpt, out
 from anima.config import load_config
 
 calendar_app = typer.Typer(cls=AnimaGroup, help="Import, export and ask your calendar (.ics).", no_args_is_help=True)
@@ -79,7 +79,7 @@ def docs_index(folder: Optional[Path] = typer.Argument(None, help="A folder (def
 
 
 @docs_app.command("search")
-def docs_search(query: str, k: int = typer.Option(5, "--k", help="How many passages."), as_json: bool = JsonOpt) -> None:
+def docs_search(query: str, k: int = typer.Option(5, "--k", min=1, max=MAX_INT, help="How many passages."), as_json: bool = JsonOpt) -> None:
     """Passages of your documents that match, with file:lines to find them."""
     from anima.tools.documents import search
 
@@ -129,7 +129,7 @@ def goals_list(status: str = typer.Option("active", "--status", help="active, do
 
 
 @goals_app.command("done")
-def goals_done(goal_id: int, milestone: Optional[str] = typer.Argument(None, help="A milestone's number or words; without it, the whole goal.")) -> None:
+def goals_done(goal_id: int = IdArg, milestone: Optional[str] = typer.Argument(None, help="A milestone's number or words; without it, the whole goal.")) -> None:
     """Mark a milestone, or the whole goal, done."""
     from anima.tools.goals import complete_milestone, describe, set_status
 
@@ -139,7 +139,7 @@ def goals_done(goal_id: int, milestone: Optional[str] = typer.Argument(None, hel
 
 
 @goals_app.command("progress")
-def goals_progress(goal_id: int, percent: int = typer.Argument(..., help="0-100.")) -> None:
+def goals_progress(goal_id: int = IdArg, percent: int = typer.Argument(..., help="0-100.")) -> None:
     """Set a goal's progress (for goals without milestones)."""
     from anima.tools.goals import describe, set_progress
 
@@ -159,7 +159,7 @@ def notes_add(text: str, title: str = typer.Option("", "--title")) -> None:
 
 
 @notes_app.command("list")
-def notes_list(limit: int = typer.Option(20, "--limit"), as_json: bool = JsonOpt) -> None:
+def notes_list(limit: int = typer.Option(20, "--limit", min=1, max=MAX_INT), as_json: bool = JsonOpt) -> None:
     """The latest notes, newest first."""
     from anima.tools.notes import list_notes
 
@@ -167,7 +167,7 @@ def notes_list(limit: int = typer.Option(20, "--limit"), as_json: bool = JsonOpt
 
 
 @notes_app.command("search")
-def notes_search(query: str, k: int = typer.Option(5, "--k"), as_json: bool = JsonOpt) -> None:
+def notes_search(query: str, k: int = typer.Option(5, "--k", min=1, max=MAX_INT), as_json: bool = JsonOpt) -> None:
     """Notes that share words with the query, best first."""
     from anima.tools.notes import search_notes
 
@@ -175,7 +175,7 @@ def notes_search(query: str, k: int = typer.Option(5, "--k"), as_json: bool = Js
 
 
 @notes_app.command("delete")
-def notes_delete(note_id: int) -> None:
+def notes_delete(note_id: int = IdArg) -> None:
     """Delete a note for good."""
     from anima.tools.notes import delete_note
 

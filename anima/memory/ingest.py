@@ -31,7 +31,7 @@ def read_history(path: Path, me: str | None = None) -> list[HistoryMessage]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}", "check the path") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: brackets nested thousands deep
         raise BadInput(f"{path} is not JSON: {exc}", "give a LoCoMo JSON file or a ChatGPT conversations.json") from exc
     items = data if isinstance(data, list) else [data]
     if items and all(isinstance(i, dict) and "conversation" in i for i in items):
@@ -71,14 +71,24 @@ def sample_messages(sample, me: str | None = None) -> list[HistoryMessage]:
 def _chatgpt(conversations: list[dict]) -> list[HistoryMessage]:
     found = []
     for conv in conversations:
-        for node in (conv.get("mapping") or {}).values():
-            message = (node or {}).get("message") or {}
-            role = (message.get("author") or {}).get("role")
-            content = message.get("content") or {}
-            parts = [p for p in content.get("parts") or [] if isinstance(p, str) and p.strip()]
-            if role not in ("user", "assistant") or not parts or not message.get("create_time"):
+        mapping = conv.get("mapping")
+        for node in mapping.values() if isinstance(mapping, dict) else []:
+            message = _get(node, "message")
+            role = _get(_get(message, "author"), "role")
+            parts = _get(_get(message, "content"), "parts")
+            parts = [p for p in parts if isinstance(p, str) and p.strip()] if isinstance(parts, list) else []
+            if role not in ("user", "assistant") or not parts or not _get(message, "create_time"):
                 continue
-            when = datetime.fromtimestamp(float(message["create_time"]), tz=timezone.utc)
-            found.append(HistoryMessage("\n".join(parts), role, "user" if role == "user" else "chatgpt", when, "chatgpt", message.get("id")))
+            try:
+                when = datetime.fromtimestamp(float(message["create_time"]), tz=timezone.utc)
+            except (TypeError, ValueError, OverflowError, OSError) as exc:
+                raise BadInput(f"message {str(message.get('id'))[:40]!r} has an unreadable create_time {str(message['create_time'])[:40]!r}", "it is seconds since 1970, as ChatGPT exports it") from exc
+            ref = message.get("id")
+            found.append(HistoryMessage("\n".join(parts), role, "user" if role == "user" else "chatgpt", when, "chatgpt", ref if isinstance(ref, str) else None))
     found.sort(key=lambda m: m.when)
     return found
+
+
+def _get(node, key: str):
+    """node[key] when node is a JSON object; anything else reads as missing (and is skipped)."""
+    return node.get(key) if isinstance(node, dict) else None

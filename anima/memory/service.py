@@ -13,9 +13,10 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
-from typing import Any, Callable
+from types import UnionType
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from anima.errors import AnimaError, BadInput, NotFound
 from anima.memory.extract import extract
@@ -144,25 +145,60 @@ class MemoryService:
 
     def import_(self, data: Any) -> int:
         """Read an export back; ids are kept when free, else remapped. Returns the count."""
-        if not isinstance(data, dict) or data.get("version") != EXPORT_VERSION or not isinstance(data.get("memories"), list):
+        if not isinstance(data, dict) or data.get("version") != EXPORT_VERSION or not isinstance(data.get("memories"), list) or not isinstance(data.get("episodes", []), list):
             raise BadInput("not an anima memory export", f"expected JSON with version {EXPORT_VERSION} and a memories list")
-        try:
-            episode_ids = {}
-            for row in data.get("episodes", []):
-                episode = Episode(**row)
-                old = episode.id
-                if self.store.episodes([old]):
-                    episode.id = None
-                episode_ids[old] = self.store.add_episode(episode, self._vector(episode.text))
-            for row in data["memories"]:
-                memory = Memory(**row)
-                memory.source_ids = [episode_ids.get(i, i) for i in memory.source_ids]
-                if self.store.memories([memory.id]):
-                    memory.id = None
-                self.store.add_memory(memory, self._vector(memory.text))
-        except TypeError as exc:
-            raise BadInput(f"the export has a malformed record: {exc}", "export it again, or fix the file") from exc
-        return len(data["memories"])
+        episodes = [_record(Episode, row, f"episode {n}") for n, row in enumerate(data.get("episodes", []), 1)]
+        memories = [_record(Memory, row, f"memory {n}") for n, row in enumerate(data["memories"], 1)]  # all checked before any is stored
+        episode_ids = {}
+        for episode in episodes:
+            old = episode.id
+            if self.store.episodes([old]):
+                episode.id = None
+            episode_ids[old] = self.store.add_episode(episode, self._vector(episode.text))
+        for memory in memories:
+            memory.source_ids = [episode_ids.get(i, i) for i in memory.source_ids]
+            if self.store.memories([memory.id]):
+                memory.id = None
+            self.store.add_memory(memory, self._vector(memory.text))
+        return len(memories)
+
+
+def _record(cls: type, row: Any, where: str):
+    """One record of an export, with the fields of `cls`, each of its type: a malformed
+    one stops the import before anything is stored."""
+    try:
+        record = cls(**row)
+    except TypeError as exc:
+        raise BadInput(f"the export has a malformed record ({where}): {exc}", "export it again, or fix the file; nothing was imported") from exc
+    hints = get_type_hints(cls)
+    if bad := next((f.name for f in fields(cls) if not _fits(getattr(record, f.name), hints[f.name])), None):
+        raise BadInput(f"the export has a malformed record ({where}): bad {bad} {getattr(record, bad)!r:.60}", "export it again, or fix the file; nothing was imported")
+    if getattr(record, "kind", KINDS[0]) not in KINDS:
+        raise BadInput(f"the export has a malformed record ({where}): unknown kind {record.kind!r:.40}", f"use one of: {', '.join(KINDS)}; nothing was imported")
+    return record
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Is a value read from JSON of the type a record's field declares?"""
+    if get_origin(hint) in (Union, UnionType):
+        return any(_fits(value, h) for h in get_args(hint))
+    if get_origin(hint) is list:
+        return isinstance(value, list) and all(_fits(v, get_args(hint)[0]) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63  # what SQLite holds
+    if hint is str:
+        return isinstance(value, str) and _is_utf8(value)
+    return value is None if hint is type(None) else isinstance(value, hint)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # a lone surrogate ("\ud800" in JSON) cannot be stored
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class Learner:

@@ -12,6 +12,7 @@ cannot be recovered, so the key file (or passphrase) belongs in the user's backu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -83,7 +84,8 @@ def _write_key_file(path: Path, secret: str) -> None:
     except OSError as exc:
         raise StoreError(f"cannot write key file {path}: {exc.strerror}", "check the folder's permissions, or set ANIMA_PASSPHRASE") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing to clean where nothing could be made
+            tmp.unlink(missing_ok=True)
 
 
 def keyring_backend():

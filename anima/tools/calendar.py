@@ -144,6 +144,8 @@ def import_ics(store, path: str | Path) -> int:
         calendars = Calendar.from_ical(data, multiple=True)
     except ValueError as exc:
         raise BadInput(f"{path.name} is not a valid .ics file: {exc}", "export the calendar again as iCalendar (.ics)") from exc
+    except OSError as exc:  # a TZID too long to be looked up as a zone file
+        raise BadInput(f"{path.name} is not a valid .ics file: a TZID names no time zone ({exc.strerror})", "export the calendar again as iCalendar (.ics)") from exc
     if not calendars:
         raise BadInput(f"{path.name} is not a valid .ics file: no complete BEGIN:VCALENDAR ... END:VCALENDAR", "export the calendar again as iCalendar (.ics)")
     rows: dict[str, dict] = {}

@@ -108,7 +108,11 @@ def _files(root: Path, report: IndexReport):
 def index_folder(store, folder: str | Path) -> IndexReport:
     """Bring the index of one folder up to date; returns what was done."""
     root = Path(folder).expanduser()
-    if not root.exists():
+    try:
+        exists = root.exists()
+    except OSError as exc:  # a name too long for the file system
+        raise BadInput(f"cannot read folder {str(root)[:80]}: {exc.strerror}", "check the path (config tools.documents, or the one given)") from exc
+    if not exists:
         raise BadInput(f"no such folder: {root}", "check the path (config tools.documents, or the one given)")
     if not root.is_dir():
         raise BadInput(f"{root} is a file, not a folder", "give the folder that holds it")
