@@ -83,6 +83,16 @@ def everyday() -> list[Example]:
     return [Example(line.strip(), False, (), EVERYDAY.name) for line in lines if line.strip() and not line.startswith("#")]
 
 
+OWN_WORDS = Path(__file__).parent / "data" / "own_words.txt"
+
+
+def own_words() -> list[Example]:
+    """Sentences of the user's own to-dos, notes and how-tos (shipped with anima; written
+    by the local model): imperative, yet data, not instructions to the assistant."""
+    lines = OWN_WORDS.read_text(encoding="utf-8").splitlines()
+    return [Example(line.strip(), False, (), OWN_WORDS.name) for line in lines if line.strip() and not line.startswith("#")]
+
+
 def persona_examples() -> list[Example]:
     from anima.assistant.persona import BUILTIN_DIR, load_persona
 

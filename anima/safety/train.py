@@ -12,7 +12,7 @@ from typing import Callable
 from anima.config import data_dir
 from anima.errors import AnimaError, ModelNotFound
 from anima.safety import classifier
-from anima.safety.data import Example, bipia_contexts, jbb, safety_data_dir, training_set
+from anima.safety.data import Example, bipia_contexts, jbb, own_words, safety_data_dir, training_set
 from anima.safety.injection import segments
 
 GUARD_FILE, INJECTION_FILE = "guard-head.npz", "injection-head.npz"
@@ -39,11 +39,12 @@ def source_folder(folder: Path | None = None) -> Path:
 def fingerprint(folder: Path) -> dict[str, str]:
     """sha256 prefixes of every file the heads learn from: the public folder's and anima's own."""
     from anima.assistant.persona import BUILTIN_DIR
-    from anima.safety.data import EVERYDAY
+    from anima.safety.data import EVERYDAY, OWN_WORDS
 
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
     found = {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     found["anima:" + EVERYDAY.name] = digest(EVERYDAY)
+    found["anima:" + OWN_WORDS.name] = digest(OWN_WORDS)
     found["anima:personas"] = hashlib.sha256("".join(digest(p) for p in sorted(BUILTIN_DIR.glob("*.toml"))).encode()).hexdigest()[:16]
     return found
 
@@ -71,10 +72,12 @@ def attack_instructions(folder: Path) -> dict[str, list[str]]:
 
 def injection_examples(folder: Path, attacks: dict[str, list[str]], contexts: list[Example] | None = None) -> list[Example]:
     """Sentences aimed at an AI (attack instructions, and requests like JailbreakBench's
-    goals) against the sentences of ordinary emails and answers."""
+    goals) against the sentences of ordinary emails and answers and of the user's own
+    to-dos, notes and how-tos."""
     pos = [s for items in attacks.values() for s in items]
     pos += [e.text for e in jbb(folder / "jbb_behaviors_harmful.csv", True) + jbb(folder / "jbb_behaviors_benign.csv", False)]
     neg = [s for e in (contexts if contexts is not None else bipia_contexts(folder / "bipia")) for s in segments(e.text)]
+    neg += [e.text for e in own_words()]  # "Call the plumber" in a to-do is data too
     return [Example(t, True, (), "attack") for t in pos] + [Example(t, False, (), "context") for t in neg]
 
 
