@@ -214,12 +214,7 @@ def bench_soak(
     config = load_config(model=model, backend=backend)
     with labelled_steps() as update:
         result = run_soak(config, minutes, clients, users, max_waiting, think, max_tokens, seed, progress=update)
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        _print_soak(result, CLASSES)
-    if result["failures"]:
-        raise typer.Exit(1)
+    _finish(result, as_json, lambda r: _print_soak(r, CLASSES))
 
 
 def _print_soak(result: dict, classes: tuple[str, ...]) -> None:
@@ -239,6 +234,16 @@ def _print_soak(result: dict, classes: tuple[str, ...]) -> None:
     out.print(f"secrets: {sec['secrets']} searched for in {sec['searched_files']} files: {len(sec['hits'])} found" + "".join(f"; {h['secret']} in {h['file']}" for h in sec["hits"]), highlight=False)
     out.print("key files: " + ", ".join(f"{m['file']} {m['mode']}" + ("" if m["ok"] else " [red](not 0600)[/red]") for m in result["key_files"]))
     _print_verdict(result["failures"])
+
+
+def _finish(result: dict, as_json: bool, show) -> None:
+    """JSON or the tables; exit 1 when a check failed."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        show(result)
+    if result["failures"]:
+        raise typer.Exit(1)
 
 
 def _print_verdict(failures: list[str]) -> None:
@@ -266,12 +271,7 @@ def bench_faults(
     config = load_config(model=model, backend=backend)
     with labelled_steps() as update:
         result = run_faults(config, kills, max_round, seed, progress=update)
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        _print_faults(result, ACTIVITIES)
-    if result["failures"]:
-        raise typer.Exit(1)
+    _finish(result, as_json, lambda r: _print_faults(r, ACTIVITIES))
 
 
 def _print_faults(result: dict, activities: tuple[str, ...]) -> None:
