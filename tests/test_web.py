@@ -57,10 +57,11 @@ def driver():
 
 @pytest.fixture
 def site(anima_home):
-    """A live server with the slow fake model and one user; yields (url, key, server, model)."""
+    """A live server with the slow fake model and one user, alice, who runs it (audit
+    reports are hers); yields (url, key, server, model)."""
     accounts = Accounts(anima_home / "accounts.db")
     key = accounts.add("alice")
-    config = load_config(backend="fake")
+    config = load_config(backend="fake", user="alice")
     config.memory.learn = False
     model = SlowModel()
     server = Server(config, accounts, model, FakeEmbedder(), max_waiting=2)
