@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -159,6 +160,9 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
         pass
+    # Ctrl-C stops a reply. A program started in the background by a script (`cmd &`,
+    # nohup) inherits SIGINT ignored, and Python then leaves it ignored: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     config = load_config(model=model, backend=backend, persona=persona)
     current = get_persona(config.persona).name
     container = build(config)
