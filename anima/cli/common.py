@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from anima.config import data_dir
 from anima.errors import AnimaError, BadInput
+from anima.store.db import is_utf8
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error stays on one line
@@ -51,16 +52,6 @@ def one_line(text: str) -> str:
     """Text for a message: shown as typed (no markup), line breaks as spaces, so an error
     that quotes the user's input still takes one line."""
     return escape(" ".join(text.splitlines()))
-
-
-def is_utf8(text: str) -> bool:
-    """False for text holding surrogates: bytes that were not UTF-8, as Python passes them
-    on from argv (and from stdin under some locales, e.g. C.UTF-8). They cannot be stored."""
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def read_stdin() -> str:

@@ -24,6 +24,7 @@ from anima.memory.reconcile import Decision, reconcile
 from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
 from anima.models.base import ChatModel, Embedder
 from anima.store import KINDS, Episode, Memory, Store
+from anima.store.db import is_utf8
 
 log = logging.getLogger("anima")
 EXPORT_VERSION = 1
@@ -189,16 +190,8 @@ def _fits(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63  # what SQLite holds
     if hint is str:
-        return isinstance(value, str) and _is_utf8(value)
+        return isinstance(value, str) and is_utf8(value)
     return value is None if hint is type(None) else isinstance(value, hint)
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")  # a lone surrogate ("\ud800" in JSON) cannot be stored
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 class Learner:

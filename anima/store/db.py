@@ -32,6 +32,16 @@ def is_plain(path: Path) -> bool:
         return f.read(16) == SQLITE_HEADER
 
 
+def is_utf8(text: str) -> bool:
+    """False for text holding surrogates (a lone "\\ud800" in JSON; bytes that were not
+    UTF-8, as Python passes them on from argv or stdin): SQLite cannot store it."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def connect(path: Path, key: Key | None = None, vectors: str = "auto") -> tuple[Connection, bool]:
     """Open (creating if needed) the database at `path`; returns the connection and
     whether sqlite-vec is loaded. `vectors`: "auto" | "sqlite-vec" | "numpy"."""
