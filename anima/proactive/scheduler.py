@@ -30,6 +30,7 @@ from anima.proactive.inbox import Item
 from anima.proactive.notify import Notifier
 from anima.recurrence import localize
 from anima.store.db import transaction
+from anima.tools import in_thread
 from anima.tools.reminders import local_now, show
 
 log = logging.getLogger("anima.proactive")
@@ -133,9 +134,7 @@ class Scheduler:
 
     def _run(self, job: Job, now: datetime, late: datetime | None) -> list[Item]:
         """The job in a thread of its own, waited for at most `job_timeout` seconds."""
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"anima-job-{job.name}")
-        future = pool.submit(job.run, self.store, now, self.settings, late)
-        pool.shutdown(wait=False)
+        future = in_thread(f"anima-job-{job.name}", job.run, self.store, now, self.settings, late)
         try:
             return future.result(timeout=self.job_timeout)
         except concurrent.futures.TimeoutError:

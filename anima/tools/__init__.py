@@ -183,13 +183,18 @@ class Toolbox:
         return injection.neutralise(content, learned_too=not (tool is not None and tool.own_words))[0]
 
     def _run(self, tool: Tool, arguments: dict[str, Any]) -> Any:
-        # A thread per call, abandoned (not killed: Python cannot) when it overruns.
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{tool.name}")
+        future = in_thread(f"tool-{tool.name}", tool.fn, **arguments)  # the tool sees user_message
         try:
-            future = pool.submit(contextvars.copy_context().run, tool.fn, **arguments)  # the tool sees user_message
-            try:
-                return future.result(timeout=self.timeout)
-            except concurrent.futures.TimeoutError as exc:
-                raise TimeoutError from exc
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError as exc:
+            raise TimeoutError from exc
+
+
+def in_thread(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+    """`fn(*args, **kwargs)` on a thread of its own, in a copy of the caller's context.
+    Wait on the future with a timeout: one that overruns is abandoned, not killed
+    (Python cannot kill a thread)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+    future = pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+    pool.shutdown(wait=False)
+    return future
