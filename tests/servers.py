@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from anima.bench.served import StreamError, content_deltas, free_port, sse_events
+from anima.bench.served import StreamError, content_deltas, free_port, run_clients, sse_events
 
 
 def tiny_openai_app(reply: str = "Hello from the tiny server.", key: str = "sk-test") -> FastAPI:
@@ -234,12 +234,6 @@ def load(base_url: str, model: str, clients: int, duration: float, api_key: str 
                 result.latencies_ms.append((time.perf_counter() - start) * 1000)
                 result.tokens += tokens
 
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        if progress:
-            progress(min(duration, time.monotonic() - started))
-        time.sleep(0.5)
+    run_clients(client, clients, started, duration, progress)
     result.duration_s = time.monotonic() - started  # requests in flight at the deadline finish, and count
     return result

@@ -19,10 +19,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 
@@ -114,6 +115,18 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def run_clients(client: Callable[[int], None], clients: int, started: float, seconds: float, progress: Callable[[float], None] | None = None) -> None:
+    """`client(n)` for n in range(clients), each on a thread of its own, until all end;
+    `progress` hears the seconds since `started` (at most `seconds`) twice a second."""
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        if progress:
+            progress(min(seconds, time.monotonic() - started))
+        time.sleep(0.5)
 
 
 def free_port() -> int:

@@ -46,7 +46,7 @@ from typing import Callable
 import httpx
 
 from anima.bench import percentile
-from anima.bench.served import Home, StreamError, add_user, free_port, new_home, rss_mb, sse_events, start_anima, stop, wait_ready, warm_up
+from anima.bench.served import Home, StreamError, add_user, free_port, new_home, rss_mb, run_clients, sse_events, start_anima, stop, wait_ready, warm_up
 
 KINDS = ("chat", "chat_stream", "tool_chat", "memory_add", "memory_list", "memory_search", "memory_edit", "memory_delete", "web", "inbox")
 CLASSES = ("2xx", "4xx", "429", "5xx", "no answer")
@@ -246,13 +246,7 @@ def drive(url: str, keys: list[str], clients: int, seconds: float, think: float 
     def one(n: int) -> None:
         Client(url, keys[n % len(keys)], texts, random.Random(seed * 1000 + n), note, started + seconds, max_tokens, transport).run(think)
 
-    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in range(clients)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        if progress:
-            progress(min(seconds, time.monotonic() - started))
-        time.sleep(0.5)
+    run_clients(one, clients, started, seconds, progress)
     if progress:
         progress(seconds)
     return calls
