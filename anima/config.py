@@ -63,7 +63,7 @@ class StoreSettings(_Section):
 class MemorySettings(_Section):
     enabled: bool = Field(True, description="Keep every message and recall relevant ones into the prompt.")
     learn: bool = Field(True, description="Distil long-term memories from messages with the model, after each reply.")
-    recall_k: int = Field(6, ge=0, le=50, description="Memories and past messages put into the prompt per turn.")
+    recall_k: int = Field(10, ge=0, le=50, description="Memories and past messages put into the prompt per turn (a recalled message's reply counts as one more).")
     learn_model: str = Field("", description="Model for learning and query expansion (e.g. small); default: the chat model, in a context of its own.")
     expand: bool = Field(False, description="Ask the model for extra search phrasings before recalling (slower, sometimes finds more).")
 

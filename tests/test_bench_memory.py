@@ -240,7 +240,7 @@ def test_locomo_retrieval_on_one_real_conversation():
         assert 0 < o["turn_recall@5"] <= o["turn_recall@10"] <= o["session_recall@10"] <= 1
         assert o["turn_recall@10"] <= o["hit_recall@10"]
     assert result["bm25"]["overall"]["turns_shown_mean"] <= 10
-    assert 10 < result["anima"]["overall"]["turns_shown_mean"] <= 20  # hits bring replies; only 10 count
+    assert 5 < result["anima"]["overall"]["turns_shown_mean"] <= 10  # the block shows at most 10 messages, replies included
 
 
 # ----------------------------------------------------------------------------- memory-scale

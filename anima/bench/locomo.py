@@ -315,7 +315,7 @@ def run_locomo(
             for i, q in enumerate(sample.questions):
                 key = (sample.sample_id, i)
                 t0 = time.perf_counter()
-                hits = fit(prof, memory.recall(q.question, now=now, k=max(K)))  # what fits in the prompt is what counts
+                hits = fit(prof, memory.recall(q.question, now=now, k=max(K)), turns=max(K))  # what fits in the prompt is what counts
                 search_ms.append((time.perf_counter() - t0) * 1000)
                 bm25 = [ref_of[e] for e, _ in store.search_text("episodes", q.question, max(K)) if e in ref_of]
                 provenance = [[ref_of[e] for e in h.episode_ids if e in ref_of] for h in hits]

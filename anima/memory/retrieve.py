@@ -65,15 +65,13 @@ class Hit:
 
 
 def readable(when: str) -> str:
-    """"2023-05-08T13:56:00" -> "8 May 2023, 13:56"; "2023-06" -> "June 2023". Small
-    models read (and repeat) dates written as people write them better than ISO."""
+    """"2023-05-08T13:56:00" and "2023-05-08" -> "8 May 2023"; "2023-06" -> "June 2023".
+    Small models read (and repeat) dates written as people write them better than ISO;
+    the day is enough for what memory is asked, and the hour would cost tokens on every line."""
     try:
-        if len(when) >= 16:
+        if len(when) >= 10:
             t = datetime.fromisoformat(when)
             t = t.astimezone() if t.tzinfo else t  # stored in UTC, shown in local time
-            return f"{t.day} {t:%B %Y, %H:%M}"
-        if len(when) == 10:
-            t = datetime.fromisoformat(when)
             return f"{t.day} {t:%B %Y}"
         if len(when) == 7:
             return datetime.strptime(when, "%Y-%m").strftime("%B %Y")
@@ -175,13 +173,15 @@ def profile(store: Store, limit: int = 6) -> list[Memory]:
     return store.profile_memories(limit)
 
 
-def fit(profile_items: list[Memory], hits: list[Hit], budget: int = CONTEXT_CHARS) -> list[Hit]:
-    """The best hits whose lines fit in the prompt budget beside the profile."""
-    used = sum(len(m.text) + 3 for m in profile_items)
-    kept = []
+def fit(profile_items: list[Memory], hits: list[Hit], budget: int = CONTEXT_CHARS, turns: int | None = None) -> list[Hit]:
+    """The best hits whose lines fit in the prompt beside the profile: within `budget`
+    characters and, when `turns` is given, showing at most that many messages (an
+    episode shows itself and its reply, a memory one line)."""
+    used, shown, kept = sum(len(m.text) + 3 for m in profile_items), 0, []
     for h in hits:
         used += len(h.line()) + 1
-        if used > budget:
+        shown += 1 + (h.reply is not None)
+        if used > budget or (turns is not None and shown > turns):
             break
         kept.append(h)
     return kept

@@ -91,11 +91,12 @@ class MemoryService:
     def recall(self, query: str, now: datetime | None = None, k: int = 8) -> list[Hit]:
         return recall(self.store, self.embedder, query, now or utcnow(), k, expand=self.model if self.expand else None)
 
-    def context(self, query: str, now: datetime | None = None, k: int = 6, clean: Callable[[str], str] = str) -> tuple[str, list[Hit]]:
-        """The memory part of the prompt for `query`, and the hits it shows; `clean`
-        is applied to each remembered text as it goes into the prompt."""
+    def context(self, query: str, now: datetime | None = None, k: int = 10, clean: Callable[[str], str] = str) -> tuple[str, list[Hit]]:
+        """The memory part of the prompt for `query` (at most `k` remembered messages
+        and memories), and the hits it shows; `clean` is applied to each remembered
+        text as it goes into the prompt."""
         known = profile(self.store)
-        hits = fit(known, self.recall(query, now, k))
+        hits = fit(known, self.recall(query, now, k), turns=k)
         return memory_block(known, hits, clean), hits
 
     # --- the user's controls -----------------------------------------------
