@@ -3,7 +3,7 @@ user's controls, ingest. The scripted model plays the extractor and the judge.""
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -54,6 +54,41 @@ def test_learning_stores_memories_with_provenance_and_resolved_dates(memory, mod
     system, user = model.calls[0][0]
     assert "data" in system["content"] and "Wednesday 2023-05-10" in user["content"] and "1. Maya: Next Friday" in user["content"]
     assert model.calls[0][1].json_schema is not None  # constrained output
+
+
+def test_a_bare_extraction_gets_its_kind_subject_and_date_from_its_sentence(memory, model):
+    """The model is asked for the sentence and its message only (fewer tokens to write);
+    the rest is read from the words."""
+    eid = memory.observe("x", when=NOW)
+    lean = lambda *texts: json.dumps({"memories": [{"text": t, "from": [1]} for t in texts]})
+    model.enqueue(lean("Maya flies to Lisbon next Friday.", "Maya loves green tea.", "Maya went hiking yesterday.", "Maya's sister Ana lives in Berlin.", "Maya works at Acme.", "The user is allergic to peanuts."))
+    memory.learn(eid, "x", NOW, "Maya")
+    got = {m.text: (m.kind, m.subject, m.ref_date) for m in memory.store.list_memories()}
+    assert got == {
+        "Maya flies to Lisbon next Friday.": ("plan", "Maya", "2023-05-12"),
+        "Maya loves green tea.": ("preference", "Maya", None),
+        "Maya went hiking yesterday.": ("event", "Maya", "2023-05-09"),
+        "Maya's sister Ana lives in Berlin.": ("relation", "Maya", None),
+        "Maya works at Acme.": ("fact", "Maya", None),
+        "The user is allergic to peanuts.": ("fact", "user", None),
+    }
+    assert [m.text for m in memory.store.profile_memories(6)] == ["The user is allergic to peanuts."]  # Maya's tea is not the user's
+
+
+def test_history_is_learned_in_short_chunks_of_a_session_without_asking_the_model_to_reconcile(memory, model):
+    """Bulk learning: one call per chunk of at most 6 messages of a session; a memory
+    close to an old one is kept beside it, not settled by a model call per memory."""
+    from anima.memory.ingest import HistoryMessage
+
+    start = NOW.replace(tzinfo=None)
+    history = [HistoryMessage(f"message {n}", "user", "Maya", start + timedelta(seconds=n), "test", str(n)) for n in range(8)]
+    history += [HistoryMessage("next day", "user", "Maya", start + timedelta(days=1), "test", "8")]
+    items = [(memory.observe(m.text, when=m.when), m) for m in history]
+    model.enqueue(extraction(("Maya works at Acme.", "fact", "Maya", "")), extraction(("Maya works at Acme Labs.", "fact", "Maya", "")), extraction())
+    decisions = memory.learn_history(items)
+    assert len(model.calls) == 3  # 6 + 2 messages on the first day, 1 on the next: no reconcile call among them
+    assert [len(call[0][1]["content"].split("\n")) - 1 for call in model.calls] == [6, 2, 1]
+    assert [d.action for d in decisions] == ["add", "add"]  # close (FakeEmbedder), not the same words: both kept
 
 
 def test_instructions_inside_a_message_are_not_stored(memory, model):

@@ -5,7 +5,9 @@
   and add this message to its sources;
 - otherwise ask the model, with one small JSON call, whether the new one repeats an
   old one (merge), replaces it (invalidate the old: it gets `valid_to`, it is never
-  overwritten or deleted) or is simply new (add).
+  overwritten or deleted) or is simply new (add). Without a model (learning a long
+  history in bulk, where one call per memory would cost more than the extraction
+  itself) it is added: keeping both loses nothing.
 """
 
 from __future__ import annotations
@@ -43,13 +45,15 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
 
 
-def decide(model: ChatModel, candidate: Candidate, similar: list[tuple[Memory, float]]) -> tuple[str, int | None]:
+def decide(model: ChatModel | None, candidate: Candidate, similar: list[tuple[Memory, float]]) -> tuple[str, int | None]:
     close = [(m, s) for m, s in similar if s >= SIMILAR]
     if not close:
         return "add", None
     best, score = close[0]
     if score >= SAME or _words(best.text) == _words(candidate.text):
         return "merge", best.id
+    if model is None:
+        return "add", None
     listing = "\n".join(f"{m.id}. {m.text}" + (f" (date {m.ref_date})" if m.ref_date else "") for m, _ in close[:3])
     reply = complete(
         model,
@@ -66,7 +70,7 @@ def decide(model: ChatModel, candidate: Candidate, similar: list[tuple[Memory, f
     return "add", None
 
 
-def reconcile(store: Store, model: ChatModel, candidate: Candidate, vector, source_ids: list[int], when: str) -> Decision:
+def reconcile(store: Store, model: ChatModel | None, candidate: Candidate, vector, source_ids: list[int], when: str) -> Decision:
     hits = store.search_vector("memories", vector, 8)
     by_id = {m.id: m for m in store.memories([i for i, _ in hits])}
     similar = [(by_id[i], s) for i, s in hits if i in by_id and by_id[i].valid_to is None]

@@ -56,14 +56,15 @@ class MemoryService:
         """Distil memories from one message and fold them in (slow: model calls)."""
         return self._learn([episode_id], [(speaker, text)], when)
 
-    def _learn(self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime) -> list[Decision]:
+    def _learn(self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime, ask: bool = True) -> list[Decision]:
+        """`ask`: let the model settle a new memory that is close to an old one (see reconcile)."""
         if self.model is None:
             return []
         decisions = []
         for candidate in extract(self.model, messages, when):
             vector = self._vector(candidate.text)
             sources = [episode_ids[i] for i in candidate.sources] or self._closest(episode_ids, vector)
-            decisions.append(reconcile(self.store, self.model, candidate, vector, sources, when.isoformat()))
+            decisions.append(reconcile(self.store, self.model if ask else None, candidate, vector, sources, when.isoformat()))
         return decisions
 
     def _closest(self, episode_ids: list[int], vector) -> list[int]:
@@ -71,9 +72,12 @@ class MemoryService:
         hits = [i for i, _ in self.store.search_vector("episodes", vector, 50) if i in episode_ids] if vector is not None else []
         return hits[:1] or episode_ids[:1]
 
-    def learn_history(self, items: list[tuple[int, Any]], chunk: int = 12, progress=None) -> list[Decision]:
+    def learn_history(self, items: list[tuple[int, Any]], chunk: int = 6, progress=None) -> list[Decision]:
         """Batch learning for an imported history: one model call per chunk of a session
-        (messages less than an hour apart), instead of one per message."""
+        (messages less than an hour apart), instead of one per message. The small model
+        mixes people up and cites the wrong message in longer chunks, so chunks are short.
+        A memory close to an old one is kept beside it rather than settled by the model
+        (see reconcile): on a long history those calls would cost more than the reading."""
         chunks, current = [], []
         for eid, m in items:
             if current and (len(current) >= chunk or (m.when - current[-1][1].when).total_seconds() > 3600):
@@ -83,7 +87,7 @@ class MemoryService:
         chunks += [current] if current else []
         decisions = []
         for n, part in enumerate(chunks, 1):
-            decisions += self._learn([eid for eid, _ in part], [(m.speaker, m.text) for _, m in part], part[0][1].when)
+            decisions += self._learn([eid for eid, _ in part], [(m.speaker, m.text) for _, m in part], part[0][1].when, ask=False)
             if progress:
                 progress(n, len(chunks))
         return decisions

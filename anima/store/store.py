@@ -334,9 +334,11 @@ class Store:
 
     @_locked
     def profile_memories(self, limit: int) -> list[Memory]:
-        """Current memories about the user themself (name first), and preferences."""
+        """Current memories about the user themself: their name first, then their
+        preferences. (Other people's preferences are recalled when asked about, not
+        shown on every turn.)"""
         ids = [r[0] for r in self.db.execute(
-            "SELECT id FROM memories WHERE valid_to IS NULL AND (lower(subject) IN ('user', 'the user', 'me') OR kind = 'preference' OR text LIKE '%name is%') "
+            "SELECT id FROM memories WHERE valid_to IS NULL AND (lower(subject) IN ('user', 'the user', 'me') OR text LIKE '%name is%') "
             "ORDER BY (text LIKE '%name is%') DESC, kind = 'preference' DESC, confidence DESC, updated_at DESC LIMIT ?", (limit,))]
         return self.memories(ids)
 
