@@ -194,6 +194,14 @@ def test_locomo_run_on_a_tiny_file(tmp_path):
     assert 0 < result["context_tokens"]["anima"]["max"] <= 1000 and result["context_tokens"]["bm25"]["max"] > 0
 
 
+def test_full_context_answers_go_to_the_long_context_model_with_its_budget(tmp_path):
+    chat, long = answering_model(), answering_model()
+    result = run_locomo(tiny_locomo(tmp_path), chat, FakeEmbedder(), answer_limit=5, full_limit=2, full_model=long, full_tokens=10**4)
+    assert result["full_context"]["n"] == 2 and result["full_context"]["prefix_tokens"] == 10**4
+    assert len(long.calls) == 2 and all("The conversation so far:" in call[0][1]["content"] for call in long.calls)
+    assert not any("The conversation so far:" in call[0][1]["content"] for call in chat.calls)
+
+
 def test_locomo_table_names_the_split_and_both_recall_figures(tmp_path, monkeypatch, capsys):
     from anima.cli import bench as cli_bench
 

@@ -244,14 +244,15 @@ def _turn_lines(sample: Sample, dia_ids: list[str]) -> str:
     return "Notes from the conversation:\n" + "\n".join(lines)
 
 
-def opening_sessions(model: ChatModel, sample: Sample) -> tuple[str, set[int]]:
-    """The conversation's opening sessions in full, as many as fit in
-    FULL_CONTEXT_TOKENS: the same prefix whatever the question. ("", set()) if even
-    the first does not fit."""
+def opening_sessions(model: ChatModel, sample: Sample, tokens: int | None = None) -> tuple[str, set[int]]:
+    """The conversation's opening sessions in full, as many as fit in `tokens`
+    (FULL_CONTEXT_TOKENS by default): the same prefix whatever the question. ("", set())
+    if even the first does not fit."""
+    tokens = tokens or FULL_CONTEXT_TOKENS
     lines, inside = ["The conversation so far:"], set()
     for session in sample.sessions:
         more = [f"[{session.time}]"] + [f"{t.speaker}: {t.text}" for t in session.turns]
-        if model.count_tokens("\n".join(lines + more)) > FULL_CONTEXT_TOKENS:
+        if model.count_tokens("\n".join(lines + more)) > tokens:
             break
         lines += more
         inside.add(session.index)
@@ -273,13 +274,18 @@ def run_locomo(
     expand: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     split: str = "report",
+    full_model: ChatModel | None = None,
+    full_tokens: int | None = None,
 ) -> dict:
+    """`full_model`/`full_tokens`: the model (same weights, a context long enough) and the
+    token budget for the full-context answers; by default the chat model and
+    FULL_CONTEXT_TOKENS (the opening sessions only)."""
     samples = select_split(data if isinstance(data, list) else load_locomo(data), split)[:limit]
     turn_ids = {s.sample_id: {t.dia_id for t in s.turns} for s in samples}
     evidence = {(s.sample_id, i): tuple(e for e in q.evidence if e in turn_ids[s.sample_id]) for s in samples for i, q in enumerate(s.questions)}
     # Which questions are answered, and which of those also with the opening sessions: drawn before any search.
     to_answer = stratified([(s.sample_id, q.category, (s.sample_id, i)) for s in samples for i, q in enumerate(s.questions)], answer_limit)
-    prefix = {s.sample_id: opening_sessions(model, s) for s in samples} if full_limit else {}
+    prefix = {s.sample_id: opening_sessions(model, s, full_tokens) for s in samples} if full_limit else {}
     inside = lambda key: bool(evidence[key]) and {int(_session(e)[1:]) for e in evidence[key]} <= prefix[key[0]][1]
     eligible = [key for key in to_answer if full_limit and inside(key)]
     category = {(s.sample_id, i): q.category for s in samples for i, q in enumerate(s.questions)}
@@ -328,7 +334,7 @@ def run_locomo(
                     _, ours.f1 = _answer(model, sample, q, block, rng)
                     _, base.f1 = _answer(model, sample, q, lines, rng)
                     if key in to_full:
-                        full["full_context"].append(_answer(model, sample, q, prefix[sample.sample_id][0], rng)[1])
+                        full["full_context"].append(_answer(full_model or model, sample, q, prefix[sample.sample_id][0], rng)[1])
                         full["anima"].append(ours.f1)
                         full["bm25"].append(base.f1)
                 systems["anima"].append(ours)
@@ -345,6 +351,8 @@ def run_locomo(
         "n": len(full["full_context"]),
         "eligible": len(eligible),
         "prefix_sessions": {sid: len(p[1]) for sid, p in prefix.items()},
+        "sessions": {s.sample_id: len(s.sessions) for s in samples},
+        "prefix_tokens": full_tokens or FULL_CONTEXT_TOKENS,
         "f1": mean(full["full_context"]),
         "anima_f1_same_questions": mean(full["anima"]),
         "bm25_f1_same_questions": mean(full["bm25"]),

@@ -59,6 +59,7 @@ def bench_locomo(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the split's first N conversations."),
     answer_limit: int = typer.Option(50, "--answer-limit", min=0, help="Answer (and score F1 on) N questions, a seeded sample across every conversation and category."),
     full_limit: int = typer.Option(10, "--full-limit", min=0, help="Sampled questions also answered with the opening sessions in full."),
+    full_tokens: int = typer.Option(2500, "--full-tokens", min=500, max=30000, help="Tokens of the conversation the full-context answers read (the model's context is made that long; 30000 holds a whole LoCoMo conversation)."),
     learn: bool = typer.Option(False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."),
     learn_model: Optional[str] = typer.Option(None, "--learn-model", help="Model for learning (default: the chat model), e.g. small."),
     expand: bool = typer.Option(False, "--expand", help="Query expansion: one more model call per question."),
@@ -80,8 +81,13 @@ def bench_locomo(
     learner = None
     if learn:
         learner = container_model if not learn_model or learn_model == config.model else LlamaCppChatModel(resolve(learn_model), name=learn_model)
+    full_model = None
+    if full_limit and full_tokens + 600 > config.llama_cpp.n_ctx:  # a second context on the same weights, as long as asked
+        full_model = LlamaCppChatModel(resolve(config.model), name=config.model, n_ctx=full_tokens + 600, n_threads=config.llama_cpp.n_threads)
+        full_model.cache.max_bytes = 0  # llama.cpp keeps the conversation's prefix itself; a saved copy would be ~0.6 GB a question
     with labelled_steps() as update:
-        result = run_locomo(samples, chat, load_embedder(config), limit, answer_limit, full_limit, learner, expand, update, split=split)
+        result = run_locomo(samples, chat, load_embedder(config), limit, answer_limit, full_limit, learner, expand, update, split=split,
+                            full_model=full_model, full_tokens=full_tokens)
     if as_json:
         print(json.dumps(result, indent=2))
         return
