@@ -12,6 +12,7 @@ from anima.config import load_config
 from anima.errors import BadInput
 from anima.memory import MemoryService
 from anima.memory.ingest import read_history
+from anima.models.base import Chunk
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.store import Key, Store
 
@@ -41,6 +42,17 @@ def test_every_message_is_searchable_at_once(memory):
     eid = memory.observe("I adopted a dog named Rex", when=NOW)
     hits = memory.recall("Rex", now=NOW)
     assert hits[0].kind == "episode" and hits[0].id == eid and hits[0].when.startswith("2023-05-10")
+
+
+def test_a_message_that_asks_comes_back_with_its_reply_and_a_statement_alone(memory):
+    memory.observe("Guess what I got last week?", speaker="Ana", when=NOW)
+    memory.observe("A puppy named Biscuit!", speaker="Ana", when=NOW + timedelta(seconds=1))
+    memory.observe("I painted my kitchen green.", speaker="Ana", when=NOW + timedelta(seconds=2))
+    memory.observe("Wow, that sounds lovely!", speaker="Sam", when=NOW + timedelta(seconds=3))
+    hits = {h.text: h for h in memory.recall("what did Ana get last week", now=NOW, k=3)}
+    assert hits["Guess what I got last week?"].reply.text == "A puppy named Biscuit!"
+    hits = {h.text: h for h in memory.recall("kitchen painted", now=NOW, k=3)}
+    assert hits["I painted my kitchen green."].reply is None
 
 
 def test_learning_stores_memories_with_provenance_and_resolved_dates(memory, model):
@@ -241,6 +253,44 @@ def test_a_stopped_learner_drops_the_message_in_hand_and_the_queue(memory, model
     assert not learner._thread.is_alive()
     assert learner.jobs.unfinished_tasks == 0  # so drain() returns at once
     assert model.calls == [] and memory.store.list_memories() == [] and learner.done == 0
+
+
+def test_learning_gives_the_model_up_at_the_next_token_when_a_request_comes_and_learns_again_later(memory):
+    """A request arriving mid-generation waits one token, not the whole extraction:
+    the learner's generation is closed at once, and the message is learned from again
+    once the server is quiet, so nothing is lost and nothing is learned twice."""
+    import threading
+
+    from anima.memory import Learner
+
+    request = threading.Event()
+    consumed, closed = [], []
+    reply = extraction(("Maya runs marathons.", "fact", "Maya", ""))
+
+    class Model(FakeChatModel):
+        def stream(self, messages, options):
+            attempt = len(closed)
+            try:
+                for n, piece in enumerate([reply[i : i + 8] for i in range(0, len(reply), 8)]):
+                    if attempt == 0 and n == 2:
+                        request.set()  # a request comes in while the first attempt writes
+                    consumed.append((attempt, n))
+                    yield Chunk(piece)
+                yield Chunk("", "stop")
+            finally:
+                closed.append(attempt)
+
+    memory.model = Model()
+    learner = Learner(memory, idle=lambda: not request.is_set(), busy=request.is_set)
+    learner.submit(memory.observe("I run marathons", when=NOW), "I run marathons", NOW)
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed == [0] and max(n for a, n in consumed if a == 0) == 2  # stopped at the token the request came in
+    assert memory.store.list_memories() == [] and learner.preempted == 1
+    request.clear()  # the request is answered: quiet again
+    learner.drain()
+    assert [m.text for m in memory.store.list_memories()] == ["Maya runs marathons."] and learner.errors == []
 
 
 def test_pipeline_recalls_and_learns(tmp_path):

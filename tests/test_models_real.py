@@ -70,6 +70,36 @@ def test_json_schema_constrained_output(default_model):
     assert set(data) == {"city", "country"} and "Rome" in data["city"]
 
 
+def test_a_background_generation_gives_the_model_up_at_the_next_token(default_model):
+    """The learner's generation under `giving_way`: when a request comes, the model's
+    lock is free again within a token or so, not after the rest of the generation."""
+    import threading
+
+    from anima.models.base import Preempted, giving_way
+
+    request, outcome = threading.Event(), {}
+
+    def learn() -> None:
+        try:
+            with giving_way(request.is_set):
+                reply = complete(default_model, [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], Options(max_tokens=400, temperature=0.0))
+            outcome["finished"] = reply.usage.completion_tokens
+        except Preempted:
+            outcome["preempted"] = True
+
+    background = threading.Thread(target=learn)
+    background.start()
+    time.sleep(4)  # the prompt is read and it is writing: ~400 tokens would take ~20 s more
+    assert background.is_alive()
+    request.set()
+    asked = time.perf_counter()
+    with default_model.lock:  # what a request's generation waits for
+        waited = time.perf_counter() - asked
+    background.join(30)
+    assert outcome == {"preempted": True}
+    assert waited < 1.0, waited  # one decode step is ~50 ms on this CPU
+
+
 def test_prompt_longer_than_context_is_context_too_long(small_model):
     with pytest.raises(ContextTooLong, match="context window is 512"):
         list(small_model.stream([{"role": "user", "content": "word " * 2000}], Options(max_tokens=8)))

@@ -11,9 +11,12 @@ search phrasings; their BM25 lists join the fusion at half weight.
 Recency breaks near-ties with a small bonus. Memories that were invalidated
 (`valid_to` set) are left out: they are history, not what is true now.
 
-An episode comes back with the message that answered it (the next one in the same
-conversation), because a question is often settled in the reply: "what did Ana
-adopt?" matches Ana's "guess what I got!" and is answered by "a puppy!" after it.
+An episode that asks something comes back with the message that answered it (the next
+one in the same conversation), because a question is often settled in the reply: "what
+did Ana adopt?" matches Ana's "guess what I got?" and is answered by "a puppy!" after it.
+A statement comes back alone: what follows it is mostly a reaction ("wow, congrats!"),
+and the prompt has room for ten messages. (LoCoMo tune split, turn recall@10: every hit
+with its reply 0.644, only hits that ask 0.683; session recall 0.802 -> 0.836.)
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k
     hits = _distinct(hits)[:k]
     replies = store.replies([h.id for h in hits if h.kind == "episode"])
     for h in hits:
-        h.reply = replies.get(h.id) if h.kind == "episode" else None
+        h.reply = replies.get(h.id) if h.kind == "episode" and "?" in h.text else None
     return hits
 
 

@@ -22,7 +22,7 @@ from anima.errors import AnimaError, BadInput, NotFound
 from anima.memory.extract import extract
 from anima.memory.reconcile import Decision, reconcile
 from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
-from anima.models.base import ChatModel, Embedder
+from anima.models.base import ChatModel, Embedder, Preempted, giving_way
 from anima.store import KINDS, Episode, Memory, Store
 from anima.store.db import is_utf8
 
@@ -201,14 +201,18 @@ def _fits(value: Any, hint: Any) -> bool:
 
 class Learner:
     """Runs `MemoryService.learn` on a background thread, one message at a time.
-    A failure is logged and skipped: learning never breaks a conversation."""
+    A failure is logged and skipped: learning never breaks a conversation. It starts a
+    message only when `idle()`, and gives the model up at the next token when `busy()`
+    (a request came in), then learns from that message again at the next quiet moment."""
 
-    def __init__(self, memory: MemoryService, idle: Callable[[], bool] = lambda: True):
+    def __init__(self, memory: MemoryService, idle: Callable[[], bool] = lambda: True, busy: Callable[[], bool] = lambda: False):
         self.memory = memory
         self.idle = idle  # learning waits while this says the model is wanted elsewhere (a server's requests)
+        self.busy = busy  # a request is in flight: learning in progress stops for it
         self.jobs: queue.Queue = queue.Queue()
         self.errors: list[str] = []
         self.done = 0  # messages learned from (or failed), for /api/health
+        self.preempted = 0  # times learning gave way to a request
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
         self._thread.start()
@@ -225,19 +229,31 @@ class Learner:
         quiet moment, and everything queued, is not learned from (drain() returns)."""
         self._stopped = True
 
+    def _quiet(self) -> bool:
+        """Wait for a quiet moment; False when stopped meanwhile."""
+        while not self.idle() and not self._stopped:
+            time.sleep(0.1)
+        return not self._stopped
+
     def _run(self) -> None:
         while not self._stopped:
             try:
                 episode_id, text, when, speaker = self.jobs.get(timeout=0.5)
             except queue.Empty:
                 continue
-            while not self.idle() and not self._stopped:
-                time.sleep(0.1)
-            if self._stopped:  # stopped while it waited: the message in hand is dropped too
+            if not self._quiet():  # stopped while it waited: the message in hand is dropped too
                 self.jobs.task_done()
                 break
             try:
-                self.memory.learn(episode_id, text, when, speaker)
+                while True:
+                    try:
+                        with giving_way(self.busy):
+                            self.memory.learn(episode_id, text, when, speaker)
+                        break
+                    except Preempted:  # a request came in: the same message again, at the next quiet moment
+                        self.preempted += 1
+                        if not self._quiet():
+                            break
             except AnimaError as exc:
                 self.errors.append(str(exc))
                 log.warning("learning from message %s failed: %s", episode_id, exc)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 Message = dict[str, Any]  # {"role": "system" | "user" | "assistant" | "tool", "content": "...", maybe "tool_calls"}
 
@@ -73,17 +75,45 @@ class Completion:
         return json.loads(self.text, strict=False)
 
 
+class Preempted(Exception):
+    """A background generation gave the model up to a request (see `giving_way`)."""
+
+
+_background = threading.local()
+
+
+@contextmanager
+def giving_way(wanted: Callable[[], bool]):
+    """Generations on this thread stop at the next token once `wanted()` says the model
+    is needed elsewhere (a request came in), raising `Preempted`: background work (the
+    learner) delays a request by one decode step at most, never by a whole generation."""
+    before = getattr(_background, "wanted", None)
+    _background.wanted = wanted
+    try:
+        yield
+    finally:
+        _background.wanted = before
+
+
 def complete(model: ChatModel, messages: list[Message], options: Options | None = None) -> Completion:
     """Run `model.stream` to the end and join the pieces."""
     start = time.perf_counter()
     parts: list[str] = []
     first = None
     last = Chunk("")
-    for chunk in model.stream(messages, options or Options()):
-        if first is None and chunk.text:
-            first = (time.perf_counter() - start) * 1000
-        parts.append(chunk.text)
-        last = chunk
+    wanted = getattr(_background, "wanted", None)
+    stream = model.stream(messages, options or Options())
+    try:
+        for chunk in stream:
+            if wanted is not None and wanted():
+                raise Preempted(f"{model.name} was wanted for a request")
+            if first is None and chunk.text:
+                first = (time.perf_counter() - start) * 1000
+            parts.append(chunk.text)
+            last = chunk
+    finally:
+        if hasattr(stream, "close"):  # a backend's decode stops at its next token
+            stream.close()
     text = "".join(parts)
     usage = last.usage or Usage(completion_tokens=model.count_tokens(text))
     return Completion(text, model.name, usage, last.finish_reason, (time.perf_counter() - start) * 1000, first)

@@ -89,7 +89,7 @@ class Server:
         """Counts for monitoring (no user's data): the prompt cache, background learning."""
         learners = [c.assistant.learner for c in list(self._users.values()) if c.assistant.learner is not None]
         found: dict[str, Any] = {"learning": {"done": sum(lr.done for lr in learners), "queued": sum(lr.jobs.qsize() for lr in learners),
-                                              "failed": sum(len(lr.errors) for lr in learners)}}
+                                              "failed": sum(len(lr.errors) for lr in learners), "gave_way": sum(lr.preempted for lr in learners)}}
         if (cache := getattr(self.chat_model, "cache", None)) is not None:
             found["prompt_cache"] = {"hits": cache.hits, "misses": cache.misses}
         return found
@@ -109,6 +109,7 @@ class Server:
                 container = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model, data_dir=self.data_dir, guard=self.guard)
                 if container.assistant.learner is not None:
                     container.assistant.learner.idle = self.idle  # learn between requests, never in front of one
+                    container.assistant.learner.busy = self.in_flight
                 self._users[user] = container
             return self._users[user]
 
