@@ -339,6 +339,14 @@ def live(anima_home):
         yield url, keys, server
 
 
+def test_a_late_evening_briefing_shows_what_falls_due_in_the_night(world):
+    now = at("2024-05-08", "22:30")
+    rm.add_reminder(world.store, "pay rent", "in 3 hours", now)
+    rm.add_reminder(world.store, "call the bank", "in 13 hours", now)
+    due = [x["text"] for x in briefing(world.store, now).data["lines"] if x["section"] == "due"]
+    assert due == ["01:30 tomorrow pay rent"]
+
+
 def test_api_inbox_reminders_and_briefing_per_user(live):
     url, keys, server = live
     alice, bob = ({"Authorization": f"Bearer {keys[n]}"} for n in ("alice", "bob"))

@@ -74,6 +74,20 @@ def test_file_names_stay_inside_the_task_folder(tmp_path):
     assert plan.steps[0].output == "passwd"
 
 
+def test_a_plan_about_my_goal_and_my_week_reads_them_first_when_the_model_forgot(tmp_path):
+    read = lambda name: Tool(name, f"read {name}", {"type": "object", "properties": {"when": {"type": "string"}}}, lambda **kw: f"{name} {kw}")
+    toolbox = Toolbox([NOTE, read("goal_list"), read("calendar_on")])
+    only_writing = plan_json({"title": "Write the week's plan", "tool": "write", "for_each_row_of": "", "output": "week.md"})
+    plan = make_plan(FakeChatModel([only_writing]), "plan my week around my marathon training goal", {}, toolbox, NOW)
+    assert [(s.tool, s.arguments) for s in plan.steps] == [("goal_list", {}), ("calendar_on", {"when": "this week"}), ("write", {})]
+    looked_up = plan_json({"title": "Read goals", "tool": "goal_list", "arguments": {}, "for_each_row_of": "", "output": ""},
+                          {"title": "Write", "tool": "write", "for_each_row_of": "", "output": ""})
+    plan = make_plan(FakeChatModel([looked_up]), "plan my week around my goal", {}, toolbox, NOW)
+    assert [s.tool for s in plan.steps] == ["goal_list", "write"]  # the model's own lookups stand
+    plan = make_plan(FakeChatModel([only_writing]), "write a poem about autumn", {}, toolbox, NOW)
+    assert [s.tool for s in plan.steps] == ["write"]
+
+
 def test_bad_inputs_are_one_line(tmp_path):
     with pytest.raises(BadInput, match="no such file"):
         attach("x", [tmp_path / "nope.txt"], tmp_path)

@@ -152,7 +152,25 @@ def make_plan(model: ChatModel, goal: str, files: dict[str, str], toolbox: Toolb
                 steps.append(step)
     if not steps:
         raise BadInput("the model returned an empty plan", "say more precisely what you want done")
+    if toolbox is not None and not any(s.tool in toolbox.tools and not toolbox.tools[s.tool].side_effects for s in steps):
+        steps = lookups(goal, toolbox) + steps  # the small model sometimes plans "my goal" without reading it
     return Plan(goal, steps[:MAX_EXPANDED], files, max(0, len(steps) - MAX_EXPANDED))
+
+
+# What the user's words name -> the read-only tool that looks it up, with its arguments.
+_LOOKUPS = [
+    (r"\bmy (?:\w+ )*goals?\b", "goal_list", {}, "Look up your goals"),
+    (r"\bmy (?:calendar|schedule|week|day|agenda)\b", "calendar_on", {"when": "this week"}, "Look up your calendar this week"),
+    (r"\bmy (?:\w+ )?notes?\b", "note_search", {}, "Look up your notes"),
+    (r"\bmy reminders?\b", "reminders_list", {}, "Look up your reminders"),
+    (r"\bmy (?:to-?dos?|tasks)\b", "todo_list", {}, "Look up your to-dos"),
+]
+
+
+def lookups(goal: str, toolbox: Toolbox) -> list[Step]:
+    """Steps that read what the goal says is the user's own ("my goal", "my week")."""
+    return [Step(title, name, dict(args)) for pattern, name, args, title in _LOOKUPS
+            if name in toolbox.tools and re.search(pattern, goal, re.I)]
 
 
 def _fill(step: Step, row: dict[str, str] | None) -> Step:

@@ -184,8 +184,9 @@ def briefing(store, now: datetime, lookahead_days: int = 3) -> Item:
         elif due < now:
             overdue.append(r)
             line("due", f"{r.text} (overdue since {show(due)})", f"a {what} past its time and still open")
-        elif due < end:
-            line("due", f"{due:%H:%M} {r.text}", f"a {what} due today")
+        elif due < max(end, now + timedelta(hours=12)):  # late in the evening, the night ahead counts
+            today = due < end
+            line("due", f"{due:%H:%M}{'' if today else ' tomorrow'} {r.text}", f"a {what} due {'today' if today else 'within 12 hours'}")
 
     open_goals = _optional("goals", "open_goals")
     goals = open_goals(store) if open_goals else []
