@@ -1,6 +1,7 @@
 """The memory benchmarks, offline: scripted model, hashed embeddings, real stores."""
 
 import json
+import re
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -71,7 +72,14 @@ def tiny_locomo(tmp_path, samples: list[dict] | None = None) -> Path:
 
 def answering_model() -> FakeChatModel:
     answers = {"name of Ana's puppy": "Biscuit", "run a marathon": "Lisbon"}
-    reply = lambda messages: next((v for k, v in answers.items() if k in messages[-1]["content"]), "Not mentioned in the conversation")
+
+    def reply(messages):
+        text = messages[-1]["content"]
+        if "Gold answer:" in text:  # the judge: correct when the gold answer's words are in the generated one
+            gold, said = re.search(r"Gold answer: (.*)\nGenerated answer: (.*)", text).groups()
+            return json.dumps({"label": "CORRECT" if gold.lower() in said.lower() else "WRONG"})
+        return next((v for k, v in answers.items() if k in text), "Not mentioned in the conversation")
+
     return FakeChatModel([reply] * 100)
 
 
@@ -127,7 +135,7 @@ def test_a_question_without_evidence_is_skipped_not_counted_as_a_hit():
 def test_report_shape_has_the_promised_keys():
     out = report([Row(4)])
     assert set(out["overall"]) == {
-        "n", "n_recall", "skipped_no_evidence", "turns_shown_mean", "f1", "n_answered",
+        "n", "n_recall", "skipped_no_evidence", "turns_shown_mean", "f1", "n_answered", "j", "n_judged",
         "turn_recall@5", "turn_recall@10", "session_recall@5", "session_recall@10",
         "hit_recall@5", "hit_recall@10", "hit_session_recall@5", "hit_session_recall@10",
     }
@@ -182,6 +190,9 @@ def test_locomo_run_on_a_tiny_file(tmp_path):
     assert anima["by_category"]["3"]["turn_recall@10"] is None  # its only question's evidence names no turn
     assert anima["by_category"]["4"]["turn_recall@5"] == 1.0  # both single-hop questions found
     assert anima["by_category"]["4"]["f1"] == 1.0
+    assert anima["by_category"]["4"]["j"] == 1.0 and anima["by_category"]["4"]["n_judged"] == 2
+    assert anima["by_category"]["5"]["n_judged"] == 0  # no gold answer to judge against
+    assert result["judge"]["agreement"]["n"] == anima["overall"]["n_judged"] + bm25["overall"]["n_judged"] > 0
     assert anima["by_category"]["5"]["f1"] == 1.0  # "not mentioned" is right for the adversarial one
     assert 0 < anima["overall"]["turns_shown_mean"] <= 5 and 0 < bm25["overall"]["turns_shown_mean"] <= 5  # 5 turns in all
     assert bm25["overall"]["n_recall"] == 4
@@ -199,7 +210,7 @@ def test_full_context_answers_go_to_the_long_context_model_with_its_budget(tmp_p
     result = run_locomo(tiny_locomo(tmp_path), chat, FakeEmbedder(), answer_limit=5, full_limit=2, full_model=long, full_tokens=10**4)
     assert result["full_context"]["n"] == 2 and result["full_context"]["prefix_tokens"] == 10**4
     assert len(long.calls) == 2 and all("The conversation so far:" in call[0][1]["content"] for call in long.calls)
-    assert not any("The conversation so far:" in call[0][1]["content"] for call in chat.calls)
+    assert not any("The conversation so far:" in call[0][-1]["content"] for call in chat.calls)
 
 
 def test_locomo_table_names_the_split_and_both_recall_figures(tmp_path, monkeypatch, capsys):
@@ -222,7 +233,8 @@ def test_retrieval_sees_only_the_question(tmp_path):
     first = run_locomo(tiny_locomo(tmp_path), model_a, FakeEmbedder(), answer_limit=5, full_limit=0)
     (tmp_path / "b").mkdir()
     second = run_locomo(tiny_locomo(tmp_path / "b", [tiny_sample(qa=moved)]), model_b, FakeEmbedder(), answer_limit=5, full_limit=0)
-    assert [m for m, _ in model_a.calls] == [m for m, _ in model_b.calls]
+    answering = lambda model: [m for m, _ in model.calls if "Gold answer:" not in m[-1]["content"]]  # the judge reads the gold answer
+    assert answering(model_a) == answering(model_b) and len(answering(model_a)) < len(model_a.calls)
     assert (first["anima"]["overall"]["n_recall"], second["anima"]["overall"]["n_recall"]) == (4, 5)  # D2:2 is a turn
 
 

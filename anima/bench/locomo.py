@@ -76,6 +76,17 @@ Question: {question}
 Answer in a short phrase, with exact words from the notes whenever possible.{extra}
 Answer:"""
 TEMPORAL = " Use the dates of the notes to answer with an approximate date."
+# The Mem0 paper's judge, in short: generous on wording and date formats, strict on the fact.
+JUDGE = """Label an answer to a question about a conversation as CORRECT or WRONG.
+You get the question, the gold answer and the generated answer. Be generous: the generated answer is CORRECT
+when it is about the same thing as the gold answer, even in other words or at more length; a date in another
+format, or a relative date that means the same day or period, is CORRECT. It is WRONG when it names another
+fact, another date, or says it does not know.
+
+Question: {question}
+Gold answer: {gold}
+Generated answer: {answer}"""
+JUDGE_SCHEMA = {"type": "object", "properties": {"label": {"enum": ["CORRECT", "WRONG"]}}, "required": ["label"]}
 
 T = TypeVar("T", bound=Hashable)
 
@@ -136,6 +147,7 @@ class Row:
     hits: dict[int, tuple[bool, bool]] | None = None
     shown: int = 0  # distinct turns the context shows
     f1: float | None = None
+    j: bool | None = None  # the judge's verdict (None: not judged)
 
 
 def score(category: int, evidence: tuple[str, ...], shown: list[str], provenance: list[list[str]]) -> Row:
@@ -158,6 +170,9 @@ def _summary(rows: list[Row]) -> dict:
     answered = [r.f1 for r in rows if r.f1 is not None]
     out["f1"] = round(statistics.mean(answered), 4) if answered else None
     out["n_answered"] = len(answered)
+    judged = [r.j for r in rows if r.j is not None]
+    out["j"] = round(sum(judged) / len(judged), 4) if judged else None
+    out["n_judged"] = len(judged)
     return out
 
 
@@ -238,6 +253,29 @@ def _answer(model: ChatModel, sample: Sample, q: Question, context: str, rng: ra
     return text, answer_f1(text, q.answer, q.category)
 
 
+def judge(model: ChatModel, q: Question, answer: str) -> bool | None:
+    """The local model as judge (J, as the Mem0 paper scores answers); None for the
+    adversarial category, which has no gold answer to compare with (F1 scores its choice)."""
+    if q.category == 5:
+        return None
+    messages = [{"role": "user", "content": JUDGE.format(question=q.question, gold=q.answer, answer=answer or "(no answer)")}]
+    raw = complete(model, messages, Options(max_tokens=12, temperature=0.0, json_schema=JUDGE_SCHEMA))
+    try:
+        return raw.json().get("label") == "CORRECT"
+    except ValueError:
+        return False
+
+
+def agreement(rows: list[tuple[bool, float]]) -> dict:
+    """How J agrees with F1: the share of answers where J says correct exactly when F1 >= 0.5,
+    and the mean F1 of the answers J calls correct and wrong."""
+    if not rows:
+        return {}
+    mean = lambda v: round(statistics.mean(v), 4) if v else None
+    return {"n": len(rows), "agree_f1_at_0.5": round(sum(j == (f >= 0.5) for j, f in rows) / len(rows), 4),
+            "f1_when_correct": mean([f for j, f in rows if j]), "f1_when_wrong": mean([f for j, f in rows if not j])}
+
+
 def _turn_lines(sample: Sample, dia_ids: list[str]) -> str:
     turns = {t.dia_id: t for t in sample.turns}
     lines = [f"- [{turns[d].time}] {turns[d].speaker}: {turns[d].text}" for d in dia_ids if d in turns]
@@ -276,6 +314,7 @@ def run_locomo(
     split: str = "report",
     full_model: ChatModel | None = None,
     full_tokens: int | None = None,
+    judged: bool = True,
 ) -> dict:
     """`full_model`/`full_tokens`: the model (same weights, a context long enough) and the
     token budget for the full-context answers; by default the chat model and
@@ -295,6 +334,8 @@ def run_locomo(
     rng = random.Random(SEED)
     systems: dict[str, list[Row]] = {"anima": [], "bm25": []}
     full: dict[str, list[float]] = {"full_context": [], "anima": [], "bm25": []}
+    full_j: list[bool] = []
+    full_j_anima: list[bool] = []
     ingest_s, n_messages, learn_s, search_ms = 0.0, 0, 0.0, []
     context_tokens: dict[str, list[int]] = {"anima": [], "bm25": []}
     total_q, done_q = sum(len(s.questions) for s in samples), 0
@@ -331,12 +372,18 @@ def run_locomo(
                 context_tokens["anima"].append(model.count_tokens(block))
                 context_tokens["bm25"].append(model.count_tokens(lines))
                 if key in answering:
-                    _, ours.f1 = _answer(model, sample, q, block, rng)
-                    _, base.f1 = _answer(model, sample, q, lines, rng)
+                    said, ours.f1 = _answer(model, sample, q, block, rng)
+                    ours.j = judge(model, q, said) if judged else None
+                    said, base.f1 = _answer(model, sample, q, lines, rng)
+                    base.j = judge(model, q, said) if judged else None
                     if key in to_full:
-                        full["full_context"].append(_answer(full_model or model, sample, q, prefix[sample.sample_id][0], rng)[1])
+                        said, f1 = _answer(full_model or model, sample, q, prefix[sample.sample_id][0], rng)
+                        full["full_context"].append(f1)
                         full["anima"].append(ours.f1)
                         full["bm25"].append(base.f1)
+                        if judged and q.category != 5:
+                            full_j.append(judge(model, q, said))
+                            full_j_anima.append(ours.j)
                 systems["anima"].append(ours)
                 systems["bm25"].append(base)
                 done_q += 1
@@ -356,7 +403,11 @@ def run_locomo(
         "f1": mean(full["full_context"]),
         "anima_f1_same_questions": mean(full["anima"]),
         "bm25_f1_same_questions": mean(full["bm25"]),
+        "j": mean(full_j),
+        "anima_j_same_questions": mean(full_j_anima),
     }
+    rated = [(r.j, r.f1) for rows in systems.values() for r in rows if r.j is not None]
+    result["judge"] = {"model": "the chat model", "agreement": agreement(rated), "categories": "1-4 (5 has no gold answer)"}
     result["ingest"] = {
         "conversations": len(samples),
         "messages": n_messages,

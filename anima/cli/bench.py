@@ -99,7 +99,7 @@ def _print_locomo(result: dict) -> None:
 
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     table = Table(
-        "category", "questions (recall)", "system", "turn R@5", "turn R@10", "session R@5", "session R@10", "hit R@5", "hit R@10", "F1 (n)",
+        "category", "questions (recall)", "system", "turn R@5", "turn R@10", "session R@5", "session R@10", "hit R@5", "hit R@10", "F1 (n)", "J (n)",
         title=f"LoCoMo · split {result['split']}: {', '.join(result['conversations'])}",
         caption="turn / session R@k: all evidence turns (sessions) among the first k turns the context shows; both systems get k turns.\n"
                 "hit R@k (older figure): among everything the first k hits bring; an episode hit brings its reply, so up to 2k turns for anima.",
@@ -110,14 +110,17 @@ def _print_locomo(result: dict) -> None:
             r = result[system]["overall"] if key == "overall" else result[system]["by_category"][key]
             table.add_row(label if system == "anima" else "", f"{r['n']} ({r['n_recall']})", system,
                           fmt(r["turn_recall@5"]), fmt(r["turn_recall@10"]), fmt(r["session_recall@5"]), fmt(r["session_recall@10"]),
-                          fmt(r["hit_recall@5"]), fmt(r["hit_recall@10"]), f"{fmt(r['f1'])} ({r['n_answered']})")
+                          fmt(r["hit_recall@5"]), fmt(r["hit_recall@10"]), f"{fmt(r['f1'])} ({r['n_answered']})",
+                          f"{fmt(r.get('j'))} ({r.get('n_judged', 0)})")
     out.print(table)
     a, b = result["anima"]["overall"], result["bm25"]["overall"]
     out.print(f"recall skips {a['skipped_no_evidence']} question(s) without an evidence turn in the conversation; turns shown per question: anima {a['turns_shown_mean']}, bm25 {b['turns_shown_mean']}")
     s = result["answer_sample"]
     out.print(f"answered: {s['n']} questions, seed {s['seed']}; by conversation {s['by_conversation']}; by category {s['by_category']}")
     fc, ing, ctx = result["full_context"], result["ingest"], result["context_tokens"]
-    out.print(f"full context (opening sessions that fit, {fc['prefix_sessions']}): F1 {fc['f1']} on {fc['n']} of {fc['eligible']} eligible questions; on the same: anima {fc['anima_f1_same_questions']}, bm25 {fc['bm25_f1_same_questions']}")
+    out.print(f"full context (opening sessions that fit, {fc['prefix_sessions']}): F1 {fc['f1']} on {fc['n']} of {fc['eligible']} eligible questions; on the same: anima {fc['anima_f1_same_questions']}, bm25 {fc['bm25_f1_same_questions']}; J full {fc.get('j')}, anima {fc.get('anima_j_same_questions')}")
+    if agree := result.get("judge", {}).get("agreement"):
+        out.print(f"judge (the chat model, categories 1-4): agrees with F1 >= 0.5 on {agree['agree_f1_at_0.5']:.0%} of {agree['n']} answers; mean F1 of answers judged correct {agree['f1_when_correct']}, wrong {agree['f1_when_wrong']}")
     out.print(f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)" + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else ""))
     out.print(f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; context tokens: anima mean {ctx['anima'].get('mean')} (max {ctx['anima'].get('max')}), bm25 mean {ctx['bm25'].get('mean')} (max {ctx['bm25'].get('max')})")
 
