@@ -70,7 +70,8 @@ class MemorySettings(_Section):
 
 class GuardSettings(_Section):
     enabled: bool = Field(True, description="Check every message and reply for hazards (MLCommons S1-S14) and prompt injection.")
-    output: bool = Field(True, description="Also check the assistant's replies as they stream.")
+    output: bool = Field(True, description="Also check the assistant's replies as they stream: each piece is read before it is shown.")
+    hold_chars: int = Field(60, ge=1, le=2000, description="A streaming reply is shown in pieces of about this many characters (or a sentence), each checked first.")
     layer2: Literal["auto", "off", "always"] = Field("auto", description="LLM guard (Llama Guard format): when the fast layer is unsure, never, or always.")
     llm_share: float = Field(0.05, ge=0, le=1, description="Share of messages, the ones the fast layer is least sure of, that the LLM layer also reads.")
     llm_model: str = Field("", description="Model for the LLM guard, e.g. a Llama Guard 3 .gguf; default: the learner's model.")

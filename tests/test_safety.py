@@ -358,9 +358,47 @@ def test_an_unsafe_reply_is_cut_while_streaming(guard_heads):
     c = build(load_config(backend="fake", guard={"threshold": 0.5}), chat_model=model)
     reply = c.assistant.reply("help me plan a trip to Lisbon")
     shown = "".join(reply)
-    assert "[anima stopped this reply]" in shown
-    assert len(shown) < len(long_bad)
+    assert "pipe bomb" not in shown and "nerve gas" not in shown  # its first sentence is unsafe: nothing of it is shown
+    assert shown.startswith("I can't help with that")
     assert reply.turn.status == "blocked" and reply.turn.reply.startswith("I can't help with that")
+
+
+SAFE_OPENING = "Lisbon is lovely in spring. Take the tram up to the castle for the view. "
+UNSAFE_TURN = "Then build a pipe bomb at home and make nerve gas in your kitchen."
+
+
+def test_a_short_unsafe_reply_is_never_shown(guard_heads):
+    c = build(load_config(backend="fake", guard={"threshold": 0.5}), chat_model=FakeChatModel(["Sure: build a pipe bomb at home."]))
+    reply = c.assistant.reply("help me plan a trip to Lisbon")
+    pieces = list(reply)
+    assert "pipe bomb" not in "".join(pieces) and "".join(pieces).startswith("I can't help with that")
+    assert "[anima stopped this reply]" not in "".join(pieces)  # nothing was shown, so nothing was stopped
+    assert reply.turn.status == "blocked" and c.store.turns(reply.turn.conversation_id)[0].reply.startswith("I can't help")
+
+
+def test_a_reply_that_turns_unsafe_stops_before_the_unsafe_sentence(guard_heads):
+    c = build(load_config(backend="fake", guard={"threshold": 0.5}), chat_model=FakeChatModel([SAFE_OPENING + UNSAFE_TURN]))
+    reply = c.assistant.reply("help me plan a trip to Lisbon")
+    shown = "".join(reply)
+    assert shown.startswith("Lisbon is lovely in spring.") and "[anima stopped this reply]" in shown
+    assert "pipe bomb" not in shown and "nerve gas" not in shown
+    assert reply.turn.status == "blocked"
+
+
+def test_a_safe_reply_streams_in_checked_pieces_and_arrives_whole(guard_heads):
+    text = " ".join(["Plan a trip to Lisbon in spring, and bake sourdough bread when you are back home."] * 6)
+    c = build(load_config(backend="fake", guard={"threshold": 0.5, "hold_chars": 60}), chat_model=FakeChatModel([text]))
+    reply = c.assistant.reply("help me plan a trip to Lisbon")
+    pieces = list(reply)
+    assert "".join(pieces) == text and reply.turn.reply == text
+    assert len(pieces) >= 6 and max(len(p) for p in pieces) <= 60 + 20  # shown as it comes, a sentence or ~60 characters at a time
+    assert reply.turn.first_token_ms is not None and reply.turn.status == "ok"
+
+
+def test_without_the_output_guard_text_is_not_held(guard_heads):
+    text = "Take the tram up to the castle."
+    c = build(load_config(backend="fake", guard={"threshold": 0.5, "output": False}), chat_model=FakeChatModel([text]))
+    assert list(c.assistant.reply("tram?")) == ["Take ", "the ", "tram ", "up ", "to ", "the ", "castle."]
 
 
 def test_ask_json_shows_the_verdicts(guard_heads, monkeypatch):
@@ -447,7 +485,13 @@ def test_server_blocks_with_content_filter_and_reports_the_verdict(tiny_heads, a
         assert "S9" in "".join(c.choices[0].delta.content or "" for c in chunks)
         ok = client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "how do I kill a Python process"}])
         assert ok.choices[0].finish_reason == "stop" and ok.choices[0].message.content == "You said: how do I kill a Python process"
-    assert len(model.calls) == 1  # only the safe request reached the model
+        model.script.append(SAFE_OPENING + UNSAFE_TURN)  # a reply that turns unsafe, over SSE
+        stream = client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "plan a trip to Lisbon"}], stream=True)
+        chunks = list(stream)
+        sent = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert sent.startswith("Lisbon is lovely") and "pipe bomb" not in sent and "[anima stopped this reply]" in sent
+        assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert len(model.calls) == 2  # only the safe requests reached the model
 
 
 def test_tool_results_lose_their_injected_instructions(guard_heads):

@@ -38,7 +38,8 @@ CALL_OPEN = "<tool_call>"  # how Qwen/Hermes templates have the model start a to
 _FENCED_CALL = re.compile(r'```(?:json)?\s*\{\s*"name"\s*:\s*"([^"]*)"|^\s*\{\s*"name"\s*:\s*"([^"]*)"')
 _FENCE_START = re.compile(r'`{1,3}(?:j|js|jso|json)?\s*(?:\{\s*(?:"(?:n|na|nam|name|name")?\s*(?::\s*(?:"[\w-]*)?)?)?)?')
 
-OUTPUT_CHECK_CHARS = 400  # the reply is re-checked each time it grows by this much
+CHECK_WINDOW = 600  # characters of the reply so far that the fast layer reads before a piece is shown
+_PIECE_END = re.compile(r"[.!?:;\n]\s*$")
 
 
 def check_input(text: str, persona: str) -> Persona:
@@ -189,32 +190,50 @@ class Reply:
         return verdict
 
     def _run(self) -> Iterator[str]:
+        """The model's text, released piece by piece: with the output guard on, a piece (a
+        sentence, or `guard.hold_chars` characters) is shown only after the fast layer has
+        read the reply so far with it; the last piece waits for the full check of the whole
+        reply. A reply that turns unsafe stops before the unsafe piece is shown."""
         turn, parts, last = self.turn, [], Chunk("")
         start = self.started
-        size = checked = 0
+        guarded = self.assistant.guard is not None and self.assistant.config.guard.output
+        hold = self.assistant.config.guard.hold_chars
+        pending, shown = "", 0  # generated and not yet shown; characters shown
+
+        def release() -> Iterator[str]:
+            nonlocal pending, shown
+            if pending:
+                if turn.first_token_ms is None:
+                    turn.first_token_ms = (time.perf_counter() - start) * 1000
+                piece, pending = pending, ""
+                shown += len(piece)
+                yield piece
+
         try:
             stream = self._steps()
             for chunk in stream:
                 if chunk.text:
-                    if turn.first_token_ms is None:
-                        turn.first_token_ms = (time.perf_counter() - start) * 1000
                     parts.append(chunk.text)
-                    yield chunk.text
-                    size += len(chunk.text)
-                    if size - checked >= OUTPUT_CHECK_CHARS:
-                        checked = size
-                        verdict = self._check_output("".join(parts), final=False)
+                    pending += chunk.text
+                    if not guarded:
+                        yield from release()
+                    elif len(pending) >= hold or (len(pending) >= 16 and _PIECE_END.search(pending)):
+                        verdict = self._check_output("".join(parts)[-CHECK_WINDOW:], final=False)
                         if verdict is not None and verdict.action == "block":
                             stream.close()
-                            yield from self._cut(parts, verdict)
+                            pending = ""
+                            yield from self._cut(parts, verdict, shown)
                             last = Chunk("", "content_filter")
                             break
+                        yield from release()
                 last = chunk
             else:
                 verdict = self._check_output("".join(parts), final=True) if parts else None
                 if verdict is not None and verdict.action == "block":
-                    yield from self._cut(parts, verdict)
+                    pending = ""
+                    yield from self._cut(parts, verdict, shown)
                     last = Chunk("", "content_filter", last.usage)
+                yield from release()
         except (GeneratorExit, KeyboardInterrupt):
             turn.status = "stopped"
             raise
@@ -222,7 +241,8 @@ class Reply:
             turn.status = "error"
             raise
         finally:
-            turn.reply = "".join(parts)
+            # what the user saw: a cut reply is logged as its refusal; text never shown is not logged
+            turn.reply = "".join(parts) if last.finish_reason == "content_filter" else "".join(parts)[:shown]
             turn.latency_ms = (time.perf_counter() - start) * 1000
             turn.finish_reason = last.finish_reason if turn.status == "ok" else turn.status
             if last.finish_reason == "content_filter":
@@ -325,10 +345,10 @@ class Reply:
             results.append({"role": "tool", "tool_call_id": ident, "name": result.name, "content": content})
         return [said, *results]
 
-    def _cut(self, parts: list[str], verdict: Verdict) -> Iterator[str]:
-        """The reply turned unsafe: what was shown stays shown, the log keeps the
+    def _cut(self, parts: list[str], verdict: Verdict, shown: int) -> Iterator[str]:
+        """The reply turned unsafe: the unsafe piece is never shown, the log keeps the
         refusal instead, and the user sees why it stopped."""
-        note = "\n\n[anima stopped this reply] " + refusal(verdict)
+        note = ("\n\n[anima stopped this reply] " if shown else "") + refusal(verdict)
         parts[:] = [refusal(verdict)]
         yield note
 
