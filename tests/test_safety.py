@@ -27,6 +27,8 @@ from anima.safety.data import (
     persona_examples,
     read_labelled,
     safety_data_dir,
+    split_of,
+    held_out,
     training_set,
 )
 from anima.safety.evaluate import auprc, metrics
@@ -289,6 +291,19 @@ def test_guard_test_split_shares_no_row_with_the_training_set():
     if folder is None or not (folder / "openai_moderation_1680.jsonl").is_file():
         pytest.skip("the public safety sets are not here (shared/data/safety or $ANIMA_SAFETY_DATA)")
     assert not _keys(read_labelled(GUARD_TEST)) & _keys(training_set(folder))
+
+
+def test_the_public_sets_split_by_text_and_the_test_split_is_never_trained_on():
+    assert split_of("How do I kill a Python process?") == split_of("how do I  kill a python process?")  # by the text, not its spacing
+    shares = [split_of(f"request number {i}") for i in range(2000)]
+    assert 0.25 < shares.count("test") / len(shares) < 0.35
+    folder = safety_data_dir()
+    if folder is None or not (folder / "openai_moderation_1680.jsonl").is_file():
+        pytest.skip("the public safety sets are not here (shared/data/safety or $ANIMA_SAFETY_DATA)")
+    test, train = held_out(folder), training_set(folder)
+    assert not _keys(test) & _keys(train)
+    assert {e.source.split("/")[0] for e in test} >= {"openai_moderation_1680.jsonl", "harmbench_behaviors_text_val.csv", "donotanswer"}
+    assert sum(e.unsafe for e in test) > 300 and sum(not e.unsafe for e in test) > 300
 
 
 def test_metrics_by_hand():

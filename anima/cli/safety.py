@@ -66,7 +66,8 @@ def guard_check(text: str = typer.Argument(..., help="The text; `-` reads stdin.
 
 @eval_app.command("guard")
 def eval_guard(
-    data: Path = typer.Option(..., "--data", help="Labelled prompts: OpenAI moderation JSONL, or any CSV / JSONL."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled prompts: OpenAI moderation JSONL, or any CSV / JSONL."),
+    split: Optional[str] = typer.Option(None, "--split", help="test: instead of --data, the public sets' test split (never trained or tuned on)."),
     fmt: str = typer.Option("auto", "--format", help="moderation | csv | jsonl (default: from the file)."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Column with the text."),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="Column with the label."),
@@ -77,12 +78,20 @@ def eval_guard(
     as_json: bool = JsonOpt,
 ) -> None:
     """Precision, recall, F1, FPR, AUPRC and latency of the guard on a labelled file."""
-    from anima.safety.data import read_labelled, safety_data_dir
+    from anima.safety.data import read_labelled, safety_data_dir, held_out
     from anima.safety.evaluate import eval_guard as run, sample
+    from anima.safety.train import source_folder
 
     if layers not in ("1", "auto", "always"):
         raise BadInput(f"unknown --layers {layers!r}", "use 1, auto or always")
-    examples = sample(read_labelled(data, fmt, text_field, label_field, unsafe_values.split(",") if unsafe_values else None), limit)
+    if (data is None) == (split is None):
+        raise BadInput("give either --data FILE or --split test", "e.g. `anima eval guard --split test`")
+    if split is not None and split != "test":
+        raise BadInput(f"unknown --split {split!r}", "the one split to report on is test")
+    if split:
+        examples = sample(held_out(source_folder(training_data)), limit)
+    else:
+        examples = sample(read_labelled(data, fmt, text_field, label_field, unsafe_values.split(",") if unsafe_values else None), limit)
     container = build(load_config(guard={"layer2": "off" if layers == "1" else layers}))
     guard = container.guard
     if guard is None:
@@ -93,7 +102,13 @@ def eval_guard(
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
-    _table(f"guard on {data.name} ({layers=})", result)
+    _table(f"guard on {data.name if data else 'the public test split'} ({layers=})", result)
+    if result.per_source:
+        t = Table("source", "unsafe", "recall", "safe", "FPR", title="per source")
+        fmt3 = lambda v: "-" if v is None else f"{v:.3f}"
+        for source, m in result.per_source.items():
+            t.add_row(source, str(m["unsafe"]), fmt3(m["recall"]), str(m["safe"]), fmt3(m["fpr"]))
+        out.print(t)
     if result.per_category:
         t = Table("category", "n", "recall", title="recall per category")
         for code, m in result.per_category.items():

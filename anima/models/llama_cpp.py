@@ -260,3 +260,49 @@ class LlamaCppEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         with self.lock:
             return [self.llm.embed(text, normalize=True, truncate=True) for text in texts]
+
+
+class LlamaCppHiddenStates:
+    """What a chat model makes of a message: its last layer's hidden state at the point
+    where it would start its reply (the message in the chat template, last-token pooled,
+    L2-normalised). A linear probe on these reads the model's own sense of a request
+    (e.g. whether it is one to refuse). The chat template is ChatML, the registry's models'."""
+
+    TEMPLATE = "<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+    def __init__(self, path: Path, name: str | None = None, n_ctx: int = 512, n_threads: int | None = None):
+        llama_cpp, _ = _import_llama_cpp()
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.n_ctx = n_ctx
+        self.llm = _load(self.path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST, n_ctx=n_ctx, n_batch=n_ctx,
+                         n_threads=n_threads, verbose=False)
+        self.lock = threading.Lock()
+        self.dim = self.llm.n_embd()
+
+    def tokens(self, text: str) -> list[int]:
+        """The message in the template; a long one keeps its start and its end."""
+        ids = lambda s, special: self.llm.tokenize(s.encode("utf-8"), add_bos=False, special=special)
+        head, tail = self.TEMPLATE.split("{text}")
+        body = ids(text, False)
+        room = self.n_ctx - len(ids(head, True)) - len(ids(tail, True)) - 1
+        if len(body) > room:
+            body = body[: room // 2] + body[-(room - room // 2):]
+        return ids(head, True) + body + ids(tail, True)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        import numpy as np
+
+        llama_cpp, _ = _import_llama_cpp()
+        out = []
+        with self.lock, _COMPUTE:
+            for text in texts:
+                llm = self.llm
+                llm._batch.reset()
+                llm._batch.add_sequence(self.tokens(text), 0, True)
+                llm._ctx.kv_cache_clear()
+                llm._ctx.decode(llm._batch)
+                v = np.array(llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)[: self.dim], np.float32)
+                out.append((v / (np.linalg.norm(v) or 1.0)).tolist())
+            self.llm._ctx.kv_cache_clear()
+        return out

@@ -8,13 +8,14 @@ have loaders that also map their categories onto the hazard taxonomy.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from anima.errors import BadInput
-from anima.safety.taxonomy import HARMBENCH, JBB, MODERATION
+from anima.safety.taxonomy import DONOTANSWER, HARMBENCH, JBB, MODERATION
 
 
 @dataclass(frozen=True)
@@ -99,22 +100,52 @@ def persona_examples() -> list[Example]:
     return [Example(p.example_user, False, (), "personas") for p in map(load_persona, sorted(BUILTIN_DIR.glob("*.toml"))) if p.example_user]
 
 
-def training_set(folder: Path) -> list[Example]:
-    """Everything the shipped guard head learns from (OpenAI moderation, HarmBench,
-    JailbreakBench harmful and benign, BIPIA's clean contexts, and anima's own everyday
-    requests and persona examples). Do-Not-Answer is left out: many of its questions
-    deserve a careful answer, not a refusal (and its malicious-uses questions, tried as
-    positives, taught the head that "How can I ...?" is a hazard: 20% false alarms on
-    tests/data/guard_probes.csv)."""
+def donotanswer(folder: Path) -> list[Example]:
+    """Do-Not-Answer's questions that ask for harm (malicious uses, information hazards,
+    discrimination). Its chatbot-as-human and misinformation questions deserve a careful
+    answer, not a refusal, and are not read."""
+    out = []
+    for name, code in DONOTANSWER.items():
+        for line in _lines(folder / f"{name}.jsonl"):
+            out.append(Example(json.loads(line)["prompt"], True, (code,), f"donotanswer/{name}"))
+    return out
+
+
+TEST_SHARE = 3  # in 10: the public sets' rows whose text hashes there are the test split, never trained on
+
+
+def split_of(text: str) -> str:
+    """"train" or "test", fixed by the text alone (so a row is on the same side in every
+    run, whichever file it comes from)."""
+    digest = hashlib.sha1(" ".join(text.lower().split()).encode("utf-8", "surrogatepass")).digest()
+    return "test" if digest[0] % 10 < TEST_SHARE else "train"
+
+
+def public_sets(folder: Path) -> list[Example]:
+    """The public labelled sets, whole: OpenAI moderation, HarmBench, JailbreakBench harmful
+    and benign, BIPIA's clean contexts."""
     return (
         moderation(folder / "openai_moderation_1680.jsonl")
         + harmbench(folder / "harmbench_behaviors_text_val.csv")
         + jbb(folder / "jbb_behaviors_harmful.csv", True)
         + jbb(folder / "jbb_behaviors_benign.csv", False)
         + bipia_contexts(folder / "bipia")
-        + everyday()
-        + persona_examples()
     )
+
+
+def training_set(folder: Path) -> list[Example]:
+    """Everything the shipped guard head learns from: the train split of the public sets,
+    and anima's own everyday requests and persona examples. (Do-Not-Answer's harmful
+    questions, tried as positives without contrasts, taught the head that "How can I
+    ...?" is a hazard: 20% false alarms on tests/data/guard_probes.csv.)"""
+    return [e for e in public_sets(folder) if split_of(e.text) == "train"] + everyday() + persona_examples()
+
+
+def held_out(folder: Path) -> list[Example]:
+    """The test split: the rows of the public sets and of Do-Not-Answer's harmful
+    questions that the head never trains on and nothing is tuned on."""
+    rows = public_sets(folder) + donotanswer(folder / "donotanswer")
+    return [e for e in rows if split_of(e.text) == "test"]
 
 
 UNSAFE_LABELS = ("1", "true", "unsafe", "yes", "harmful", "toxic")  # label values that mean unsafe

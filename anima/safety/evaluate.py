@@ -77,9 +77,11 @@ class Result:
     per_category: dict = field(default_factory=dict)
     layers: dict = field(default_factory=dict)
     worst: list = field(default_factory=list)
+    per_source: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {**self.metrics, **self.latency, "mode": self.mode, "per_category": self.per_category, "layers": self.layers, "worst": self.worst}
+        return {**self.metrics, **self.latency, "mode": self.mode, "per_category": self.per_category, "per_source": self.per_source,
+                "layers": self.layers, "worst": self.worst}
 
 
 def sample(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
@@ -142,11 +144,18 @@ def eval_guard(
     for code in sorted({c for e in examples for c in e.categories}, key=lambda c: int(c[1:])):
         idx = [i for i, e in enumerate(examples) if code in e.categories]
         per_category[code] = {"n": len(idx), "recall": round(float(pa[idx].mean()), 4)}
+    per_source = {}
+    for source in sorted({e.source for e in examples}):
+        idx = np.array([i for i, e in enumerate(examples) if e.source == source])
+        bad, good = idx[ya[idx]], idx[~ya[idx]]
+        per_source[source] = {"unsafe": len(bad), "safe": len(good), "recall": round(float(pa[bad].mean()), 4) if len(bad) else None,
+                              "fpr": round(float(pa[good].mean()), 4) if len(good) else None}
     layers = {name: layer_of.count(name) for name in dict.fromkeys(layer_of)}
-    worst_fn = sorted((i for i in range(len(y)) if ya[i] and not pa[i]), key=lambda i: sa[i])[:3]
-    worst_fp = sorted((i for i in range(len(y)) if pa[i] and not ya[i]), key=lambda i: -sa[i])[:3]
-    worst = [{"kind": kind, "score": round(float(sa[i]), 3), "text": examples[i].text[:160]} for kind, ids in (("missed", worst_fn), ("false alarm", worst_fp)) for i in ids]
-    return Result(metrics(ya, pa, sa), mode, latency, per_category, layers, worst)
+    worst_fn = sorted((i for i in range(len(y)) if ya[i] and not pa[i]), key=lambda i: sa[i])[:5]
+    worst_fp = sorted((i for i in range(len(y)) if pa[i] and not ya[i]), key=lambda i: -sa[i])[:5]
+    worst = [{"kind": kind, "score": round(float(sa[i]), 3), "source": examples[i].source, "text": examples[i].text[:160]}
+             for kind, ids in (("missed", worst_fn), ("false alarm", worst_fp)) for i in ids]
+    return Result(metrics(ya, pa, sa), mode, latency, per_category, layers, worst, per_source)
 
 
 # --- injection -------------------------------------------------------------------

@@ -37,11 +37,13 @@ ALTERNATIVES: dict[str, str] = {
     "S14": "I can help write code that is safe to run.",
 }
 
-# How the labels of public data sets map onto the taxonomy.
-MODERATION = {"S": "S12", "S3": "S4", "H": "S10", "H2": "S10", "V": "S1", "V2": "S1", "HR": "S10", "SH": "S11"}
+# How the labels of public data sets map onto the taxonomy. Llama Guard 3 counts hacking
+# and malware as S2 (cyber crimes), and threats, intimidation and harassment as S2 too;
+# S14 is code that abuses the interpreter running it, S13 only voting misinformation.
+MODERATION = {"S": "S12", "S3": "S4", "H": "S10", "H2": "S10", "V": "S1", "V2": "S1", "HR": "S2", "SH": "S11"}
 JBB = {
     "Harassment/Discrimination": "S10",
-    "Malware/Hacking": "S14",
+    "Malware/Hacking": "S2",
     "Physical harm": "S1",
     "Economic harm": "S2",
     "Fraud/Deception": "S2",
@@ -49,17 +51,18 @@ JBB = {
     "Sexual/Adult content": "S12",
     "Privacy": "S7",
     "Expert advice": "S6",
-    "Government decision-making": "S13",
+    "Government decision-making": "S2",
 }
 HARMBENCH = {
-    "cybercrime_intrusion": "S14",
+    "cybercrime_intrusion": "S2",
     "chemical_biological": "S9",
     "illegal": "S2",
     "misinformation_disinformation": "S5",
     "harmful": "S1",
-    "harassment_bullying": "S10",
+    "harassment_bullying": "S2",
     "copyright": "S8",
 }
+DONOTANSWER = {"malicious_uses": "S2", "information_hazard": "S7", "discrimination_exclusion_toxicity_hateful_offensive": "S10"}
 
 
 def describe(codes: list[str]) -> str:

@@ -36,8 +36,12 @@ def source_folder(folder: Path | None = None) -> Path:
     return folder
 
 
+RECIPE = "3"  # bumped when what the heads learn changes in code (3: the public sets' train split only; Llama Guard 3's S2 for hacking)
+
+
 def fingerprint(folder: Path) -> dict[str, str]:
-    """sha256 prefixes of every file the heads learn from: the public folder's and anima's own."""
+    """sha256 prefixes of every file the heads learn from: the public folder's and anima's
+    own, and the recipe (so `guard train --if-missing` retrains after a change in code)."""
     from anima.assistant.persona import BUILTIN_DIR
     from anima.safety.data import EVERYDAY, OWN_WORDS
 
@@ -45,6 +49,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
     found = {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     found["anima:" + EVERYDAY.name] = digest(EVERYDAY)
     found["anima:" + OWN_WORDS.name] = digest(OWN_WORDS)
+    found["anima:recipe"] = RECIPE
     found["anima:personas"] = hashlib.sha256("".join(digest(p) for p in sorted(BUILTIN_DIR.glob("*.toml"))).encode()).hexdigest()[:16]
     return found
 
