@@ -3,6 +3,9 @@
 The TOML file lives at `$ANIMA_HOME/config.toml`, else `$XDG_CONFIG_HOME/anima/config.toml`
 (or `$ANIMA_CONFIG`). Data lives in `$ANIMA_HOME`, else `$XDG_DATA_HOME/anima`.
 Nested keys use `__` in the environment: `ANIMA_LLAMA_CPP__N_CTX=8192`.
+Several OpenAI-compatible servers with the same model: `base_urls = ["http://a:8000/v1",
+"http://b:8000/v1"]` under `[openai_http]`, or comma-separated in the environment:
+`ANIMA_OPENAI_HTTP__BASE_URLS=http://a:8000/v1,http://b:8000/v1`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from anima.errors import ConfigError
 
@@ -49,10 +52,41 @@ class LlamaCppSettings(_Section):
 
 class OpenAIHTTPSettings(_Section):
     base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible API root, ending in /v1.")
+    base_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several servers with the same model, instead of base_url: each request goes to the least busy "
+        "one that answers, and moves on when one is down. All on this machine's network, or all outside it.",
+    )
     api_key: str = Field("", description="Bearer key for the server, if it needs one.")
     model: str = Field("", description="Model name the server expects; default: the server's first model.")
     embed_model: str = Field("", description="Embedding model name on the server; default: the server's first model.")
     timeout: float = Field(120.0, gt=0, description="Seconds to wait for a reply before giving up.")
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, urls: Any) -> Any:
+        return [u.strip() for u in urls.split(",") if u.strip()] if isinstance(urls, str) else urls
+
+    @field_validator("base_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"not an http(s) URL: {bad[0]!r}; give a list, or URLs separated by commas")
+        return urls
+
+    @model_validator(mode="after")
+    def _base_url_is_the_first(self) -> OpenAIHTTPSettings:
+        # What names one server (the privacy checks, `anima doctor`) reads base_url: the first.
+        if self.base_urls:
+            if "base_url" in self.model_fields_set and self.base_url != self.base_urls[0]:
+                raise ValueError("set base_url or base_urls, not both")
+            self.base_url = self.base_urls[0]
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return self.base_urls or [self.base_url]
 
 
 class StoreSettings(_Section):

@@ -16,12 +16,29 @@ def load_chat_model(config: Config) -> ChatModel:
         from anima.models.openai_http import OpenAIChatModel
 
         s = config.openai_http
-        return OpenAIChatModel(s.base_url, s.model, s.api_key, s.timeout)
+        return OpenAIChatModel(_servers(config), s.model, s.api_key, s.timeout)
     from anima.models.llama_cpp import LlamaCppChatModel
     from anima.models.registry import resolve
 
     s = config.llama_cpp
     return LlamaCppChatModel(resolve(config.model), name=config.model, n_ctx=s.n_ctx, n_threads=s.n_threads, n_batch=s.n_batch, verbose=s.verbose)
+
+
+def _servers(config: Config) -> list[str]:
+    """openai_http's servers, each allowed by `privacy.remote`. Redaction is decided on
+    base_url, the first, so the others must be on the same side of this machine's network."""
+    from anima.errors import ConfigError
+    from anima.safety.egress import check_allowed, is_local
+
+    urls = config.openai_http.urls
+    for url in urls:
+        check_allowed(url, config.privacy.remote)
+    local = [is_local(url) for url in urls]
+    if len(set(local)) > 1:
+        inside, outside = urls[local.index(True)], urls[local.index(False)]
+        message = f"openai_http.base_urls mixes a server on this network ({inside}) and a remote one ({outside})"
+        raise ConfigError(message, "list only local or only remote servers: one privacy rule covers them all")
+    return urls
 
 
 def load_embedder(config: Config) -> Embedder:
@@ -35,7 +52,7 @@ def load_embedder(config: Config) -> Embedder:
         from anima.models.openai_http import OpenAIEmbedder
 
         s = config.openai_http
-        return OpenAIEmbedder(s.base_url, s.embed_model, s.api_key, s.timeout)
+        return OpenAIEmbedder(_servers(config), s.embed_model, s.api_key, s.timeout)
     from anima.models.llama_cpp import LlamaCppEmbedder
     from anima.models.registry import resolve
 
