@@ -9,12 +9,10 @@ is what makes every trigger fire once, across restarts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from anima.errors import BadInput, NotFound
-from anima.store.db import transaction
 from anima.tools import reminders
 
 STATUSES = ("new", "done", "snoozed", "dismissed")
@@ -41,46 +39,29 @@ class Item:
         return asdict(self)
 
 
-def _item(row) -> Item:
-    return Item(**{**dict(row), "data": json.loads(row["data"])})
-
-
 def add(store, item: Item, now: datetime) -> Item | None:
     """Put an item in the inbox; None when one with the same key is there already."""
     row = item.to_dict()
     row.pop("id")
-    row["data"] = json.dumps(row["data"], ensure_ascii=False, default=str)
     row["created"] = row["created"] or now.isoformat()
-    with store._lock, transaction(store.db):
-        cur = store.db.execute(f"INSERT INTO inbox ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)}) ON CONFLICT(key) DO NOTHING", row)
-        if not cur.rowcount:
-            return None
-        return get(store, cur.lastrowid)
+    item_id = store.inbox.add(row)
+    return None if item_id is None else get(store, item_id)
 
 
 def get(store, item_id: int) -> Item:
-    with store._lock:
-        row = store.db.execute("SELECT * FROM inbox WHERE id = ?", (item_id,)).fetchone()
+    row = store.inbox.get(item_id)
     if row is None:
         raise NotFound(f"no inbox item with id {item_id}", "`anima inbox --all` shows the ids")
-    return _item(row)
+    return Item(**row)
 
 
 def update(store, item_id: int, **changes) -> None:
-    with store._lock, transaction(store.db):
-        store.db.execute(f"UPDATE inbox SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?", (*changes.values(), item_id))
+    store.inbox.update(item_id, **changes)
 
 
 def items(store, status: str | None = None, kind: str | None = None, limit: int = 200) -> list[Item]:
     """Items, newest first; of one status and/or kind if given."""
-    where, params = ["1 = 1"], []
-    for column, value in (("status", status), ("kind", kind)):
-        if value:
-            where.append(f"{column} = ?")
-            params.append(value)
-    with store._lock:
-        rows = store.db.execute(f"SELECT * FROM inbox WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
-    return [_item(r) for r in rows]
+    return [Item(**r) for r in store.inbox.list(status, kind, limit)]
 
 
 def list_items(store, now: datetime, all: bool = False) -> list[Item]:

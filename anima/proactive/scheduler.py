@@ -29,7 +29,6 @@ from anima.proactive import gate, inbox, triggers
 from anima.proactive.inbox import Item
 from anima.proactive.notify import Notifier
 from anima.recurrence import localize
-from anima.store.db import transaction
 from anima.tools import in_thread
 from anima.tools.reminders import local_now, show
 
@@ -86,22 +85,14 @@ class Scheduler:
     # --- the jobs table ---
 
     def _saved(self) -> dict[str, datetime]:
-        with self.store._lock:
-            rows = self.store.db.execute("SELECT name, next_run FROM jobs").fetchall()
-        return {r[0]: datetime.fromisoformat(r[1]) for r in rows}
+        return {name: datetime.fromisoformat(t) for name, t in self.store.jobs.next_runs().items()}
 
     def _save(self, name: str, next_run: datetime, last_run: datetime | None = None, error: str | None = None) -> None:
-        with self.store._lock, transaction(self.store.db):
-            self.store.db.execute(
-                "INSERT INTO jobs (name, next_run, last_run, last_error) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "next_run = excluded.next_run, last_run = coalesce(excluded.last_run, last_run), last_error = excluded.last_error",
-                (name, next_run.isoformat(), last_run and last_run.isoformat(), error),
-            )
+        self.store.jobs.save(name, next_run.isoformat(), last_run and last_run.isoformat(), error)
 
     def jobs_state(self) -> list[dict]:
         """Each job's next run, last run and last error (for `anima doctor` and tests)."""
-        with self.store._lock:
-            return [dict(r) for r in self.store.db.execute("SELECT * FROM jobs ORDER BY name")]
+        return self.store.jobs.all()
 
     # --- one tick ---
 

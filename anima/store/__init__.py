@@ -6,6 +6,7 @@ from pathlib import Path
 
 from anima.store.db import is_plain
 from anima.store.keys import Key, user_key
+from anima.store.sql import query_words
 from anima.store.store import KINDS, Conversation, Episode, Memory, Store, Turn
 
 
@@ -29,4 +30,7 @@ def open_store(data_dir: Path, user: str, encrypt: bool = True, vectors: str = "
     return Store(path, key, vectors)
 
 
-__all__ = ["KINDS", "Conversation", "Episode", "Key", "Memory", "Store", "Turn", "open_store", "user_db_path", "user_key"]
+__all__ = [
+    "KINDS", "Conversation", "Episode", "Key", "Memory", "Store", "Turn",
+    "open_store", "query_words", "user_db_path", "user_key",
+]

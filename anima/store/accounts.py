@@ -18,6 +18,7 @@ from pathlib import Path
 from anima.config import USER_NAME
 from anima.errors import BadInput
 from anima.store.db import connect, transaction
+from anima.store.sql import insert
 
 NAME = re.compile(USER_NAME)
 
@@ -50,7 +51,7 @@ class Accounts:
             raise BadInput(f"'{user}' is not a valid user name", "use letters, digits, '_', '.', '-' (not starting with '.')")
         key = "anima-" + secrets.token_urlsafe(32)
         with self._lock, transaction(self.db):
-            self.db.execute("INSERT INTO api_keys (key_hash, user, key_prefix) VALUES (?, ?, ?)", (_hash(key), user, key[:12]))
+            insert(self.db, "api_keys", {"key_hash": _hash(key), "user": user, "key_prefix": key[:12]})
         return key
 
     def user_for(self, key: str) -> str | None:

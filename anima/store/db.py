@@ -113,7 +113,11 @@ def encrypt_in_place(path: Path, key: Key) -> None:
 def transaction(db: Connection) -> Iterator[Connection]:
     """BEGIN ... COMMIT, or ROLLBACK on any exception. (The connection is in autocommit
     mode, where Python's `with db:` would not open a transaction at all.) A write the
-    disk refuses (full, read-only) becomes a StoreError; what was committed before stays."""
+    disk refuses (full, read-only) becomes a StoreError; what was committed before stays.
+    Inside a transaction already, the block joins it: the outer one commits or rolls back."""
+    if db.in_transaction:
+        yield db
+        return
     try:
         db.execute("BEGIN IMMEDIATE")
         try:

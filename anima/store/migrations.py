@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from anima.store.db import Connection, transaction
+from anima.store.sql import insert
 
 MIGRATIONS: list[Callable[[Connection], None]] = []
 migration = MIGRATIONS.append
@@ -209,6 +210,6 @@ def migrate(db: Connection) -> list[str]:
             continue
         with transaction(db):  # one transaction: the change and its record land together or not at all
             fn(db)
-            db.execute("INSERT INTO _anima_migrations (name) VALUES (?)", (fn.__name__,))
+            insert(db, "_anima_migrations", {"name": fn.__name__})
         applied.append(fn.__name__)
     return applied

@@ -1,28 +1,38 @@
-"""The one place that writes SQL. A `Store` is one user's database file:
-conversations and turns (the log), episodes (every message, searchable) and
-memories (distilled, with validity and provenance), each text in FTS5 (BM25) and
-each embedding in a vector index (sqlite-vec, or numpy when it can't load).
+"""A `Store` is one user's database file. It stores conversations and turns (the log),
+episodes (every message, searchable) and memories (distilled, with validity and
+provenance), each text in FTS5 (BM25) and each embedding in a vector index (sqlite-vec,
+or numpy when it can't load); the meta values and the egress log.
+
+The other tables each have a small class of their own, reached from the store:
+`store.notes`, `store.goals`, `store.calendar`, `store.documents`, `store.reminders`,
+`store.inbox` and `store.jobs`. Callers outside `anima.store` use these methods and
+`with store.transaction():` (several calls as one), never SQL or the connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import heapq
 import json
-import re
 import threading
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator, Mapping
 
 from anima.errors import StoreError
-from anima.store.db import DatabaseError, connect, transaction
+from anima.store.calendar import Calendar
+from anima.store.db import Connection, DatabaseError, connect, transaction
+from anima.store.documents import Documents
+from anima.store.goals import Goals
+from anima.store.inbox import Inbox
+from anima.store.jobs import Jobs
 from anima.store.keys import Key
 from anima.store.migrations import migrate
+from anima.store.notes import Notes
+from anima.store.reminders import Reminders
+from anima.store.sql import fts_query, insert, now, update
 from anima.store.vectors import NumpyIndex, SqliteVecIndex, to_blob
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -78,11 +88,27 @@ class Memory:
 
 
 KINDS = ("fact", "preference", "event", "plan", "person", "relation")
+USER_SUBJECTS = ("user", "the user", "me")
+
+
+def in_profile(memory: Mapping) -> bool:
+    """Whether a current memory (its columns: a row, or `asdict(memory)`) is shown on
+    every turn: it is about the user themself, or it tells someone's name. (Other
+    people's preferences are recalled when asked about.)"""
+    return memory["subject"].lower() in USER_SUBJECTS or "name is" in memory["text"].lower()
+
+
+def profile_rank(memory: Mapping) -> tuple:
+    """The profile's order, highest first: a name ("my name is ..."), then preferences,
+    then the surer, then the latest changed."""
+    tells_name = "name is" in memory["text"].lower()
+    return (tells_name, memory["kind"] == "preference", memory["confidence"], memory["updated_at"])
 
 
 def _locked(method):
     """One connection per store, shared by threads (a server's requests, the learner):
-    every use of it, reads included, holds the store's lock."""
+    every use of it, reads included, holds the store's lock; writes hold it through
+    `Store.transaction()`."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -90,26 +116,9 @@ def _locked(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
 _TABLES = {"episodes": Episode, "memories": Memory}
-
-
-# Words too common to say what a question is about; BM25's IDF alone leaves them noisy.
-STOPWORDS = frozenset(
-    "a about above after again all am an and any are as at be because been before being below between both but by can could "
-    "did do does doing down during each few for from further had has have having he her here hers herself him himself his how "
-    "i if in into is it its itself just me more most my myself no nor not now of off on once only or other our ours ourselves "
-    "out over own same she should so some such than that the their theirs them themselves then there these they this those "
-    "through to too under until up very was we were what when where which while who whom why will with would you your yours "
-    "yourself yourselves s t don ll m re ve d".split()
-)
-
-
-def fts_query(text: str) -> str:
-    """A user's words as an FTS5 query: each word quoted (no operators), OR-ed,
-    without stopwords unless nothing else is left."""
-    words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))
-    content = [w for w in words if w not in STOPWORDS] or words
-    return " OR ".join(f'"{w}"' for w in content)
 
 
 class Store:
@@ -119,6 +128,9 @@ class Store:
         self.vectors = SqliteVecIndex(self.db) if vec_loaded else NumpyIndex(self.db)
         self.encrypted = key is not None
         self._lock = threading.RLock()
+        self.notes, self.goals, self.calendar = Notes(self), Goals(self), Calendar(self)
+        self.documents, self.reminders = Documents(self), Reminders(self)
+        self.inbox, self.jobs = Inbox(self), Jobs(self)
         with self._lock:
             try:
                 migrate(self.db)
@@ -131,38 +143,47 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, sql: str, params: tuple | dict = ()) -> int:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Hold the store's lock and run the block as one transaction: committed when it
+        ends, rolled back when it raises. A transaction inside another joins it, so the
+        store's methods can be called in the block. (The connection it yields is for the
+        store's own tables; callers outside `anima.store` use the methods.)"""
         with self._lock, transaction(self.db):
-            return self.db.execute(sql, params).lastrowid
+            yield self.db
+
+    @_locked
+    def _read(self, sql: str, params: tuple | dict = ()) -> list[dict]:
+        """The rows of one query, as dicts (for the store's own tables, in this package)."""
+        return [dict(r) for r in self.db.execute(sql, params)]
 
     @_locked
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM _anima_meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    @_locked
     def set_meta(self, key: str, value: str) -> None:
-        self._write("INSERT INTO _anima_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+        with self.transaction() as db:
+            insert(db, "_anima_meta", {"key": key, "value": value}, conflict="key", replace=["value"])
 
     # --- conversations and turns ----------------------------------------------
 
-    @_locked
     def new_conversation(self, persona: str, title: str = "") -> int:
-        return self._write("INSERT INTO conversations (title, persona, created_at) VALUES (?, ?, ?)", (title, persona, now()))
+        with self.transaction() as db:
+            return insert(db, "conversations", {"title": title, "persona": persona, "created_at": now()})
 
     @_locked
     def conversations(self, limit: int = 50) -> list[Conversation]:
         rows = self.db.execute("SELECT id, title, persona, created_at FROM conversations ORDER BY id DESC LIMIT ?", (limit,))
         return [Conversation(**dict(r)) for r in rows]
 
-    @_locked
     def log_turn(self, turn: Turn) -> int:
         row = asdict(turn)
         del row["id"]
-        with self._lock, transaction(self.db):
-            turn.id = self.db.execute(f"INSERT INTO turns ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
-            if turn.status == "ok":
-                self.db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = ''", (turn.user_text[:60], turn.conversation_id))
+        with self.transaction() as db:
+            turn.id = insert(db, "turns", row)
+            if turn.status == "ok":  # an untitled conversation is named by its first question
+                update(db, "conversations", {"title": turn.user_text[:60]}, id=turn.conversation_id, title="")
         return turn.id
 
     @_locked
@@ -182,6 +203,7 @@ class Store:
 
     @_locked
     def _check_dim(self, vector) -> bytes | None:
+        """The vector as stored; the first one sets the database's dimension."""
         blob = to_blob(vector)
         dim = len(vector)
         known = self.meta("embed_dim")
@@ -193,37 +215,27 @@ class Store:
             raise StoreError(f"this database holds {known}-d embeddings, not {dim}-d", "use the embedder it was made with, or run `anima memory reindex`")
         return blob
 
-    @_locked
     def _add(self, table: str, record, vector, index_text: str | None = None) -> int:
         row = asdict(record)
         if row["id"] is None:  # a given id is kept (imports); else SQLite picks one
             del row["id"]
         if "source_ids" in row:
             row["source_ids"] = json.dumps(row["source_ids"])
-        blob = self._check_dim(vector) if vector is not None else None
-        row["embedding"] = blob
-        with self._lock, transaction(self.db):
-            rowid = self.db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
-            self.db.execute(f"INSERT INTO fts_{table}(rowid, text) VALUES (?, ?)", (rowid, index_text or record.text))
+        with self.transaction() as db:
+            row["embedding"] = blob = self._check_dim(vector) if vector is not None else None
+            rowid = insert(db, table, row)
+            insert(db, f"fts_{table}", {"rowid": rowid, "text": index_text or record.text})
             if blob is not None:
                 self.vectors.upsert(table, rowid, blob)
         record.id = rowid
         return rowid
 
-    @_locked
     def add_memories(self, memories: list[Memory], vectors) -> None:
         """Many memories in one transaction (imports, benchmarks)."""
-        blobs = [self._check_dim(v) for v in vectors]
-        with self._lock, transaction(self.db):
-            for memory, blob in zip(memories, blobs):
-                row = asdict(memory)
-                row.pop("id")
-                row["source_ids"] = json.dumps(row["source_ids"])
-                row["embedding"] = blob
-                memory.id = self.db.execute(f"INSERT INTO memories ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row).lastrowid
-                self.db.execute("INSERT INTO fts_memories(rowid, text) VALUES (?, ?)", (memory.id, memory.text))
-                if blob is not None:
-                    self.vectors.upsert("memories", memory.id, blob)
+        with self.transaction():
+            for memory, vector in zip(memories, vectors):
+                memory.id = None
+                self._add("memories", memory, vector)
 
     @_locked
     def _get(self, table: str, ids: list[int]) -> list:
@@ -251,12 +263,11 @@ class Store:
             return []
         return [(i, 1.0 - d) for i, d in self.vectors.search(table, blob, k)]
 
-    @_locked
     def _delete(self, table: str, rowid: int) -> bool:
         """Hard delete: the row, its FTS entry and its vector."""
-        with self._lock, transaction(self.db):
-            gone = self.db.execute(f"DELETE FROM {table} WHERE id = ?", (rowid,)).rowcount
-            self.db.execute(f"DELETE FROM fts_{table} WHERE rowid = ?", (rowid,))
+        with self.transaction() as db:
+            gone = db.execute(f"DELETE FROM {table} WHERE id = ?", (rowid,)).rowcount
+            db.execute(f"DELETE FROM fts_{table} WHERE rowid = ?", (rowid,))
             if self.meta("embed_dim"):  # no vector index exists before the first vector
                 self.vectors.delete(table, rowid)
         return bool(gone)
@@ -307,8 +318,9 @@ class Store:
         return self._get("memories", ids)
 
     def log_egress(self, destination: str, chars: int, redacted: dict[str, int]) -> None:
-        with self._lock, transaction(self.db):
-            self.db.execute("INSERT INTO egress (ts, destination, chars, redacted) VALUES (?, ?, ?, ?)", (now(), destination, chars, json.dumps(redacted, sort_keys=True)))
+        with self.transaction() as db:
+            redacted_json = json.dumps(redacted, sort_keys=True)
+            insert(db, "egress", {"ts": now(), "destination": destination, "chars": chars, "redacted": redacted_json})
 
     @_locked
     def egress(self, limit: int = 100) -> list[dict]:
@@ -334,35 +346,35 @@ class Store:
 
     @_locked
     def profile_memories(self, limit: int) -> list[Memory]:
-        """Current memories about the user themself: their name first, then their
-        preferences. (Other people's preferences are recalled when asked about, not
-        shown on every turn.)"""
-        ids = [r[0] for r in self.db.execute(
-            "SELECT id FROM memories WHERE valid_to IS NULL AND (lower(subject) IN ('user', 'the user', 'me') OR text LIKE '%name is%') "
-            "ORDER BY (text LIKE '%name is%') DESC, kind = 'preference' DESC, confidence DESC, updated_at DESC LIMIT ?", (limit,))]
-        return self.memories(ids)
+        """The current memories `in_profile`, best first by `profile_rank` (ties: oldest
+        first). SQL narrows to the candidates `in_profile` names; Python decides."""
+        marks = ",".join("?" * len(USER_SUBJECTS))
+        rows = self.db.execute(
+            "SELECT id, subject, kind, text, confidence, updated_at FROM memories WHERE valid_to IS NULL"
+            f" AND (lower(subject) IN ({marks}) OR lower(text) LIKE '%name is%') ORDER BY id", tuple(USER_SUBJECTS))
+        best = heapq.nlargest(limit, filter(in_profile, rows), key=profile_rank)
+        return self.memories([r["id"] for r in best])
 
-    @_locked
     def update_memory(self, memory: Memory, vector=None) -> None:
         """Change a memory in place (the user's own edit); `vector` when the text changed."""
         memory.updated_at = now()
         row = asdict(memory)
         row["source_ids"] = json.dumps(row["source_ids"])
-        cols = [c for c in row if c != "id"]
-        blob = self._check_dim(vector) if vector is not None else None
-        with self._lock, transaction(self.db):
-            self.db.execute(f"UPDATE memories SET {', '.join(f'{c} = :{c}' for c in cols)} WHERE id = :id", row)
-            self.db.execute("UPDATE fts_memories SET text = ? WHERE rowid = ?", (memory.text, memory.id))
+        del row["id"]
+        with self.transaction() as db:
             if vector is not None:  # new text, new vector (or none, for text without words)
-                self.db.execute("UPDATE memories SET embedding = ? WHERE id = ?", (blob, memory.id))
+                row["embedding"] = blob = self._check_dim(vector)
+            update(db, "memories", row, id=memory.id)
+            update(db, "fts_memories", {"text": memory.text}, rowid=memory.id)
+            if vector is not None:
                 if blob is not None:
                     self.vectors.upsert("memories", memory.id, blob)
                 elif self.meta("embed_dim"):
                     self.vectors.delete("memories", memory.id)
 
-    @_locked
     def invalidate_memory(self, memory_id: int, when: str | None = None) -> None:
-        self._write("UPDATE memories SET valid_to = ?, updated_at = ? WHERE id = ?", (when or now(), now(), memory_id))
+        with self.transaction() as db:
+            update(db, "memories", {"valid_to": when or now(), "updated_at": now()}, id=memory_id)
 
     def delete_memory(self, memory_id: int) -> bool:
         return self._delete("memories", memory_id)

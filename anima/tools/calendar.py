@@ -11,7 +11,6 @@ Everything a caller gets back is in local time, without a zone: start/end as
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -20,7 +19,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.rrule import rrulestr
 
 from anima.errors import BadInput
-from anima.store.db import transaction
 from anima.timeparse import TimeSpan, find_times, query_range
 from anima.tools import Tool, ToolContext
 
@@ -69,7 +67,7 @@ def _row(title: str, start, end, tz: str | None, location: str = "", description
         "location": location,
         "description": description,
         "rrule": rrule,
-        "exdates": json.dumps([_wall(x, tz) for x in exdates]),
+        "exdates": [_wall(x, tz) for x in exdates],
     }
 
 
@@ -159,20 +157,9 @@ def import_ics(store, path: str | Path) -> int:
         rows[row["uid"]] = row
     for uid, rid in moved:
         if master := rows.get(uid):
-            master["exdates"] = json.dumps(json.loads(master["exdates"]) + [_wall(rid, master["tz"])])
-    with store._lock, transaction(store.db):
-        for row in rows.values():
-            _upsert(store, row)
+            master["exdates"].append(_wall(rid, master["tz"]))
+    store.calendar.upsert(list(rows.values()))
     return len(rows)
-
-
-def _upsert(store, row: dict) -> None:
-    cols = list(row)
-    store.db.execute(
-        f"INSERT INTO events ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
-        f"ON CONFLICT(uid) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols if c != 'uid')}",
-        row,
-    )
 
 
 def export_ics(store, path: str | Path) -> int:
@@ -182,8 +169,7 @@ def export_ics(store, path: str | Path) -> int:
     cal = Calendar()
     cal.add("prodid", "-//anima//calendar//EN")
     cal.add("version", "2.0")
-    with store._lock:
-        rows = store.db.execute("SELECT * FROM events ORDER BY start, id").fetchall()
+    rows = store.calendar.all()
     for r in rows:
         e = Event()
         whole_day = len(r["start"]) == 10
@@ -197,7 +183,7 @@ def export_ics(store, path: str | Path) -> int:
             e.add("description", r["description"])
         if r["rrule"]:
             e.add("rrule", vRecur.from_ical(r["rrule"]))
-        for x in json.loads(r["exdates"]):
+        for x in r["exdates"]:
             e.add("exdate", date.fromisoformat(x) if len(x) == 10 else _unwall(x, r["tz"]))
         cal.add_component(e)
     cal.add_missing_timezones()  # VTIMEZONE blocks, for clients without the tz database
@@ -230,8 +216,7 @@ def add_event(store, title: str, start: date | datetime, end: date | datetime | 
         except ValueError as exc:
             raise BadInput(f"bad repeat rule '{rrule}': {exc}", "e.g. FREQ=WEEKLY;COUNT=10") from exc
     row = _row(title.strip(), start, end, tz, location, description, rrule)
-    with store._lock, transaction(store.db):
-        _upsert(store, row)
+    store.calendar.upsert([row])
     return {"uid": row["uid"], "title": row["title"], "start": row["start"], "end": row["end"], "location": location, "rrule": rrule}
 
 
@@ -242,7 +227,7 @@ def _occurrences(r, lo: datetime, hi: datetime):
     if r["tz"]:  # compare in the event's own zone, so a weekly 09:30 stays 09:30 across DST
         lo, hi = lo.astimezone(ZoneInfo(r["tz"])), hi.astimezone(ZoneInfo(r["tz"]))
     if r["rrule"]:
-        skip = {_unwall(x, r["tz"]) for x in json.loads(r["exdates"])}
+        skip = {_unwall(x, r["tz"]) for x in r["exdates"]}
         starts = [s for s in rrulestr(r["rrule"], dtstart=start).between(lo - length, hi, inc=True) if s not in skip]
     else:
         starts = [start]
@@ -255,10 +240,10 @@ def events_between(store, start: datetime, end: datetime) -> list[dict]:
     """Events (repeating ones expanded) overlapping [start, end), soonest first. Each:
     title, start, end, location, description, all_day, uid, recurring."""
     lo, hi = local(start), local(end)
-    with store._lock:  # a person's calendar is small: rules are expanded in Python
-        rows = store.db.execute(  # wall times of other zones are up to a day off local time
-            "SELECT * FROM events WHERE rrule IS NOT NULL OR (start < ? AND end >= ?)", ((hi + timedelta(days=2)).date().isoformat(), (lo - timedelta(days=2)).date().isoformat())
-        ).fetchall()
+    # A person's calendar is small: rules are expanded in Python. Wall times of other
+    # zones are up to a day off local time, so two days either side are read.
+    first, last = (lo - timedelta(days=2)).date().isoformat(), (hi + timedelta(days=2)).date().isoformat()
+    rows = store.calendar.candidates(first, last)
     found = []
     for r in rows:
         for s, e in _occurrences(r, lo, hi):

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anima.errors import BadInput
-from anima.store.db import transaction
-from anima.store.store import fts_query
+from anima.store import query_words
 from anima.tools import Tool, ToolContext
 
 TEXT_SUFFIXES = frozenset(
@@ -118,8 +117,7 @@ def index_folder(store, folder: str | Path) -> IndexReport:
         raise BadInput(f"{root} is a file, not a folder", "give the folder that holds it")
     root = root.resolve()
     report = IndexReport(str(root))
-    with store._lock:
-        known = {r["path"]: (r["mtime"], r["size"]) for r in store.db.execute("SELECT path, mtime, size FROM doc_files")}
+    known = store.documents.files()
     seen = set()
     for path in _files(root, report):
         try:
@@ -139,23 +137,11 @@ def index_folder(store, folder: str | Path) -> IndexReport:
         seen.add(key)
         passages = chunks(text)
         cite = f"{root.name}/{path.relative_to(root).as_posix()}"
-        with store._lock, transaction(store.db):
-            store.db.execute("DELETE FROM doc_passages WHERE path = ?", (key,))
-            store.db.executemany(
-                "INSERT INTO doc_passages (path, cite, chunk, line_start, line_end, text) VALUES (?, ?, ?, ?, ?, ?)",
-                [(key, cite, i, a, b, t) for i, (a, b, t) in enumerate(passages)],
-            )
-            store.db.execute(
-                "INSERT INTO doc_files (path, root, mtime, size) VALUES (?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET root = excluded.root, mtime = excluded.mtime, size = excluded.size",
-                (key, str(root), st.st_mtime, st.st_size),
-            )
+        store.documents.put(key, str(root), st.st_mtime, st.st_size, cite, passages)
         report.indexed += 1
         report.passages += len(passages)
     gone = [p for p in known if p.startswith(str(root) + os.sep) and p not in seen]
-    with store._lock, transaction(store.db):
-        for path in gone:
-            store.db.execute("DELETE FROM doc_passages WHERE path = ?", (path,))
-            store.db.execute("DELETE FROM doc_files WHERE path = ?", (path,))
+    store.documents.remove(gone)
     report.removed = len(gone)
     return report
 
@@ -170,24 +156,19 @@ def index_documents(store, folders: list[str]) -> list[IndexReport]:
 def search(store, query: str, k: int = 5) -> list[dict]:
     """Passages sharing words with the query, best first: path, cite ('notes/plan.md:12-30'),
     lines ('12-30'), snippet (matches in [brackets]), text, score (higher is better)."""
-    q = fts_query(query)
-    if not q:
+    if not query_words(query):
         raise BadInput("nothing to search for", "give a word or two")
-    with store._lock:
-        rows = store.db.execute(
-            "SELECT path, cite, line_start, line_end, text, snippet(doc_passages, 5, '[', ']', ' … ', 24) AS snip, bm25(doc_passages) AS s "
-            "FROM doc_passages WHERE doc_passages MATCH ? ORDER BY s LIMIT ?",
-            (q, k),
-        ).fetchall()
-    return [
-        {"path": r["path"], "cite": f"{r['cite']}:{r['line_start']}-{r['line_end']}", "lines": f"{r['line_start']}-{r['line_end']}", "snippet": r["snip"], "text": r["text"], "score": round(-r["s"], 4)}
-        for r in rows
-    ]
+    hits = []
+    for r in store.documents.search(query, k):
+        lines = f"{r['line_start']}-{r['line_end']}"
+        cite = f"{r['cite']}:{lines}"
+        hits.append({"path": r["path"], "cite": cite, "lines": lines, "snippet": r["snippet"], "text": r["text"],
+                     "score": round(r["score"], 4)})
+    return hits
 
 
 def indexed_count(store) -> int:
-    with store._lock:
-        return store.db.execute("SELECT count(*) FROM doc_files").fetchone()[0]
+    return store.documents.count()
 
 
 def tools(ctx: ToolContext) -> list[Tool]:

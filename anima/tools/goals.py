@@ -10,8 +10,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from anima.errors import BadInput, NotFound
-from anima.store.db import transaction
-from anima.store.store import now as utc_now
 from anima.timeparse import find_times
 from anima.tools import Tool, ToolContext
 
@@ -36,24 +34,23 @@ def parse_due(phrase: str, now: datetime) -> str:
     return due.isoformat()
 
 
-def _goal(store, goal_id: int) -> dict:
-    row = store.db.execute("SELECT * FROM goals WHERE id = ?", (goal_id,)).fetchone()
-    if row is None:
+def get_goal(store, goal_id: int) -> dict:
+    """One goal: id, title, why, due, status, progress, milestones [{n, title, done}], created_at, updated_at."""
+    goal = store.goals.get(goal_id)
+    if goal is None:
         raise NotFound(f"no goal with id {goal_id}", "see them with `anima goals list`")
-    goal = dict(row)
-    steps = store.db.execute("SELECT position, title, done_at FROM milestones WHERE goal_id = ? ORDER BY position", (goal_id,)).fetchall()
+    return _shown(goal)
+
+
+def _shown(goal: dict) -> dict:
+    """A goal as the tools show it: milestones [{n, title, done}], progress from them when it has any."""
+    steps = goal["milestones"]
     goal["milestones"] = [{"n": s["position"], "title": s["title"], "done": s["done_at"] is not None} for s in steps]
     if goal["status"] == "done":
         goal["progress"] = 100
-    elif steps:
-        goal["progress"] = round(100 * sum(m["done"] for m in goal["milestones"]) / len(steps))
+    elif goal["milestones"]:
+        goal["progress"] = round(100 * sum(m["done"] for m in goal["milestones"]) / len(goal["milestones"]))
     return goal
-
-
-def get_goal(store, goal_id: int) -> dict:
-    """One goal: id, title, why, due, status, progress, milestones [{n, title, done}], created_at, updated_at."""
-    with store._lock:
-        return _goal(store, goal_id)
 
 
 def add_goal(store, title: str, why: str = "", due: str | None = None, milestones: list[str] = (), now: datetime | None = None) -> dict:
@@ -63,24 +60,14 @@ def add_goal(store, title: str, why: str = "", due: str | None = None, milestone
         raise BadInput("a goal needs a title", "say what you want to achieve")
     due_day = parse_due(due, now or datetime.now()) if due else None
     steps = [m.strip() for m in milestones if m.strip()]
-    stamp = utc_now()
-    with store._lock, transaction(store.db):
-        goal_id = store.db.execute(
-            "INSERT INTO goals (title, why, due, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", (title, why.strip(), due_day, stamp, stamp)
-        ).lastrowid
-        for i, step in enumerate(steps, 1):
-            store.db.execute("INSERT INTO milestones (goal_id, position, title) VALUES (?, ?, ?)", (goal_id, i, step))
-    return get_goal(store, goal_id)
+    return get_goal(store, store.goals.add(title, why.strip(), due_day, steps))
 
 
 def list_goals(store, status: str | None = "active") -> list[dict]:
     """Goals with that status (all when None), soonest due first, then oldest."""
     if status is not None and status not in STATUSES:
         raise BadInput(f"unknown status '{status}'", f"use one of: {', '.join(STATUSES)}")
-    with store._lock:
-        ids = [r[0] for r in store.db.execute(
-            "SELECT id FROM goals WHERE ? IS NULL OR status = ? ORDER BY due IS NULL, due, id", (status, status))]
-        return [_goal(store, i) for i in ids]
+    return [_shown(g) for g in store.goals.list(status)]
 
 
 def open_goals(store) -> list[dict]:
@@ -91,18 +78,16 @@ def open_goals(store) -> list[dict]:
 def add_milestone(store, goal_id: int, title: str) -> dict:
     if not title.strip():
         raise BadInput("a milestone needs a title", "say what the step is")
-    with store._lock, transaction(store.db):
-        _goal(store, goal_id)
-        n = store.db.execute("SELECT coalesce(max(position), 0) + 1 FROM milestones WHERE goal_id = ?", (goal_id,)).fetchone()[0]
-        store.db.execute("INSERT INTO milestones (goal_id, position, title) VALUES (?, ?, ?)", (goal_id, n, title.strip()))
-        store.db.execute("UPDATE goals SET updated_at = ? WHERE id = ?", (utc_now(), goal_id))
+    with store.transaction():
+        get_goal(store, goal_id)
+        store.goals.add_milestone(goal_id, title.strip())
     return get_goal(store, goal_id)
 
 
 def complete_milestone(store, goal_id: int, milestone: int | str, done: bool = True) -> dict:
     """Mark a milestone done (or not): by its number (1, 2, ...) or a word of its title."""
-    with store._lock, transaction(store.db):
-        steps = _goal(store, goal_id)["milestones"]
+    with store.transaction():
+        steps = get_goal(store, goal_id)["milestones"]
         if isinstance(milestone, int) or str(milestone).strip().isdigit():
             found = [m for m in steps if m["n"] == int(milestone)]
         else:
@@ -110,9 +95,7 @@ def complete_milestone(store, goal_id: int, milestone: int | str, done: bool = T
         if len(found) != 1:
             listing = "; ".join(f"{m['n']}. {m['title']}" for m in steps) or "none yet"
             raise NotFound(f"goal {goal_id} has {'no' if not found else 'more than one'} milestone matching '{milestone}'", f"its milestones: {listing}")
-        stamp = utc_now()
-        store.db.execute("UPDATE milestones SET done_at = ? WHERE goal_id = ? AND position = ?", (stamp if done else None, goal_id, found[0]["n"]))
-        store.db.execute("UPDATE goals SET updated_at = ? WHERE id = ?", (stamp, goal_id))
+        store.goals.set_milestone_done(goal_id, found[0]["n"], done)
     return get_goal(store, goal_id)
 
 
@@ -120,19 +103,19 @@ def set_progress(store, goal_id: int, percent: int) -> dict:
     """Progress by hand, for a goal without milestones."""
     if not 0 <= percent <= 100:
         raise BadInput(f"progress must be 0-100, not {percent}", "give a percentage")
-    with store._lock, transaction(store.db):
-        if _goal(store, goal_id)["milestones"]:
+    with store.transaction():
+        if get_goal(store, goal_id)["milestones"]:
             raise BadInput(f"goal {goal_id}'s progress comes from its milestones", "mark a milestone done instead")
-        store.db.execute("UPDATE goals SET progress = ?, updated_at = ? WHERE id = ?", (percent, utc_now(), goal_id))
+        store.goals.update(goal_id, progress=percent)
     return get_goal(store, goal_id)
 
 
 def set_status(store, goal_id: int, status: str) -> dict:
     if status not in STATUSES:
         raise BadInput(f"unknown status '{status}'", f"use one of: {', '.join(STATUSES)}")
-    with store._lock, transaction(store.db):
-        _goal(store, goal_id)
-        store.db.execute("UPDATE goals SET status = ?, updated_at = ? WHERE id = ?", (status, utc_now(), goal_id))
+    with store.transaction():
+        get_goal(store, goal_id)
+        store.goals.update(goal_id, status=status)
     return get_goal(store, goal_id)
 
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from anima.errors import BadInput, NotFound
-from anima.store.db import transaction
-from anima.store.store import fts_query
-from anima.store.store import now as utc_now
+from anima.store import query_words
 from anima.tools import Tool, ToolContext
 
 
-def _row(r) -> dict:
+def _row(r: dict) -> dict:
     return {"id": r["id"], "title": r["title"], "text": r["text"], "created_at": r["created_at"]}
 
 
@@ -17,35 +15,25 @@ def add_note(store, text: str, title: str = "") -> dict:
     text, title = text.strip(), title.strip()
     if not text:
         raise BadInput("a note needs some text", "say what to write down")
-    with store._lock, transaction(store.db):
-        note_id = store.db.execute("INSERT INTO notes (title, text, created_at) VALUES (?, ?, ?)", (title, text, utc_now())).lastrowid
-        store.db.execute("INSERT INTO fts_notes (rowid, text) VALUES (?, ?)", (note_id, f"{title}\n{text}"))
+    note_id = store.notes.add(title, text)
     return {"id": note_id, "title": title, "text": text}
 
 
 def list_notes(store, limit: int = 20) -> list[dict]:
     """The latest notes, newest first."""
-    with store._lock:
-        return [_row(r) for r in store.db.execute("SELECT * FROM notes ORDER BY id DESC LIMIT ?", (limit,))]
+    return [_row(r) for r in store.notes.latest(limit)]
 
 
 def search_notes(store, query: str, k: int = 5) -> list[dict]:
     """Notes sharing words with the query, best first, each with a `score` (higher is better)."""
-    q = fts_query(query)
-    if not q:
+    if not query_words(query):
         raise BadInput("nothing to search for", "give a word or two")
-    with store._lock:
-        rows = store.db.execute(
-            "SELECT n.*, bm25(fts_notes) AS s FROM fts_notes JOIN notes n ON n.id = fts_notes.rowid WHERE fts_notes MATCH ? ORDER BY s LIMIT ?", (q, k)
-        ).fetchall()
-    return [{**_row(r), "score": round(-r["s"], 4)} for r in rows]
+    return [{**_row(r), "score": round(r["score"], 4)} for r in store.notes.search(query, k)]
 
 
 def delete_note(store, note_id: int) -> None:
-    with store._lock, transaction(store.db):
-        if not store.db.execute("DELETE FROM notes WHERE id = ?", (note_id,)).rowcount:
-            raise NotFound(f"no note with id {note_id}", "see them with `anima notes list`")
-        store.db.execute("DELETE FROM fts_notes WHERE rowid = ?", (note_id,))
+    if not store.notes.delete(note_id):
+        raise NotFound(f"no note with id {note_id}", "see them with `anima notes list`")
 
 
 def _line(note: dict) -> str:

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta, timezone
 
 from anima.errors import NotFound
 from anima.recurrence import Rule, localize, parse_rule
-from anima.store.db import transaction
 from anima.timeparse import find_times
 from anima.tools import Tool, ToolContext, ToolError, user_message
 
@@ -112,45 +111,24 @@ def parse_when(when: str, now: datetime) -> tuple[datetime, Rule | None]:
 # --- the table ----------------------------------------------------------------------------
 
 
-def _row(r) -> Reminder:
-    return Reminder(**dict(r))
-
-
 def get(store, reminder_id: int, kind: str | None = None) -> Reminder:
-    with store._lock:
-        row = store.db.execute("SELECT * FROM reminders WHERE id = ?", (reminder_id,)).fetchone()
+    row = store.reminders.get(reminder_id)
     if row is None or (kind and row["kind"] != kind):
         what = "to-do" if kind == "todo" else "reminder" if kind else "reminder or to-do"
         raise NotFound(f"no {what} with id {reminder_id}", f"`anima {'todo list' if kind == 'todo' else 'reminders'}` shows the ids")
-    return _row(row)
+    return Reminder(**row)
 
 
 def _add(store, kind: str, text: str, due: datetime | None, rule: Rule | None, now: datetime) -> Reminder:
     if not text or not text.strip():
         raise ToolError(f"the {'to-do' if kind == 'todo' else 'reminder'} has no text", "say what to remember")
-    with store._lock, transaction(store.db):
-        rid = store.db.execute(
-            "INSERT INTO reminders (kind, text, due, every, created_at) VALUES (?, ?, ?, ?, ?)",
-            (kind, text.strip(), due.isoformat() if due else None, rule.text if rule else None, now.isoformat()),
-        ).lastrowid
+    due_at, every = due.isoformat() if due else None, rule.text if rule else None
+    rid = store.reminders.add(kind, text.strip(), due_at, every, now.isoformat())
     return get(store, rid)
 
 
-def _update(store, reminder_id: int, **changes) -> None:
-    with store._lock, transaction(store.db):
-        store.db.execute(f"UPDATE reminders SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?", (*changes.values(), reminder_id))
-
-
 def _list(store, kind: str | None, include_closed: bool) -> list[Reminder]:
-    where, params = ["1 = 1"], []
-    if kind:
-        where.append("kind = ?")
-        params.append(kind)
-    if not include_closed:
-        where.append("status = 'open'")
-    with store._lock:
-        rows = store.db.execute(f"SELECT * FROM reminders WHERE {' AND '.join(where)} ORDER BY id", params).fetchall()
-    found = [_row(r) for r in rows]
+    found = [Reminder(**r) for r in store.reminders.list(kind, include_closed)]
     far = datetime.max.replace(tzinfo=timezone.utc)
     return sorted(found, key=lambda r: (r.status != "open", r.due_at() or far, r.id))
 
@@ -218,9 +196,9 @@ def complete(store, reminder_id: int, now: datetime | None = None) -> Reminder:
     if r.status != "open":
         raise ToolError(f"#{r.id} is already {r.status}", "nothing to do")
     if r.every and r.due:
-        _update(store, r.id, due=next_time(r, now)[0].isoformat())
+        store.reminders.update(r.id, due=next_time(r, now)[0].isoformat())
     else:
-        _update(store, r.id, status="done", done_at=now.isoformat())
+        store.reminders.update(r.id, status="done", done_at=now.isoformat())
     return get(store, r.id)
 
 
@@ -234,7 +212,7 @@ def cancel(store, reminder_id: int, now: datetime | None = None) -> Reminder:
     r = get(store, reminder_id)
     if r.status != "open":
         raise ToolError(f"#{r.id} is already {r.status}", "nothing to cancel")
-    _update(store, r.id, status="cancelled", done_at=(now or local_now()).isoformat())
+    store.reminders.update(r.id, status="cancelled", done_at=(now or local_now()).isoformat())
     return get(store, r.id)
 
 
@@ -247,10 +225,10 @@ def fire(store, r: Reminder, now: datetime) -> int:
     """Record that `r` went to the inbox for its current time; a repeating one moves on to
     its next time. Returns how many of its times were missed on the way (0 normally)."""
     if not r.every:
-        _update(store, r.id, fired=r.due)
+        store.reminders.update(r.id, fired=r.due)
         return 0
     nxt, skipped = next_time(r, now)
-    _update(store, r.id, fired=r.due, due=nxt.isoformat())
+    store.reminders.update(r.id, fired=r.due, due=nxt.isoformat())
     return skipped
 
 
