@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from anima.app import build
@@ -304,3 +305,14 @@ def test_a_reader_that_stalls_holds_nothing_and_decodes_never_overlap(small_mode
     assert time.perf_counter() - start < 2  # stopped at the next token, not after 200
     assert "hello" in complete(small_model, hi, opts).text.lower()
     assert most[0] == 1
+
+
+def test_hidden_states_read_a_request_as_the_model_would_answer_it():
+    from anima.models.llama_cpp import LlamaCppHiddenStates
+
+    states = LlamaCppHiddenStates(real_model("small"), n_ctx=64)
+    long = "please " * 200 + "kill the process"  # longer than the context: start and end are kept
+    assert len(states.tokens(long)) <= 64 and states.llm.detokenize(states.tokens(long)[-12:]).decode().count("process") == 1
+    v = np.array(states.embed(["how do I kill a Python process", "how do I kill a stuck process on linux", "write a poem about the sea", long]))
+    assert v.shape == (4, states.dim) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert v[0] @ v[1] > v[0] @ v[2]  # two ways to ask the same thing are closer than another request
