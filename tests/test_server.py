@@ -326,6 +326,19 @@ def test_users_ask_their_own_questions_and_anima_shows_its_exact_prompt(anima_ho
     assert summary["first_token_p50_ms"] <= summary["latency_p50_ms"] and summary["requests_per_s"] == round(3 / makespan, 4)
 
 
+def test_the_serve_bench_counts_reply_tokens_with_one_tokenizer_not_stream_events(anima_home):
+    """anima's guarded stream sends a sentence per event: counting events would undercount."""
+    from anima.bench.serve import ask_all
+
+    model = FakeChatModel(["Basil and tomatoes. They grew well this year."] * 2)
+    with two_users(anima_home, model, max_waiting=2) as (url, keys, server):
+        by_event, _ = ask_all(url + "/v1", "assistant", [keys["alice"]], [["what did I plant?"]], think=0, max_tokens=32)
+        by_text, _ = ask_all(url + "/v1", "assistant", [keys["alice"]], [["what did I plant?"]], think=0, max_tokens=32,
+                             count=len)  # a "tokenizer" that counts characters, to see it is used on the whole text
+    assert by_text[0].tokens == len("Basil and tomatoes. They grew well this year.")
+    assert by_event[0].tokens == 8  # without it: one per event, here one per word
+
+
 def test_a_server_that_dies_at_start_is_one_line_with_its_reason(tmp_path):
     import subprocess
     import sys

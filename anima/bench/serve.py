@@ -63,11 +63,14 @@ class Record:
 
 
 def ask_all(base_url: str, model: str, keys: list[str], work: list[list], think: float, max_tokens: int, seed: int = 0,
-            show_prompt: bool = False, done: Callable[[], None] = lambda: None) -> tuple[list[Record], float]:
+            show_prompt: bool = False, done: Callable[[], None] = lambda: None,
+            count: Callable[[str], int] | None = None) -> tuple[list[Record], float]:
     """Each user (a thread) sends its `work` items in order, one at a time, thinking
     between replies; an item is a question or a message list. Returns the records and
     the makespan in seconds. The think times come from `seed`, so every server gets
-    the same schedule."""
+    the same schedule. `count`: tokens of the reply's text, the same tokenizer for every
+    server (a server that streams several tokens per event, as anima's guarded stream
+    does, is not undercounted); without it, one token per text event."""
     import random
 
     records: list[Record] = []
@@ -89,12 +92,16 @@ def ask_all(base_url: str, model: str, keys: list[str], work: list[list], think:
                     if r.status_code != 200:
                         r.read()
                         raise RuntimeError(f"HTTP {r.status_code}: {r.text[:160]}")
+                    text = []
                     for event in sse_events(r):
                         rec.prompt = rec.prompt or (event.get("anima") or {}).get("prompt")
                         n = content_deltas(event)
                         if n and rec.first_token_ms is None:
                             rec.first_token_ms = (time.perf_counter() - start) * 1000
                         rec.tokens += n
+                        text += [(c.get("delta") or {}).get("content") or "" for c in event.get("choices") or []]
+                    if count is not None:
+                        rec.tokens = count("".join(text))
                 rec.latency_ms = (time.perf_counter() - start) * 1000
             except (httpx.HTTPError, RuntimeError, StreamError, ValueError) as exc:
                 rec.error = f"{type(exc).__name__}: {exc}"
@@ -174,6 +181,7 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
     path = resolve(config.model)
     tokenizer = LlamaCppChatModel(path, vocab_only=True)  # counts prompt tokens the same way for every server
     count = lambda messages: len(tokenizer.prompt_tokens(messages)[0])
+    count_text = tokenizer.count_tokens
     cpus = os.cpu_count() or 1
     threads = config.llama_cpp.n_threads or max(cpus // 2, 1)  # llama-cpp-python's defaults, said explicitly
     batch_threads = config.llama_cpp.n_threads or cpus
@@ -200,7 +208,7 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url + "/v1", proc=proc, log=log, what="anima serve")
                 warm_up(url, keys[0], "assistant", open_stores=keys[1:])
-                records, makespan = ask_all(url + "/v1", "assistant", keys[1:], work, think, max_tokens, seed=r, show_prompt=True, done=tick)
+                records, makespan = ask_all(url + "/v1", "assistant", keys[1:], work, think, max_tokens, seed=r, show_prompt=True, done=tick, count=count_text)
                 health = httpx.get(url + "/api/health", timeout=10).json()
             finally:
                 stop(proc)
@@ -214,7 +222,7 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/v1", proc=proc, log=log)
                     warm_up(f"http://127.0.0.1:{port}", "none", "reference")
-                    records, makespan = ask_all(f"http://127.0.0.1:{port}/v1", "reference", ["none"] * users, side_work, think, max_tokens, seed=r, done=tick)
+                    records, makespan = ask_all(f"http://127.0.0.1:{port}/v1", "reference", ["none"] * users, side_work, think, max_tokens, seed=r, done=tick, count=count_text)
                 finally:
                     stop(proc)
                 said = log.read_text(errors="replace")
