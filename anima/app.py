@@ -68,7 +68,8 @@ class Container:
     @cached_property
     def store(self) -> Store:
         s = self.config.store
-        return self._store or open_store(self._data_dir or self.config.data_dir, self.config.user, s.encrypt, s.vectors)
+        data_dir = self._data_dir or self.config.data_dir
+        return self._store or open_store(data_dir, self.config.user, s.encrypt, s.vectors, s.url)
 
     @cached_property
     def embedder(self) -> Embedder:

@@ -92,6 +92,18 @@ class OpenAIHTTPSettings(_Section):
 class StoreSettings(_Section):
     encrypt: bool = Field(True, description="Encrypt each user's database at rest (SQLCipher).")
     vectors: Literal["auto", "sqlite-vec", "numpy"] = Field("auto", description="Vector search: sqlite-vec when it loads, else numpy.")
+    url: str = Field(
+        "",
+        description="Empty: each user's SQLCipher file (the default). Or postgresql://role@host/db: a PostgreSQL "
+        "server with pgvector, a schema per user (pip install 'anima[postgres]'); encrypt and vectors then do not apply.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: str) -> str:
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("store.url must be empty (SQLCipher) or start with postgresql://")
+        return url
 
 
 class MemorySettings(_Section):

@@ -82,3 +82,12 @@ def store(anima_home):
     s = open_store(anima_home, "local")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """The URL of a real PostgreSQL server with pgvector, one for the whole session
+    (tests/pg.py); skipped when the server's wheel is not installed."""
+    from tests.pg import start_server
+
+    yield from start_server(tmp_path_factory.mktemp("postgres"))

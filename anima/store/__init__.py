@@ -14,9 +14,14 @@ def user_db_path(data_dir: Path, user: str) -> Path:
     return data_dir / "users" / user / "anima.db"
 
 
-def open_store(data_dir: Path, user: str, encrypt: bool = True, vectors: str = "auto") -> Store:
+def open_store(data_dir: Path, user: str, encrypt: bool = True, vectors: str = "auto", url: str = "") -> Store:
     """The user's store, encrypted unless `encrypt` is False; a key is made for a new
-    database (or for a plain one being encrypted), never for an existing encrypted one."""
+    database (or for a plain one being encrypted), never for an existing encrypted one.
+    With a PostgreSQL `url`, the user's schema on that server instead (`store/pg.py`)."""
+    if url:
+        from anima.store.pg import PgStore
+
+        return PgStore(url, user)
     path = user_db_path(data_dir, user)
     key = None
     if encrypt:
