@@ -338,8 +338,9 @@ def test_load_chat_model_takes_every_server(servers):
 
 
 class _Watched(httpx.HTTPTransport):
-    """A real transport that counts, per port, the replies that have begun (headers in;
-    llama_cpp.server sends them with the first token) and not yet ended."""
+    """A real transport that counts, per port, the replies whose body has begun (the first
+    event of the stream is in: llama_cpp.server sends its headers at once, its events with
+    the tokens) and not yet ended."""
 
     def __init__(self):
         super().__init__()
@@ -349,20 +350,26 @@ class _Watched(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = super().handle_request(request)
         port = request.url.port
-        with self.lock:
-            self.open[port] += 1
         transport = self
 
         class Counted(httpx.SyncByteStream):
+            begun = False
+
             def __iter__(self):
-                yield from response.stream
+                for part in response.stream:
+                    if not self.begun:
+                        self.begun = True
+                        with transport.lock:
+                            transport.open[port] += 1
+                    yield part
 
             def close(self):
                 try:
                     response.stream.close()
                 finally:
-                    with transport.lock:
-                        transport.open[port] -= 1
+                    if self.begun:
+                        with transport.lock:
+                            transport.open[port] -= 1
 
         return httpx.Response(response.status_code, headers=response.headers, stream=Counted(),
                               extensions=response.extensions)
@@ -404,8 +411,12 @@ def test_two_llama_cpp_servers_one_killed_under_load_no_request_fails():
         watched = _Watched()
         model = OpenAIChatModel([first.url, second.url], "small", transport=watched)
         victim = model.pool.upstreams[1]
-        questions = ["What is the capital of France?", "Name a colour.", "Say hello.", "What is 2 + 2?",
-                     "Name a fruit.", "What day comes after Monday?", "Name an animal.", "What is water made of?"]
+        # A long shared preamble: each server spends most of its time reading prompts (no reply begun),
+        # the moment the kill below waits for; 24 requests keep both busy long enough to find it.
+        preamble = "Read these notes first. " + " ".join(f"Note {i}: the meeting room {i} is on floor {i % 5}." for i in range(20))
+        questions = [f"{preamble}\n{q} (#{n})" for n in range(3) for q in [
+            "What is the capital of France?", "Name a colour.", "Say hello.", "What is 2 + 2?",
+            "Name a fruit.", "What day comes after Monday?", "Name an animal.", "What is water made of?"]]
         with ThreadPoolExecutor(len(questions)) as pool:
             options = Options(max_tokens=12, temperature=0)
             futures = [pool.submit(complete, model, [{"role": "user", "content": q}], options) for q in questions]
