@@ -91,7 +91,7 @@ class OpenAIHTTPSettings(_Section):
 
 class StoreSettings(_Section):
     encrypt: bool = Field(True, description="Encrypt each user's database at rest (SQLCipher).")
-    vectors: Literal["auto", "sqlite-vec", "numpy"] = Field("auto", description="Vector search: sqlite-vec when it loads, else numpy.")
+    vectors: Literal["auto", "sqlite-vec", "numpy"] = Field("auto", description="Vector search: auto = numpy (exact, in memory, fastest here); sqlite-vec keeps the index in the file, not in memory.")
     url: str = Field(
         "",
         description="Empty: each user's SQLCipher file (the default). Or postgresql://role@host/db: a PostgreSQL "

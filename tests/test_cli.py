@@ -183,9 +183,14 @@ def test_read_only_data_dir_is_one_line_and_keeps_the_log(anima_home):
     assert [t.user_text for t in turns] == ["remember me"]
 
 
+def test_doctor_names_sqlite_vec_when_configured(monkeypatch):
+    monkeypatch.setenv("ANIMA_STORE__VECTORS", "sqlite-vec")
+    assert json.loads(run("doctor", "--json").stdout)["vector search"] == "sqlite-vec (configured, loaded)"
+
+
 def test_doctor_reports_the_installation():
     data = json.loads(run("doctor", "--json").stdout)
-    assert data["vector search"].startswith("sqlite-vec") and "default: missing" in data["models"]
+    assert data["vector search"] == "numpy (auto)" and "default: missing" in data["models"]
     assert data["encryption"].startswith("on, key from")
     assert data["llama.cpp check"] == "not tested: model 'default' is not downloaded yet (run `anima models pull default`)"  # the child ran
 

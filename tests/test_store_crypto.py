@@ -272,3 +272,57 @@ def test_databases_and_key_files_are_private_whatever_the_umask(anima_home):
     assert any(p.name == "accounts.db-wal" for p in made) and any(p.suffix == ".key" for p in made)
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in made} == {p.name: "0o600" for p in made}
     assert not [p for p in anima_home.rglob("*.tmp")]
+
+
+def test_numpy_index_follows_writes_as_sqlite_vec_does(tmp_path):
+    """Random adds, edits and deletes on both backends, searched after each: the same hits,
+    and numpy's matrix is kept in step, not read again (only a rollback, a dimension or
+    another connection's commit makes it read the table again)."""
+    import random
+
+    import numpy as np
+
+    key = Key("k" * 8, raw=False, source="test")
+    stores = {b: Store(tmp_path / f"{b}.db", key, vectors=b) for b in ("sqlite-vec", "numpy")}
+    rng = np.random.default_rng(0)
+    choose = random.Random(0)
+    live: dict[str, list[int]] = {b: [] for b in stores}
+    for s in stores.values():  # the first search reads an empty table: later adds go into that
+        s.add_episode(Episode("sets the dimension"), rng.normal(size=16).tolist())
+        assert s.search_vector("memories", [1.0] * 16, 3) == []
+    for step in range(300):
+        op = choose.choice(["add", "add", "add", "edit", "delete"]) if step > 5 else "add"
+        vector = rng.normal(size=16).tolist()
+        pick = choose.randrange(10**6)
+        for b, s in stores.items():
+            if op == "add":
+                live[b].append(s.add_memory(Memory(f"m{step}"), vector))
+            elif live[b]:
+                mid = live[b][pick % len(live[b])]
+                if op == "edit":
+                    m = s.memories([mid])[0]
+                    s.update_memory(m, vector)
+                else:
+                    s.delete_memory(mid)
+                    live[b].remove(mid)
+        if step == 20:
+            matrix = stores["numpy"].vectors._cache["memories"]
+        query = rng.normal(size=16).tolist()
+        hits = {b: s.search_vector("memories", query, 7) for b, s in stores.items()}
+        assert [i for i, _ in hits["numpy"]] == [i for i, _ in hits["sqlite-vec"]]
+        assert np.allclose([d for _, d in hits["numpy"]], [d for _, d in hits["sqlite-vec"]], atol=1e-5)
+    assert stores["numpy"].vectors._cache["memories"] is matrix  # 280 writes, never read again
+    assert matrix.n == len(live["numpy"])
+
+    numpy_store = stores["numpy"]
+    with pytest.raises(RuntimeError):
+        with numpy_store.transaction():
+            phantom = numpy_store.add_memory(Memory("rolled back"), [1.0] + [0.0] * 15)
+            assert numpy_store.search_vector("memories", [1.0] + [0.0] * 15, 1)[0][0] == phantom
+            raise RuntimeError
+    assert phantom not in [i for i, _ in numpy_store.search_vector("memories", [1.0] + [0.0] * 15, 400)]
+
+    other = Store(tmp_path / "numpy.db", key, vectors="numpy")  # another connection writes
+    added = other.add_memory(Memory("from elsewhere"), [0.0, 1.0] + [0.0] * 14)
+    other.close()
+    assert numpy_store.search_vector("memories", [0.0, 1.0] + [0.0] * 14, 1)[0][0] == added

@@ -337,9 +337,9 @@ def doctor(as_json: bool = JsonOpt) -> None:
         from anima.store.db import load_sqlite_vec
 
         try:
-            return "sqlite-vec (loaded)" if load_sqlite_vec(sqlite.connect(":memory:"), "auto") else "numpy fallback (sqlite-vec did not load)"
+            return "sqlite-vec (configured, loaded)" if load_sqlite_vec(sqlite.connect(":memory:"), "sqlite-vec") else ""
         except AnimaError as exc:
-            return f"numpy fallback ({exc})"
+            return f"sqlite-vec (configured) did not load: {exc}"
 
     config = load_config()
     checks = {
@@ -352,7 +352,7 @@ def doctor(as_json: bool = JsonOpt) -> None:
         "backend": config.backend + (f" ({config.openai_http.base_url})" if config.backend == "openai_http" else f" (model {config.model})"),
         "models": ", ".join(f"{s.name}: {'yes' if p else 'missing'}" for s, p in local_models()),
         "encryption": ("on, key from " + ("ANIMA_PASSPHRASE" if os.environ.get("ANIMA_PASSPHRASE") else "the OS keyring" if keyring_backend() else f"key files in {keys_dir()}")) if config.store.encrypt else "off",
-        "vector search": sqlite_vec_loads() if config.store.vectors != "numpy" else "numpy (configured)",
+        "vector search": sqlite_vec_loads() if config.store.vectors == "sqlite-vec" else f"numpy ({config.store.vectors})",
         "guard": _guard_state(config),
     }
     if config.backend == "llama_cpp" and checks["llama-cpp-python"] != "not installed":

@@ -1,4 +1,4 @@
-"""Opening a database: SQLCipher (encrypted at rest), WAL, and sqlite-vec when it loads.
+"""Opening a database: SQLCipher (encrypted at rest), WAL, and sqlite-vec when asked for.
 
 `sqlcipher3` is SQLite with encryption; without a key it is plain SQLite, so one
 driver serves both. A wrong key is caught before anything is written: SQLCipher
@@ -132,7 +132,9 @@ def transaction(db: Connection) -> Iterator[Connection]:
 
 
 def load_sqlite_vec(db: Connection, vectors: str) -> bool:
-    if vectors == "numpy":
+    """Only for `store.vectors = "sqlite-vec"`: "auto" is numpy, which searched faster at
+    every size measured (`anima bench memory-scale`)."""
+    if vectors != "sqlite-vec":
         return False
     try:
         import sqlite_vec
@@ -142,7 +144,4 @@ def load_sqlite_vec(db: Connection, vectors: str) -> bool:
         db.enable_load_extension(False)
         return True
     except (ImportError, AttributeError, OperationalError) as exc:
-        if vectors == "sqlite-vec":
-            raise StoreError(f"sqlite-vec did not load: {exc}", "pip install sqlite-vec, or set store.vectors = 'numpy'") from exc
-        log.info("sqlite-vec unavailable (%s); using numpy vector search", exc)
-        return False
+        raise StoreError(f"sqlite-vec did not load: {exc}", "pip install sqlite-vec, or set store.vectors = 'auto'") from exc

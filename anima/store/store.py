@@ -1,7 +1,7 @@
 """A `Store` is one user's database file. It stores conversations and turns (the log),
 episodes (every message, searchable) and memories (distilled, with validity and
-provenance), each text in FTS5 (BM25) and each embedding in a vector index (sqlite-vec,
-or numpy when it can't load); the meta values and the egress log.
+provenance), each text in FTS5 (BM25) and each embedding in a vector index (numpy in
+memory, or sqlite-vec in the file); the meta values and the egress log.
 
 The other tables each have a small class of their own, reached from the store:
 `store.notes`, `store.goals`, `store.calendar`, `store.documents`, `store.reminders`,
@@ -149,8 +149,13 @@ class Store:
         ends, rolled back when it raises. A transaction inside another joins it, so the
         store's methods can be called in the block. (The connection it yields is for the
         store's own tables; callers outside `anima.store` use the methods.)"""
-        with self._lock, transaction(self.db):
-            yield self.db
+        with self._lock:
+            try:
+                with transaction(self.db):
+                    yield self.db
+            except BaseException:
+                self.vectors.reset()  # an in-memory index may hold rows the rollback undid
+                raise
 
     @_locked
     def _read(self, sql: str, params: tuple | dict = ()) -> list[dict]:
