@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -22,13 +23,13 @@ from anima.audit import attacks
 from anima.audit.attacks import SUITES, Case, Seed, Suite, build_cases, mutate
 from anima.audit.autofix import ADDENDUM, FRESH_BENIGN, autofix, fresh_benign, propose, split_failures
 from anima.audit.judge import Judge, choose_judge_model, has_canary, is_refusal
-from anima.audit.oversight import Item, oversight, pgr
+from anima.audit import w2s
 from anima.audit.report import render
 from anima.audit.runner import Attacker, read_results, run, summarise
 from anima.audit.targets import TEMPERATURE, HttpTarget, Response, SelfTarget
 from anima.cli import app
 from anima.config import load_config
-from anima.errors import ModelUnavailable
+from anima.errors import BadInput, ModelUnavailable
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.safety.guard import Guard
 
@@ -575,41 +576,92 @@ def test_cli_user_errors_are_one_line(args, message, monkeypatch):
 # --- oversight ------------------------------------------------------------------------
 
 
-def test_pgr_arithmetic():
-    assert pgr(0.6, 0.7, 0.8) == 0.5
-    assert pgr(0.6, 0.8, 0.8) == 1.0 and pgr(0.6, 0.6, 0.8) == 0.0
-    assert pgr(0.8, 0.9, 0.8) is None  # no gap to recover
+def _synthetic(n: int = 600, seed: int = 0):
+    """Strong features carry the label cleanly; weak ones through heavy noise."""
+    rng = np.random.default_rng(seed)
+    y = np.array([i % 2 for i in range(n)])
+    signal = (2 * y - 1)[:, None].astype(float)
+    strong = np.hstack([signal * 2.0 + rng.normal(0, 1, (n, 1)), rng.normal(0, 1, (n, 15))])
+    weak = np.hstack([signal * 0.6 + rng.normal(0, 1, (n, 1)), rng.normal(0, 1, (n, 7))])
+    return w2s.Task("synthetic", "test", [f"item {i}" for i in range(n)], y.tolist()), weak, strong
 
 
-def test_oversight_with_scripted_models():
-    test = [Item(f"unsafe request {i}", "unsafe") for i in range(5)] + [Item(f"safe request {i}", "safe") for i in range(5)]
-    examples = [Item("unsafe example a", "unsafe"), Item("unsafe example b", "unsafe"), Item("safe example a", "safe"), Item("safe example b", "safe")]
-    gold = {i.text: i.label for i in test + examples}
-
-    def weak(messages):  # right on examples except one, and on 6 of 10 test items
-        text = messages[-1]["content"]
-        wrong = text in ("unsafe example b", "unsafe request 0", "unsafe request 1", "safe request 0", "safe request 1")
-        return ("safe" if gold[text] == "unsafe" else "unsafe") if wrong else gold[text]
-
-    def strong(messages):  # zero-shot: always "safe"; with gold examples: 9 of 10; with a wrong label: 7 of 10
-        text = messages[-1]["content"]
-        shots = [(m["content"], messages[i + 1]["content"]) for i, m in enumerate(messages[1:-1], 1) if m["role"] == "user"]
-        if not shots:
-            return "safe"
-        misled = any(gold[t] != label for t, label in shots)
-        wrong = text in (("unsafe request 2", "unsafe request 3", "unsafe request 4") if misled else ("unsafe request 4",))
-        return ("safe" if gold[text] == "unsafe" else "unsafe") if wrong else gold[text]
-
-    r = oversight(FakeChatModel([weak] * 100, name="weak"), FakeChatModel([strong] * 100, name="strong"), test, examples)
-    assert (r["weak"], r["strong_zero_shot"], r["ceiling"], r["weak_to_strong"]) == (0.6, 0.5, 0.9, 0.7)
-    assert r["weak_label_accuracy"] == 0.75 and r["pgr"] == pytest.approx((0.7 - 0.6) / (0.9 - 0.6), abs=1e-4)
-    assert "PGR" in r["protocol"]
+def test_thirds_are_disjoint_stratified_and_cover_every_item():
+    labels = [i % 2 for i in range(601)]
+    a, b, c = w2s.thirds(labels, seed=3)
+    assert sorted(np.concatenate([a, b, c]).tolist()) == list(range(601))
+    for part in (a, b, c):
+        assert abs(np.mean([labels[i] for i in part]) - 0.5) < 0.01
 
 
-def test_oversight_command_needs_the_data(tmp_path, monkeypatch):
+def test_weak_to_strong_on_features_with_a_known_gap():
+    task, weak, strong = _synthetic()
+    prompted = [y if i % 5 else None for i, y in enumerate(task.labels)]  # 20% abstain, the rest right
+    r = w2s.run_task(task, weak, strong, prompted, seeds=3, boot=300)
+    acc = r["accuracy"]
+    # separations 2.0 vs 0.6 sigma: ~0.98 and ~0.73 by theory
+    assert acc["ceiling"]["mean"] > 0.95 and 0.65 < acc["weak probe"]["mean"] < 0.8
+    assert acc["weak probe"]["lo"] <= acc["weak probe"]["mean"] <= acc["weak probe"]["hi"]
+    assert r["pgr"]["probe->strong"]["value"] == pytest.approx(
+        (acc["probe->strong"]["mean"] - acc["weak probe"]["mean"]) / (acc["ceiling"]["mean"] - acc["weak probe"]["mean"]), abs=1e-3)
+    lo, hi = r["pgr"]["probe->strong"]["lo"], r["pgr"]["probe->strong"]["hi"]
+    assert lo < r["pgr"]["probe->strong"]["value"] < hi
+    # the student trained on the weak probe's labels beats its supervisor (the W2S effect on clean features)
+    assert acc["probe->strong"]["mean"] > acc["weak probe"]["mean"]
+    # abstentions count as wrong for the prompted supervisor, and are reported
+    assert r["abstained"] == pytest.approx(0.2, abs=0.01)
+    assert acc["weak prompted"]["mean"] == pytest.approx(0.8, abs=0.03)
+    assert r["n"] == 600 and r["test_per_seed"] == 200 and len(acc["ceiling"]["per_seed"]) == 3
+
+
+def test_pgr_has_no_interval_when_the_ceiling_is_not_above_the_weak_supervisor():
+    task, weak, _ = _synthetic()
+    r = w2s.run_task(task, weak, weak, None, seeds=2, boot=200)  # the strong model is the weak one
+    p = r["pgr"]["probe->strong"]
+    assert p["undefined_share"] > 0.05 and p["lo"] is None and "weak prompted" not in r["accuracy"]
+
+
+def test_the_confidence_loss_pulls_a_student_away_from_flipped_labels():
+    rng = np.random.default_rng(1)
+    y = np.array([i % 2 for i in range(400)], float)
+    x = np.hstack([(2 * y - 1)[:, None] * 2 + rng.normal(0, 1, (400, 1)), rng.normal(0, 1, (400, 20))])
+    noisy = np.where(rng.random(400) < 0.3, 1 - y, y)  # 30% of labels flipped at random
+    acc = lambda conf: np.mean((w2s.fit_probe(x, noisy, conf)(x) >= 0.5) == y)
+    assert acc(0.5) >= acc(0.0) - 0.01 and acc(0.5) > 0.9
+
+
+def test_task_loaders_on_the_shared_data():
+    from anima.bench.stores import default_data
+    from anima.safety.data import safety_data_dir
+
+    moderation = safety_data_dir() / "openai_moderation_1680.jsonl"
+    m = w2s.moderation_task(moderation, 500)
+    assert len(m.texts) == 500 and sum(m.labels) == 250 and len(set(m.texts)) == 500
+    assert max(len(t) for t in m.texts) <= w2s.MAX_CHARS + 200  # the long texts are left out
+    with pytest.raises(BadInput, match="more than the data holds"):
+        w2s.moderation_task(moderation, 600)  # 275 short flagged texts: at most 550
+    s = w2s.supported_task(default_data(), 800)
+    assert len(s.texts) == 800 and sum(s.labels) == 300 + 100 and len(set(s.texts)) == 800
+    yes = next(t for t, y in zip(s.texts, s.labels) if y == 1)
+    assert "said:" in yes and "support the statement" in yes
+
+
+def test_oversight_page_shows_intervals_and_pgr():
+    from anima.audit.report import oversight_page
+
+    task, weak, strong = _synthetic(300)
+    result = {"weak_model": "small", "strong_model": "default", "when": "now", "protocol": "p",
+              "tasks": [w2s.run_task(task, weak, strong, None, seeds=2, boot=100)]}
+    html = oversight_page(result)
+    assert html.count('class="bar"') == 4 and "PGR" in html and "probe-&gt;strong +confidence" in html
+
+
+def test_oversight_command_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMA_BACKEND", "fake")
-    result = CliRunner().invoke(app, ["audit", "oversight", "--data", str(tmp_path)])
-    assert result.exit_code == 1 and "JailbreakBench" in result.output
+    result = CliRunner().invoke(app, ["audit", "oversight", "--tasks", "moderation", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "no moderation file" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["audit", "oversight", "--tasks", "sentiment"])
+    assert result.exit_code == 1 and "unknown task sentiment" in result.output
 
 
 # --- the real model -------------------------------------------------------------------

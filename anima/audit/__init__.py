@@ -7,5 +7,5 @@ endpoint, and a weak-to-strong oversight experiment.
     runner.py     cases -> results JSONL (resumable) -> metrics; PAIR
     autofix.py    propose a guard or prompt change, verify it, keep it only if it helps
     report.py     the self-contained HTML report
-    oversight.py  weak-to-strong: PGR of a small model supervising a bigger one
+    w2s.py        weak-to-strong: PGR of a small model supervising a bigger one (probes on hidden states)
 """

@@ -48,7 +48,55 @@ def kpi(name: str, m: dict) -> str:
     return f'<div>{escape(name)}<b>{pct(m["rate"])}</b><span class="muted">{m["hits"]} of {m["n"]}</span></div>'
 
 
-def render(summary: dict, meta: dict, autofix: dict | None = None) -> str:
+def interval_chart(title: str, accuracy: dict[str, dict]) -> str:
+    """One row per method: the mean accuracy as a bar on 0..1, its 95% interval as a whisker."""
+    bar_h, label_w, bar_w, value_w = 22, 210, 330, 150
+    height = bar_h * len(accuracy) + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{label_w + bar_w + value_w}" height="{height}" role="img" aria-label="{escape(title)}">',
+             f'<title>{escape(title)}</title><text x="0" y="16" font-weight="bold" font-size="13">{escape(title)}</text>']
+    for i, (name, a) in enumerate(accuracy.items()):
+        y = 26 + i * bar_h
+        x = lambda v: label_w + round(bar_w * v, 1)
+        colour = "#7f8c8d" if name.startswith("weak") else "#27ae60" if name == "ceiling" else "#2471a3"
+        parts += [f'<text x="0" y="{y + 15}" font-size="12">{escape(name)[:36]}</text>',
+                  f'<rect x="{label_w}" y="{y + 3}" width="{bar_w}" height="{bar_h - 7}" fill="#eef0f2"/>',
+                  f'<rect class="bar" data-key="{escape(name)}" data-rate="{a["mean"]}" x="{label_w}" y="{y + 3}" width="{x(a["mean"]) - label_w}" height="{bar_h - 7}" fill="{colour}"/>',
+                  f'<line x1="{x(a["lo"])}" x2="{x(a["hi"])}" y1="{y + 10}" y2="{y + 10}" stroke="#111" stroke-width="2"/>',
+                  f'<text x="{label_w + bar_w + 6}" y="{y + 15}" font-size="12">{a["mean"]:.3f} [{a["lo"]:.3f}–{a["hi"]:.3f}]</text>']
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def oversight_html(result: dict) -> str:
+    """Weak-to-strong results: accuracy with intervals and PGR, per task."""
+    out = [f'<h2>Weak-to-strong oversight</h2><p class="muted">weak {escape(result["weak_model"])} supervises strong '
+           f'{escape(result["strong_model"])} · {escape(result.get("when", ""))}</p>']
+    for r in result["tasks"]:
+        out.append(f'<h3>{escape(r["task"])}: {escape(r["about"])}</h3><p class="muted">{r["n"]} items, {r["seeds"]} seeds, '
+                   f'{r["test_per_seed"]} test items per seed; weak labels right: '
+                   + ", ".join(f"{escape(k)} {100 * v:.1f}%" for k, v in r["weak_label_accuracy"].items())
+                   + (f'; the prompted weak model abstained on {100 * r["abstained"]:.1f}%' if "abstained" in r else "") + "</p>")
+        out.append(interval_chart(f'{r["task"]}: accuracy on the test third, 95% CI', r["accuracy"]))
+        rows = "".join(f'<tr><td>{escape(name)}</td><td class="pgr">{pgr_text(p)}</td></tr>' for name, p in r["pgr"].items())
+        out.append(f"<table><tr><th>student</th><th>PGR [95% CI]</th></tr>{rows}</table>")
+    out.append(f'<details><summary>Protocol</summary><p class="muted">{escape(result["protocol"])}</p></details>')
+    return "\n".join(out)
+
+
+def pgr_text(p: dict) -> str:
+    if p["value"] is None:
+        return "undefined (the ceiling is not above the weak supervisor)"
+    if p["lo"] is None:
+        return f'{p["value"]:.2f} (no interval: the ceiling is not above the weak supervisor in {100 * p["undefined_share"]:.0f}% of resamples)'
+    return f'{p["value"]:.2f} [{p["lo"]:.2f}–{p["hi"]:.2f}]'
+
+
+def oversight_page(result: dict) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>anima oversight</title><style>{STYLE}</style></head><body>"
+            f"<h1>anima oversight</h1>{oversight_html(result)}</body></html>")
+
+
+def render(summary: dict, meta: dict, autofix: dict | None = None, oversight: dict | None = None) -> str:
     s = summary
     cat_labels = {c: f"{c} {CATEGORIES[c]}" for c in CATEGORIES}
     out = [
@@ -67,6 +115,8 @@ def render(summary: dict, meta: dict, autofix: dict | None = None) -> str:
     ]
     if autofix is not None:
         out.append(autofix_html(autofix))
+    if oversight is not None:
+        out.append(oversight_html(oversight))
     out.append("<h2>Worst examples</h2>")
     if s["worst"]:
         out.append("<table><tr><th>case</th><th>prompt</th><th>reply</th><th>judge</th></tr>")

@@ -1,5 +1,5 @@
 """`anima audit run` (red-team a target, report ASR and over-refusal) and
-`anima audit oversight` (weak-to-strong PGR)."""
+`anima audit oversight` (weak-to-strong PGR with probes on hidden states)."""
 
 from __future__ import annotations
 
@@ -106,20 +106,33 @@ def audit_run(
     }
     from anima.audit.report import render
 
-    html = render(summary, meta, fixed)
+    oversight = _latest_oversight(data_dir() / "audit")
+    html = render(summary, meta, fixed, oversight)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.html").write_text(html, encoding="utf-8")
-    (run_dir / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "autofix": fixed}, indent=2), encoding="utf-8")
+    (run_dir / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "autofix": fixed, "oversight": oversight}, indent=2), encoding="utf-8")
     if report is not None:
         try:
             report.write_text(html, encoding="utf-8")
         except OSError as exc:
             raise BadInput(f"cannot write {report}: {exc.strerror}", f"the report is also at {run_dir / 'report.html'}") from exc
     if as_json:
-        print(json.dumps({"meta": meta, "summary": summary, "autofix": fixed, "report": str(run_dir / "report.html")}, indent=2))
+        print(json.dumps({"meta": meta, "summary": summary, "autofix": fixed, "oversight": oversight, "report": str(run_dir / "report.html")}, indent=2))
         return
     _print(summary, fixed)
     out.print(f"report: {run_dir / 'report.html'}   results: {results_path}")
+
+
+def _latest_oversight(folder: Path) -> dict | None:
+    """The newest `anima audit oversight` result, shown beside the red-team results."""
+    for path in sorted(folder.glob("oversight-*.json"), reverse=True):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(result, dict) and "tasks" in result:
+            return result
+    return None
 
 
 def _judge_model(container, target_model: str, explicit: str | None, is_url: bool) -> tuple[ChatModel, dict]:
@@ -170,40 +183,66 @@ def _print(s: dict, fixed: dict | None) -> None:
 
 @audit_app.command("oversight")
 def audit_oversight(
-    n: int = typer.Option(60, "--n", min=4, help="Test items (half safe, half unsafe)."),
-    k: int = typer.Option(8, "--k", min=2, help="Labelled examples in the strong model's prompt."),
+    tasks: str = typer.Option("moderation,supported", "--tasks", help="Comma-separated: moderation (harmful text?), supported (does a message support a statement?)."),
+    n: int = typer.Option(500, "--n", min=30, help="Items per task, half yes and half no."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Three-way splits, each with its own seed."),
     weak: str = typer.Option("small", "--weak", help="The supervisor: registry name or .gguf."),
-    strong: str = typer.Option("default", "--strong", help="The supervised model."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Folder with the JailbreakBench files (default: the safety data folder)."),
-    seed: int = typer.Option(0, "--seed"),
+    strong: str = typer.Option("default", "--strong", help="The supervised model: registry name or .gguf."),
+    prompted: bool = typer.Option(True, "--prompted/--no-prompted", help="Also the weak model prompted zero-shot as supervisor."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The safety data folder (default: as `guard train`)."),
+    locomo: Optional[Path] = typer.Option(None, "--locomo", help="LoCoMo file (default: ../shared/data/locomo/locomo_dev.json)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Weak-to-strong oversight: the weak model labels examples for the strong one;
-    PGR = (weak->strong - weak) / (ceiling - weak). The protocol is printed with the result."""
-    from anima.audit.oversight import items_from, oversight
+    """Weak-to-strong generalisation (Burns et al. 2023) with linear probes on each model's
+    hidden states: PGR per task with 95% bootstrap intervals. The protocol is in the JSON."""
+    from anima.audit import w2s
+    from anima.bench.stores import default_data
     from anima.models import load_chat_model
+    from anima.models.llama_cpp import LlamaCppHiddenStates
+    from anima.models.registry import resolve
     from anima.safety.data import safety_data_dir
 
-    test, examples = items_from(data or safety_data_dir(), n, k, seed)
+    makers = {"moderation": lambda: w2s.moderation_task((data or safety_data_dir() or Path("../shared/data/safety")) / "openai_moderation_1680.jsonl", n),
+              "supported": lambda: w2s.supported_task(locomo or default_data(), n)}
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if unknown := [t for t in names if t not in makers]:
+        raise BadInput(f"unknown task {', '.join(unknown)}", f"choose from {', '.join(makers)}")
+    chosen = [makers[t]() for t in names]
     config = load_config()
-    with err.status("loading models..."):
-        weak_model = load_chat_model(config.model_copy(update={"model": weak}))
-        strong_model = load_chat_model(config.model_copy(update={"model": strong}))
+    cache = data_dir() / "cache" / "w2s"
+    results = []
     with labelled_steps() as update:
-        result = oversight(weak_model, strong_model, test, examples, lambda d, t: update("oversight", d, t))
+        for task in chosen:
+            features = {}
+            for role, name in (("weak", weak), ("strong", strong)):
+                with err.status(f"loading {name}..."):
+                    states = LlamaCppHiddenStates(resolve(name), n_ctx=384)
+                features[role] = w2s.hidden_states(states, task.texts, cache, lambda d, t=task, r=role: update(f"{t.name}: {r} model reads", d, len(t.texts)))
+                del states
+            asked = None
+            if prompted:
+                with err.status(f"loading {weak}..."):
+                    model = load_chat_model(config.model_copy(update={"model": weak}))
+                asked = w2s.prompted_labels(model, task.texts, lambda d, t=task: update(f"{t.name}: weak model answers", d, len(t.texts)))
+            results.append(w2s.run_task(task, features["weak"], features["strong"], asked, seeds=seeds))
+    result = {"weak_model": weak, "strong_model": strong, "when": f"{datetime.now():%Y-%m-%d %H:%M}", "tasks": results,
+              "protocol": " ".join(w2s.PROTOCOL.split())}
     folder = data_dir() / "audit"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"oversight-{datetime.now():%Y%m%d-%H%M%S}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    stem = folder / f"oversight-{datetime.now():%Y%m%d-%H%M%S}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    from anima.audit.report import oversight_page, pgr_text
+
+    stem.with_suffix(".html").write_text(oversight_page(result), encoding="utf-8")
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    t = Table("", "accuracy", title=f"weak-to-strong on {result['task']} (n={result['n']}, k={result['k']})")
-    t.add_row(f"weak alone ({result['weak_model']})", f"{result['weak']:.3f}")
-    t.add_row(f"strong alone, zero-shot ({result['strong_model']})", f"{result['strong_zero_shot']:.3f}")
-    t.add_row("strong ceiling (gold example labels)", f"{result['ceiling']:.3f}")
-    t.add_row(f"weak->strong (weak example labels, {result['weak_label_accuracy']:.0%} right)", f"{result['weak_to_strong']:.3f}")
-    out.print(t)
-    out.print("PGR: " + ("undefined (the ceiling is not above the weak model)" if result["pgr"] is None else f"{result['pgr']:.3f}"))
-    from anima.audit.oversight import PROTOCOL
-
-    out.print(PROTOCOL, markup=False, highlight=False)
+    for r in results:
+        t = Table("", "accuracy on the test third [95% CI]", "PGR [95% CI]", title=f"{r['task']}: {r['about']} (n={r['n']}, {r['seeds']} seeds, {r['test_per_seed']} test items each)")
+        for name, a in r["accuracy"].items():
+            p = r["pgr"].get(name)
+            t.add_row(name, f"{a['mean']:.3f} [{a['lo']:.3f}–{a['hi']:.3f}]", pgr_text(p) if p else "")
+        out.print(t)
+        extra = f"; the prompted model abstained on {r['abstained']:.1%}" if "abstained" in r else ""
+        out.print(f"weak labels right: " + ", ".join(f"{k} {v:.1%}" for k, v in r["weak_label_accuracy"].items()) + extra)
+    out.print(f"report: {stem.with_suffix('.html')}   results: {stem.with_suffix('.json')}")
