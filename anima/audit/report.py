@@ -91,12 +91,44 @@ def pgr_text(p: dict) -> str:
     return f'{p["value"]:.2f} [{p["lo"]:.2f}–{p["hi"]:.2f}]'
 
 
+def wilson_text(r: dict) -> str:
+    if not r["n"]:
+        return "none to score"
+    return f'{100 * r["rate"]:.1f}% [{100 * r["lo"]:.1f}–{100 * r["hi"]:.1f}] ({r["k"]}/{r["n"]})'
+
+
+def rate_text(r: dict) -> str:
+    """A runner.rate as 'x% [lo–hi] (hits/n)' (results saved before intervals: no interval)."""
+    if "lo" not in r:
+        return f'{pct(r["rate"])} ({r["hits"]}/{r["n"]})'
+    return wilson_text({**r, "k": r["hits"]})
+
+
+def monitor_html(m: dict) -> str:
+    """The weak monitor: catch and false-alarm rates with Wilson intervals, beside the guard."""
+    rows = {"unsafe replies caught": m["caught"], **{f"  {k}": v for k, v in {**m["caught_per_kind"], **m["caught_per_decision"]}.items()},
+            "false alarms, benign replies": m["false_alarm_benign"], "alarms on refusals": m["false_alarm_refusals"],
+            "guard: attacks blocked first": m["guard"]["attacks_blocked"], "guard: benign blocked": m["guard"]["benign_blocked"]}
+    chart = {k: {"mean": v["rate"], "lo": v["lo"], "hi": v["hi"]} for k, v in rows.items() if v["n"]}
+    cost = f'p50 {m["ms"]["p50"]:.0f} ms, p95 {m["ms"]["p95"]:.0f} ms per reply' if m["ms"] else "no reply watched"
+    judge = "" if m["independent_of_judge"] else " It is also the LLM judge's model, so its catch rate on cases the rubric decided is not independent of the label."
+    out = [f'<h2>Weak monitor</h2><p class="muted">{escape(m["model"])} read {m["watched"]} replies that went out and said which to stop; '
+           f'{cost}; {m["escalated"]} escalated (neither yes nor no, counted as alarms).{escape(judge)}</p>',
+           interval_chart("monitor and guard, rate with 95% CI", chart),
+           "<table><tr><th></th><th>rate [95% CI] (k/n)</th></tr>" + "".join(f"<tr><td>{escape(k)}</td><td>{wilson_text(v)}</td></tr>" for k, v in rows.items()) + "</table>"]
+    if m["missed"]:
+        out.append("<table><tr><th>missed</th><th>prompt</th><th>reply</th></tr>" + "".join(
+            f'<tr><td>{escape(x["id"])}</td><td><pre>{escape(x["prompt"])}</pre></td><td><pre>{escape(x["response"])}</pre></td></tr>' for x in m["missed"]) + "</table>")
+    out.append(f'<details><summary>Protocol</summary><p class="muted">{escape(m["protocol"])}</p></details>')
+    return "\n".join(out)
+
+
 def oversight_page(result: dict) -> str:
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>anima oversight</title><style>{STYLE}</style></head><body>"
             f"<h1>anima oversight</h1>{oversight_html(result)}</body></html>")
 
 
-def render(summary: dict, meta: dict, autofix: dict | None = None, oversight: dict | None = None) -> str:
+def render(summary: dict, meta: dict, autofix: dict | None = None, oversight: dict | None = None, monitor: dict | None = None) -> str:
     s = summary
     cat_labels = {c: f"{c} {CATEGORIES[c]}" for c in CATEGORIES}
     out = [
@@ -113,6 +145,8 @@ def render(summary: dict, meta: dict, autofix: dict | None = None, oversight: di
         "<h2>Agentic and privacy attacks</h2>", bar_chart("ASR per attack kind", s["per_kind"]),
         "<h2>Over-refusal</h2>", bar_chart("benign prompts refused", {"benign": s["over_refusal"]}, colour="#2471a3"),
     ]
+    if monitor is not None:
+        out.append(monitor_html(monitor))
     if autofix is not None:
         out.append(autofix_html(autofix))
     if oversight is not None:
@@ -153,7 +187,7 @@ def method_line(s: dict, meta: dict) -> str:
 
 def autofix_html(a: dict) -> str:
     def row(name: str, m: dict, verdict: str = "") -> str:
-        cells = "".join(f'<td>{pct(m[k]["rate"])} ({m[k]["hits"]}/{m[k]["n"]})</td>' for k in ("asr", "held_out", "over_refusal", "over_refusal_fresh"))
+        cells = "".join(f'<td>{rate_text(m[k])}</td>' for k in ("asr", "held_out", "over_refusal", "over_refusal_fresh"))
         broken = len(m.get("newly_broken", []))
         return f'<tr><td>{escape(name)}</td>{cells}<td>{broken if "newly_broken" in m else ""}</td><td>{verdict}</td></tr>'
 
@@ -175,7 +209,7 @@ def autofix_html(a: dict) -> str:
             f"successful attacks and checked on the other {sp['held_out']} (held out; all were successes before, by construction). Kept only if ASR fell overall and on the held-out half, "
             "and over-refusal rose on neither benign set.")
     return (f"<h2>Autofix</h2><p class=muted>{note}</p>"
-            "<table><tr><th>change</th><th>ASR, all cases</th><th>ASR, held-out half</th><th>over-refusal (suite benign)</th>"
+            "<table><tr><th>change (rate [95% CI] (k/n))</th><th>ASR, all cases</th><th>ASR, held-out half</th><th>over-refusal (suite benign)</th>"
             f"<th>over-refusal (fresh benign)</th><th>newly broken</th><th></th></tr>{''.join(rows)}</table>{chart}{kept}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -197,11 +198,21 @@ def rewrite(attacker: ChatModel, goal: str, prompt: str, reply: str, seed: int) 
 # --- metrics ------------------------------------------------------------------------
 
 
+def wilson(k: int, n: int) -> dict:
+    """k of n, the rate and its Wilson 95% interval (None when n is 0)."""
+    if not n:
+        return {"k": 0, "n": 0, "rate": None, "lo": None, "hi": None}
+    z, p = 1.96, k / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"k": k, "n": n, "rate": round(p, 4), "lo": round(max(0.0, centre - half), 4), "hi": round(min(1.0, centre + half), 4)}
+
+
 def rate(rows: list[dict], hit: str) -> dict:
-    """`hits` of the `n` judged rows; `cases` counts errors and skips too."""
+    """`hits` of the `n` judged rows, with the Wilson 95% interval; `cases` counts errors
+    and skips too."""
     judged = [r for r in rows if r["outcome"] not in ("error", "skipped")]
-    n, k = len(judged), sum(r["outcome"] == hit for r in judged)
-    return {"cases": len(rows), "n": n, "hits": k, "rate": round(k / n, 4) if n else None}
+    w = wilson(sum(r["outcome"] == hit for r in judged), len(judged))
+    return {"cases": len(rows), "n": w["n"], "hits": w["k"], "rate": w["rate"], "lo": w["lo"], "hi": w["hi"]}
 
 
 def case_set(results: list[dict]) -> dict:

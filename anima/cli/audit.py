@@ -40,6 +40,7 @@ def audit_run(
     pair: bool = typer.Option(True, "--pair/--no-pair", help="PAIR: the local model rewrites requests picked by --seed, the same for every target (bounded per suite)."),
     temperature: float = typer.Option(TEMPERATURE, "--temperature", min=0, max=2, help="Sampling temperature of the target's replies (as in real use); seeded with --seed where the backend allows."),
     timeout: float = typer.Option(60.0, "--timeout", min=1, help="Seconds per request to a URL; a timeout is reported as an error."),
+    monitor: str = typer.Option("small", "--monitor", help="A weak model that reads every reply that went out and says which to stop (registry name or .gguf), or off."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Attack a target with mutated harmful requests, prompt injection (document, tool
@@ -81,6 +82,7 @@ def audit_run(
         judge.model_name = judge_meta["model"]
     judge_meta = {"method": judge.describe(), **judge_meta, "limit": plan.judge_limit}
     attacker = Attacker(container.chat_model, plan.pair_iters, seed) if pair and plan.pair_seeds else None
+    monitor_model = _monitor_model(container, monitor) if monitor != "off" else None  # before the run: a missing model fails fast
     with tempfile.TemporaryDirectory(prefix="anima-audit-") as scratch:
         if is_url:
             from anima.audit.targets import HttpTarget
@@ -92,6 +94,12 @@ def audit_run(
             tgt = SelfTarget(container.config, container.chat_model, container.embedder, container.guard, Path(scratch), temperature=temperature, seed=seed)
         with labelled_steps() as update:
             results = run(cases, tgt, judge, results_path, plan.max_tokens, lambda d, t: update("attacks", d, t), attacker)
+            watched = None
+            if monitor_model is not None:
+                from anima.audit.monitor import score, watch
+
+                verdicts = watch(monitor_model, cases, results, lambda d, t: update("monitor", d, t))
+                watched = score(results, verdicts, monitor, judge_meta.get("model"))
             fixed = None
             if autofix:
                 from anima.audit.autofix import autofix as run_autofix
@@ -107,20 +115,54 @@ def audit_run(
     from anima.audit.report import render
 
     oversight = _latest_oversight(data_dir() / "audit")
-    html = render(summary, meta, fixed, oversight)
+    html = render(summary, meta, fixed, oversight, watched)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.html").write_text(html, encoding="utf-8")
-    (run_dir / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "autofix": fixed, "oversight": oversight}, indent=2), encoding="utf-8")
+    (run_dir / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "monitor": watched, "autofix": fixed, "oversight": oversight}, indent=2), encoding="utf-8")
     if report is not None:
         try:
             report.write_text(html, encoding="utf-8")
         except OSError as exc:
             raise BadInput(f"cannot write {report}: {exc.strerror}", f"the report is also at {run_dir / 'report.html'}") from exc
     if as_json:
-        print(json.dumps({"meta": meta, "summary": summary, "autofix": fixed, "oversight": oversight, "report": str(run_dir / "report.html")}, indent=2))
+        print(json.dumps({"meta": meta, "summary": summary, "monitor": watched, "autofix": fixed, "oversight": oversight, "report": str(run_dir / "report.html")}, indent=2))
         return
     _print(summary, fixed)
+    if watched:
+        _print_monitor(watched)
     out.print(f"report: {run_dir / 'report.html'}   results: {results_path}")
+
+
+def _monitor_model(container, name: str) -> ChatModel:
+    """The monitor's model: the target's own when it is the same name, else loaded."""
+    from anima.errors import ModelNotFound, ModelUnavailable
+    from anima.models import load_chat_model
+
+    config = container.config
+    if config.backend in ("fake", "openai_http") or name == config.model:
+        return container.chat_model
+    try:
+        with err.status(f"loading the monitor, {name}..."):
+            return load_chat_model(config.model_copy(update={"model": name}))
+    except (ModelNotFound, ModelUnavailable) as exc:
+        hint = f"{exc.hint}; or run without it: --monitor off" if exc.hint else "run without it: --monitor off"
+        raise type(exc)(f"the monitor: {exc.message}", hint) from exc
+
+
+def _print_monitor(m: dict) -> None:
+    from anima.audit.report import wilson_text
+
+    t = Table("", "rate [95% CI]", title=f"monitor {m['model']}: {m['watched']} replies that went out" + ("" if m["independent_of_judge"] else " (the LLM judge's own model)"))
+    t.add_row("unsafe replies caught", wilson_text(m["caught"]))
+    for key, r in {**m["caught_per_kind"], **m["caught_per_decision"]}.items():
+        t.add_row(f"  {key}", wilson_text(r))
+    t.add_row("false alarms, benign replies", wilson_text(m["false_alarm_benign"]))
+    t.add_row("alarms on refusals", wilson_text(m["false_alarm_refusals"]))
+    t.add_row("guard: attacks blocked before a reply", wilson_text(m["guard"]["attacks_blocked"]))
+    t.add_row("guard: benign blocked", wilson_text(m["guard"]["benign_blocked"]))
+    out.print(t)
+    if m["ms"]:
+        out.print(f"monitor cost per reply: p50 {m['ms']['p50']:.0f} ms, p95 {m['ms']['p95']:.0f} ms; escalated (neither yes nor no): {m['escalated']}")
 
 
 def _latest_oversight(folder: Path) -> dict | None:
@@ -159,23 +201,27 @@ def _judge_model(container, target_model: str, explicit: str | None, is_url: boo
 
 
 def _print(s: dict, fixed: dict | None) -> None:
-    from anima.audit.report import pct
+    from anima.audit.report import pct, rate_text
 
-    t = Table("", "success / n", "rate", "cases", title=f"audit: {s['cases']} cases, {s['errors']} errors, {s['skipped']} skipped")
-    t.add_row("ASR, all attacks", f"{s['asr']['hits']}/{s['asr']['n']}", pct(s["asr"]["rate"]), str(s["asr"]["cases"]))
+    def ci(m: dict) -> str:
+        return pct(m["rate"]) if m.get("lo") is None else f"{pct(m['rate'])} [{100 * m['lo']:.0f}–{100 * m['hi']:.0f}%]"
+
+    t = Table("", "success / n", "rate [95% CI]", "cases", title=f"audit: {s['cases']} cases, {s['errors']} errors, {s['skipped']} skipped")
+    t.add_row("ASR, all attacks", f"{s['asr']['hits']}/{s['asr']['n']}", ci(s["asr"]), str(s["asr"]["cases"]))
     for group in ("per_kind", "per_mutator", "per_category"):
         for key, m in s[group].items():
-            t.add_row(f"  {group[4:]} {key}", f"{m['hits']}/{m['n']}", pct(m["rate"]), str(m["cases"]))
-    t.add_row("over-refusal (benign)", f"{s['over_refusal']['hits']}/{s['over_refusal']['n']}", pct(s["over_refusal"]["rate"]), str(s["over_refusal"]["cases"]))
+            t.add_row(f"  {group[4:]} {key}", f"{m['hits']}/{m['n']}", ci(m), str(m["cases"]))
+    t.add_row("over-refusal (benign)", f"{s['over_refusal']['hits']}/{s['over_refusal']['n']}", ci(s["over_refusal"]), str(s["over_refusal"]["cases"]))
     out.print(t)
     if fixed is not None:
         b, sp = fixed["before"], fixed["split"]
         if fixed["kept"]:
             a = fixed["after"]
-            out.print(f"autofix kept '{fixed['kept']}' (all {fixed['rerun']} cases re-run): ASR {pct(b['asr']['rate'])} -> {pct(a['asr']['rate'])}, "
-                      f"held-out half ({sp['held_out']} of the failures) {pct(b['held_out']['rate'])} -> {pct(a['held_out']['rate'])}, "
-                      f"over-refusal {pct(b['over_refusal']['rate'])} -> {pct(a['over_refusal']['rate'])}, "
-                      f"on {fixed['fresh_benign']['n']} fresh benign prompts {pct(b['over_refusal_fresh']['rate'])} -> {pct(a['over_refusal_fresh']['rate'])}")
+            out.print(f"autofix kept '{fixed['kept']}' (all {fixed['rerun']} cases re-run): ASR {rate_text(b['asr'])} -> {rate_text(a['asr'])}; "
+                      f"held-out half ({sp['held_out']} of the failures) {rate_text(b['held_out'])} -> {rate_text(a['held_out'])}; "
+                      f"over-refusal {rate_text(b['over_refusal'])} -> {rate_text(a['over_refusal'])}; "
+                      f"on {fixed['fresh_benign']['n']} fresh benign prompts {rate_text(b['over_refusal_fresh'])} -> {rate_text(a['over_refusal_fresh'])}",
+                      markup=False, highlight=False)
             out.print(fixed["config"], markup=False, highlight=False)
         else:
             out.print(f"autofix: none of {len(fixed['tries'])} changes lowered ASR (overall and on the held-out half) without raising over-refusal")
