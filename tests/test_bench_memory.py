@@ -21,7 +21,7 @@ from anima.bench.locomo import (
     stratified,
     turn_coverage,
 )
-from anima.bench.locomo_data import load_locomo
+from anima.memory.locomo import load_locomo
 from anima.bench.memory_scale import NAME_PAIRS, corpus, run_memory_scale
 from anima.errors import BadInput
 from anima.memory.retrieve import Hit, memory_block

@@ -1,4 +1,4 @@
-"""LoCoMo data layer and official-style scoring (anima/bench/locomo_data.py)."""
+"""LoCoMo data layer and official-style scoring (anima/memory/locomo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anima.bench.locomo_data import (
+from anima.memory.locomo import (
     CATEGORY_NAMES,
     Observation,
     Question,

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Callable, Hashable, TypeVar
 
 from anima.bench import p50_p95
-from anima.bench.locomo_data import CATEGORY_NAMES, Question, Sample, answer_f1, load_locomo
+from anima.memory.locomo import CATEGORY_NAMES, Question, Sample, answer_f1, load_locomo
 from anima.errors import BadInput
 from anima.memory import MemoryService
 from anima.memory.ingest import sample_messages

@@ -48,7 +48,7 @@ from typing import Callable
 import numpy as np
 
 from anima.bench import p50_p95
-from anima.bench.locomo_data import Sample, load_locomo
+from anima.memory.locomo import Sample, load_locomo
 from anima.errors import BadInput, StoreError
 from anima.memory.ingest import sample_messages
 from anima.memory.retrieve import recall

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from anima.bench.locomo_data import Sample, load_locomo
+from anima.memory.locomo import Sample, load_locomo
 from anima.errors import BadInput
 from anima.memory.ingest import sample_messages
 from anima.memory.service import MemoryService

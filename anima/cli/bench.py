@@ -70,7 +70,7 @@ def bench_locomo(
     """Memory on LoCoMo: recall of the evidence within the first 5/10 turns shown (turn
     and session level), answer F1, latency, against BM25 over raw turns and full context."""
     from anima.bench.locomo import run_locomo, select_split
-    from anima.bench.locomo_data import load_locomo
+    from anima.memory.locomo import load_locomo
     from anima.models import load_embedder
     from anima.models.llama_cpp import LlamaCppChatModel
     from anima.models.registry import resolve
@@ -96,7 +96,7 @@ def bench_locomo(
 
 
 def _print_locomo(result: dict) -> None:
-    from anima.bench.locomo_data import CATEGORY_NAMES
+    from anima.memory.locomo import CATEGORY_NAMES
 
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     table = Table(
@@ -138,7 +138,7 @@ def bench_memory_scale(
 ) -> None:
     """Search latency at growing sizes, the backends side by side: what recall searches
     (episodes and memories), LoCoMo texts, the configured embedder."""
-    from anima.bench.locomo_data import load_locomo
+    from anima.memory.locomo import load_locomo
     from anima.bench.memory_scale import BACKENDS, run_memory_scale
     from anima.bench.stores import default_data
     from anima.models import load_embedder

@@ -42,7 +42,7 @@ def read_history(path: Path, me: str | None = None) -> list[HistoryMessage]:
 
 
 def _locomo_samples(path: Path):
-    from anima.bench.locomo_data import load_locomo  # the one LoCoMo parser, shared with the benchmark
+    from anima.memory.locomo import load_locomo  # the one LoCoMo parser, shared with the benchmark
 
     try:
         return load_locomo(path)
