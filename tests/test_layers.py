@@ -11,6 +11,7 @@ import anima
 PACKAGE = Path(anima.__file__).parent
 FORBIDDEN = {  # package -> what it must not import
     "memory": ("anima.bench",),  # the LoCoMo parser the importer uses lives in memory/locomo.py
+    "safety": ("anima.assistant",),  # the guard learns from the personas' examples: anima/persona.py, a leaf
 }
 
 

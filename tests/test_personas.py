@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from anima.app import build
-from anima.assistant.persona import BUILTIN_DIR, REQUIRED, add_persona, get_persona, load_persona, personas
+from anima.persona import BUILTIN_DIR, REQUIRED, add_persona, get_persona, load_persona, personas
 from anima.cli import app
 from anima.config import load_config
 from anima.errors import BadInput

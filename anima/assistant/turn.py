@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterator
 
-from anima.assistant.persona import Persona, get_persona
+from anima.persona import Persona, get_persona
 from anima.config import Config
 from anima.errors import BadInput
 from anima.memory import Hit, Learner, MemoryService

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from anima.assistant.persona import BUILTIN_DIR, Persona, add_persona, get_persona, personas
+from anima.persona import BUILTIN_DIR, Persona, add_persona, get_persona, personas
 from anima.cli.common import AnimaGroup, JsonOpt, err, out
 from anima.config import config_path, load_config, read_toml
 

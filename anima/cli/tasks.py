@@ -29,7 +29,7 @@ def do(
 ) -> None:
     """Plan a multi-step task, show the plan, and run it with tools once approved."""
     from anima.app import build
-    from anima.assistant.persona import get_persona
+    from anima.persona import get_persona
     from anima.assistant.tasks import attach, check_goal, load_plan, log_task, make_plan, run_plan, task_folder
 
     config = load_config(persona=persona)

@@ -95,7 +95,7 @@ def own_words() -> list[Example]:
 
 
 def persona_examples() -> list[Example]:
-    from anima.assistant.persona import BUILTIN_DIR, load_persona
+    from anima.persona import BUILTIN_DIR, load_persona
 
     return [Example(p.example_user, False, (), "personas") for p in map(load_persona, sorted(BUILTIN_DIR.glob("*.toml"))) if p.example_user]
 

@@ -42,7 +42,7 @@ RECIPE = "3"  # bumped when what the heads learn changes in code (3: the public 
 def fingerprint(folder: Path) -> dict[str, str]:
     """sha256 prefixes of every file the heads learn from: the public folder's and anima's
     own, and the recipe (so `guard train --if-missing` retrains after a change in code)."""
-    from anima.assistant.persona import BUILTIN_DIR
+    from anima.persona import BUILTIN_DIR
     from anima.safety.data import EVERYDAY, OWN_WORDS
 
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]

@@ -1,6 +1,6 @@
 """Personas: a name, a system prompt and a style, each a small TOML file.
 
-Built-ins ship in `anima/assistant/personas/`; the user's own go in
+Built-ins ship in `anima/personas/`; the user's own go in
 `<data dir>/personas/*.toml` (`anima personas add FILE`) and win over a built-in
 of the same name. Memory and the guard are the same whichever persona speaks.
 """
