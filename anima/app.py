@@ -32,31 +32,38 @@ class Container:
     @cached_property
     def base_chat_model(self) -> ChatModel:
         """The model as loaded, shared by every user of a server; a remote one (outside
-        this machine's network) only when `privacy.remote` allows it."""
-        if self.config.backend == "openai_http":
-            from anima.safety.egress import check_allowed
+        this machine's network, as its capabilities declare) only when `privacy.remote`
+        allows it. (A configured server is checked before it is built, in load_chat_model.)"""
+        from anima.safety.egress import check_allowed
 
-            check_allowed(self.config.openai_http.base_url, self.config.privacy.remote)  # before anything is sent
-        return self._chat_model or load_chat_model(self.config)
+        model = self._chat_model or load_chat_model(self.config)
+        if model.capabilities.remote:
+            check_allowed(model.capabilities.remote, self.config.privacy.remote)
+        return model
 
     @property
     def redacts(self) -> bool:
         """Whether what this user sends to the model leaves the machine, redacted."""
-        if self.config.backend != "openai_http" or not self.config.privacy.redact:
-            return False
-        from anima.safety.egress import is_local
-
-        return not is_local(self.config.openai_http.base_url)
+        return self.config.privacy.redact and bool(self.base_chat_model.capabilities.remote)
 
     @cached_property
     def chat_model(self) -> ChatModel:
         """This user's model: a remote one behind redaction with this user's known names,
         logged in this user's own store."""
-        if not self.redacts:
-            return self.base_chat_model
-        from anima.safety.egress import RedactingModel
+        return self.private(self.base_chat_model)
 
-        return RedactingModel(self.base_chat_model, self.config.openai_http.base_url, self.store.person_names, self.store.log_egress)
+    def private(self, model: ChatModel) -> ChatModel:
+        """`model` as this user may use it: a remote one (by its capabilities) only when
+        `privacy.remote` allows it, and then redacted with this user's names and logged
+        in this user's store, unless `privacy.redact` is off."""
+        if not model.capabilities.remote:
+            return model
+        from anima.safety.egress import RedactingModel, check_allowed
+
+        check_allowed(model.capabilities.remote, self.config.privacy.remote)
+        if not self.config.privacy.redact:
+            return model
+        return RedactingModel(model, model.capabilities.remote, self.store.person_names, self.store.log_egress)
 
     def shared(self) -> dict:
         """What every user of a server shares: the model as loaded, the embedder, the
@@ -120,7 +127,7 @@ class Container:
         injection = InjectionDetector(Head.load(heads_dir() / INJECTION_FILE), embed) if g.injection else None
         llm = None
         if g.layer2 != "off":
-            model = load_chat_model(self.config.model_copy(update={"model": g.llm_model})) if g.llm_model else self.learner_model
+            model = self.private(load_chat_model(self.config.model_copy(update={"model": g.llm_model}))) if g.llm_model else self.learner_model
             llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
         return Guard(head, embed, llm, dict(g.policy), g.layer2, g.threshold, bias, injection, g.llm_share)

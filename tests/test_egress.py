@@ -10,7 +10,7 @@ import pytest
 from anima.app import build
 from anima.config import load_config
 from anima.errors import ConfigError
-from anima.models.base import Options, complete, split_tool_calls
+from anima.models.base import Capabilities, Options, complete, split_tool_calls
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.safety.egress import RedactingModel, check_allowed, is_local
 
@@ -31,6 +31,23 @@ def test_container_refuses_a_remote_server_by_default():
     c = build(load_config(backend="openai_http", openai_http={"base_url": "https://8.8.8.8/v1"}))
     with pytest.raises(ConfigError, match="outside this machine"):
         c.chat_model
+
+
+def test_privacy_follows_the_models_capabilities_not_the_backends_name(anima_home):
+    """A backend that declares itself remote is refused without privacy.remote, and
+    redacted with it, whatever config.backend says: a new remote backend cannot skip it."""
+    remote = FakeChatModel(["Told [PERSON_1]."], capabilities=Capabilities(remote="https://api.example/v1"))
+    with pytest.raises(ConfigError, match="outside this machine"):
+        build(load_config(backend="fake"), chat_model=remote).chat_model
+    c = build(load_config(backend="fake", privacy={"remote": True}), chat_model=remote, embedder=FakeEmbedder())
+    c.memory.add("Quentin is my brother", kind="person", subject="Quentin")
+    assert c.redacts and c.chat_model.capabilities == Capabilities(remote="https://api.example/v1")
+    assert complete(c.chat_model, [{"role": "user", "content": "Tell Quentin hi"}], Options(max_tokens=9)).text == "Told Quentin."
+    assert "Quentin" not in json.dumps(remote.calls[-1][0]) and c.store.egress()[0]["destination"] == "https://api.example/v1"
+    unredacted = build(load_config(backend="fake", privacy={"remote": True, "redact": False}), chat_model=remote, embedder=FakeEmbedder())
+    assert unredacted.chat_model is remote and not unredacted.redacts
+    local = FakeChatModel()
+    assert build(load_config(backend="fake"), chat_model=local).chat_model is local
 
 
 def test_redacting_model_sends_placeholders_and_restores_them():
@@ -100,7 +117,7 @@ def test_each_user_of_a_server_redacts_with_their_own_names_and_logs_in_their_ow
     keys = {"alice": accounts.add("alice"), "bob": accounts.add("bob")}
     config = load_config(backend="openai_http", openai_http={"base_url": "https://8.8.8.8/v1"}, privacy={"remote": True})
     config.memory.learn = False
-    remote = FakeChatModel()
+    remote = FakeChatModel(capabilities=Capabilities(remote="https://8.8.8.8/v1"))
     server = Server(config, accounts, **build(config, chat_model=remote, embedder=FakeEmbedder()).shared())
     alice, bob = server.container("alice"), server.container("bob")
     alice.memory.add("Zora is my sister", kind="person", subject="Zora")

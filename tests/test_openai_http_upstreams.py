@@ -323,8 +323,9 @@ def test_every_server_passes_the_privacy_rules():
     config = load_config(backend="openai_http", openai_http={"base_urls": [local, remote]}, privacy={"remote": True})
     with pytest.raises(ConfigError, match="mixes a server on this network"):
         load_chat_model(config)  # redaction is decided once for all of them: all local or all remote
-    both_remote = {"base_urls": [remote, "https://1.1.1.1/v1"]}
-    assert build(load_config(backend="openai_http", openai_http=both_remote, privacy={"remote": True})).redacts
+    both_remote = {"base_urls": [remote, "https://1.1.1.1/v1"], "model": "m"}  # named: nothing asks the servers
+    container = build(load_config(backend="openai_http", openai_http=both_remote, privacy={"remote": True}))
+    assert container.redacts and container.chat_model.capabilities.remote == remote
 
 
 def test_load_chat_model_takes_every_server(servers):

@@ -19,6 +19,7 @@ from anima.app import build
 from anima.cli import app
 from anima.config import load_config
 from anima.errors import BadInput, ModelCorrupt, ModelNotFound
+from anima.models.base import Capabilities
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.safety import classifier, features
 from anima.safety.data import (
@@ -195,6 +196,7 @@ class LogitModel:
     """A backend with first-token logits, counting calls."""
 
     name = "logits"
+    capabilities = Capabilities(logits=True)
 
     def __init__(self, gap: float):
         self.gap, self.calls = gap, []

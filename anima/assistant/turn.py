@@ -292,7 +292,7 @@ class Reply:
                     if held[:at]:
                         before += held[:at]
                         yield Chunk(held[:at])
-                    if getattr(model, "prefill", False):
+                    if model.capabilities.prefill:
                         stream.close()
                         calls = [self._constrained_call(messages, before + opener, offered)]
                     else:

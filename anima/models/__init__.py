@@ -4,7 +4,7 @@ dependencies only when built, so one broken backend never takes the others down.
 from __future__ import annotations
 
 from anima.config import Config
-from anima.models.base import ChatModel, Chunk, Completion, Embedder, Message, Options, Usage, complete
+from anima.models.base import Capabilities, ChatModel, Chunk, Completion, Embedder, Message, Options, Usage, complete
 
 
 def load_chat_model(config: Config) -> ChatModel:
@@ -59,4 +59,4 @@ def load_embedder(config: Config) -> Embedder:
     return LlamaCppEmbedder(resolve(config.embedder, kind="embed"), name=config.embedder, n_threads=config.llama_cpp.n_threads)
 
 
-__all__ = ["ChatModel", "Chunk", "Completion", "Embedder", "Message", "Options", "Usage", "complete", "load_chat_model", "load_embedder"]
+__all__ = ["Capabilities", "ChatModel", "Chunk", "Completion", "Embedder", "Message", "Options", "Usage", "complete", "load_chat_model", "load_embedder"]

@@ -1,8 +1,9 @@
 """The two model interfaces: `ChatModel` and `Embedder`.
 
-A chat backend implements one method, `stream(messages, options) -> Iterator[Chunk]`;
-everything above it (joining text, JSON parsing, timing, logging) lives once, here
-and in `anima.assistant`.
+A chat backend implements one method, `stream(messages, options) -> Iterator[Chunk]`,
+and declares what else it can do in `capabilities`; everything above it (joining text,
+JSON parsing, timing, logging) lives once, here and in `anima.assistant`. Privacy rules
+read `capabilities.remote`, never the backend's name, so a new backend cannot skip them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,17 @@ class Options:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None  # constrain the reply to this JSON schema
     tools: list[dict[str, Any]] | None = None  # OpenAI-style tool definitions the model may call
-    prefix: str = ""  # the reply starts with this text (backends with `prefill = True`); only what follows is returned
+    prefix: str = ""  # the reply starts with this text (backends whose capabilities say prefill); only what follows is returned
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a chat backend can do besides `stream`, declared by the backend."""
+
+    remote: str = ""  # where what it is sent goes when that is off this machine's network (a URL); "" when it stays here
+    prefill: bool = False  # honours Options.prefix
+    logits: bool = False  # has first_token_logits(messages, words) -> {word: logit}
+    n_ctx: int = 0  # context window in tokens; 0 when unknown
 
 
 @dataclass
@@ -46,6 +57,7 @@ class Chunk:
 @runtime_checkable
 class ChatModel(Protocol):
     name: str
+    capabilities: Capabilities
 
     def stream(self, messages: list[Message], options: Options) -> Iterator[Chunk]: ...
 

@@ -8,7 +8,7 @@ import math
 import re
 from typing import Callable, Iterator
 
-from anima.models.base import Chunk, Message, Options, Usage
+from anima.models.base import Capabilities, Chunk, Message, Options, Usage
 
 Reply = str | Exception | Callable[[list[Message]], str]
 
@@ -21,8 +21,10 @@ class FakeChatModel:
     in `.calls` as `(messages, options)`.
     """
 
-    def __init__(self, script: list[Reply] | None = None, name: str = "fake"):
+    def __init__(self, script: list[Reply] | None = None, name: str = "fake", capabilities: Capabilities = Capabilities()):
+        """`capabilities`: what it stands in for (e.g. `Capabilities(remote=url)`, a remote server)."""
         self.name = name
+        self.capabilities = capabilities
         self.script = list(script or [])
         self.calls: list[tuple[list[Message], Options]] = []
 

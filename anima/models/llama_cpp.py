@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from jinja2 import TemplateError
 
 from anima.errors import ContextTooLong, ModelCorrupt, ModelUnavailable
-from anima.models.base import Chunk, Message, Options, Usage, merge_system
+from anima.models.base import Capabilities, Chunk, Message, Options, Usage, merge_system
 
 # Held across a streaming generator's yields, and a server resumes a generator on
 # whichever worker thread is free: an RLock would belong to the thread that took it, and
@@ -156,7 +156,9 @@ class LlamaCppChatModel:
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         return tokens, stop
 
-    prefill = True  # honours Options.prefix
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(prefill=True, logits=True, n_ctx=self.n_ctx)
 
     def stream(self, messages: list[Message], options: Options) -> Iterator[Chunk]:
         tokens, stop = self.prompt_tokens(messages, options.tools)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import httpx
 
 from anima.errors import AnimaError, ModelNotFound, ModelUnavailable
-from anima.models.base import Chunk, Message, Options, Usage
+from anima.models.base import Capabilities, Chunk, Message, Options, Usage
 
 T = TypeVar("T")
 PROBE_S = 3.0  # how often a down server is asked whether it is back
@@ -206,6 +206,10 @@ class OpenAIChatModel:
         self.pool = _pool(base_url, api_key, timeout, transport)
         self.model = model or self.pool.call(_Client.first_model)
         self.name = f"{self.model}@{','.join(u.client.base_url for u in self.pool.upstreams)}"
+        from anima.safety.egress import is_local
+
+        urls = [u.client.base_url for u in self.pool.upstreams]
+        self.capabilities = Capabilities(remote=next((u for u in urls if not is_local(u)), ""))
         # OpenAI's structured-output shape; llama-cpp-python's server only takes
         # {"type": "json_object", "schema": ...}. We switch once if the first is refused.
         self.json_format = "json_schema"

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 from anima.errors import ConfigError
-from anima.models.base import ChatModel, Chunk, Message, Options
+from anima.models.base import Capabilities, ChatModel, Chunk, Message, Options
 from anima.safety import pii
 
 
@@ -145,5 +145,6 @@ class RedactingModel:
         return self.model.count_tokens(text)
 
     @property
-    def n_ctx(self) -> int:
-        return getattr(self.model, "n_ctx", 0)
+    def capabilities(self) -> Capabilities:
+        """The wrapped model's, without logits: they would be read unredacted."""
+        return replace(self.model.capabilities, logits=False)

@@ -78,9 +78,8 @@ class LLMGuard:
         """The logit gap "unsafe" - "safe" at the first reply token (Llama Guard's own
         score), and categories when the model had to write its answer out. A backend
         without logits answers in text: the gap is then +-10."""
-        scorer = getattr(self.model, "first_token_logits", None)
-        if scorer is not None:
-            logits = scorer(self.messages(text, role), ["unsafe", "safe"])
+        if self.model.capabilities.logits:
+            logits = self.model.first_token_logits(self.messages(text, role), ["unsafe", "safe"])
             return logits["unsafe"] - logits["safe"], []
         unsafe, cats = self.judge(text, role)
         return (10.0 if unsafe else -10.0), cats
