@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test install models rebuild-llama clean
+.PHONY: run test lint format install models rebuild-llama clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "anima needs Python >= 3.11; run: make PYTHON=python3.11 ...")'
@@ -47,9 +47,18 @@ models: $(VENV)/.installed
 	$(BIN)/anima guard train --if-missing
 
 # pytest exit 5 = "no tests collected" (e.g. a -k filter that matches nothing): not a failure.
-test: $(VENV)/.installed-dev models
+test: $(VENV)/.installed-dev models lint
 	sh scripts/browser-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The formatter and the linter (settings in pyproject.toml); `make format` fixes what they can.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff format --check anima tests scripts
+	$(BIN)/ruff check anima tests scripts
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format anima tests scripts
+	$(BIN)/ruff check --fix anima tests scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

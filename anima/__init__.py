@@ -4,7 +4,17 @@ __version__ = "0.1.0"
 
 from anima.app import Container, build
 from anima.config import Config, load_config
-from anima.errors import AnimaError, BadInput, ConfigError, ContextTooLong, ModelCorrupt, ModelNotFound, ModelUnavailable, NotFound, StoreError
+from anima.errors import (
+    AnimaError,
+    BadInput,
+    ConfigError,
+    ContextTooLong,
+    ModelCorrupt,
+    ModelNotFound,
+    ModelUnavailable,
+    NotFound,
+    StoreError,
+)
 from anima.models.base import ChatModel, Chunk, Completion, Embedder, Options, Usage, complete
 
 __all__ = [

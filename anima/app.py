@@ -69,8 +69,12 @@ class Container:
         """What every user of a server shares: the model as loaded, the embedder, the
         learner's local context and the guard. A remote model's redaction and egress log
         are each user's own (`chat_model`), and so is a guard whose LLM layer runs on it."""
-        return {"chat_model": self.base_chat_model, "embedder": self.embedder, "learner_model": self.learner_model if self.config.backend == "llama_cpp" else None,
-                "guard": None if self.redacts else self.guard}
+        return {
+            "chat_model": self.base_chat_model,
+            "embedder": self.embedder,
+            "learner_model": self.learner_model if self.config.backend == "llama_cpp" else None,
+            "guard": None if self.redacts else self.guard,
+        }
 
     @cached_property
     def store(self) -> Store:
@@ -86,7 +90,10 @@ class Container:
             if not is_local(self.config.openai_http.base_url):
                 from anima.errors import ConfigError
 
-                raise ConfigError("embedder = remote would send every message unredacted off this machine", "use the local embedder (embedder = minilm)")
+                raise ConfigError(
+                    "embedder = remote would send every message unredacted off this machine",
+                    "use the local embedder (embedder = minilm)",
+                )
         return self._embedder or load_embedder(self.config)
 
     @cached_property
@@ -98,7 +105,9 @@ class Container:
             return self._learner_model
         if self.config.backend != "llama_cpp" or self._chat_model is not None:
             return self.chat_model
-        return load_chat_model(self.config.model_copy(update={"model": self.config.memory.learn_model or self.config.model}))
+        return load_chat_model(
+            self.config.model_copy(update={"model": self.config.memory.learn_model or self.config.model})
+        )
 
     @cached_property
     def memory(self) -> MemoryService:
@@ -123,11 +132,19 @@ class Container:
         from anima.safety.train import GUARD_FILE, INJECTION_FILE, heads_dir
 
         head = Head.load(heads_dir() / GUARD_FILE)
-        embed = self.embedder.embed if self.config.embedder != "remote" else load_embedder(self.config.model_copy(update={"embedder": "minilm"})).embed
+        embed = (
+            self.embedder.embed
+            if self.config.embedder != "remote"
+            else load_embedder(self.config.model_copy(update={"embedder": "minilm"})).embed
+        )
         injection = InjectionDetector(Head.load(heads_dir() / INJECTION_FILE), embed) if g.injection else None
         llm = None
         if g.layer2 != "off":
-            model = self.private(load_chat_model(self.config.model_copy(update={"model": g.llm_model}))) if g.llm_model else self.learner_model
+            model = (
+                self.private(load_chat_model(self.config.model_copy(update={"model": g.llm_model})))
+                if g.llm_model
+                else self.learner_model
+            )
             llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
         return Guard(head, embed, llm, dict(g.policy), g.layer2, g.threshold, bias, injection, g.llm_share)

@@ -45,7 +45,11 @@ class _Section(BaseModel):
 
 class LlamaCppSettings(_Section):
     n_ctx: int = Field(4096, ge=256, description="Context window in tokens; 4096 fits chat + memories in ~2 GB RAM.")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads for generation; default: llama-cpp-python's, half the CPUs (2 measured slower than 1 under load on 2 cores).")
+    n_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for generation; default: llama-cpp-python's, half the CPUs (2 measured slower than 1 under load on 2 cores).",
+    )
     n_batch: int = Field(512, ge=8, description="Prompt tokens evaluated per batch.")
     verbose: bool = Field(False, description="Let llama.cpp print its own logs to stderr.")
 
@@ -91,7 +95,10 @@ class OpenAIHTTPSettings(_Section):
 
 class StoreSettings(_Section):
     encrypt: bool = Field(True, description="Encrypt each user's database at rest (SQLCipher).")
-    vectors: Literal["auto", "sqlite-vec", "numpy"] = Field("auto", description="Vector search: auto = numpy (exact, in memory, fastest here); sqlite-vec keeps the index in the file, not in memory.")
+    vectors: Literal["auto", "sqlite-vec", "numpy"] = Field(
+        "auto",
+        description="Vector search: auto = numpy (exact, in memory, fastest here); sqlite-vec keeps the index in the file, not in memory.",
+    )
     url: str = Field(
         "",
         description="Empty: each user's SQLCipher file (the default). Or postgresql://role@host/db: a PostgreSQL "
@@ -109,25 +116,62 @@ class StoreSettings(_Section):
 class MemorySettings(_Section):
     enabled: bool = Field(True, description="Keep every message and recall relevant ones into the prompt.")
     learn: bool = Field(True, description="Distil long-term memories from messages with the model, after each reply.")
-    recall_k: int = Field(10, ge=0, le=50, description="Memories and past messages put into the prompt per turn (a recalled message's reply counts as one more).")
-    learn_model: str = Field("", description="Model for learning and query expansion (e.g. small); default: the chat model, in a context of its own.")
-    expand: bool = Field(False, description="Ask the model for extra search phrasings before recalling (slower, sometimes finds more).")
+    recall_k: int = Field(
+        10,
+        ge=0,
+        le=50,
+        description="Memories and past messages put into the prompt per turn (a recalled message's reply counts as one more).",
+    )
+    learn_model: str = Field(
+        "",
+        description="Model for learning and query expansion (e.g. small); default: the chat model, in a context of its own.",
+    )
+    expand: bool = Field(
+        False, description="Ask the model for extra search phrasings before recalling (slower, sometimes finds more)."
+    )
 
 
 class GuardSettings(_Section):
-    enabled: bool = Field(True, description="Check every message and reply for hazards (MLCommons S1-S14) and prompt injection.")
-    output: bool = Field(True, description="Also check the assistant's replies as they stream: each piece is read before it is shown.")
-    hold_chars: int = Field(60, ge=1, le=2000, description="A streaming reply is shown in pieces of about this many characters (or a sentence), each checked first.")
-    layer2: Literal["auto", "off", "always"] = Field("auto", description="LLM guard (Llama Guard format): when the fast layer is unsure, never, or always.")
-    llm_share: float = Field(0.05, ge=0, le=1, description="Share of messages, the ones the fast layer is least sure of, that the LLM layer also reads.")
-    llm_model: str = Field("", description="Model for the LLM guard, e.g. a Llama Guard 3 .gguf; default: the learner's model.")
-    llm_format: Literal["auto", "prompted", "llama-guard"] = Field("auto", description="auto: llama-guard when the model's name contains 'guard'.")
-    llm_bias: float = Field(3.5, description="Logit gap unsafe-safe at which the LLM counts a message unsafe (0 for a real Llama Guard; 3.5 was fitted on JailbreakBench for the default model).")
-    threshold: float | None = Field(None, ge=0, le=1, description="Fast-layer score at which a message is unsafe; default: the trained one.")
+    enabled: bool = Field(
+        True, description="Check every message and reply for hazards (MLCommons S1-S14) and prompt injection."
+    )
+    output: bool = Field(
+        True, description="Also check the assistant's replies as they stream: each piece is read before it is shown."
+    )
+    hold_chars: int = Field(
+        60,
+        ge=1,
+        le=2000,
+        description="A streaming reply is shown in pieces of about this many characters (or a sentence), each checked first.",
+    )
+    layer2: Literal["auto", "off", "always"] = Field(
+        "auto", description="LLM guard (Llama Guard format): when the fast layer is unsure, never, or always."
+    )
+    llm_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of messages, the ones the fast layer is least sure of, that the LLM layer also reads.",
+    )
+    llm_model: str = Field(
+        "", description="Model for the LLM guard, e.g. a Llama Guard 3 .gguf; default: the learner's model."
+    )
+    llm_format: Literal["auto", "prompted", "llama-guard"] = Field(
+        "auto", description="auto: llama-guard when the model's name contains 'guard'."
+    )
+    llm_bias: float = Field(
+        3.5,
+        description="Logit gap unsafe-safe at which the LLM counts a message unsafe (0 for a real Llama Guard; 3.5 was fitted on JailbreakBench for the default model).",
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="Fast-layer score at which a message is unsafe; default: the trained one."
+    )
     policy: dict[str, Literal["block", "warn", "allow"]] = Field(
         default_factory=lambda: {"S6": "warn"}, description="Action per category (S1..S14); unlisted categories block."
     )
-    injection: bool = Field(True, description="Remove instructions hidden in recalled memories and tool results; flag jailbreak framing.")
+    injection: bool = Field(
+        True, description="Remove instructions hidden in recalled memories and tool results; flag jailbreak framing."
+    )
 
     @field_validator("policy")
     @classmethod
@@ -139,25 +183,59 @@ class GuardSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    remote: bool = Field(False, description="Allow a model server outside this machine and its private network (openai_http.base_url).")
-    redact: bool = Field(True, description="Before anything goes to a remote model: replace emails, phones, cards, addresses and known names with placeholders.")
+    remote: bool = Field(
+        False, description="Allow a model server outside this machine and its private network (openai_http.base_url)."
+    )
+    redact: bool = Field(
+        True,
+        description="Before anything goes to a remote model: replace emails, phones, cards, addresses and known names with placeholders.",
+    )
 
 
 class ToolsSettings(_Section):
-    enabled: bool = Field(True, description="Let the model call tools (reminders, notes, calendar, documents, ...) during a turn.")
-    max_steps: int = Field(1, ge=0, le=20, description="Rounds of tool calls in one chat turn before the model must answer (small models chain calls they should not: one round is safest; `anima do` plans longer work).")
-    timeout_s: float = Field(30.0, gt=0, description="A tool call that takes longer than this is abandoned and reported as an error.")
+    enabled: bool = Field(
+        True, description="Let the model call tools (reminders, notes, calendar, documents, ...) during a turn."
+    )
+    max_steps: int = Field(
+        1,
+        ge=0,
+        le=20,
+        description="Rounds of tool calls in one chat turn before the model must answer (small models chain calls they should not: one round is safest; `anima do` plans longer work).",
+    )
+    timeout_s: float = Field(
+        30.0, gt=0, description="A tool call that takes longer than this is abandoned and reported as an error."
+    )
     documents: list[str] = Field(default_factory=list, description="Folders anima may index and search (read-only).")
 
 
 class ProactiveSettings(_Section):
-    quiet_hours: str = Field("22:00-07:00", pattern=r"^(\d{1,2}:\d{2}-\d{1,2}:\d{2})?$", description="No notifications in this span (local time); empty for none.")
-    max_per_hour: int = Field(4, ge=0, description="At most this many notifications an hour; the rest wait in the inbox.")
-    briefing_at: str = Field("08:00", pattern=r"^(\d{1,2}:\d{2})?$", description="Time of the daily briefing; empty for none.")
-    lookahead_days: int = Field(3, ge=0, le=60, description="Dates found in memories (birthdays, trips, deadlines) are raised this many days ahead.")
+    quiet_hours: str = Field(
+        "22:00-07:00",
+        pattern=r"^(\d{1,2}:\d{2}-\d{1,2}:\d{2})?$",
+        description="No notifications in this span (local time); empty for none.",
+    )
+    max_per_hour: int = Field(
+        4, ge=0, description="At most this many notifications an hour; the rest wait in the inbox."
+    )
+    briefing_at: str = Field(
+        "08:00", pattern=r"^(\d{1,2}:\d{2})?$", description="Time of the daily briefing; empty for none."
+    )
+    lookahead_days: int = Field(
+        3,
+        ge=0,
+        le=60,
+        description="Dates found in memories (birthdays, trips, deadlines) are raised this many days ahead.",
+    )
     webhook: str = Field("", description="URL that receives each notification as JSON (POST); empty for none.")
-    desktop: bool = Field(False, description="Also show notifications on the desktop (notify-send), where there is one.")
-    tick_s: float = Field(30.0, gt=0, le=3600, description="Seconds between the scheduler's checks under `anima serve` (`anima daemon` takes --interval).")
+    desktop: bool = Field(
+        False, description="Also show notifications on the desktop (notify-send), where there is one."
+    )
+    tick_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between the scheduler's checks under `anima serve` (`anima daemon` takes --interval).",
+    )
 
 
 class McpServerSettings(_Section):
@@ -165,7 +243,10 @@ class McpServerSettings(_Section):
     args: list[str] = Field(default_factory=list, description="Its arguments.")
     url: str = Field("", description="Or: the URL of an MCP server over streamable HTTP.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the program.")
-    headers: dict[str, str] = Field(default_factory=dict, description='HTTP headers sent to `url`, e.g. Authorization = "Bearer ${ANIMA_MCP_KEY}"; ${VAR} is read from the environment.')
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='HTTP headers sent to `url`, e.g. Authorization = "Bearer ${ANIMA_MCP_KEY}"; ${VAR} is read from the environment.',
+    )
 
 
 class GenerationSettings(_Section):
@@ -180,10 +261,13 @@ class Config(BaseSettings):
 
     version: int = Field(CONFIG_VERSION, description="Config format version; older files are upgraded on load.")
     backend: Literal["llama_cpp", "openai_http", "fake"] = Field(
-        "llama_cpp", description="Where replies come from: embedded llama.cpp, an OpenAI-compatible server, or scripted."
+        "llama_cpp",
+        description="Where replies come from: embedded llama.cpp, an OpenAI-compatible server, or scripted.",
     )
     model: str = Field("default", description="Registry name (`anima models list`) or a path to a .gguf file.")
-    embedder: str = Field("minilm", description='Registry name or .gguf path of the sentence embedder, or "remote" for the server\'s.')
+    embedder: str = Field(
+        "minilm", description='Registry name or .gguf path of the sentence embedder, or "remote" for the server\'s.'
+    )
     persona: str = Field("assistant", description="Persona used when none is given (`/persona` in chat).")
     user: str = Field("local", pattern=USER_NAME, description="Whose data directory and conversation log to use.")
     history_turns: int = Field(6, ge=0, description="Recent turns of the conversation sent back to the model.")
@@ -196,10 +280,14 @@ class Config(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     proactive: ProactiveSettings = Field(default_factory=ProactiveSettings)
-    mcp: dict[str, McpServerSettings] = Field(default_factory=dict, description="MCP servers whose tools join anima's, by name.")
+    mcp: dict[str, McpServerSettings] = Field(
+        default_factory=dict, description="MCP servers whose tools join anima's, by name."
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         # Earlier wins: flags, then environment, then the TOML file, then defaults.
         return (init_settings, env_settings, _TomlFile(settings_cls))
 
@@ -225,7 +313,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the line it names, or delete the file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", "check its permissions and encoding") from exc
-    except (ValueError, RecursionError) as exc:  # tomllib's own: an integer thousands of digits long, arrays nested thousands deep
+    except (
+        ValueError,
+        RecursionError,
+    ) as exc:  # tomllib's own: an integer thousands of digits long, arrays nested thousands deep
         raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the line it names, or delete the file") from exc
 
 
@@ -233,7 +324,9 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """Bring an older config file up to CONFIG_VERSION (no older format exists yet)."""
     version = data.get("version", CONFIG_VERSION)
     if not isinstance(version, int) or version > CONFIG_VERSION:
-        raise ConfigError(f"{config_path()} has version {version!r}; this anima reads up to {CONFIG_VERSION}", "upgrade anima")
+        raise ConfigError(
+            f"{config_path()} has version {version!r}; this anima reads up to {CONFIG_VERSION}", "upgrade anima"
+        )
     return {**data, "version": CONFIG_VERSION}
 
 
@@ -246,8 +339,13 @@ def load_config(**flags: Any) -> Config:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "config"
         if err["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown config key '{where}' (from {config_path()} or ANIMA_* env)", "remove it; `anima config show` lists the keys") from exc
-        raise ConfigError(f"bad config value for '{where}': {err['msg']}", f"fix it in {config_path()} or the ANIMA_* env") from exc
+            raise ConfigError(
+                f"unknown config key '{where}' (from {config_path()} or ANIMA_* env)",
+                "remove it; `anima config show` lists the keys",
+            ) from exc
+        raise ConfigError(
+            f"bad config value for '{where}': {err['msg']}", f"fix it in {config_path()} or the ANIMA_* env"
+        ) from exc
 
 
 def to_toml(data: dict[str, Any], _prefix: str = "") -> str:

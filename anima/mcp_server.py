@@ -49,7 +49,9 @@ def create_server(container):
     from anima.tools import notes, reminders
 
     user = container.config.user
-    server = MCPServer("anima", instructions=f"The personal memory, reminders and notes of anima user '{user}'.", log_level="WARNING")
+    server = MCPServer(
+        "anima", instructions=f"The personal memory, reminders and notes of anima user '{user}'.", log_level="WARNING"
+    )
     store = container.store
     memory = MemoryService(store, container.embedder)  # no model: nothing here learns
     reading = ToolAnnotations(read_only_hint=True)
@@ -64,7 +66,10 @@ def create_server(container):
             if not query.strip():
                 raise AnimaError("nothing to search for", "give a word or two")
             hits = memory.recall(query, k=k)
-        return "\n".join(f"[{h.kind} #{h.id}]" + (f" {h.when[:10]}" if h.when else "") + f" {h.text}" for h in hits) or "nothing found"
+        return (
+            "\n".join(f"[{h.kind} #{h.id}]" + (f" {h.when[:10]}" if h.when else "") + f" {h.text}" for h in hits)
+            or "nothing found"
+        )
 
     @server.tool(annotations=adding, description=f"Remember something about the user. kind: one of {', '.join(KINDS)}.")
     def memory_add(text: str, kind: str = "fact") -> str:
@@ -98,7 +103,10 @@ def create_server(container):
         """Search the user's notes by their words."""
         with _as_tool_errors():
             found = notes.search_notes(store, query, k)
-        return "\n".join(f"#{n['id']} " + (f"{n['title']}: " if n["title"] else "") + n["text"] for n in found) or "no notes found"
+        return (
+            "\n".join(f"#{n['id']} " + (f"{n['title']}: " if n["title"] else "") + n["text"] for n in found)
+            or "no notes found"
+        )
 
     return server
 
@@ -112,17 +120,24 @@ def http_app(container, accounts):
 
     user = container.config.user
     if not any(a.name == user and not a.revoked for a in accounts.list()):
-        raise BadInput(f"no API key for user '{user}', and MCP over HTTP needs one", f"run `anima users add {user}`, then send it as `Authorization: Bearer <key>`")
+        raise BadInput(
+            f"no API key for user '{user}', and MCP over HTTP needs one",
+            f"run `anima users add {user}`, then send it as `Authorization: Bearer <key>`",
+        )
     mcp_app = create_server(container).streamable_http_app(host="127.0.0.1")  # the SDK's DNS-rebinding check stays on
 
     def key_owner(scope) -> str | None:
         scheme, _, key = Headers(scope=scope).get("authorization", "").partition(" ")
         key = key.strip()
-        return accounts.user_for(key) if scheme.lower() == "bearer" and key else None  # looked up by hash; revoked keys have no owner
+        return (
+            accounts.user_for(key) if scheme.lower() == "bearer" and key else None
+        )  # looked up by hash; revoked keys have no owner
 
     async def app(scope, receive, send):
         if scope["type"] == "http" and key_owner(scope) != user:  # a key of another user is no better than none
-            await JSONResponse(UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            await JSONResponse(UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"})(
+                scope, receive, send
+            )
             return
         await mcp_app(scope, receive, send)  # "lifespan" too: it starts the SDK's session manager
 

@@ -63,7 +63,10 @@ def load_persona(path: Path) -> Persona:
     if not_text := [k for k, v in data.items() if not isinstance(v, str)]:
         raise BadInput(f"persona file {path}: {', '.join(not_text)} must be text", hint)
     if not NAME.match(data["name"]):
-        raise BadInput(f"persona file {path}: invalid name '{data['name']}'", "use lowercase letters, digits and hyphens, at most 40")
+        raise BadInput(
+            f"persona file {path}: invalid name '{data['name']}'",
+            "use lowercase letters, digits and hyphens, at most 40",
+        )
     return Persona(**{k: v.strip() for k, v in data.items()}, path=Path(path))
 
 
@@ -83,7 +86,10 @@ def get_persona(name: str) -> Persona:
     available = personas()
     if name not in available:
         close = difflib.get_close_matches(name, list(available), n=3)
-        raise BadInput(f"unknown persona '{name}'" + (f"; did you mean {' or '.join(close)}?" if close else ""), "`anima personas list` shows them all")
+        raise BadInput(
+            f"unknown persona '{name}'" + (f"; did you mean {' or '.join(close)}?" if close else ""),
+            "`anima personas list` shows them all",
+        )
     return available[name]
 
 

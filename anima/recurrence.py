@@ -29,7 +29,14 @@ DEFAULT_AT = time(9, 0)
 _WEEKDAYS = {name: i for i, name in enumerate("monday tuesday wednesday thursday friday saturday sunday".split())}
 _WD = r"(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*"
 _N = {"other": 2, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
-_ADVERBS = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month", "yearly": "year", "annually": "year"}
+_ADVERBS = {
+    "hourly": "hour",
+    "daily": "day",
+    "weekly": "week",
+    "monthly": "month",
+    "yearly": "year",
+    "annually": "year",
+}
 _EVERY = re.compile(
     rf"\s*(?:every\s+(?:(?P<n>\d{{1,3}}|other|two|three|four|five|six)\s+)?(?P<unit>hour|day|week|month|year)s?"
     rf"|every\s+(?P<days>weekday|weekend|{_WD}(?:\s*(?:,|and|&)\s*{_WD})*)s?"
@@ -129,4 +136,3 @@ def parse_rule(text: str) -> Rule | None:
         if unit == "hour":
             raise ValueError("an hourly time cannot also have a time of day")
     return Rule(unit, n, weekdays, at, " ".join(text.split()))
-

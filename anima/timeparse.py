@@ -72,9 +72,17 @@ class TimeSpan:
 
 
 _WEEKDAYS = {name: i for i, name in enumerate("monday tuesday wednesday thursday friday saturday sunday".split())}
-_MONTHS = {name: i for i, name in enumerate("january february march april may june july august september october november december".split(), 1)}
+_MONTHS = {
+    name: i
+    for i, name in enumerate(
+        "january february march april may june july august september october november december".split(), 1
+    )
+}
 _MONTH_ABBR = {**_MONTHS, **{name[:3]: i for name, i in _MONTHS.items()}, "sept": 9}
-_NUMBERS = {w: i for i, w in enumerate("one two three four five six seven eight nine ten eleven twelve".split(), 1)} | {"a": 1, "an": 1}
+_NUMBERS = {w: i for i, w in enumerate("one two three four five six seven eight nine ten eleven twelve".split(), 1)} | {
+    "a": 1,
+    "an": 1,
+}
 _PARTS = {"morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24), "night": (18, 24)}
 _UNIT_GRAN = {"minute": "minute", "hour": "hour", "day": "day", "week": "day", "month": "month", "year": "year"}
 _ORDER = ["minute", "hour", "day", "week", "month", "year"]
@@ -92,18 +100,34 @@ _NUM = rf"(?P<n>\d{{1,3}}|{_alt(_NUMBERS)}|(?:a\s+)?couple(?:\s+of)?|(?:a\s+)?fe
 _UNIT = r"(?P<unit>minute|hour|day|week|month|year)s?\b"
 _CLOCK_FOLLOWERS = "tomorrow|today|tonight|on|this|next|every|the|and|or|then|for|with|to|until|till|in|sharp"
 
-_RELATIVE_DAY = re.compile(r"\b(?:(?:the\s+)?day\s+(?P<dir>before|after)\s+(?P<base>yesterday|tomorrow)|(?P<word>today|tomorrow|yesterday))\b", re.I)
-_PART_OF_DAY = re.compile(r"\b(?:(?P<day>this|today|tomorrow|yesterday|last)\s+(?P<part>morning|afternoon|evening|night)|(?P<tonight>tonight))\b", re.I)
+_RELATIVE_DAY = re.compile(
+    r"\b(?:(?:the\s+)?day\s+(?P<dir>before|after)\s+(?P<base>yesterday|tomorrow)|(?P<word>today|tomorrow|yesterday))\b",
+    re.I,
+)
+_PART_OF_DAY = re.compile(
+    r"\b(?:(?P<day>this|today|tomorrow|yesterday|last)\s+(?P<part>morning|afternoon|evening|night)|(?P<tonight>tonight))\b",
+    re.I,
+)
 _WEEKDAY = re.compile(rf"\b(?:(?P<mod>last|next|this(?:\s+coming)?|coming|on)\s+)?(?P<wd>{_WD})\b", re.I)
 _CALENDAR = re.compile(r"\b(?P<mod>last|next|this|coming)\s+(?P<unit>week|month|year|weekend)\b", re.I)
 _WINDOW = re.compile(rf"\b(?P<pre>the\s+(?:past|last)|past|last)\s+(?:{_NUM}\s+)?{_UNIT}", re.I)
 _OFFSET = re.compile(rf"\b(?:(?P<in>in)\s+)?{_NUM}\s+{_UNIT}(?:\s+(?P<dir>ago|from\s+now))?", re.I)
-_DAY_MONTH = re.compile(rf"\b(?P<lead>on\s+)?(?:(?:{_WD}),?\s+)?(?P<the>the\s+)?(?P<d>\d{{1,2}})(?P<ord>st|nd|rd|th)?\s+(?P<of>of\s+)?{_MON}(?:,?\s+(?P<y>{_YEAR})\b)?", re.I)
-_MONTH_DAY = re.compile(rf"\b(?:on\s+)?(?:(?:{_WD}),?\s+)?{_MON}\s+(?:the\s+)?(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(?P<y>{_YEAR})\b)?", re.I)
+_DAY_MONTH = re.compile(
+    rf"\b(?P<lead>on\s+)?(?:(?:{_WD}),?\s+)?(?P<the>the\s+)?(?P<d>\d{{1,2}})(?P<ord>st|nd|rd|th)?\s+(?P<of>of\s+)?{_MON}(?:,?\s+(?P<y>{_YEAR})\b)?",
+    re.I,
+)
+_MONTH_DAY = re.compile(
+    rf"\b(?:on\s+)?(?:(?:{_WD}),?\s+)?{_MON}\s+(?:the\s+)?(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(?P<y>{_YEAR})\b)?",
+    re.I,
+)
 _MONTH_YEAR = re.compile(rf"\b(?:(?:in|during)\s+)?{_MON},?\s+(?P<y>{_YEAR})\b", re.I)
 _BARE_MONTH = re.compile(rf"\b(?:(?P<mod>in|during|last|next|this)\s+|(?<=since\s))(?P<mon>{_alt(_MONTHS)})\b", re.I)
-_YEAR_ONLY = re.compile(rf"\b(?:(?:in|during|of|year)\s+|(?<=since\s))(?P<y>{_YEAR})\b|\A\s*(?P<y2>{_YEAR})\s*[.?!]?\s*\Z", re.I)
-_ISO = re.compile(r"\b(?:on\s+)?(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)(?:[T ](?P<H>\d\d):(?P<M>\d\d)(?::\d\d(?:\.\d+)?)?)?\b", re.I)
+_YEAR_ONLY = re.compile(
+    rf"\b(?:(?:in|during|of|year)\s+|(?<=since\s))(?P<y>{_YEAR})\b|\A\s*(?P<y2>{_YEAR})\s*[.?!]?\s*\Z", re.I
+)
+_ISO = re.compile(
+    r"\b(?:on\s+)?(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)(?:[T ](?P<H>\d\d):(?P<M>\d\d)(?::\d\d(?:\.\d+)?)?)?\b", re.I
+)
 _US_DATE = re.compile(r"\b(?:on\s+)?(?P<mo>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})\b", re.I)
 _CLOCK = re.compile(
     r"(?:\bat\s+)?\b(?P<h>\d{1,2})(?:[:.](?P<m>[0-5]\d))?\s*(?P<ampm>[ap])(?:\.m\.|\.?m\b)"
@@ -116,7 +140,10 @@ _CLOCK = re.compile(
 _GAP = re.compile(r"\s*,?\s*")  # what may separate a day and a clock time that belong together
 _SINCE = re.compile(r"\bsince\s+\Z", re.I)
 _PAST_TENSE = re.compile(r"\b(?:did|was|were|went|had|happened|ago)\b", re.I)
-_SESSION = re.compile(rf"\s*(?P<h>\d{{1,2}}):(?P<mi>\d\d)\s*(?P<ampm>[ap])\.?m\.?\s+on\s+(?P<d>\d{{1,2}})\s+{_MON},?\s+(?P<y>\d{{4}})\s*", re.I)
+_SESSION = re.compile(
+    rf"\s*(?P<h>\d{{1,2}}):(?P<mi>\d\d)\s*(?P<ampm>[ap])\.?m\.?\s+on\s+(?P<d>\d{{1,2}})\s+{_MON},?\s+(?P<y>\d{{4}})\s*",
+    re.I,
+)
 _ISO_TEXT = re.compile(r"\s*\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?)?\s*")
 
 
@@ -227,7 +254,11 @@ def _on_offset(m: re.Match, now: datetime, past: bool) -> TimeSpan | None:
 def _on_day_month(m: re.Match, now: datetime, past: bool) -> TimeSpan | None:
     g = m.groupdict()
     month, day = _MONTH_ABBR[g["mon"].lower()], int(g["d"])
-    if m.re is _DAY_MONTH and g["mon"].lower() == "may" and not (g["y"] or g["lead"] or g["the"] or g["ord"] or g["of"]):
+    if (
+        m.re is _DAY_MONTH
+        and g["mon"].lower() == "may"
+        and not (g["y"] or g["lead"] or g["the"] or g["ord"] or g["of"])
+    ):
         return None  # "3 may be enough"
     if g["y"]:
         return _day_span(date(int(g["y"]), month, day), m)
@@ -316,10 +347,20 @@ def _on_clock(m: re.Match, now: datetime, past: bool) -> TimeSpan:
 
 
 _RULES = [
-    (_ISO, _on_numeric_date), (_US_DATE, _on_numeric_date), (_DAY_MONTH, _on_day_month), (_MONTH_DAY, _on_day_month),
-    (_MONTH_YEAR, _on_month_year), (_BARE_MONTH, _on_bare_month), (_YEAR_ONLY, _on_year),
-    (_RELATIVE_DAY, _on_relative_day), (_PART_OF_DAY, _on_part_of_day), (_WEEKDAY, _on_weekday),
-    (_CALENDAR, _on_calendar), (_WINDOW, _on_window), (_OFFSET, _on_offset), (_CLOCK, _on_clock),
+    (_ISO, _on_numeric_date),
+    (_US_DATE, _on_numeric_date),
+    (_DAY_MONTH, _on_day_month),
+    (_MONTH_DAY, _on_day_month),
+    (_MONTH_YEAR, _on_month_year),
+    (_BARE_MONTH, _on_bare_month),
+    (_YEAR_ONLY, _on_year),
+    (_RELATIVE_DAY, _on_relative_day),
+    (_PART_OF_DAY, _on_part_of_day),
+    (_WEEKDAY, _on_weekday),
+    (_CALENDAR, _on_calendar),
+    (_WINDOW, _on_window),
+    (_OFFSET, _on_offset),
+    (_CLOCK, _on_clock),
 ]
 
 
@@ -406,7 +447,10 @@ def query_range(text: str, now: datetime) -> TimeSpan | None:
         return hits[0][2] if hits else None
     spans = [hit[2] for hit in hits]
     return TimeSpan(
-        min(s.start for s in spans), max(s.end for s in spans), text[hits[0][0] : hits[-1][1]], max((s.granularity for s in spans), key=_ORDER.index)
+        min(s.start for s in spans),
+        max(s.end for s in spans),
+        text[hits[0][0] : hits[-1][1]],
+        max((s.granularity for s in spans), key=_ORDER.index),
     )
 
 

@@ -35,7 +35,8 @@ NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" if X86 else ""
 FLAGS = {
     "native": {"CMAKE_ARGS": "-DGGML_NATIVE=ON", "CFLAGS": NO_AMX, "CXXFLAGS": NO_AMX},
     "portable": {
-        "CMAKE_ARGS": "-DGGML_NATIVE=OFF" + (" -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" if X86 else ""),
+        "CMAKE_ARGS": "-DGGML_NATIVE=OFF"
+        + (" -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" if X86 else ""),
         "CFLAGS": NO_AMX,
         "CXXFLAGS": NO_AMX,
     },
@@ -54,9 +55,16 @@ def cpu_id() -> str:
 
 
 def wheel_dir(variant: str) -> Path:
-    key = repr((VERSION, FLAGS[variant], sys.version_info[:2], platform.machine(), cpu_id() if variant == "native" else ""))
+    key = repr(
+        (VERSION, FLAGS[variant], sys.version_info[:2], platform.machine(), cpu_id() if variant == "native" else "")
+    )
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "anima" / "wheels" / f"llama-cpp-python-{VERSION}-{variant}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return (
+        cache
+        / "anima"
+        / "wheels"
+        / f"llama-cpp-python-{VERSION}-{variant}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    )
 
 
 def build(python: str, variant: str) -> Path:
@@ -66,11 +74,28 @@ def build(python: str, variant: str) -> Path:
     if found:
         return found[-1]
     env = {**os.environ, **FLAGS[variant]}
-    print(f"building llama-cpp-python {VERSION} ({variant}: {' '.join(v for v in FLAGS[variant].values() if v)}); about 6 minutes on 2 cores", flush=True)
+    print(
+        f"building llama-cpp-python {VERSION} ({variant}: {' '.join(v for v in FLAGS[variant].values() if v)}); about 6 minutes on 2 cores",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python", f"llama-cpp-python=={VERSION}", "-w", tmp]
+        cmd = [
+            python,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-cache-dir",
+            "--no-binary",
+            "llama-cpp-python",
+            f"llama-cpp-python=={VERSION}",
+            "-w",
+            tmp,
+        ]
         if subprocess.run(cmd, env=env).returncode != 0:
-            sys.exit("error: building llama-cpp-python failed (see above); it needs gcc, g++ and cmake >= 3.21: install them and run `make` again")
+            sys.exit(
+                "error: building llama-cpp-python failed (see above); it needs gcc, g++ and cmake >= 3.21: install them and run `make` again"
+            )
         out.mkdir(parents=True, exist_ok=True)
         (wheel,) = Path(tmp).glob("llama_cpp_python-*.whl")
         return Path(shutil.move(str(wheel), out / wheel.name))
@@ -82,7 +107,10 @@ def install(python: str, variant: str) -> None:
     if marker.exists() and marker.read_text() == str(wheel):
         return
     pip = [python, "-m", "pip", "install", "--quiet"]
-    if subprocess.run(pip + ["--force-reinstall", "--no-deps", str(wheel)]).returncode or subprocess.run(pip + [str(wheel)]).returncode:
+    if (
+        subprocess.run(pip + ["--force-reinstall", "--no-deps", str(wheel)]).returncode
+        or subprocess.run(pip + [str(wheel)]).returncode
+    ):
         sys.exit("error: installing the llama-cpp-python wheel failed (see above)")
     marker.write_text(str(wheel))
     print(f"llama-cpp-python {VERSION} installed ({variant} build)")
@@ -109,7 +137,7 @@ def check(python: str) -> None:
     if crashed:
         sys.exit(
             "error: llama.cpp crashes on this CPU even when built portable; "
-            "run anima on a model server instead: set backend = \"openai_http\" (see the README's Models section)"
+            'run anima on a model server instead: set backend = "openai_http" (see the README\'s Models section)'
         )
     if not ok and not line.startswith("not tested"):
         sys.exit(f"error: llama.cpp does not work: {line}")
@@ -119,7 +147,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--python", default=sys.executable, help="the venv's Python (default: this one)")
     ap.add_argument("--portable", action="store_true", help="install the portable build")
-    ap.add_argument("--check", action="store_true", help="smoke-test the installed build; rebuild portable if it crashes")
+    ap.add_argument(
+        "--check", action="store_true", help="smoke-test the installed build; rebuild portable if it crashes"
+    )
     args = ap.parse_args()
     if args.portable:
         install(args.python, "portable")

@@ -26,13 +26,46 @@ KINDS = {  # what a user keeps in notes, to-dos and documents
     "meeting": "meeting notes with 3 action items (who does what by when)",
 }
 TOPICS = [
-    "moving to a new flat", "a birthday party for a 7-year-old", "training for a half marathon", "renewing a passport", "a dentist appointment",
-    "fixing a leaking tap", "planting tomatoes on a balcony", "a weekend trip to Lisbon", "filing taxes", "learning Spanish", "a job interview",
-    "cleaning the garage", "setting up a home wifi router", "a wedding speech", "baking sourdough bread", "adopting a cat", "a school science fair",
-    "backing up family photos", "a camping trip", "writing a novel", "a quarterly team review", "repainting the kitchen", "a road bike service",
-    "a first aid kit", "a retirement party", "budgeting for a holiday", "a chess tournament", "a home office setup", "a vegan dinner for friends",
-    "buying a used car", "a newsletter for a book club", "winter tyres", "a kid's football practice", "a conference talk", "a hiking route in the Alps",
-    "a garden shed", "a piano recital", "a charity bake sale", "selling old furniture online", "a visit to grandparents",
+    "moving to a new flat",
+    "a birthday party for a 7-year-old",
+    "training for a half marathon",
+    "renewing a passport",
+    "a dentist appointment",
+    "fixing a leaking tap",
+    "planting tomatoes on a balcony",
+    "a weekend trip to Lisbon",
+    "filing taxes",
+    "learning Spanish",
+    "a job interview",
+    "cleaning the garage",
+    "setting up a home wifi router",
+    "a wedding speech",
+    "baking sourdough bread",
+    "adopting a cat",
+    "a school science fair",
+    "backing up family photos",
+    "a camping trip",
+    "writing a novel",
+    "a quarterly team review",
+    "repainting the kitchen",
+    "a road bike service",
+    "a first aid kit",
+    "a retirement party",
+    "budgeting for a holiday",
+    "a chess tournament",
+    "a home office setup",
+    "a vegan dinner for friends",
+    "buying a used car",
+    "a newsletter for a book club",
+    "winter tyres",
+    "a kid's football practice",
+    "a conference talk",
+    "a hiking route in the Alps",
+    "a garden shed",
+    "a piano recital",
+    "a charity bake sale",
+    "selling old furniture online",
+    "a visit to grandparents",
 ]
 
 
@@ -52,8 +85,12 @@ def write(rows: list[dict], folder: Path) -> None:
     injection head's training negatives (anima/safety/data/own_words.txt)."""
     from anima.safety.injection import segments
 
-    lines = dict.fromkeys(" ".join(s.split()) for r in rows if split_of(r["topic"]) == "tune" for s in segments(r["text"]))
-    (Path(__file__).resolve().parent.parent / "anima" / "safety" / "data" / "own_words.txt").write_text(HEADER + "\n".join(lines) + "\n", encoding="utf-8")
+    lines = dict.fromkeys(
+        " ".join(s.split()) for r in rows if split_of(r["topic"]) == "tune" for s in segments(r["text"])
+    )
+    (Path(__file__).resolve().parent.parent / "anima" / "safety" / "data" / "own_words.txt").write_text(
+        HEADER + "\n".join(lines) + "\n", encoding="utf-8"
+    )
     for split in ("tune", "test"):
         path = folder / f"own_words_{split}.csv"
         with path.open("w", newline="", encoding="utf-8") as f:
@@ -77,7 +114,12 @@ def main() -> int:
     rows = []
     pairs = [(k, t) for t in TOPICS for k in KINDS]
     for n, (kind, topic) in enumerate(pairs, 1):
-        messages = [{"role": "user", "content": f"Write {KINDS[kind]} about {topic}. Write it as the person themselves, plain text, no title, no preamble."}]
+        messages = [
+            {
+                "role": "user",
+                "content": f"Write {KINDS[kind]} about {topic}. Write it as the person themselves, plain text, no title, no preamble.",
+            }
+        ]
         text = complete(model, messages, Options(max_tokens=110, temperature=0.8, seed=n)).text.strip()
         text = re.sub(r"\n{3,}", "\n\n", text)
         if text:

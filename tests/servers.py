@@ -52,9 +52,17 @@ def tiny_openai_app(reply: str = "Hello from the tiny server.", key: str = "sk-t
             yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}) + "\n\n"
             for i, w in enumerate(words):
                 piece = w if i == len(words) - 1 else w + " "
-                yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                    + "\n\n"
+                )
             yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
-            yield "data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": len(words)}}) + "\n\n"
+            yield (
+                "data: "
+                + json.dumps({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": len(words)}})
+                + "\n\n"
+            )
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -132,7 +140,11 @@ class RangeFileHandler(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serve_files(root: Path, cut_after: int | None = None, ignore_range: bool = False) -> Iterator[tuple[str, list]]:
     hits: list = []
-    handler = type("Handler", (RangeFileHandler,), {"root": root, "cut_after": cut_after, "ignore_range": ignore_range, "hits": hits})
+    handler = type(
+        "Handler",
+        (RangeFileHandler,),
+        {"root": root, "cut_after": cut_after, "ignore_range": ignore_range, "hits": hits},
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -198,18 +210,34 @@ class LoadResult:
         }
 
 
-def load(base_url: str, model: str, clients: int, duration: float, api_key: str = "none", max_tokens: int = 32, progress: Callable[[float], None] | None = None) -> LoadResult:
+def load(
+    base_url: str,
+    model: str,
+    clients: int,
+    duration: float,
+    api_key: str = "none",
+    max_tokens: int = 32,
+    progress: Callable[[float], None] | None = None,
+) -> LoadResult:
     """Run `clients` streaming clients against `base_url` (…/v1) for `duration` seconds."""
     result, lock = LoadResult(clients, duration), threading.Lock()
     started = time.monotonic()
     stop_at = started + duration
 
     def client(n: int) -> None:
-        http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=httpx.Timeout(300.0, connect=5.0))
+        http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=httpx.Timeout(300.0, connect=5.0)
+        )
         i = n
         while time.monotonic() < stop_at:
-            body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], "max_tokens": max_tokens,
-                    "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
             i += clients
             start, tokens = time.perf_counter(), 0
             try:

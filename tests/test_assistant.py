@@ -53,8 +53,14 @@ def test_turn_prompt_has_persona_history_and_is_logged(container, fake):
     assert second.text() == "About 2.1 million."
     messages = fake.calls[1][0]
     assert messages[0]["role"] == "system" and "anima" in messages[0]["content"]
-    assert [m["content"] for m in messages[1:-2] + messages[-1:]] == ["What is the capital of France?", "Paris.", "How many people live there?"]
-    assert messages[-2]["role"] == "system" and messages[-2]["content"].startswith("Now: ")  # what changes each turn comes last
+    assert [m["content"] for m in messages[1:-2] + messages[-1:]] == [
+        "What is the capital of France?",
+        "Paris.",
+        "How many people live there?",
+    ]
+    assert messages[-2]["role"] == "system" and messages[-2]["content"].startswith(
+        "Now: "
+    )  # what changes each turn comes last
     logged = container.store.turns(first.turn.conversation_id)
     assert [(t.user_text, t.reply, t.status) for t in logged] == [
         ("What is the capital of France?", "Paris.", "ok"),

@@ -21,9 +21,9 @@ from anima.bench.locomo import (
     stratified,
     turn_coverage,
 )
-from anima.memory.locomo import load_locomo
 from anima.bench.memory_scale import NAME_PAIRS, corpus, run_memory_scale
 from anima.errors import BadInput
+from anima.memory.locomo import load_locomo
 from anima.memory.retrieve import Hit, memory_block
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.store import Episode, Memory
@@ -54,12 +54,29 @@ def tiny_sample(sample_id: str = "tiny", qa: list[dict] | None = None) -> dict:
             "session_1_observation": {"Ana": [["Ana got a puppy named Biscuit.", "D1:3"]]},
             "session_2_observation": {"Ben": [["Ben ran a marathon in Lisbon.", ["D2:1"]]]},
         },
-        "qa": qa if qa is not None else [
+        "qa": qa
+        if qa is not None
+        else [
             {"question": "What is the name of Ana's puppy?", "answer": "Biscuit", "evidence": ["D1:3"], "category": 4},
             {"question": "Where did Ben run a marathon?", "answer": "Lisbon", "evidence": ["D2:1"], "category": 4},
-            {"question": "What pet did Ana get and where did Ben run?", "answer": "puppy, Lisbon", "evidence": ["D1:3", "D2:1"], "category": 1},
-            {"question": "What did Ana name her cat?", "adversarial_answer": "Biscuit", "evidence": ["D1:3"], "category": 5},
-            {"question": "What colour is Ben's bike?", "answer": "red", "evidence": ["D9:9"], "category": 3},  # names no turn
+            {
+                "question": "What pet did Ana get and where did Ben run?",
+                "answer": "puppy, Lisbon",
+                "evidence": ["D1:3", "D2:1"],
+                "category": 1,
+            },
+            {
+                "question": "What did Ana name her cat?",
+                "adversarial_answer": "Biscuit",
+                "evidence": ["D1:3"],
+                "category": 5,
+            },
+            {
+                "question": "What colour is Ben's bike?",
+                "answer": "red",
+                "evidence": ["D9:9"],
+                "category": 3,
+            },  # names no turn
         ],
     }
 
@@ -86,7 +103,9 @@ def answering_model() -> FakeChatModel:
 # ----------------------------------------------------------------------------- counting turns
 def episode_hit(eid: int, text: str, reply: tuple[int, str] | None = None) -> Hit:
     record = Episode(text, id=eid)
-    return Hit("episode", eid, text, "", 1.0, record, "Ana", Episode(reply[1], speaker="Ben", id=reply[0]) if reply else None)
+    return Hit(
+        "episode", eid, text, "", 1.0, record, "Ana", Episode(reply[1], speaker="Ben", id=reply[0]) if reply else None
+    )
 
 
 def test_an_episode_hit_and_its_reply_are_two_turns_and_the_budget_cuts_at_k():
@@ -135,19 +154,36 @@ def test_a_question_without_evidence_is_skipped_not_counted_as_a_hit():
 def test_report_shape_has_the_promised_keys():
     out = report([Row(4)])
     assert set(out["overall"]) == {
-        "n", "n_recall", "skipped_no_evidence", "turns_shown_mean", "f1", "n_answered", "j", "n_judged",
-        "turn_recall@5", "turn_recall@10", "session_recall@5", "session_recall@10",
-        "hit_recall@5", "hit_recall@10", "hit_session_recall@5", "hit_session_recall@10",
+        "n",
+        "n_recall",
+        "skipped_no_evidence",
+        "turns_shown_mean",
+        "f1",
+        "n_answered",
+        "j",
+        "n_judged",
+        "turn_recall@5",
+        "turn_recall@10",
+        "session_recall@5",
+        "session_recall@10",
+        "hit_recall@5",
+        "hit_recall@10",
+        "hit_session_recall@5",
+        "hit_session_recall@10",
     }
     assert set(out["by_category"]) == {"1", "2", "3", "4", "5"}
 
 
 # ----------------------------------------------------------------------------- splits and samples
 def test_stratified_sample_covers_every_conversation_and_category():
-    items = [(conv, cat, (conv, cat, i)) for conv in ("c1", "c2", "c3") for cat in (1, 2, 3, 4, 5) for i in range(cat * 4)]
+    items = [
+        (conv, cat, (conv, cat, i)) for conv in ("c1", "c2", "c3") for cat in (1, 2, 3, 4, 5) for i in range(cat * 4)
+    ]
     five = stratified(items, 5)
     assert sorted({k[0] for k in five}) == ["c1", "c2", "c3"] and sorted({k[1] for k in five}) == [1, 2, 3, 4, 5]
-    assert Counter((k[0], k[1]) for k in stratified(items, 15)) == Counter({(c, cat): 1 for c in ("c1", "c2", "c3") for cat in (1, 2, 3, 4, 5)})
+    assert Counter((k[0], k[1]) for k in stratified(items, 15)) == Counter(
+        {(c, cat): 1 for c in ("c1", "c2", "c3") for cat in (1, 2, 3, 4, 5)}
+    )
     assert stratified(items, 30) == stratified(items, 30)  # seeded
     assert stratified(items, 30) != stratified(items, 30, seed=1)
     assert stratified(items, 0) == [] and stratified(items, 10**6) == [k for _, _, k in items]
@@ -173,7 +209,9 @@ def test_splits_of_the_dev_file():
 @needs_locomo
 def test_answer_sample_spans_the_split_not_the_first_questions():
     samples = select_split(load_locomo(LOCOMO), "report")
-    keys = stratified([(s.sample_id, q.category, (s.sample_id, i)) for s in samples for i, q in enumerate(s.questions)], 50)
+    keys = stratified(
+        [(s.sample_id, q.category, (s.sample_id, i)) for s in samples for i, q in enumerate(s.questions)], 50
+    )
     counts = locomo._counts(keys, samples)
     assert counts["n"] == 50
     assert counts["by_conversation"] == {"conv-42": 26, "conv-43": 24}  # 260 and 242 questions
@@ -186,7 +224,11 @@ def test_locomo_run_on_a_tiny_file(tmp_path):
     result = run_locomo(tiny_locomo(tmp_path), answering_model(), FakeEmbedder(), answer_limit=5, full_limit=2)
     assert result["split"] == "report" and result["conversations"] == ["tiny"]
     anima, bm25 = result["anima"], result["bm25"]
-    assert anima["overall"]["n"] == 5 and anima["overall"]["n_recall"] == 4 and anima["overall"]["skipped_no_evidence"] == 1
+    assert (
+        anima["overall"]["n"] == 5
+        and anima["overall"]["n_recall"] == 4
+        and anima["overall"]["skipped_no_evidence"] == 1
+    )
     assert anima["by_category"]["3"]["turn_recall@10"] is None  # its only question's evidence names no turn
     assert anima["by_category"]["4"]["turn_recall@5"] == 1.0  # both single-hop questions found
     assert anima["by_category"]["4"]["f1"] == 1.0
@@ -194,7 +236,9 @@ def test_locomo_run_on_a_tiny_file(tmp_path):
     assert anima["by_category"]["5"]["n_judged"] == 0  # no gold answer to judge against
     assert result["judge"]["agreement"]["n"] == anima["overall"]["n_judged"] + bm25["overall"]["n_judged"] > 0
     assert anima["by_category"]["5"]["f1"] == 1.0  # "not mentioned" is right for the adversarial one
-    assert 0 < anima["overall"]["turns_shown_mean"] <= 5 and 0 < bm25["overall"]["turns_shown_mean"] <= 5  # 5 turns in all
+    assert (
+        0 < anima["overall"]["turns_shown_mean"] <= 5 and 0 < bm25["overall"]["turns_shown_mean"] <= 5
+    )  # 5 turns in all
     assert bm25["overall"]["n_recall"] == 4
     assert bm25["overall"]["turn_recall@5"] == bm25["overall"]["hit_recall@5"]  # one turn per BM25 hit
     assert result["answer_sample"]["n"] == 5 and result["answered"] == 5
@@ -207,7 +251,9 @@ def test_locomo_run_on_a_tiny_file(tmp_path):
 
 def test_full_context_answers_go_to_the_long_context_model_with_its_budget(tmp_path):
     chat, long = answering_model(), answering_model()
-    result = run_locomo(tiny_locomo(tmp_path), chat, FakeEmbedder(), answer_limit=5, full_limit=2, full_model=long, full_tokens=10**4)
+    result = run_locomo(
+        tiny_locomo(tmp_path), chat, FakeEmbedder(), answer_limit=5, full_limit=2, full_model=long, full_tokens=10**4
+    )
     assert result["full_context"]["n"] == 2 and result["full_context"]["prefix_tokens"] == 10**4
     assert len(long.calls) == 2 and all("The conversation so far:" in call[0][1]["content"] for call in long.calls)
     assert not any("The conversation so far:" in call[0][-1]["content"] for call in chat.calls)
@@ -217,7 +263,9 @@ def test_locomo_table_names_the_split_and_both_recall_figures(tmp_path, monkeypa
     from anima.cli import bench as cli_bench
 
     monkeypatch.setattr(cli_bench.out, "width", 220)
-    cli_bench._print_locomo(run_locomo(tiny_locomo(tmp_path), answering_model(), FakeEmbedder(), answer_limit=5, full_limit=1))
+    cli_bench._print_locomo(
+        run_locomo(tiny_locomo(tmp_path), answering_model(), FakeEmbedder(), answer_limit=5, full_limit=1)
+    )
     printed = capsys.readouterr().out
     assert "LoCoMo · split report: tiny" in printed
     assert "turn R@10" in printed and "hit R@10" in printed and "up to 2k turns" in printed
@@ -229,11 +277,18 @@ def test_retrieval_sees_only_the_question(tmp_path):
     """Changing evidence and answers changes the scores, never what the answer model is shown."""
     model_a, model_b = answering_model(), answering_model()
     qa = tiny_sample()["qa"]
-    moved = [{**q, "evidence": ["D2:2"], "answer": "something else"} if q["category"] != 5 else {**q, "evidence": ["D2:2"]} for q in qa]
+    moved = [
+        {**q, "evidence": ["D2:2"], "answer": "something else"} if q["category"] != 5 else {**q, "evidence": ["D2:2"]}
+        for q in qa
+    ]
     first = run_locomo(tiny_locomo(tmp_path), model_a, FakeEmbedder(), answer_limit=5, full_limit=0)
     (tmp_path / "b").mkdir()
-    second = run_locomo(tiny_locomo(tmp_path / "b", [tiny_sample(qa=moved)]), model_b, FakeEmbedder(), answer_limit=5, full_limit=0)
-    answering = lambda model: [m for m, _ in model.calls if "Gold answer:" not in m[-1]["content"]]  # the judge reads the gold answer
+    second = run_locomo(
+        tiny_locomo(tmp_path / "b", [tiny_sample(qa=moved)]), model_b, FakeEmbedder(), answer_limit=5, full_limit=0
+    )
+    answering = lambda model: [
+        m for m, _ in model.calls if "Gold answer:" not in m[-1]["content"]
+    ]  # the judge reads the gold answer
     assert answering(model_a) == answering(model_b) and len(answering(model_a)) < len(model_a.calls)
     assert (first["anima"]["overall"]["n_recall"], second["anima"]["overall"]["n_recall"]) == (4, 5)  # D2:2 is a turn
 
@@ -253,14 +308,18 @@ def test_full_context_is_a_fixed_prefix_within_the_budget(tmp_path, monkeypatch)
 def test_locomo_retrieval_on_one_real_conversation():
     result = run_locomo(LOCOMO, FakeChatModel(), FakeEmbedder(), limit=1, answer_limit=0, full_limit=0, split="tune")
     assert result["conversations"] == ["conv-26"]
-    assert result["anima"]["overall"]["n"] == 199 and result["anima"]["overall"]["n_recall"] == 197  # two have no evidence
+    assert (
+        result["anima"]["overall"]["n"] == 199 and result["anima"]["overall"]["n_recall"] == 197
+    )  # two have no evidence
     assert result["ingest"]["messages"] == 419
     for system in ("anima", "bm25"):
         o = result[system]["overall"]
         assert 0 < o["turn_recall@5"] <= o["turn_recall@10"] <= o["session_recall@10"] <= 1
         assert o["turn_recall@10"] <= o["hit_recall@10"]
     assert result["bm25"]["overall"]["turns_shown_mean"] <= 10
-    assert 5 < result["anima"]["overall"]["turns_shown_mean"] <= 10  # the block shows at most 10 messages, replies included
+    assert (
+        5 < result["anima"]["overall"]["turns_shown_mean"] <= 10
+    )  # the block shows at most 10 messages, replies included
 
 
 # ----------------------------------------------------------------------------- memory-scale
@@ -336,10 +395,14 @@ def test_memory_scale_on_the_dev_file():
 
 @needs_locomo
 def test_memory_scale_measures_postgres_on_the_same_items(postgres_url):
-    result = run_memory_scale([500, 2000], 5, FakeEmbedder(dim=32), LOCOMO, backends=("sqlite-vec", "numpy", "postgres"), pg_url=postgres_url)
+    result = run_memory_scale(
+        [500, 2000], 5, FakeEmbedder(dim=32), LOCOMO, backends=("sqlite-vec", "numpy", "postgres"), pg_url=postgres_url
+    )
     assert list(result["backends"]) == ["sqlite-vec", "numpy", "postgres"] and result["postgres"]["index"] == "hnsw"
     vec, pg = result["backends"]["sqlite-vec"], result["backends"]["postgres"]
-    assert [(r["items"], r["episodes"], r["memories"]) for r in pg] == [(r["items"], r["episodes"], r["memories"]) for r in vec]
+    assert [(r["items"], r["episodes"], r["memories"]) for r in pg] == [
+        (r["items"], r["episodes"], r["memories"]) for r in vec
+    ]
     assert all(r["p95_ms"] >= r["p50_ms"] > 0 and r["load_s"] > 0 and r["index_s"] > 0 for r in pg)
     assert all(0.5 < r["same_top10"] <= 1 for r in pg)  # the same items, ids kept: most hits agree
 

@@ -92,7 +92,7 @@ def test_models_list_and_info():
 
 
 def test_chat_session(monkeypatch):
-    script = "hello\n/recall\n/persona\n/persona coach\n/persona pirate\n/nope\n\"\"\"\nline one\nline two\n\"\"\"\ncontinued \\\nline\n/recall\n/exit\n"
+    script = 'hello\n/recall\n/persona\n/persona coach\n/persona pirate\n/nope\n"""\nline one\nline two\n"""\ncontinued \\\nline\n/recall\n/exit\n'
     result = run("chat", "--backend", "fake", input=script)
     assert result.exit_code == 0, result.output
     out = result.stdout
@@ -146,7 +146,15 @@ def test_real_process_prints_one_line_and_no_traceback(anima_home, tmp_path):
     cases = [
         ({"ANIMA_HOME": str(anima_home)}, ["ask", "hi"], "not downloaded yet"),
         ({"ANIMA_HOME": str(blocker)}, ["ask", "--backend", "fake", "hi"], "Not a directory"),
-        ({"ANIMA_HOME": str(anima_home), "ANIMA_BACKEND": "openai_http", "ANIMA_OPENAI_HTTP__BASE_URL": "http://127.0.0.1:9/v1"}, ["ask", "hi"], "cannot reach http://127.0.0.1:9/v1"),
+        (
+            {
+                "ANIMA_HOME": str(anima_home),
+                "ANIMA_BACKEND": "openai_http",
+                "ANIMA_OPENAI_HTTP__BASE_URL": "http://127.0.0.1:9/v1",
+            },
+            ["ask", "hi"],
+            "cannot reach http://127.0.0.1:9/v1",
+        ),
     ]
     for extra, args, message in cases:
         proc = subprocess.run([anima, *args], capture_output=True, text=True, env={**env, **extra}, timeout=60)
@@ -192,7 +200,9 @@ def test_doctor_reports_the_installation():
     data = json.loads(run("doctor", "--json").stdout)
     assert data["vector search"] == "numpy (auto)" and "default: missing" in data["models"]
     assert data["encryption"].startswith("on, key from")
-    assert data["llama.cpp check"] == "not tested: model 'default' is not downloaded yet (run `anima models pull default`)"  # the child ran
+    assert (
+        data["llama.cpp check"] == "not tested: model 'default' is not downloaded yet (run `anima models pull default`)"
+    )  # the child ran
 
 
 def test_doctor_names_a_crashing_llama_cpp_build_and_the_fix(monkeypatch):
@@ -200,7 +210,10 @@ def test_doctor_names_a_crashing_llama_cpp_build_and_the_fix(monkeypatch):
 
     monkeypatch.setattr(smoke, "run_smoke", lambda model=None: smoke.interpret(-11, "", ""))
     data = json.loads(run("doctor", "--json").stdout)
-    assert data["llama.cpp check"].startswith("CRASHES on this CPU (a test generation died from SIGSEGV)") and "make rebuild-llama" in data["llama.cpp check"]
+    assert (
+        data["llama.cpp check"].startswith("CRASHES on this CPU (a test generation died from SIGSEGV)")
+        and "make rebuild-llama" in data["llama.cpp check"]
+    )
 
 
 def test_serve_refuses_to_listen_beyond_loopback_without_keys():
@@ -225,17 +238,20 @@ def _anima_process(anima_home, *args, stdout=subprocess.PIPE, extra_env=None):
     return subprocess.run([anima, *args], stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["bench", "locomo", "--data", "missing.json"], 1, "no LoCoMo file at missing.json"),
-    (["bench", "locomo", "--data", "{notlocomo}"], 1, "not a LoCoMo file"),
-    (["bench", "overhead", "--prompts", "0"], 2, "Invalid value for '--prompts'"),
-    (["bench", "overhead", "--rounds", "0"], 2, "Invalid value for '--rounds'"),
-    (["bench", "memory-scale", "--queries", "0"], 2, "Invalid value for '--queries'"),
-    (["bench", "memory-scale", "--n", "-5"], 2, "Invalid value for '--n'"),
-    (["bench", "serve", "--users", "0"], 2, "Invalid value for '--users'"),
-    (["ask"], 2, "Missing argument 'text'"),
-    (["no-such-command"], 2, "No such command"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["bench", "locomo", "--data", "missing.json"], 1, "no LoCoMo file at missing.json"),
+        (["bench", "locomo", "--data", "{notlocomo}"], 1, "not a LoCoMo file"),
+        (["bench", "overhead", "--prompts", "0"], 2, "Invalid value for '--prompts'"),
+        (["bench", "overhead", "--rounds", "0"], 2, "Invalid value for '--rounds'"),
+        (["bench", "memory-scale", "--queries", "0"], 2, "Invalid value for '--queries'"),
+        (["bench", "memory-scale", "--n", "-5"], 2, "Invalid value for '--n'"),
+        (["bench", "serve", "--users", "0"], 2, "Invalid value for '--users'"),
+        (["ask"], 2, "Missing argument 'text'"),
+        (["no-such-command"], 2, "No such command"),
+    ],
+)
 def test_bench_and_usage_mistakes_are_one_line(anima_home, tmp_path, args, code, message):
     wrong = tmp_path / "notlocomo.json"
     wrong.write_text('{"hello": "world"}')

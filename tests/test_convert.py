@@ -63,6 +63,7 @@ def reference(minilm_dir):
 
 # -- a reference BERT in plain numpy ------------------------------------------
 
+
 def _is_punctuation(ch: str) -> bool:
     cp = ord(ch)
     if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
@@ -79,12 +80,12 @@ class NumpyBert:
         self.vocab = {tok: i for i, tok in enumerate(lines[:-1] if lines[-1] == "" else lines)}
         raw = (folder / "model.safetensors").read_bytes()
         (n,) = struct.unpack_from("<Q", raw)
-        header = json.loads(raw[8:8 + n])
+        header = json.loads(raw[8 : 8 + n])
         self.w = {}
         for name, info in header.items():
             if name != "__metadata__" and info["dtype"] == "F32":
                 begin, end = info["data_offsets"]
-                data = np.frombuffer(raw[8 + n + begin:8 + n + end], dtype="<f4")
+                data = np.frombuffer(raw[8 + n + begin : 8 + n + end], dtype="<f4")
                 self.w[name] = data.reshape(info["shape"]).astype(np.float64)
 
     def tokenize(self, text: str) -> list[int]:
@@ -137,15 +138,19 @@ class NumpyBert:
         ids = self.tokenize(text)
         n_tok, n_head = len(ids), self.config["num_attention_heads"]
         d_head = self.config["hidden_size"] // n_head
-        x = (self.w["embeddings.word_embeddings.weight"][ids]
-             + self.w["embeddings.position_embeddings.weight"][:n_tok]
-             + self.w["embeddings.token_type_embeddings.weight"][0])
+        x = (
+            self.w["embeddings.word_embeddings.weight"][ids]
+            + self.w["embeddings.position_embeddings.weight"][:n_tok]
+            + self.w["embeddings.token_type_embeddings.weight"][0]
+        )
         x = self._ln(x, "embeddings.LayerNorm")
         erf = np.vectorize(math.erf)
         for i in range(self.config["num_hidden_layers"]):
             p = f"encoder.layer.{i}."
-            q, k, v = (self._linear(x, p + "attention.self." + name).reshape(n_tok, n_head, d_head).transpose(1, 0, 2)
-                       for name in ("query", "key", "value"))
+            q, k, v = (
+                self._linear(x, p + "attention.self." + name).reshape(n_tok, n_head, d_head).transpose(1, 0, 2)
+                for name in ("query", "key", "value")
+            )
             scores = q @ k.transpose(0, 2, 1) / math.sqrt(d_head)
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             attn = (scores / scores.sum(-1, keepdims=True)) @ v
@@ -169,6 +174,7 @@ def _cos(a, b) -> float:
 
 # -- without the model --------------------------------------------------------
 
+
 def test_missing_files_raise_model_corrupt(tmp_path):
     with pytest.raises(ModelCorrupt, match="config.json"):
         convert_bert_to_gguf(tmp_path, tmp_path / "out.gguf")
@@ -176,9 +182,18 @@ def test_missing_files_raise_model_corrupt(tmp_path):
 
 
 def test_malformed_safetensors_raises_model_corrupt(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({
-        "num_hidden_layers": 1, "hidden_size": 4, "num_attention_heads": 1,
-        "intermediate_size": 8, "max_position_embeddings": 8, "vocab_size": 5}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "num_hidden_layers": 1,
+                "hidden_size": 4,
+                "num_attention_heads": 1,
+                "intermediate_size": 8,
+                "max_position_embeddings": 8,
+                "vocab_size": 5,
+            }
+        )
+    )
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", 1000) + b"{not json")
     with pytest.raises(ModelCorrupt, match="safetensors"):
@@ -188,6 +203,7 @@ def test_malformed_safetensors_raises_model_corrupt(tmp_path):
 
 
 # -- with the model -----------------------------------------------------------
+
 
 @pytest.mark.model
 def test_conversion_is_deterministic(minilm_dir, tmp_path):

@@ -45,12 +45,17 @@ def fuzz(examples: int):
     """Modest and reproducible by default; each example makes its own home, so the
     function-scoped fixtures (one temp dir per test) are safe to share."""
     return settings(
-        max_examples=int(FUZZ_EXAMPLES or examples), deadline=None, derandomize=True, database=None,
+        max_examples=int(FUZZ_EXAMPLES or examples),
+        deadline=None,
+        derandomize=True,
+        database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
     )
 
 
-regressions = settings(phases=[Phase.explicit], deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # only the @examples
+regressions = settings(
+    phases=[Phase.explicit], deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # only the @examples
 
 
 # --- the command tree ------------------------------------------------------------------------------
@@ -99,9 +104,38 @@ def test_the_tree_is_walked_and_skips_stay_few():
 # --- values for parameters ---------------------------------------------------------------------------
 
 ODD = [
-    "", " ", "-", "--", "-1", "\t", "a\nb", "two\r\nlines", "[/x]", "[bold]x", "[link=file:///etc]y[/link]", ":smile:",
-    "\u202eevil", "zero\u200bwidth", "\ufeffbom", "line\u2028sep", "e\u0301", "👩‍👩‍👧", "٣", "NaN", "inf", "1e999", "0x10",
-    "${HOME}", "%s%n", "'", '"', "\\", "\x1b[31mred", "\x7f", "caf\udce9", "\udcff",  # the last two: argv bytes that are not UTF-8
+    "",
+    " ",
+    "-",
+    "--",
+    "-1",
+    "\t",
+    "a\nb",
+    "two\r\nlines",
+    "[/x]",
+    "[bold]x",
+    "[link=file:///etc]y[/link]",
+    ":smile:",
+    "\u202eevil",
+    "zero\u200bwidth",
+    "\ufeffbom",
+    "line\u2028sep",
+    "e\u0301",
+    "👩‍👩‍👧",
+    "٣",
+    "NaN",
+    "inf",
+    "1e999",
+    "0x10",
+    "${HOME}",
+    "%s%n",
+    "'",
+    '"',
+    "\\",
+    "\x1b[31mred",
+    "\x7f",
+    "caf\udce9",
+    "\udcff",  # the last two: argv bytes that are not UTF-8
 ]
 NUMBERS = st.one_of(st.integers(-5, 5), st.integers(-(2**70), 2**70), st.sampled_from([2**31, 2**63, -(2**63) - 1]))
 TEXT = st.one_of(
@@ -112,7 +146,21 @@ TEXT = st.one_of(
     st.integers(1000, 20000).map(lambda n: "word " * (n // 5)),
     st.binary(min_size=1, max_size=6).map(lambda b: b.decode("utf-8", "surrogateescape")),
 ).filter(lambda s: "\x00" not in s)  # argv cannot hold NUL
-WHEN = ["tomorrow at 9", "in 2 hours", "every Monday at 9", "every 0 days", "in -5 hours", "in 99999999 years", "yesterday", "next week", "2026-05-14", "2024-02-30", "9999-12-31 23:59", "Friday at 25:00", "every"]
+WHEN = [
+    "tomorrow at 9",
+    "in 2 hours",
+    "every Monday at 9",
+    "every 0 days",
+    "in -5 hours",
+    "in 99999999 years",
+    "yesterday",
+    "next week",
+    "2026-05-14",
+    "2024-02-30",
+    "9999-12-31 23:59",
+    "Friday at 25:00",
+    "every",
+]
 GOOD = {
     "kind": ["fact", "preference", "person", "gossip"],
     "backend": ["fake", "llama_cpp", "openai_http"],
@@ -123,12 +171,29 @@ GOOD = {
     "status": ["active", "done", "dropped", "all"],
     "date": ["2024-02-01", "2024-02-30", "0001-01-01", "02/01/2024"],
     "milestone": ["1", "5k", "99", "0"],
-    "at": WHEN, "due": WHEN, "until": WHEN, "when": WHEN,
+    "at": WHEN,
+    "due": WHEN,
+    "until": WHEN,
+    "when": WHEN,
 }
 PATH_LIKE = {"path", "folder", "files", "plan_file", "out_dir", "data"}
 # Files every example finds in its working directory (made by `_workdir`), and paths that are not there.
-PATHS = ["valid.json", "valid.ics", "persona.toml", "plan.json", "rows.csv", "random.bin", "empty.txt", "docs", ".", "",
-         "missing.json", "no/such/dir/x.json", "/proc/anima-fuzz/x", "-"]
+PATHS = [
+    "valid.json",
+    "valid.ics",
+    "persona.toml",
+    "plan.json",
+    "rows.csv",
+    "random.bin",
+    "empty.txt",
+    "docs",
+    ".",
+    "",
+    "missing.json",
+    "no/such/dir/x.json",
+    "/proc/anima-fuzz/x",
+    "-",
+]
 
 
 def _relative(s: str) -> str:
@@ -176,7 +241,9 @@ def command_line(draw, words: str) -> list[str]:
     return args + positional + draw(st.sampled_from([[], [], [], ["extra"], ["--no-such-option"], ["--help"]]))
 
 
-STDIN = st.one_of(st.just(b""), st.text(max_size=50).map(lambda s: s.encode("utf-8", "surrogatepass")), st.binary(max_size=50))
+STDIN = st.one_of(
+    st.just(b""), st.text(max_size=50).map(lambda s: s.encode("utf-8", "surrogatepass")), st.binary(max_size=50)
+)
 
 
 # --- running anima -----------------------------------------------------------------------------------
@@ -196,7 +263,9 @@ class Run:
 def invoke(args: list[str], stdin: bytes = b"") -> Run:
     """`anima ARGS` in this process, with UTF-8 streams as strict as a terminal's."""
     out, err = io.BytesIO(), io.BytesIO()
-    streams = [io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")] + [io.TextIOWrapper(b, encoding="utf-8", write_through=True) for b in (out, err)]
+    streams = [io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")] + [
+        io.TextIOWrapper(b, encoding="utf-8", write_through=True) for b in (out, err)
+    ]
     saved = sys.argv, sys.stdin, sys.stdout, sys.stderr
     sys.argv, (sys.stdin, sys.stdout, sys.stderr) = ["anima", *args], streams
     code = 0
@@ -246,10 +315,17 @@ DTSTART;TZID=Europe/Berlin:20260511T093000\r\nDTEND;TZID=Europe/Berlin:20260511T
 EXDATE;TZID=Europe/Berlin:20260513T093000\r\nLOCATION:Room 4\r\nDESCRIPTION:Notes\\, agenda\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:trip@fuzz\r
 SUMMARY:Trip to Lisbon\r\nDTSTART;VALUE=DATE:20260601\r\nDTEND;VALUE=DATE:20260605\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"""
 PERSONA = b'name = "pirate"\ndescription = "Talks like a pirate"\nsystem_prompt = """You are a pirate.\nStay kind."""\nstyle = "arr"\nexample_user = "hi"\nexample_reply = "Ahoy!"\n'
-PLAN = json.dumps({"goal": "write one note per row in rows.csv", "steps": [
-    {"title": "Draft for {segment}", "tool": "write", "arguments": {}, "output": "draft.md"},
-    {"title": "Save a note", "tool": "add_note", "arguments": {"text": "done", "title": "t"}, "output": ""}]}, indent=2).encode()
-CSV = "segment,tone\nstudents,casual\n\"families, big\",warm\nretirées ☕,formal\n".encode()
+PLAN = json.dumps(
+    {
+        "goal": "write one note per row in rows.csv",
+        "steps": [
+            {"title": "Draft for {segment}", "tool": "write", "arguments": {}, "output": "draft.md"},
+            {"title": "Save a note", "tool": "add_note", "arguments": {"text": "done", "title": "t"}, "output": ""},
+        ],
+    },
+    indent=2,
+).encode()
+CSV = 'segment,tone\nstudents,casual\n"families, big",warm\nretirées ☕,formal\n'.encode()
 DOC = "# Trip\n\nPack the passport.\nBook the hotel in Lisbon, Alfama.\n\n## Budget [/x]\n\n€1200 in total.\n".encode()
 CONFIG = b'# my settings: kept as written\npersona = "assistant"\nhistory_turns = 4\n\n[generation]\nmax_tokens = 256\ntemperature = 0.5\n\n[memory]\n'
 
@@ -287,7 +363,14 @@ def _seed(home: Path, work: Path) -> None:
 def _workdir(work: Path) -> None:
     (work / "docs").mkdir(parents=True)
     (work / "docs" / "trip.md").write_bytes(DOC)
-    for name, data in {"valid.ics": ICS, "persona.toml": PERSONA, "plan.json": PLAN, "rows.csv": CSV, "random.bin": bytes(range(256)), "empty.txt": b""}.items():
+    for name, data in {
+        "valid.ics": ICS,
+        "persona.toml": PERSONA,
+        "plan.json": PLAN,
+        "rows.csv": CSV,
+        "random.bin": bytes(range(256)),
+        "empty.txt": b"",
+    }.items():
         (work / name).write_bytes(data)
 
 
@@ -309,7 +392,9 @@ def fresh(template, tmp_path, monkeypatch):
     """Call it once per example: a copy of the template as ANIMA_HOME, the working folder as cwd."""
     count = iter(range(10**9))
     monkeypatch.setenv("ANIMA_BACKEND", "fake")
-    monkeypatch.setenv("ANIMA_OPENAI_HTTP__BASE_URL", "http://127.0.0.1:9/v1")  # refused at once: no server of another worker is asked
+    monkeypatch.setenv(
+        "ANIMA_OPENAI_HTTP__BASE_URL", "http://127.0.0.1:9/v1"
+    )  # refused at once: no server of another worker is asked
     monkeypatch.setenv("HOME", str(tmp_path))
 
     def make() -> tuple[Path, dict]:
@@ -370,18 +455,58 @@ def test_a_bare_group_prints_its_help_once(fresh):
 
 # --- every file a user hands in ----------------------------------------------------------------------
 
-WEIRD = [None, True, -1, 0, 2**64, 1e308, float("inf"), "", "[/x]", "\ud800", "a\x00b", "x" * 100_000, [], {}, [None], {"a": {"b": []}}, "2024-02-30"]
-TOML_WEIRD = [True, -1, 2**63 - 1, 1e308, float("nan"), "", "[/x]", "x" * 100_000, "\u202e", [], [1, "a"], {"x": 1}, "line\nbreak"]
+WEIRD = [
+    None,
+    True,
+    -1,
+    0,
+    2**64,
+    1e308,
+    float("inf"),
+    "",
+    "[/x]",
+    "\ud800",
+    "a\x00b",
+    "x" * 100_000,
+    [],
+    {},
+    [None],
+    {"a": {"b": []}},
+    "2024-02-30",
+]
+TOML_WEIRD = [
+    True,
+    -1,
+    2**63 - 1,
+    1e308,
+    float("nan"),
+    "",
+    "[/x]",
+    "x" * 100_000,
+    "\u202e",
+    [],
+    [1, "a"],
+    {"x": 1},
+    "line\nbreak",
+]
 
 
 def _splice(valid: bytes) -> st.SearchStrategy[bytes]:
     at = st.integers(0, len(valid))
     return st.one_of(
         at.map(lambda i: valid[:i]),  # truncated
-        st.tuples(at, at, st.binary(max_size=12)).map(lambda t: valid[: min(t[:2])] + t[2] + valid[max(t[:2]) :]),  # spliced
-        st.tuples(at, at).map(lambda t: valid[: max(t)] + valid[min(t) : max(t)] * 3 + valid[max(t) :]),  # a part repeated
-        st.tuples(at, st.sampled_from([b"A", b"\xff", b"9", b"[", b"\n"]), st.integers(10_000, 300_000)).map(lambda t: valid[: t[0]] + t[1] * t[2] + valid[t[0] :]),  # a huge field
-        st.sampled_from(["utf-16", "utf-16-be", "utf-32", "latin-1", "cp1252"]).map(lambda enc: valid.decode("utf-8").encode(enc, "replace")),  # wrong encoding
+        st.tuples(at, at, st.binary(max_size=12)).map(
+            lambda t: valid[: min(t[:2])] + t[2] + valid[max(t[:2]) :]
+        ),  # spliced
+        st.tuples(at, at).map(
+            lambda t: valid[: max(t)] + valid[min(t) : max(t)] * 3 + valid[max(t) :]
+        ),  # a part repeated
+        st.tuples(at, st.sampled_from([b"A", b"\xff", b"9", b"[", b"\n"]), st.integers(10_000, 300_000)).map(
+            lambda t: valid[: t[0]] + t[1] * t[2] + valid[t[0] :]
+        ),  # a huge field
+        st.sampled_from(["utf-16", "utf-16-be", "utf-32", "latin-1", "cp1252"]).map(
+            lambda enc: valid.decode("utf-8").encode(enc, "replace")
+        ),  # wrong encoding
         st.just(b"\xef\xbb\xbf" + valid),  # a BOM
     )
 
@@ -405,11 +530,19 @@ def mutated(valid: bytes, kind: str) -> st.SearchStrategy[bytes]:
     """Broken versions of a valid file, and random bytes."""
     ways = [st.just(valid), _splice(valid), st.binary(max_size=3000), st.just(b"")]
     if kind == "json":
-        ways.append(_swap_a_value(json.loads(valid), WEIRD).map(lambda t: json.dumps(t, ensure_ascii=False).encode("utf-8", "surrogatepass")))
+        ways.append(
+            _swap_a_value(json.loads(valid), WEIRD).map(
+                lambda t: json.dumps(t, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            )
+        )
     if kind == "toml":
         from anima.config import to_toml
 
-        ways.append(_swap_a_value(tomllib.loads(valid.decode()), TOML_WEIRD).map(lambda t: to_toml(t if isinstance(t, dict) else {"x": t}).encode()))
+        ways.append(
+            _swap_a_value(tomllib.loads(valid.decode()), TOML_WEIRD).map(
+                lambda t: to_toml(t if isinstance(t, dict) else {"x": t}).encode()
+            )
+        )
     return st.one_of(ways)
 
 
@@ -428,13 +561,50 @@ FILES = {  # what a user hands in -> (a valid example, its shape, the command th
     "config": ("config.toml", "toml", ["config", "show"]),
     "document": ("docs/trip.md", None, ["docs", "index", "docs"]),
 }
-HISTORY = json.dumps([{"title": "t", "mapping": {"a": {"message": {"id": "m1", "author": {"role": "user"}, "create_time": 1714000000.5, "content": {"parts": ["I moved to Porto"]}}},
-                                               "b": {"message": {"id": "m2", "author": {"role": "assistant"}, "create_time": 1714000001, "content": {"parts": ["Nice!"]}}}}}]).encode()
+HISTORY = json.dumps(
+    [
+        {
+            "title": "t",
+            "mapping": {
+                "a": {
+                    "message": {
+                        "id": "m1",
+                        "author": {"role": "user"},
+                        "create_time": 1714000000.5,
+                        "content": {"parts": ["I moved to Porto"]},
+                    }
+                },
+                "b": {
+                    "message": {
+                        "id": "m2",
+                        "author": {"role": "assistant"},
+                        "create_time": 1714000001,
+                        "content": {"parts": ["Nice!"]},
+                    }
+                },
+            },
+        }
+    ]
+).encode()
 
 
-LOCOMO = json.dumps([{"sample_id": "conv-1", "qa": [{"question": "Where?", "answer": "Porto", "evidence": ["D1:1"], "category": 4}], "conversation": {
-    "speaker_a": "Ana", "speaker_b": "Ben", "session_1_date_time": "1:56 pm on 8 May, 2023", "session_1": [
-        {"speaker": "Ana", "dia_id": "D1:1", "text": "I moved to Porto"}, {"speaker": "Ben", "dia_id": "D1:2", "text": "Nice!", "blip_caption": "a bridge"}]}}]).encode()
+LOCOMO = json.dumps(
+    [
+        {
+            "sample_id": "conv-1",
+            "qa": [{"question": "Where?", "answer": "Porto", "evidence": ["D1:1"], "category": 4}],
+            "conversation": {
+                "speaker_a": "Ana",
+                "speaker_b": "Ben",
+                "session_1_date_time": "1:56 pm on 8 May, 2023",
+                "session_1": [
+                    {"speaker": "Ana", "dia_id": "D1:1", "text": "I moved to Porto"},
+                    {"speaker": "Ben", "dia_id": "D1:2", "text": "Nice!", "blip_caption": "a bridge"},
+                ],
+            },
+        }
+    ]
+).encode()
 VALID = {"history.json": HISTORY, "locomo.json": LOCOMO, "config.toml": CONFIG}
 
 
@@ -449,11 +619,20 @@ def test_every_file_fails_cleanly(what, data, template, fresh):
 
 @regressions
 @example(what="memory export", content=b"[" * 100_000)  # RecursionError
-@example(what="memory export", content=b'{"version": 1, "memories": [{"text": "kept"}, {}]}')  # the first was stored, then an error
-@example(what="memory export", content=b'{"version": 1, "memories": [{"text": "\\ud800"}]}')  # a lone surrogate reached SQLite
+@example(
+    what="memory export", content=b'{"version": 1, "memories": [{"text": "kept"}, {}]}'
+)  # the first was stored, then an error
+@example(
+    what="memory export", content=b'{"version": 1, "memories": [{"text": "\\ud800"}]}'
+)  # a lone surrogate reached SQLite
 @example(what="ChatGPT history", content=b'[{"mapping": 5}]')  # AttributeError
-@example(what="ChatGPT history", content=b'[{"mapping": {"a": {"message": {"author": {"role": "user"}, "create_time": "soon", "content": {"parts": ["hi"]}}}}}]')
-@example(what="calendar", content=ICS.replace(b"Europe/Berlin", b"Europe/Ber" + b"9" * 70_000, 1))  # OSError: file name too long
+@example(
+    what="ChatGPT history",
+    content=b'[{"mapping": {"a": {"message": {"author": {"role": "user"}, "create_time": "soon", "content": {"parts": ["hi"]}}}}}]',
+)
+@example(
+    what="calendar", content=ICS.replace(b"Europe/Berlin", b"Europe/Ber" + b"9" * 70_000, 1)
+)  # OSError: file name too long
 @example(what="config", content=b"history_turns = " + b"9" * 5000)  # ValueError: more than 4300 digits
 @example(what="config", content=b"x = " + b"[" * 100_000)  # RecursionError
 @given(what=st.just("config"), content=st.just(b""))
@@ -477,12 +656,21 @@ def hand_in(what: str, content: bytes, fresh) -> None:
 KNOWN = {  # tracebacks the fuzzing found in load_plan, attach and load_persona: (args, the file `bad` they read)
     "plan path is a folder: load_plan catches only FileNotFoundError": (["do", "--plan", ".", "--dry-run"], None),
     "plan path too long for the file system": (["do", "--plan", "w" * 300, "--dry-run"], None),
-    "attached file name too long: attach catches only some OSErrors": (["do", "-f", "w" * 300, "--dry-run", "goal"], None),
+    "attached file name too long: attach catches only some OSErrors": (
+        ["do", "-f", "w" * 300, "--dry-run", "goal"],
+        None,
+    ),
     "plan steps that are not objects": (["do", "--plan", "bad", "--dry-run"], b'{"goal": "g", "steps": [1]}'),
     "plan goal that is not text": (["do", "--plan", "bad", "--dry-run"], b'{"goal": 1, "steps": [{"title": "t"}]}'),
-    "plan step title that is not text": (["do", "--plan", "bad", "--dry-run"], b'{"goal": "g", "steps": [{"title": ["t"]}]}'),
+    "plan step title that is not text": (
+        ["do", "--plan", "bad", "--dry-run"],
+        b'{"goal": "g", "steps": [{"title": ["t"]}]}',
+    ),
     "plan nested 100000 deep: RecursionError": (["do", "--plan", "bad", "--dry-run"], b"[" * 100_000),
-    "persona with a 5000-digit number: load_persona catches TOMLDecodeError, tomllib raises ValueError": (["personas", "add", "bad"], b"name = " + b"9" * 5000),
+    "persona with a 5000-digit number: load_persona catches TOMLDecodeError, tomllib raises ValueError": (
+        ["personas", "add", "bad"],
+        b"name = " + b"9" * 5000,
+    ),
     "persona with arrays nested 100000 deep: RecursionError": (["personas", "add", "bad"], b"name = " + b"[" * 100_000),
 }
 
@@ -522,10 +710,17 @@ REAL = [  # (argv as bytes, stdin)
 @pytest.mark.parametrize("argv, stdin", REAL)
 def test_real_executable(argv, stdin, fresh):
     home, before = fresh()
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # a user's run: internal errors are not re-raised
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"
+    }  # a user's run: internal errors are not re-raised
     env.update(LC_ALL="C.UTF-8", PYTHONUTF8="0")
     exe = Path(sys.executable).with_name("anima")
     done = subprocess.run([bytes(exe), *argv], check=False, input=stdin, capture_output=True, env=env, timeout=60)
-    run = Run([a.decode("utf-8", "replace") for a in argv], done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
+    run = Run(
+        [a.decode("utf-8", "replace") for a in argv],
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
+        done.stderr.decode("utf-8", "replace"),
+    )
     check(run, before, home)
     assert "internal error" not in run.stderr and run.stdout.count("Usage:") <= 1, run

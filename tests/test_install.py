@@ -47,8 +47,12 @@ def test_a_shell_reported_signal_counts_too():
 def test_other_outcomes_are_not_crashes(tmp_path):
     ok = run_smoke(python=fake_python(tmp_path, 'echo "8 tokens from m.gguf in 0.3 s"'))
     assert ok.ok and ok.line() == "ok (8 tokens from m.gguf in 0.3 s)"
-    missing = run_smoke(python=fake_python(tmp_path, f'echo "model default is not downloaded yet" >&2; exit {NO_MODEL}'))
-    assert not missing.ok and not missing.crashed and missing.line() == "not tested: model default is not downloaded yet"
+    missing = run_smoke(
+        python=fake_python(tmp_path, f'echo "model default is not downloaded yet" >&2; exit {NO_MODEL}')
+    )
+    assert (
+        not missing.ok and not missing.crashed and missing.line() == "not tested: model default is not downloaded yet"
+    )
     broken = run_smoke(python=fake_python(tmp_path, 'echo "ValueError: bad" >&2; exit 1'))
     assert not broken.ok and not broken.crashed and "failed: ValueError: bad" in broken.line()
 
@@ -60,7 +64,9 @@ def test_a_hanging_child_is_stopped(tmp_path):
 
 def test_the_smoke_child_without_a_model_says_so(anima_home):
     env = {**os.environ, "ANIMA_HOME": str(anima_home)}
-    done = subprocess.run([sys.executable, "-m", "anima.models.smoke"], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "anima.models.smoke"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == NO_MODEL and "not downloaded yet" in done.stderr
 
 
@@ -68,7 +74,10 @@ def test_build_flags_leave_out_amx_and_pin_a_version_pyproject_accepts():
     build = _build_script()
     if build.X86:
         for variant in ("native", "portable"):
-            assert "-mno-amx-tile" in build.FLAGS[variant]["CFLAGS"] and "-mno-amx-int8" in build.FLAGS[variant]["CXXFLAGS"]
+            assert (
+                "-mno-amx-tile" in build.FLAGS[variant]["CFLAGS"]
+                and "-mno-amx-int8" in build.FLAGS[variant]["CXXFLAGS"]
+            )
         assert "-DGGML_NATIVE=OFF" in build.FLAGS["portable"]["CMAKE_ARGS"]
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     (spec,) = [d for d in deps if d.startswith("llama-cpp-python")]
@@ -97,7 +106,9 @@ def test_a_crashing_build_is_rebuilt_portable_and_a_second_crash_stops_with_one_
     build = _build_script()
     installed: list[str] = []
     monkeypatch.setattr(build, "install", lambda python, variant: installed.append(variant))
-    outcomes = iter([(False, True, "CRASHES on this CPU (a test generation died from SIGILL)"), (True, False, "ok (8 tokens)")])
+    outcomes = iter(
+        [(False, True, "CRASHES on this CPU (a test generation died from SIGILL)"), (True, False, "ok (8 tokens)")]
+    )
     monkeypatch.setattr(build, "smoke", lambda python: next(outcomes))
     build.check("python")
     assert installed == ["portable"] and "portable build): ok" in capsys.readouterr().out
@@ -106,10 +117,16 @@ def test_a_crashing_build_is_rebuilt_portable_and_a_second_crash_stops_with_one_
     monkeypatch.setattr(build, "smoke", lambda python: (False, True, "CRASHES on this CPU"))
     with pytest.raises(SystemExit) as stopped:
         build.check("python")
-    assert installed == ["portable"] and "crashes on this CPU even when built portable" in str(stopped.value) and "\n" not in str(stopped.value)
+    assert (
+        installed == ["portable"]
+        and "crashes on this CPU even when built portable" in str(stopped.value)
+        and "\n" not in str(stopped.value)
+    )
 
     monkeypatch.setattr(build, "smoke", lambda python: (False, False, "test generation failed: ValueError: bad"))
     with pytest.raises(SystemExit, match="llama.cpp does not work: test generation failed"):
         build.check("python")
-    monkeypatch.setattr(build, "smoke", lambda python: (False, False, "not tested: model 'default' is not downloaded yet"))
+    monkeypatch.setattr(
+        build, "smoke", lambda python: (False, False, "not tested: model 'default' is not downloaded yet")
+    )
     build.check("python")  # no model yet is not a failure of the build

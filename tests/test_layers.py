@@ -29,8 +29,11 @@ def test_lower_layers_do_not_import_higher_ones():
     problems = []
     for package, banned in FORBIDDEN.items():
         for path in sorted((PACKAGE / package).rglob("*.py")):
-            problems += [f"{path.relative_to(PACKAGE.parent)}:{line}: imports {name}"
-                         for line, name in imports(path) if any(name == b or name.startswith(b + ".") for b in banned)]
+            problems += [
+                f"{path.relative_to(PACKAGE.parent)}:{line}: imports {name}"
+                for line, name in imports(path)
+                if any(name == b or name.startswith(b + ".") for b in banned)
+            ]
     assert not problems, "\n".join(problems)
 
 

@@ -141,8 +141,7 @@ def test_reference_answers_score_one_against_themselves(samples):
         ('{"sample_id": "x"}', "non-empty JSON list"),
         ("[]", "non-empty JSON list"),
         ('[{"sample_id": "x", "qa": []}]', "'conversation'"),
-        ('[{"sample_id": "x", "qa": [], "conversation": {"speaker_a": "A", "speaker_b": "B"}}]',
-         "no session_N"),
+        ('[{"sample_id": "x", "qa": [], "conversation": {"speaker_a": "A", "speaker_b": "B"}}]', "no session_N"),
     ],
 )
 def test_load_rejects_non_locomo_files(tmp_path, content, message):
@@ -156,10 +155,13 @@ def _tiny(qa: list[dict]) -> dict:
     return {
         "sample_id": "t-1",
         "conversation": {
-            "speaker_a": "A", "speaker_b": "B",
+            "speaker_a": "A",
+            "speaker_b": "B",
             "session_10": [{"speaker": "A", "dia_id": "D10:1", "text": "late"}],
             "session_2": [{"speaker": "B", "dia_id": "D2:1", "text": "look", "blip_caption": "a cat"}],
-            "session_2_date_time": "t2", "session_10_date_time": "t10", "session_11_date_time": "t11",
+            "session_2_date_time": "t2",
+            "session_10_date_time": "t10",
+            "session_11_date_time": "t11",
         },
         "qa": qa,
     }
@@ -167,10 +169,18 @@ def _tiny(qa: list[dict]) -> dict:
 
 def test_load_small_file_and_bad_question(tmp_path):
     path = tmp_path / "tiny.json"
-    path.write_text(json.dumps([_tiny([
-        {"question": "q?", "answer": 7, "evidence": ["D2:1; D10:1", "D"], "category": 2},
-        {"question": "adv?", "adversarial_answer": "x", "evidence": [], "category": 5},
-    ])]))
+    path.write_text(
+        json.dumps(
+            [
+                _tiny(
+                    [
+                        {"question": "q?", "answer": 7, "evidence": ["D2:1; D10:1", "D"], "category": 2},
+                        {"question": "adv?", "adversarial_answer": "x", "evidence": [], "category": 5},
+                    ]
+                )
+            ]
+        )
+    )
     (s,) = load_locomo(path)
     assert [(x.index, x.time) for x in s.sessions] == [(2, "t2"), (10, "t10")]
     assert s.turns[0].text == "look [shares a photo: a cat]"
@@ -202,13 +212,23 @@ def test_normalize_answer():
 
 def test_porter_stem_matches_nltk_examples():
     # nltk stem.doctest: PorterStemmer().stem on these plurals.
-    words = ("caresses flies dies mules denied died agreed owned humbled sized meeting stating "
-             "siezing itemization sensational traditional reference colonizer plotted").split()
-    expected = ("caress fli die mule deni die agre own humbl size meet state siez item sensat "
-                "tradit refer colon plot").split()
+    words = (
+        "caresses flies dies mules denied died agreed owned humbled sized meeting stating "
+        "siezing itemization sensational traditional reference colonizer plotted"
+    ).split()
+    expected = (
+        "caress fli die mule deni die agre own humbl size meet state siez item sensat tradit refer colon plot"
+    ).split()
     assert [porter_stem(w) for w in words] == expected
     assert [porter_stem(w) for w in ["running", "happy", "enjoy", "oed", "dying", "is", "news"]] == [
-        "run", "happi", "enjoy", "o", "die", "is", "news"]
+        "run",
+        "happi",
+        "enjoy",
+        "o",
+        "die",
+        "is",
+        "news",
+    ]
 
 
 def test_token_f1_and_stemming():
@@ -277,9 +297,18 @@ def test_recall_at_k():
 def test_observations_kept_per_session(samples):
     assert [len(s.observations) for s in samples] == [184, 169, 324, 266, 267]
     first = by_id(samples, "conv-26").observations[0]
-    assert first == Observation("Caroline", "Caroline attended an LGBTQ support group recently and found the transgender stories inspiring.", 1, ("D1:3",))
+    assert first == Observation(
+        "Caroline",
+        "Caroline attended an LGBTQ support group recently and found the transgender stories inspiring.",
+        1,
+        ("D1:3",),
+    )
     # three observations list their evidence ids; they are kept whole
-    jon = next(o for o in by_id(samples, "conv-30").observations if o.text.startswith("Jon is working on opening a dance studio"))
+    jon = next(
+        o
+        for o in by_id(samples, "conv-30").observations
+        if o.text.startswith("Jon is working on opening a dance studio")
+    )
     assert (jon.session, jon.evidence) == (15, ("D15:3", "D15:5"))
 
 

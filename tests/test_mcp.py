@@ -83,14 +83,22 @@ def test_tool_names_are_valid_for_the_model():
 def test_header_values_read_the_environment_and_errors_never_show_them(monkeypatch):
     monkeypatch.setenv("ANIMA_MCP_KEY", "anima-secret")
     headers = {"Authorization": "Bearer ${ANIMA_MCP_KEY}", "X-Note": "$5, $HOME and ${ are kept"}
-    assert expand_headers("other", headers) == {"Authorization": "Bearer anima-secret", "X-Note": "$5, $HOME and ${ are kept"}
+    assert expand_headers("other", headers) == {
+        "Authorization": "Bearer anima-secret",
+        "X-Note": "$5, $HOME and ${ are kept",
+    }
     with pytest.raises(ConfigError) as unset:
         expand_headers("other", {"Authorization": "Bearer ${ANIMA_NO_SUCH_KEY}"})
-    assert str(unset.value) == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.other], is not set (export it before starting anima)"
+    assert (
+        str(unset.value)
+        == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.other], is not set (export it before starting anima)"
+    )
     monkeypatch.setenv("ANIMA_MCP_KEY", "anima-secret\nX-Evil: 1")
     with pytest.raises(ConfigError) as broken:
         expand_headers("other", {"Authorization": "Bearer ${ANIMA_MCP_KEY}"})
-    assert "header 'Authorization' of [mcp.other] has characters" in str(broken.value) and "secret" not in str(broken.value)
+    assert "header 'Authorization' of [mcp.other] has characters" in str(broken.value) and "secret" not in str(
+        broken.value
+    )
 
 
 def test_the_readme_example_of_headers_loads(anima_home, monkeypatch):
@@ -103,14 +111,20 @@ def test_the_readme_example_of_headers_loads(anima_home, monkeypatch):
 
 
 def test_server_tools_join_the_users_toolbox(anima_home, tiny, caplog):
-    write_config(anima_home, {"tiny": {"command": sys.executable, "args": [str(tiny)]}, "ghost": {"command": "no-such-anima-mcp-server"}}, timeout_s=1.0)
+    write_config(
+        anima_home,
+        {"tiny": {"command": sys.executable, "args": [str(tiny)]}, "ghost": {"command": "no-such-anima-mcp-server"}},
+        timeout_s=1.0,
+    )
     with caplog.at_level(logging.WARNING, logger="anima"):
         toolbox = build(load_config(), embedder=FakeEmbedder()).toolbox
     assert "MCP server 'ghost' is not available: command not found: no-such-anima-mcp-server" in caplog.text
     assert {"tiny__add", "tiny__boom", "tiny__nap", "remind"} <= set(toolbox.tools)
     assert not any(name.startswith("ghost__") for name in toolbox.tools)
     add = toolbox.tools["tiny__add"]
-    assert add.side_effects is False and toolbox.tools["tiny__boom"].side_effects is True  # read-only by annotation, else not
+    assert (
+        add.side_effects is False and toolbox.tools["tiny__boom"].side_effects is True
+    )  # read-only by annotation, else not
     assert "Add two whole numbers" in add.description and add.parameters["required"] == ["a", "b"]
 
     result = toolbox.call("tiny__add", {"a": 2, "b": 40})
@@ -164,7 +178,10 @@ def test_a_server_that_dies_gives_error_results(tiny):
 def test_cli_list_shows_tools_and_one_line_per_broken_server(anima_home, tiny):
     runner = CliRunner()
     assert "no MCP servers configured" in runner.invoke(app, ["mcp", "list"]).stdout
-    write_config(anima_home, {"tiny": {"command": sys.executable, "args": [str(tiny)]}, "ghost": {"command": "no-such-anima-mcp-server"}})
+    write_config(
+        anima_home,
+        {"tiny": {"command": sys.executable, "args": [str(tiny)]}, "ghost": {"command": "no-such-anima-mcp-server"}},
+    )
     result = runner.invoke(app, ["mcp", "list"])
     assert "tiny: 4 tools" in result.stdout and "tiny__add" in result.stdout
     assert result.stderr.strip() == "ghost: not available: command not found: no-such-anima-mcp-server"
@@ -201,7 +218,9 @@ def test_anima_mcp_serve_over_stdio(anima_home):
         return seen
 
     seen = asyncio.run(session())
-    assert {"memory_search", "memory_add", "memory_list", "reminders_list", "reminder_add", "notes_search"} <= seen["tools"]
+    assert {"memory_search", "memory_add", "memory_list", "reminders_list", "reminder_add", "notes_search"} <= seen[
+        "tools"
+    ]
     assert seen["add"] == (False, "remembered #1: My sister Ana lives in Berlin")
     assert seen["bad_kind"][0] and "unknown kind 'gossip'" in seen["bad_kind"][1]
     assert not seen["search"][0] and "[memory #1]" in seen["search"][1] and "Berlin" in seen["search"][1]
@@ -210,7 +229,9 @@ def test_anima_mcp_serve_over_stdio(anima_home):
     assert seen["past"][0] and "is in the past" in seen["past"][1]
     assert not seen["reminders"][0] and seen["reminders"][1].startswith("#1 call Ana, due")
     # It was the user's own store: anima sees the memory too.
-    assert [m.text for m in build(load_config(backend="fake")).store.list_memories()] == ["My sister Ana lives in Berlin"]
+    assert [m.text for m in build(load_config(backend="fake")).store.list_memories()] == [
+        "My sister Ana lives in Berlin"
+    ]
 
 
 def _free_port() -> int:
@@ -223,7 +244,12 @@ def _mcp_serve_http(anima_home, port: int) -> subprocess.Popen:
     """The real `anima mcp serve --http PORT`, once it accepts connections."""
     log = anima_home.parent / "mcp-serve.log"
     with log.open("w") as f:
-        proc = subprocess.Popen([*ANIMA, "mcp", "serve", "--http", str(port)], env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"}, stdout=f, stderr=f)
+        proc = subprocess.Popen(
+            [*ANIMA, "mcp", "serve", "--http", str(port)],
+            env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"},
+            stdout=f,
+            stderr=f,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -249,10 +275,17 @@ def test_anima_mcp_serve_over_http_needs_the_users_key(anima_home):
     assert registry.revoke(old_key[:12]) == 1
     port = _free_port()
     url = f"http://127.0.0.1:{port}/mcp"
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
 
     def post(headers: dict) -> httpx.Response:
-        return httpx.post(url, json=initialize, headers={"Accept": "application/json, text/event-stream", **headers}, timeout=10)
+        return httpx.post(
+            url, json=initialize, headers={"Accept": "application/json, text/event-stream", **headers}, timeout=10
+        )
 
     async def session(key: str) -> dict:
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"})
@@ -264,7 +297,13 @@ def test_anima_mcp_serve_over_http_needs_the_users_key(anima_home):
 
     proc = _mcp_serve_http(anima_home, port)
     try:
-        for headers in ({}, {"Authorization": "Bearer anima-wrong"}, {"Authorization": f"Bearer {old_key}"}, {"Authorization": f"Bearer {other_key}"}, {"Authorization": key}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer anima-wrong"},
+            {"Authorization": f"Bearer {old_key}"},
+            {"Authorization": f"Bearer {other_key}"},
+            {"Authorization": key},
+        ):
             r = post(headers)
             assert (r.status_code, r.headers.get("www-authenticate")) == (401, "Bearer"), headers
             error = r.json()["error"]
@@ -272,7 +311,9 @@ def test_anima_mcp_serve_over_http_needs_the_users_key(anima_home):
             assert "Authorization: Bearer <key>" in error["message"]
 
         seen = asyncio.run(session(key))
-        assert {"memory_search", "memory_add", "memory_list", "reminders_list", "reminder_add", "notes_search"} <= seen["tools"]
+        assert {"memory_search", "memory_add", "memory_list", "reminders_list", "reminder_add", "notes_search"} <= seen[
+            "tools"
+        ]
         assert seen["add"] == "remembered #1: Likes green tea"
         assert not seen["search"][0] and "green tea" in seen["search"][1]
 
@@ -283,7 +324,9 @@ def test_anima_mcp_serve_over_http_needs_the_users_key(anima_home):
         proc.wait(timeout=10)
 
 
-@pytest.mark.parametrize("keys", [[], [("bob", False)], [("local", True)]], ids=["no-keys", "another-users-key", "revoked-key"])
+@pytest.mark.parametrize(
+    "keys", [[], [("bob", False)], [("local", True)]], ids=["no-keys", "another-users-key", "revoked-key"]
+)
 def test_anima_mcp_serve_over_http_refuses_to_start_without_a_key(anima_home, keys):
     from anima.cli.serve import accounts
 
@@ -292,9 +335,19 @@ def test_anima_mcp_serve_over_http_refuses_to_start_without_a_key(anima_home, ke
         key = registry.add(name)
         if revoked:
             registry.revoke(key[:12])
-    done = subprocess.run([*ANIMA, "mcp", "serve", "--http", str(_free_port())], check=False, env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*ANIMA, "mcp", "serve", "--http", str(_free_port())],
+        check=False,
+        env={**_serve_env(anima_home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.strip() == "error: no API key for user 'local', and MCP over HTTP needs one (run `anima users add local`, then send it as `Authorization: Bearer <key>`)"
+    assert (
+        done.stderr.strip()
+        == "error: no API key for user 'local', and MCP over HTTP needs one (run `anima users add local`, then send it as `Authorization: Bearer <key>`)"
+    )
 
 
 def test_anima_uses_another_animas_mcp_server_with_a_key_from_the_environment(anima_home, tmp_path, monkeypatch):
@@ -307,12 +360,19 @@ def test_anima_uses_another_animas_mcp_server_with_a_key_from_the_environment(an
     monkeypatch.setenv("ANIMA_WRONG_KEY", wrong)
     lines = ['backend = "fake"']
     for name, variable in [("other", "ANIMA_MCP_KEY"), ("wrong", "ANIMA_WRONG_KEY"), ("unset", "ANIMA_NO_SUCH_KEY")]:
-        lines += ["", f"[mcp.{name}]", f'url = "http://127.0.0.1:{port}/mcp"', 'headers = { Authorization = "Bearer ${' + variable + '}" }']
+        lines += [
+            "",
+            f"[mcp.{name}]",
+            f'url = "http://127.0.0.1:{port}/mcp"',
+            'headers = { Authorization = "Bearer ${' + variable + '}" }',
+        ]
     client_config = tmp_path / "client.toml"  # the served anima reads $ANIMA_HOME/config.toml; this one is the client's
     client_config.write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("ANIMA_CONFIG", str(client_config))
     config = load_config()
-    assert config.mcp["other"].headers == {"Authorization": "Bearer ${ANIMA_MCP_KEY}"}  # the key stays out of the config
+    assert config.mcp["other"].headers == {
+        "Authorization": "Bearer ${ANIMA_MCP_KEY}"
+    }  # the key stays out of the config
 
     proc = _mcp_serve_http(anima_home, port)
     try:
@@ -321,17 +381,27 @@ def test_anima_uses_another_animas_mcp_server_with_a_key_from_the_environment(an
             assert {"other__memory_add", "other__memory_search"} <= {t.name for t in clients.tools}
             assert set(clients.errors) == {"wrong", "unset"}
             toolbox = Toolbox(clients.tools, timeout=15)
-            assert toolbox.call("other__memory_add", {"text": "Likes green tea", "kind": "preference"}).content == "remembered #1: Likes green tea"
+            assert (
+                toolbox.call("other__memory_add", {"text": "Likes green tea", "kind": "preference"}).content
+                == "remembered #1: Likes green tea"
+            )
             assert "green tea" in toolbox.call("other__memory_search", {"query": "tea"}).content
         finally:
             clients.close()
         assert clients.errors["wrong"].startswith("HTTP 401 Unauthorized: the server did not accept the request's key")
-        assert clients.errors["unset"] == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.unset], is not set (export it before starting anima)"
+        assert (
+            clients.errors["unset"]
+            == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.unset], is not set (export it before starting anima)"
+        )
 
         result = CliRunner().invoke(app, ["mcp", "list"])
         assert "other: " in result.stdout and "other__memory_add" in result.stdout
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 2 and lines[0].startswith("wrong: not available: HTTP 401 Unauthorized") and lines[1].startswith("unset: not available: environment variable ANIMA_NO_SUCH_KEY")
+        assert (
+            len(lines) == 2
+            and lines[0].startswith("wrong: not available: HTTP 401 Unauthorized")
+            and lines[1].startswith("unset: not available: environment variable ANIMA_NO_SUCH_KEY")
+        )
         assert result.exit_code == 1
         logged = [f.read_text() for f in (anima_home / "logs").glob("*.log")]  # the SDK's log and the servers'
         for shown in (result.stdout, result.stderr, *clients.errors.values(), *logged):

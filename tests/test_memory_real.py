@@ -47,7 +47,10 @@ def test_a_learned_memory_carries_a_fact_to_the_next_chat_without_the_message_it
     from anima.store import open_store
 
     link_models("default", "minilm")
-    chat(anima_home, "I just adopted a grey cat and named her Pixel. Also, I work as a nurse at Saint Mary's hospital.\n/exit\n")
+    chat(
+        anima_home,
+        "I just adopted a grey cat and named her Pixel. Also, I work as a nurse at Saint Mary's hospital.\n/exit\n",
+    )
     store = open_store(anima_home, "local")
     learned = [m for m in store.list_memories(limit=100) if "pixel" in m.text.lower() or "nurse" in m.text.lower()]
     assert learned, [m.text for m in store.list_memories(limit=100)]

@@ -48,7 +48,9 @@ def test_capital_of_france_through_the_pipeline(default_model, link_models):
     config = load_config()
     config.memory.learn = False  # this test is about the reply; learning has its own
     container = build(config, chat_model=default_model)
-    reply = container.assistant.reply("What is the capital of France?", options=container.assistant.options(temperature=0, max_tokens=40))
+    reply = container.assistant.reply(
+        "What is the capital of France?", options=container.assistant.options(temperature=0, max_tokens=40)
+    )
     assert "Paris" in reply.text()
     turn = container.store.turns(reply.turn.conversation_id)[0]
     assert turn.prompt_tokens > 10 and 0 < turn.completion_tokens <= 40 and turn.first_token_ms > 0
@@ -65,8 +67,16 @@ def test_streaming_and_token_counts_match_llama_cpp(default_model):
 
 
 def test_json_schema_constrained_output(default_model):
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}}, "required": ["city", "country"]}
-    c = complete(default_model, [{"role": "user", "content": "Name the capital of Italy as JSON with city and country."}], Options(max_tokens=60, temperature=0, json_schema=schema))
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+    }
+    c = complete(
+        default_model,
+        [{"role": "user", "content": "Name the capital of Italy as JSON with city and country."}],
+        Options(max_tokens=60, temperature=0, json_schema=schema),
+    )
     data = c.json()
     assert set(data) == {"city", "country"} and "Rome" in data["city"]
 
@@ -83,7 +93,11 @@ def test_a_background_generation_gives_the_model_up_at_the_next_token(default_mo
     def learn() -> None:
         try:
             with giving_way(request.is_set):
-                reply = complete(default_model, [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], Options(max_tokens=400, temperature=0.0))
+                reply = complete(
+                    default_model,
+                    [{"role": "user", "content": "Count from 1 to 300, separated by commas."}],
+                    Options(max_tokens=400, temperature=0.0),
+                )
             outcome["finished"] = reply.usage.completion_tokens
         except Preempted:
             outcome["preempted"] = True
@@ -114,7 +128,13 @@ def test_truncated_gguf_is_one_line_error(tmp_path, anima_home):
         broken.write_bytes(f.read(2_000_000))
     with pytest.raises(ModelCorrupt):
         LlamaCppChatModel(broken)
-    proc = subprocess.run([ANIMA, "ask", "--model", str(broken), "hi"], capture_output=True, text=True, env=env_with_home(anima_home), timeout=120)
+    proc = subprocess.run(
+        [ANIMA, "ask", "--model", str(broken), "hi"],
+        capture_output=True,
+        text=True,
+        env=env_with_home(anima_home),
+        timeout=120,
+    )
     assert proc.returncode == 1 and "cannot load" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -131,8 +151,23 @@ def test_openai_http_against_llama_cpp_server():
     """The remote backend against a real OpenAI-compatible server: llama-cpp-python's own."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(real_model("small")), "--model_alias", "small", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(real_model("small")),
+            "--model_alias",
+            "small",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "1024",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}/v1"
@@ -145,10 +180,19 @@ def test_openai_http_against_llama_cpp_server():
                 assert time.time() < deadline and server.poll() is None, "llama_cpp.server did not start"
                 time.sleep(0.5)
         assert model.model == "small"
-        chunks = list(model.stream([{"role": "user", "content": "What is the capital of France? One word."}], Options(max_tokens=10, temperature=0)))
+        chunks = list(
+            model.stream(
+                [{"role": "user", "content": "What is the capital of France? One word."}],
+                Options(max_tokens=10, temperature=0),
+            )
+        )
         assert len([c for c in chunks if c.text]) >= 1 and "Paris" in "".join(c.text for c in chunks)
         schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-        c = complete(model, [{"role": "user", "content": "Capital of Spain, as JSON."}], Options(max_tokens=30, temperature=0, json_schema=schema))
+        c = complete(
+            model,
+            [{"role": "user", "content": "Capital of Spain, as JSON."}],
+            Options(max_tokens=30, temperature=0, json_schema=schema),
+        )
         assert "answer" in c.json()
     finally:
         server.terminate()
@@ -157,7 +201,13 @@ def test_openai_http_against_llama_cpp_server():
 
 def test_ask_json_cli_with_default_model(anima_home, link_models):
     link_models("default", "minilm")
-    proc = subprocess.run([ANIMA, "ask", "--json", "--temperature", "0", "What is the capital of France?"], capture_output=True, text=True, env=env_with_home(anima_home), timeout=300)
+    proc = subprocess.run(
+        [ANIMA, "ask", "--json", "--temperature", "0", "What is the capital of France?"],
+        capture_output=True,
+        text=True,
+        env=env_with_home(anima_home),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert "Paris" in data["answer"] and data["model"] == "default" and data["tokens"] > 0 and data["latency_ms"] > 0
@@ -169,7 +219,15 @@ def test_chat_ctrl_c_in_a_real_process(anima_home, link_models):
     import threading
 
     link_models("small", "minilm")
-    proc = subprocess.Popen([ANIMA, "chat", "--model", "small"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with_home(anima_home), bufsize=1)
+    proc = subprocess.Popen(
+        [ANIMA, "chat", "--model", "small"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with_home(anima_home),
+        bufsize=1,
+    )
     chars: queue.Queue = queue.Queue()
     reader = threading.Thread(target=lambda: [chars.put(c) for c in iter(lambda: proc.stdout.read(1), "")], daemon=True)
     reader.start()
@@ -206,7 +264,26 @@ def test_chat_ctrl_c_in_a_real_process(anima_home, link_models):
 
 def test_bench_overhead_runs(anima_home, link_models):
     link_models("small", "minilm")
-    proc = subprocess.run([ANIMA, "bench", "overhead", "--model", "small", "--prompts", "2", "--max-tokens", "8", "--rounds", "1", "--json"], capture_output=True, text=True, env=env_with_home(anima_home), timeout=300)
+    proc = subprocess.run(
+        [
+            ANIMA,
+            "bench",
+            "overhead",
+            "--model",
+            "small",
+            "--prompts",
+            "2",
+            "--max-tokens",
+            "8",
+            "--rounds",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env_with_home(anima_home),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     empty, filled = data["scenarios"].values()
@@ -221,7 +298,23 @@ def test_bench_overhead_runs(anima_home, link_models):
 def test_bench_serve_runs_three_servers_in_their_own_processes(anima_home, link_models):
     """A normal install starts the reference server (its extras are dependencies now)."""
     link_models("small", "minilm")
-    args = ["bench", "serve", "--model", "small", "--users", "1", "--questions", "2", "--think", "0.5", "--rounds", "1", "--max-tokens", "8", "--json"]
+    args = [
+        "bench",
+        "serve",
+        "--model",
+        "small",
+        "--users",
+        "1",
+        "--questions",
+        "2",
+        "--think",
+        "0.5",
+        "--rounds",
+        "1",
+        "--max-tokens",
+        "8",
+        "--json",
+    ]
     proc = subprocess.run([ANIMA, *args], capture_output=True, text=True, env=env_with_home(anima_home), timeout=600)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -230,15 +323,30 @@ def test_bench_serve_runs_three_servers_in_their_own_processes(anima_home, link_
         assert row["requests"] == 2 and row["errors"] == 0 and row["tokens_per_s"] > 0, (side, row)
     sides = data["sides"]
     # the exact-prompt reference was sent anima's prompts: the same length, longer than the bare question
-    assert sides["reference_exact"]["prompt_tokens_mean"]["mean"] == sides["anima"]["prompt_tokens_mean"]["mean"] > sides["reference"]["prompt_tokens_mean"]["mean"]
+    assert (
+        sides["reference_exact"]["prompt_tokens_mean"]["mean"]
+        == sides["anima"]["prompt_tokens_mean"]["mean"]
+        > sides["reference"]["prompt_tokens_mean"]["mean"]
+    )
     assert data["ratios"]["anima/reference"]["requests_per_s"]["mean"] > 0
 
 
 def test_default_model_calls_a_tool_through_its_template(default_model):
     from anima.models.base import split_tool_calls
 
-    weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-    c = complete(default_model, [{"role": "user", "content": "What's the weather in Paris right now?"}], Options(max_tokens=60, temperature=0, tools=[weather]))
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+    c = complete(
+        default_model,
+        [{"role": "user", "content": "What's the weather in Paris right now?"}],
+        Options(max_tokens=60, temperature=0, tools=[weather]),
+    )
     _, calls = split_tool_calls(c.text, {"get_weather"})
     assert calls and calls[0]["name"] == "get_weather" and "paris" in str(calls[0]["arguments"]).lower(), c.text
 
@@ -246,8 +354,13 @@ def test_default_model_calls_a_tool_through_its_template(default_model):
 def test_prompt_cache_brings_back_an_earlier_prompt_with_the_same_reply(small_model):
     """Two conversations take turns on one context: the second visit to the first one
     restores its KV state instead of re-reading it, and the reply does not change."""
-    long = "Here are my notes on the garden. " + " ".join(f"Bed {i} has tomatoes, basil and {i} rows of beans." for i in range(25))
-    first = [{"role": "system", "content": long}, {"role": "user", "content": "How many beds are there? Answer with a number."}]
+    long = "Here are my notes on the garden. " + " ".join(
+        f"Bed {i} has tomatoes, basil and {i} rows of beans." for i in range(25)
+    )
+    first = [
+        {"role": "system", "content": long},
+        {"role": "user", "content": "How many beds are there? Answer with a number."},
+    ]
     other = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour. " * 40}]
     opts = Options(max_tokens=8, temperature=0)
     small_model.cache.entries.clear()
@@ -312,7 +425,19 @@ def test_hidden_states_read_a_request_as_the_model_would_answer_it():
 
     states = LlamaCppHiddenStates(real_model("small"), n_ctx=64)
     long = "please " * 200 + "kill the process"  # longer than the context: start and end are kept
-    assert len(states.tokens(long)) <= 64 and states.llm.detokenize(states.tokens(long)[-12:]).decode().count("process") == 1
-    v = np.array(states.embed(["how do I kill a Python process", "how do I kill a stuck process on linux", "write a poem about the sea", long]))
+    assert (
+        len(states.tokens(long)) <= 64
+        and states.llm.detokenize(states.tokens(long)[-12:]).decode().count("process") == 1
+    )
+    v = np.array(
+        states.embed(
+            [
+                "how do I kill a Python process",
+                "how do I kill a stuck process on linux",
+                "write a poem about the sea",
+                long,
+            ]
+        )
+    )
     assert v.shape == (4, states.dim) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
     assert v[0] @ v[1] > v[0] @ v[2]  # two ways to ask the same thing are closer than another request

@@ -21,7 +21,9 @@ def test_streams_and_reports_usage(server):
     app, url = server
     model = OpenAIChatModel(url, api_key="sk-test")
     assert model.model == "tiny-1"  # first model the server lists
-    chunks = list(model.stream([{"role": "user", "content": "hi"}], Options(max_tokens=20, temperature=0, stop=["\n"], seed=3)))
+    chunks = list(
+        model.stream([{"role": "user", "content": "hi"}], Options(max_tokens=20, temperature=0, stop=["\n"], seed=3))
+    )
     assert "".join(c.text for c in chunks) == "Hello from the tiny server."
     assert len([c for c in chunks if c.text]) == 5  # really streamed, piece by piece
     assert chunks[-1].finish_reason == "stop"
@@ -33,7 +35,9 @@ def test_streams_and_reports_usage(server):
 def test_json_schema_is_sent_as_response_format(server):
     app, url = server
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-    c = complete(OpenAIChatModel(url, "tiny-1", "sk-test"), [{"role": "user", "content": "json"}], Options(json_schema=schema))
+    c = complete(
+        OpenAIChatModel(url, "tiny-1", "sk-test"), [{"role": "user", "content": "json"}], Options(json_schema=schema)
+    )
     assert c.json() == {"ok": True}
     assert app.state.requests[-1]["response_format"]["json_schema"]["schema"] == schema
 
@@ -73,7 +77,11 @@ def test_malformed_event_and_server_error_via_mock_transport():
     with pytest.raises(ModelUnavailable, match="malformed event"):
         complete(model, [{"role": "user", "content": "hi"}])
 
-    model = OpenAIChatModel("http://x/v1", "m", transport=httpx.MockTransport(lambda r: httpx.Response(500, json={"error": {"message": "oops"}})))
+    model = OpenAIChatModel(
+        "http://x/v1",
+        "m",
+        transport=httpx.MockTransport(lambda r: httpx.Response(500, json={"error": {"message": "oops"}})),
+    )
     with pytest.raises(ModelUnavailable, match="answered 500: oops"):
         complete(model, [{"role": "user", "content": "hi"}])
 
@@ -98,11 +106,15 @@ def test_json_format_falls_back_to_json_object_schema_once():
         if fmt["type"] == "json_schema":
             return httpx.Response(422, json={"detail": "Input should be 'text' or 'json_object'"})
         assert fmt["schema"] == {"type": "object"}
-        return httpx.Response(200, text='data: {"choices":[{"delta":{"content":"{}"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+        return httpx.Response(
+            200, text='data: {"choices":[{"delta":{"content":"{}"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+        )
 
     model = OpenAIChatModel("http://x/v1", "m", transport=httpx.MockTransport(handler))
     for _ in range(2):
-        assert complete(model, [{"role": "user", "content": "json"}], Options(json_schema={"type": "object"})).json() == {}
+        assert (
+            complete(model, [{"role": "user", "content": "json"}], Options(json_schema={"type": "object"})).json() == {}
+        )
     assert seen == ["json_schema", "json_object", "json_object"]
 
 
@@ -110,13 +122,32 @@ def test_streamed_tool_calls_become_tool_call_text():
     from anima.models.base import split_tool_calls
 
     events = [
-        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "get_weather", "arguments": ""}}]}}]},
+        {
+            "choices": [
+                {
+                    "delta": {
+                        "tool_calls": [{"index": 0, "id": "c1", "function": {"name": "get_weather", "arguments": ""}}]
+                    }
+                }
+            ]
+        },
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}]},
-        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Rome"}'}}]}, "finish_reason": "tool_calls"}]},
+        {
+            "choices": [
+                {
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Rome"}'}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        },
     ]
     body = "".join(f"data: {__import__('json').dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
     model = OpenAIChatModel("http://x/v1", "m", transport=httpx.MockTransport(lambda r: httpx.Response(200, text=body)))
-    c = complete(model, [{"role": "user", "content": "weather"}], Options(tools=[{"type": "function", "function": {"name": "get_weather"}}]))
+    c = complete(
+        model,
+        [{"role": "user", "content": "weather"}],
+        Options(tools=[{"type": "function", "function": {"name": "get_weather"}}]),
+    )
     assert split_tool_calls(c.text)[1] == [{"name": "get_weather", "arguments": {"city": "Rome"}}]
     assert c.finish_reason == "tool_calls"
 
@@ -125,5 +156,8 @@ def test_fenced_json_counts_as_a_call_only_for_offered_tools():
     from anima.models.base import split_tool_calls
 
     text = 'Sure:\n```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```'
-    assert split_tool_calls(text, {"get_weather"}) == ("Sure:", [{"name": "get_weather", "arguments": {"city": "Paris"}}])
+    assert split_tool_calls(text, {"get_weather"}) == (
+        "Sure:",
+        [{"name": "get_weather", "arguments": {"city": "Paris"}}],
+    )
     assert split_tool_calls(text, {"other"})[1] == [] and split_tool_calls(text)[1] == []

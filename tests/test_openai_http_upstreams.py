@@ -142,7 +142,7 @@ def servers():
 
     def make(*names: str, delay: float = 0.0) -> list[FakeServer]:
         made.extend(FakeServer(n, number=i + 1.0, delay=delay) for i, n in enumerate(names))
-        return made[-len(names):]
+        return made[-len(names) :]
 
     yield make
     for s in made:
@@ -372,16 +372,35 @@ class _Watched(httpx.HTTPTransport):
                         with transport.lock:
                             transport.open[port] -= 1
 
-        return httpx.Response(response.status_code, headers=response.headers, stream=Counted(),
-                              extensions=response.extensions)
+        return httpx.Response(
+            response.status_code, headers=response.headers, stream=Counted(), extensions=response.extensions
+        )
 
 
 @contextlib.contextmanager
 def llama_cpp_server(model_path) -> Iterator[subprocess.Popen]:
     port = free_port()
-    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", "small",
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--n_threads", "1", "--n_threads_batch", "1",
-            "--interrupt_requests", "false"]  # the default lets a new request cut off the one streaming
+    args = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--model_alias",
+        "small",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "512",
+        "--n_threads",
+        "1",
+        "--n_threads_batch",
+        "1",
+        "--interrupt_requests",
+        "false",
+    ]  # the default lets a new request cut off the one streaming
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.url = f"http://127.0.0.1:{port}/v1"
     proc.port = port
@@ -414,10 +433,23 @@ def test_two_llama_cpp_servers_one_killed_under_load_no_request_fails():
         victim = model.pool.upstreams[1]
         # A long shared preamble: each server spends most of its time reading prompts (no reply begun),
         # the moment the kill below waits for; 24 requests keep both busy long enough to find it.
-        preamble = "Read these notes first. " + " ".join(f"Note {i}: the meeting room {i} is on floor {i % 5}." for i in range(20))
-        questions = [f"{preamble}\n{q} (#{n})" for n in range(3) for q in [
-            "What is the capital of France?", "Name a colour.", "Say hello.", "What is 2 + 2?",
-            "Name a fruit.", "What day comes after Monday?", "Name an animal.", "What is water made of?"]]
+        preamble = "Read these notes first. " + " ".join(
+            f"Note {i}: the meeting room {i} is on floor {i % 5}." for i in range(20)
+        )
+        questions = [
+            f"{preamble}\n{q} (#{n})"
+            for n in range(3)
+            for q in [
+                "What is the capital of France?",
+                "Name a colour.",
+                "Say hello.",
+                "What is 2 + 2?",
+                "Name a fruit.",
+                "What day comes after Monday?",
+                "Name an animal.",
+                "What is water made of?",
+            ]
+        ]
         with ThreadPoolExecutor(len(questions)) as pool:
             options = Options(max_tokens=12, temperature=0)
             futures = [pool.submit(complete, model, [{"role": "user", "content": q}], options) for q in questions]

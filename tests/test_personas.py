@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from anima.app import build
-from anima.persona import BUILTIN_DIR, REQUIRED, add_persona, get_persona, load_persona, personas
 from anima.cli import app
 from anima.config import load_config
 from anima.errors import BadInput
+from anima.persona import BUILTIN_DIR, REQUIRED, add_persona, get_persona, load_persona, personas
 
 runner = CliRunner()
 PIRATE = 'name = "pirate"\ndescription = "Talks like a pirate."\nsystem_prompt = "Talk like a pirate."\n'
@@ -57,7 +57,9 @@ def test_advice_like_personas_say_what_they_are_not():
 
 def test_user_file_adds_and_overrides(anima_home):
     user_file(anima_home, "pirate.toml", PIRATE)
-    user_file(anima_home, "mine.toml", 'name = "chef"\ndescription = "My chef."\nsystem_prompt = "Only vegan recipes."\n')
+    user_file(
+        anima_home, "mine.toml", 'name = "chef"\ndescription = "My chef."\nsystem_prompt = "Only vegan recipes."\n'
+    )
     found = personas()
     assert len(found) == 31
     assert found["pirate"].system_prompt == "Talk like a pirate." and not found["pirate"].builtin
@@ -129,7 +131,9 @@ def test_cli_list_and_show():
 def test_cli_show_unknown_is_one_line():
     result = run("personas", "show", "chefs")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.stderr.strip().splitlines() == ["error: unknown persona 'chefs'; did you mean chef? (`anima personas list` shows them all)"]
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown persona 'chefs'; did you mean chef? (`anima personas list` shows them all)"
+    ]
 
 
 def test_cli_use_sets_the_default_and_keeps_the_rest(anima_home):
@@ -157,7 +161,10 @@ def test_cli_add_and_use_a_user_persona(tmp_path, anima_home):
     result = run("personas", "add", str(source))
     assert result.exit_code == 0 and "added persona pirate" in result.stdout
     rows = json.loads(run("personas", "list", "--json").stdout)
-    assert len(rows) == 31 and {"name": "pirate", "description": "Talks like a pirate.", "style": "", "source": "user"} in rows
+    assert (
+        len(rows) == 31
+        and {"name": "pirate", "description": "Talks like a pirate.", "style": "", "source": "user"} in rows
+    )
     assert run("personas", "use", "pirate").exit_code == 0 and load_config().persona == "pirate"
 
 

@@ -55,7 +55,11 @@ def kinds_and_texts(text: str, names: tuple[str, ...] = ()) -> list[tuple[str, s
         ("London SW1A 1AA", "POSTCODE", "SW1A 1AA"),
         ("ZIP 94107-1234", "POSTCODE", "94107-1234"),
         ("San Francisco, CA 94107", "POSTCODE", "94107"),
-        ("db https://bob:s3cr3t@db.example.com:5432/app?x=1.", "URL_CREDENTIALS", "https://bob:s3cr3t@db.example.com:5432/app?x=1"),
+        (
+            "db https://bob:s3cr3t@db.example.com:5432/app?x=1.",
+            "URL_CREDENTIALS",
+            "https://bob:s3cr3t@db.example.com:5432/app?x=1",
+        ),
         ("ask Mr. Smith", "PERSON", "Smith"),
         ("ask Dr Jane Doe tomorrow", "PERSON", "Jane Doe"),
         ("Mrs Patel said", "PERSON", "Patel"),
@@ -108,21 +112,37 @@ def test_spans_are_sorted_non_overlapping_and_match_the_text() -> None:
         "Dr Jane Doe at 221B Baker Street, London NW1 6XE, tel +44 20 7946 0958, ip 10.1.2.3."
     )
     spans = find(text)
-    assert [s.kind for s in spans] == ["EMAIL", "URL_CREDENTIALS", "CARD", "PERSON", "ADDRESS", "POSTCODE", "PHONE", "IP"]
+    assert [s.kind for s in spans] == [
+        "EMAIL",
+        "URL_CREDENTIALS",
+        "CARD",
+        "PERSON",
+        "ADDRESS",
+        "POSTCODE",
+        "PHONE",
+        "IP",
+    ]
     assert all(a.end <= b.start for a, b in itertools.pairwise(spans))
     assert all(text[s.start : s.end] == s.text for s in spans)
 
 
 def test_longer_span_wins_an_overlap() -> None:
     # The email inside the URL and the phone-like run inside the IBAN are not reported apart.
-    assert kinds_and_texts("go https://bob:pw@mail.example.com now") == [("URL_CREDENTIALS", "https://bob:pw@mail.example.com")]
+    assert kinds_and_texts("go https://bob:pw@mail.example.com now") == [
+        ("URL_CREDENTIALS", "https://bob:pw@mail.example.com")
+    ]
     assert kinds_and_texts("pay DE89 3704 0044 0532 0130 00") == [("IBAN", "DE89 3704 0044 0532 0130 00")]
 
 
 def test_known_names_whole_word_and_case_insensitive() -> None:
     text = "Annual report: ANN and ann met Anne, Ann's dog, Tom  Hardy and Joanna."
     spans = find(text, names=["Ann", "tom hardy", "", "  "])
-    assert [(s.kind, s.text) for s in spans] == [("PERSON", "ANN"), ("PERSON", "ann"), ("PERSON", "Ann"), ("PERSON", "Tom  Hardy")]
+    assert [(s.kind, s.text) for s in spans] == [
+        ("PERSON", "ANN"),
+        ("PERSON", "ann"),
+        ("PERSON", "Ann"),
+        ("PERSON", "Tom  Hardy"),
+    ]
     assert find("Annual Joanna", names=["Ann", "Anna"]) == []
 
 
@@ -156,7 +176,9 @@ def test_restore_round_trip() -> None:
 def test_restore_in_a_model_reply() -> None:
     mapping = {"[PERSON_1]": "Anna", "[EMAIL_1]": "anna@example.com", "[URL_CREDENTIALS_1]": "ftp://a:b@h"}
     reply = "Sure, I'll email [EMAIL_1] for [person_1]; [PERSON_2] is unknown, [URL_CREDENTIALS_1] too."
-    assert restore(reply, mapping) == "Sure, I'll email anna@example.com for Anna; [PERSON_2] is unknown, ftp://a:b@h too."
+    assert (
+        restore(reply, mapping) == "Sure, I'll email anna@example.com for Anna; [PERSON_2] is unknown, ftp://a:b@h too."
+    )
     assert restore("no placeholders [here]", mapping) == "no placeholders [here]"
 
 
@@ -170,9 +192,17 @@ def test_empty_text() -> None:
 def test_unicode_text_offsets() -> None:
     text = "東京 📞 Zoë: +81 3-1234-5678, mein Bruder wohnt in der Hauptstraße 5 — ma sœur Zoë aussi."
     spans = find(text, names=["zoë"])
-    assert [(s.kind, s.text) for s in spans] == [("PERSON", "Zoë"), ("PHONE", "+81 3-1234-5678"), ("ADDRESS", "Hauptstraße 5"), ("PERSON", "Zoë")]
+    assert [(s.kind, s.text) for s in spans] == [
+        ("PERSON", "Zoë"),
+        ("PHONE", "+81 3-1234-5678"),
+        ("ADDRESS", "Hauptstraße 5"),
+        ("PERSON", "Zoë"),
+    ]
     assert all(text[s.start : s.end] == s.text for s in spans)
-    assert redact(text, names=["zoë"]).text == "東京 📞 [PERSON_1]: [PHONE_1], mein Bruder wohnt in der [ADDRESS_1] — ma sœur [PERSON_1] aussi."
+    assert (
+        redact(text, names=["zoë"]).text
+        == "東京 📞 [PERSON_1]: [PHONE_1], mein Bruder wohnt in der [ADDRESS_1] — ma sœur [PERSON_1] aussi."
+    )
 
 
 def test_span_is_frozen() -> None:
@@ -227,4 +257,7 @@ def test_redact_continues_a_mapping_across_texts():
     first = redact("write to ann@example.com")
     second = redact("ann@example.com and bob@example.com", mapping=first.mapping)
     assert second.text == "[EMAIL_1] and [EMAIL_2]"
-    assert first.mapping is second.mapping and second.mapping == {"[EMAIL_1]": "ann@example.com", "[EMAIL_2]": "bob@example.com"}
+    assert first.mapping is second.mapping and second.mapping == {
+        "[EMAIL_1]": "ann@example.com",
+        "[EMAIL_2]": "bob@example.com",
+    }

@@ -117,7 +117,9 @@ def test_a_repeating_reminder_missed_for_days_fires_once_and_says_so(world):
 
 
 def test_a_birthday_in_memory_is_raised_lookahead_days_ahead_once(world):
-    world.store.add_memory(Memory("Ana's birthday is on 3 December", kind="event", subject="Ana", ref_date="2023-12-03"))
+    world.store.add_memory(
+        Memory("Ana's birthday is on 3 December", kind="event", subject="Ana", ref_date="2023-12-03")
+    )
     s = world.scheduler()
     world.now = at("2024-11-29", "23:59")  # 4 days before
     s.tick()
@@ -182,7 +184,9 @@ def test_dismissals_teach_the_gate(world):
     s = world.scheduler(jobs=[])
 
     def suggest(n: int) -> Item:
-        return inbox.add(world.store, Item("date", f"date {n}", reason="test", key=f"d{n}", relevance=gate.BASE["date"]), world.now)
+        return inbox.add(
+            world.store, Item("date", f"date {n}", reason="test", key=f"d{n}", relevance=gate.BASE["date"]), world.now
+        )
 
     first = suggest(1)
     s.tick()
@@ -217,7 +221,12 @@ def test_a_job_that_raises_does_not_stop_the_others(world):
         raise RuntimeError("broken trigger")
 
     rm.add_reminder(world.store, "still here", "at 10am", world.now)
-    s = world.scheduler(jobs=[Job("boom", boom, every=timedelta(minutes=1)), Job("reminders", due_reminders, every=timedelta(minutes=1))])
+    s = world.scheduler(
+        jobs=[
+            Job("boom", boom, every=timedelta(minutes=1)),
+            Job("reminders", due_reminders, every=timedelta(minutes=1)),
+        ]
+    )
     world.now = at("2024-05-08", "10:00")
     assert [i.title for i in s.tick()] == ["still here"]
     state = {j["name"]: j for j in s.jobs_state()}
@@ -283,7 +292,9 @@ def test_briefing_says_why_for_every_line(world):
     rm.add_todo(world.store, "buy stamps", now=now)
     world.store.add_memory(Memory("Ana's birthday is on 10 May", kind="event", subject="Ana", ref_date="1990-05-10"))
     goals.add_goal(world.store, "Run a 10k", due="2024-05-12", now=now)
-    calendar.add_event(world.store, "Standup", datetime(2024, 5, 8, 9, 30), datetime(2024, 5, 8, 10, 0), location="Office")
+    calendar.add_event(
+        world.store, "Standup", datetime(2024, 5, 8, 9, 30), datetime(2024, 5, 8, 10, 0), location="Office"
+    )
     item = briefing(world.store, now)
     lines = item.data["lines"]
     assert all(line["reason"] for line in lines)
@@ -292,7 +303,7 @@ def test_briefing_says_why_for_every_line(world):
     assert texts["due"] == ["send invoice (overdue since Tue 07 May 08:30)", "15:00 dentist call"]
     assert texts["todo"] == ["buy stamps"] and texts["goals"] == ["Run a 10k: 0% done, due 2024-05-12"]
     assert texts["dates"] == ["in 2 days: Ana's birthday is on 10 May"]
-    assert "a card, a message or a gift, for \"Ana's birthday is on 10 May\"" in texts["needs"]
+    assert 'a card, a message or a gift, for "Ana\'s birthday is on 10 May"' in texts["needs"]
     assert "leave in time for Standup at Office (09:30)" in texts["needs"]
     assert "clear or move 1 overdue item(s)" in texts["needs"]
     assert "why: on your calendar today" in item.body and item.title == "Your briefing for Wed 08 May"
@@ -321,9 +332,13 @@ def test_webhook_posts_json_and_logs_egress(world):
     world.config.proactive.webhook = "https://hooks.example/anima"
     notifier = Notifier(world.config.proactive, world.store, httpx.Client(transport=httpx.MockTransport(handler)))
     notifier(Item("reminder", "call mum", "due now", "you asked", id=7))
-    assert seen == [{"id": 7, "kind": "reminder", "title": "call mum", "body": "due now", "reason": "you asked", "created": ""}]
+    assert seen == [
+        {"id": 7, "kind": "reminder", "title": "call mum", "body": "due now", "reason": "you asked", "created": ""}
+    ]
     assert world.store.egress()[0]["destination"] == "https://hooks.example/anima"
-    failing = Notifier(world.config.proactive, world.store, httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))))
+    failing = Notifier(
+        world.config.proactive, world.store, httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    )
     failing(Item("reminder", "x", id=8))  # logged, not raised
 
 
@@ -357,7 +372,9 @@ def test_api_inbox_reminders_and_briefing_per_user(live):
     assert [x["text"] for x in httpx.get(url + "/api/reminders", headers=alice).json()] == ["call mum"]
     assert httpx.get(url + "/api/reminders", headers=bob).json() == []
     now = datetime.now().astimezone()
-    item = inbox.add(server.container("alice").store, Item("reminder", "water the plants", reason="you asked", key="k1"), now)
+    item = inbox.add(
+        server.container("alice").store, Item("reminder", "water the plants", reason="you asked", key="k1"), now
+    )
     listed = httpx.get(url + "/api/inbox", headers=alice).json()
     assert [(x["id"], x["title"], x["reason"]) for x in listed] == [(item.id, "water the plants", "you asked")]
     assert httpx.get(url + "/api/inbox", headers=bob).json() == []
@@ -401,7 +418,10 @@ def test_cli_remind_todo_inbox_briefing(anima_home, monkeypatch):
     assert "done: water the plants" in run("inbox", "done", "1").stdout
     assert [i["status"] for i in json.loads(run("inbox", "--all", "--json").stdout)] == ["done"]
     brief = json.loads(run("briefing", "--json").stdout)
-    assert brief["title"].startswith("Your briefing for") and {"section": "todo", "text": "buy milk", "reason": "an open to-do"} not in brief["lines"]
+    assert (
+        brief["title"].startswith("Your briefing for")
+        and {"section": "todo", "text": "buy milk", "reason": "an open to-do"} not in brief["lines"]
+    )
 
 
 def test_serve_runs_a_scheduler_per_user(live):
@@ -436,7 +456,10 @@ def test_a_job_that_hangs_is_recorded_as_failed_and_the_rest_run_on(world):
         release.wait(30)
         return []
 
-    jobs = [Job("hangs", hangs, every=timedelta(minutes=1)), Job("fine", lambda *a: ran.append(1) or [], every=timedelta(minutes=1))]
+    jobs = [
+        Job("hangs", hangs, every=timedelta(minutes=1)),
+        Job("fine", lambda *a: ran.append(1) or [], every=timedelta(minutes=1)),
+    ]
     s = world.scheduler(jobs=jobs, job_timeout=0.2)
     s.tick()
     state = {j["name"]: j for j in s.jobs_state()}

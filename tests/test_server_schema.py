@@ -27,7 +27,9 @@ def test_no_server_errors_on_any_operation(api_schema):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+        @settings(
+            max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+        )
         def check(case):
             response = case.call()
             seen.setdefault(operation.label, set()).add(response.status_code)

@@ -26,7 +26,9 @@ def test_turns_are_logged_and_read_back_in_order(tmp_path):
     store = Store(tmp_path / "a.db")
     cid = store.new_conversation("assistant")
     for i in range(5):
-        store.log_turn(Turn(cid, "assistant", "fake", f"q{i}", f"a{i}", prompt_tokens=i, completion_tokens=2 * i, latency_ms=1.5))
+        store.log_turn(
+            Turn(cid, "assistant", "fake", f"q{i}", f"a{i}", prompt_tokens=i, completion_tokens=2 * i, latency_ms=1.5)
+        )
     turns = store.turns(cid, limit=3)
     assert [t.user_text for t in turns] == ["q2", "q3", "q4"]
     assert turns[-1].completion_tokens == 8

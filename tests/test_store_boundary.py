@@ -60,7 +60,7 @@ def test_no_sql_or_store_internals_outside_the_store():
 
 
 def test_the_check_finds_sql_and_private_locks():
-    source = '''
+    source = """
 def add_note(store, text):
     with store._lock, transaction(store.db):
         store.db.execute("INSERT INTO notes (text) VALUES (?)", (text,))
@@ -68,7 +68,7 @@ def add_note(store, text):
     other._lock.acquire()
     db.execute(f"UPDATE {table} SET x = 1")
     db.execute("CREATE VIRTUAL TABLE fts USING fts5(text)")
-'''
+"""
     found = leaks(source, "anima/tools/bad.py")
     assert found == [
         "anima/tools/bad.py:3: uses the store's internals (store._lock)",

@@ -93,7 +93,13 @@ def store(request, tmp_path):
     return Store(tmp_path / "s.db", Key("k" * 8, raw=False, source="test"), vectors=request.param)
 
 
-TEXTS = ["I adopted a dog named Rex", "My sister lives in Berlin", "I am training for a marathon", "Rex loves the beach", "Berlin is cold in winter"]
+TEXTS = [
+    "I adopted a dog named Rex",
+    "My sister lives in Berlin",
+    "I am training for a marathon",
+    "Rex loves the beach",
+    "Berlin is cold in winter",
+]
 
 
 def fill(store):
@@ -105,7 +111,12 @@ def test_full_text_search_ranks_by_bm25(store):
     hits = store.search_text("episodes", "where does my sister live?", 3)
     assert hits[0][0] == ids[1]
     assert store.search_text("episodes", "***", 3) == []  # no words: no query, no error
-    assert {i for i, _ in store.search_text("episodes", 'rex" OR "berlin', 5)} == {ids[0], ids[1], ids[3], ids[4]}  # quotes are words, not syntax
+    assert {i for i, _ in store.search_text("episodes", 'rex" OR "berlin', 5)} == {
+        ids[0],
+        ids[1],
+        ids[3],
+        ids[4],
+    }  # quotes are words, not syntax
 
 
 def test_vector_search_is_exact_and_same_for_both_backends(store):
@@ -216,7 +227,13 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_message(tmp_path):
 def _can_mount() -> bool:
     import shutil
 
-    return bool(shutil.which("unshare")) and subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True).returncode == 0
+    return (
+        bool(shutil.which("unshare"))
+        and subprocess.run(
+            ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.skipif(not _can_mount(), reason="needs `unshare -m` and mount (root in a container)")
@@ -240,7 +257,9 @@ rm "{mnt}/fill"
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert "rc=1" in proc.stdout, proc.stdout + proc.stderr
     err = (tmp_path / "err.txt").read_text()
-    assert err.startswith("error:") and "full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (
+        err.startswith("error:") and "full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    ), err
     assert '"text": "first memory"' in proc.stdout
 
 
@@ -268,7 +287,11 @@ def test_databases_and_key_files_are_private_whatever_the_umask(anima_home):
         store.close()
     finally:
         os.umask(old)
-    made = [p for p in anima_home.rglob("*") if p.is_file() and (p.suffix in (".db", ".key") or p.name.endswith(("-wal", "-shm")))]
+    made = [
+        p
+        for p in anima_home.rglob("*")
+        if p.is_file() and (p.suffix in (".db", ".key") or p.name.endswith(("-wal", "-shm")))
+    ]
     assert any(p.name == "accounts.db-wal" for p in made) and any(p.suffix == ".key" for p in made)
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in made} == {p.name: "0o600" for p in made}
     assert not [p for p in anima_home.rglob("*.tmp")]

@@ -44,10 +44,16 @@ def fill(anima_home, user: str, n: int = 300) -> dict:
     for i in range(n):
         text = f"{WORDS[i % len(WORDS)]} and {WORDS[(i * 7) % len(WORDS)]} on day {i}"
         vector = embed.embed([text])[0] if i % 50 else None
-        episodes.append(store.add_episode(Episode(text, speaker="Ann", conversation_id=cid if i < 40 else None), vector, index_text=f"Ann: {text}"))
+        episodes.append(
+            store.add_episode(
+                Episode(text, speaker="Ann", conversation_id=cid if i < 40 else None), vector, index_text=f"Ann: {text}"
+            )
+        )
     for i in range(n // 2):
         text = f"Ann likes {WORDS[i % len(WORDS)]} and {WORDS[(i * 3) % len(WORDS)]}"
-        mid = store.add_memory(Memory(text, kind="preference", source_ids=episodes[i : i + 2], confidence=0.7), embed.embed([text])[0])
+        mid = store.add_memory(
+            Memory(text, kind="preference", source_ids=episodes[i : i + 2], confidence=0.7), embed.embed([text])[0]
+        )
         if i % 10 == 0:
             store.invalidate_memory(mid, when="2024-06-01T00:00:00")
     store.delete_memory(mid)  # a gap: the next id must still follow the largest
@@ -85,7 +91,9 @@ def read_back(url: str, user: str) -> dict:
 def test_a_store_is_copied_whole_with_its_ids_and_checked(anima_home, postgres_url, user):
     held = fill(anima_home, user)
     steps = []
-    report = migrate_to_postgres(anima_home, user, postgres_url, progress=lambda label, done, total: steps.append(label))
+    report = migrate_to_postgres(
+        anima_home, user, postgres_url, progress=lambda label, done, total: steps.append(label)
+    )
     assert report.committed and report.ok
     assert report.rows == {"conversations": 1, "turns": 20, "episodes": 300, "memories": 149, "egress": 1}
     assert report.left_out == {"notes": 1}
@@ -112,7 +120,10 @@ def test_a_store_is_copied_whole_with_its_ids_and_checked(anima_home, postgres_u
 def test_a_schema_that_holds_data_is_refused_and_left_as_it_was(anima_home, postgres_url, user):
     fill(anima_home, user, n=60)
     assert migrate_to_postgres(anima_home, user, postgres_url).committed
-    with pytest.raises(StoreError, match=rf"the PostgreSQL schema anima_{user} at .* already holds data \(1 conversations, 20 turns, 60 episodes"):
+    with pytest.raises(
+        StoreError,
+        match=rf"the PostgreSQL schema anima_{user} at .* already holds data \(1 conversations, 20 turns, 60 episodes",
+    ):
         migrate_to_postgres(anima_home, user, postgres_url)
     assert len(read_back(postgres_url, user)["episodes"]) == 60
 
@@ -121,7 +132,9 @@ def test_a_copy_that_fails_its_check_is_rolled_back(anima_home, postgres_url, us
     from anima.store import migrate
 
     fill(anima_home, user, n=60)
-    monkeypatch.setattr(migrate, "verify", lambda source, target, progress=None: [Check("memories rows", "29", "28", False)])
+    monkeypatch.setattr(
+        migrate, "verify", lambda source, target, progress=None: [Check("memories rows", "29", "28", False)]
+    )
     report = migrate_to_postgres(anima_home, user, postgres_url)
     assert not report.committed and not report.ok
     assert read_back(postgres_url, user)["episodes"] == []  # nothing kept: a second try may fill it

@@ -92,8 +92,12 @@ def test_the_profile_shows_names_then_preferences_then_the_surer_then_the_latest
     candidates = [unsure, sure, tea, coffee, name, friend]
     ranked = sorted(candidates, key=profile_rank, reverse=True)
     assert [x["text"] for x in ranked] == [
-        "Maya's name is Maya.", "My name is Ana.", "Likes coffee.", "Likes green tea.",
-        "Lives in Porto.", "Works at Acme.",
+        "Maya's name is Maya.",
+        "My name is Ana.",
+        "Likes coffee.",
+        "Likes green tea.",
+        "Lives in Porto.",
+        "Works at Acme.",
     ]
 
 
@@ -130,7 +134,9 @@ def test_goals_keep_their_milestones_in_order(store):
     got = store.goals.get(goal)
     assert (got["title"], got["due"], got["status"], got["progress"]) == ("Run a marathon", "2026-10-04", "done", 40)
     assert [(s["position"], s["title"], s["done_at"] is not None) for s in got["milestones"]] == [
-        (1, "10 km", False), (2, "20 km", True), (3, "Race", False)
+        (1, "10 km", False),
+        (2, "20 km", True),
+        (3, "Race", False),
     ]
     undated = store.goals.add("Read more", "", None, [])
     assert [g["id"] for g in store.goals.list()] == [goal, undated]  # undated last
@@ -139,10 +145,26 @@ def test_goals_keep_their_milestones_in_order(store):
 
 
 def test_calendar_events_are_replaced_by_uid_and_keep_their_skipped_dates(store):
-    event = {"uid": "a@x", "title": "Standup", "start": "2026-05-14T09:30:00", "end": "2026-05-14T10:00:00", "tz": None,
-             "location": "", "description": "", "rrule": "FREQ=WEEKLY", "exdates": ["2026-05-21T09:30:00"]}
-    once = {**event, "uid": "b@x", "title": "Dentist", "start": "2026-06-01", "end": "2026-06-02", "rrule": None,
-            "exdates": []}
+    event = {
+        "uid": "a@x",
+        "title": "Standup",
+        "start": "2026-05-14T09:30:00",
+        "end": "2026-05-14T10:00:00",
+        "tz": None,
+        "location": "",
+        "description": "",
+        "rrule": "FREQ=WEEKLY",
+        "exdates": ["2026-05-21T09:30:00"],
+    }
+    once = {
+        **event,
+        "uid": "b@x",
+        "title": "Dentist",
+        "start": "2026-06-01",
+        "end": "2026-06-02",
+        "rrule": None,
+        "exdates": [],
+    }
     store.calendar.upsert([event, once])
     store.calendar.upsert([{**event, "title": "Daily standup"}])
     got = [(e["title"], e["exdates"]) for e in store.calendar.all()]
@@ -168,8 +190,13 @@ def test_reminders_inbox_and_jobs(store):
     assert [r["id"] for r in store.reminders.list("todo", include_closed=True)] == [rid]
     assert store.reminders.get(99) is None
 
-    item = {"kind": "reminder", "title": "pay rent", "key": "reminder:1", "data": {"reminder_id": rid},
-            "created": "2024-05-01"}
+    item = {
+        "kind": "reminder",
+        "title": "pay rent",
+        "key": "reminder:1",
+        "data": {"reminder_id": rid},
+        "created": "2024-05-01",
+    }
     first = store.inbox.add(item)
     assert store.inbox.add({**item, "title": "again"}) is None  # one item per key
     store.inbox.update(first, status="dismissed")
@@ -181,5 +208,7 @@ def test_reminders_inbox_and_jobs(store):
     assert store.jobs.next_runs() == {"dates": "2024-05-01T11:00:00"}
     (job,) = store.jobs.all()
     assert (job["next_run"], job["last_run"], job["last_error"]) == (
-        "2024-05-01T11:00:00", "2024-05-01T09:00:00", "boom"
+        "2024-05-01T11:00:00",
+        "2024-05-01T09:00:00",
+        "boom",
     )

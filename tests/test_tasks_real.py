@@ -32,7 +32,13 @@ def test_a_plan_with_tools_runs_to_the_end(link_models, tmp_path, monkeypatch):
     link_models("default", "minilm")
     config = load_config(memory={"learn": False}, generation={"seed": 7, "max_tokens": 300})
     store = build(config).store
-    goals.add_goal(store, "Run the Lisbon marathon", why="first marathon", due="2027-03-14", milestones=["run 10 km", "long run of 25 km", "long run of 32 km"])
+    goals.add_goal(
+        store,
+        "Run the Lisbon marathon",
+        why="first marathon",
+        due="2027-03-14",
+        milestones=["run 10 km", "long run of 25 km", "long run of 32 km"],
+    )
     ics = tmp_path / "week.ics"
     ics.write_text(ICS.format(day=datetime.now().strftime("%Y%m%d")))
     calendar.import_ics(store, ics)
@@ -53,11 +59,17 @@ def test_a_plan_with_tools_runs_to_the_end(link_models, tmp_path, monkeypatch):
 def test_the_model_sets_a_reminder_through_the_tool_loop(link_models):
     link_models("default", "minilm")
     container = build(load_config(memory={"enabled": False}))
-    reply = container.assistant.reply("Remind me to call the dentist tomorrow at 9", options=container.assistant.options(temperature=0, max_tokens=80))
+    reply = container.assistant.reply(
+        "Remind me to call the dentist tomorrow at 9", options=container.assistant.options(temperature=0, max_tokens=80)
+    )
     text = reply.text()
-    assert [r.name for r in reply.tool_results][:1] == ["remind"] and reply.tool_results[0].ok, [r.to_dict() for r in reply.tool_results]
+    assert [r.name for r in reply.tool_results][:1] == ["remind"] and reply.tool_results[0].ok, [
+        r.to_dict() for r in reply.tool_results
+    ]
     (due,) = reminders.list_reminders(container.store)
     # the time is the user's "tomorrow at 9", whatever the model wrote for it (it has written "9 pm")
     tomorrow = (datetime.now() + timedelta(days=1)).date()
-    assert "dentist" in due.text.lower() and due.due_at().date() == tomorrow and due.due_at().strftime("%H:%M") == "09:00", reply.tool_results[0].arguments
+    assert (
+        "dentist" in due.text.lower() and due.due_at().date() == tomorrow and due.due_at().strftime("%H:%M") == "09:00"
+    ), reply.tool_results[0].arguments
     assert "<tool_call>" not in text and text.strip()

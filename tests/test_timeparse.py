@@ -520,7 +520,9 @@ def test_no_times_in_empty_text():
     assert find_times("Hello there, how are you?", NOW) == []
 
 
-INVARIANT_TEXTS = [row[0] for row in RELATIVE_DAYS + PARTS_OF_DAY + WEEKDAYS + CALENDAR_UNITS + OFFSETS + MONTHS + CLOCKS]
+INVARIANT_TEXTS = [
+    row[0] for row in RELATIVE_DAYS + PARTS_OF_DAY + WEEKDAYS + CALENDAR_UNITS + OFFSETS + MONTHS + CLOCKS
+]
 
 
 @pytest.mark.parametrize("now", [NOW, NEW_YEARS_EVE, NEW_YEAR, LEAP])
@@ -557,7 +559,20 @@ def test_resolve_date(phrase, day):
     assert resolve_date(phrase, NOW) == date.fromisoformat(day)
 
 
-@pytest.mark.parametrize("phrase", ["next week", "last May", "in 2022", "this weekend", "a few days ago", "the past 3 days", "since yesterday", "nothing", ""])
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "next week",
+        "last May",
+        "in 2022",
+        "this weekend",
+        "a few days ago",
+        "the past 3 days",
+        "since yesterday",
+        "nothing",
+        "",
+    ],
+)
 def test_resolve_date_none_unless_a_single_day(phrase):
     assert resolve_date(phrase, NOW) is None
 
@@ -576,7 +591,13 @@ QUESTIONS = [
     ("Where was I on Monday?", "2023-05-08", "2023-05-09", "day", "on Monday"),
     ("What am I doing on Friday?", "2023-05-12", "2023-05-13", "day", "on Friday"),  # no past tense
     ("Anything in the past 3 days?", "2023-05-07", "2023-05-10T14:30", "day", "the past 3 days"),
-    ("What happened between March 2022 and June 2022?", "2022-03-01", "2022-07-01", "month", "March 2022 and June 2022"),
+    (
+        "What happened between March 2022 and June 2022?",
+        "2022-03-01",
+        "2022-07-01",
+        "month",
+        "March 2022 and June 2022",
+    ),
     ("Did I call mom yesterday or last Friday?", "2023-05-05", "2023-05-10", "day", "yesterday or last Friday"),
     ("What did I do in 2021 and last month?", "2021-01-01", "2023-05-01", "year", "in 2021 and last month"),
 ]
@@ -589,7 +610,12 @@ def test_query_range(question, start, end, granularity, text):
 
 @pytest.mark.parametrize(
     "question",
-    ["When did Caroline go to the LGBTQ support group?", "What is my favourite colour?", "May I ask what you remember?", "Who did I meet?"],
+    [
+        "When did Caroline go to the LGBTQ support group?",
+        "What is my favourite colour?",
+        "May I ask what you remember?",
+        "Who did I meet?",
+    ],
 )
 def test_query_range_none_without_a_time(question):
     assert query_range(question, NOW) is None

@@ -8,11 +8,14 @@ from anima.app import build
 from anima.assistant.turn import _partial_open
 from anima.config import load_config
 from anima.models.fake import FakeChatModel
-from anima.tools import Tool, ToolError, Toolbox
+from anima.tools import Tool, Toolbox, ToolError
 
 ADD = Tool(
-    "add_numbers", "Add two numbers.", {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]},
-    lambda a, b: a + b, triggers=r"\b(add|sum|plus)\b",
+    "add_numbers",
+    "Add two numbers.",
+    {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]},
+    lambda a, b: a + b,
+    triggers=r"\b(add|sum|plus)\b",
 )
 
 
@@ -58,7 +61,12 @@ def test_failures_come_back_as_results_not_exceptions():
 
 
 def test_select_offers_only_the_tools_a_message_is_about():
-    notes = Tool("search_notes", "Search the user's notes for a word or phrase.", {"type": "object", "properties": {}}, lambda: "")
+    notes = Tool(
+        "search_notes",
+        "Search the user's notes for a word or phrase.",
+        {"type": "object", "properties": {}},
+        lambda: "",
+    )
     box = Toolbox([ADD, notes])
     assert box.select("please add 2 and 3") == ["add_numbers"]
     assert box.select("search my notes for the wifi password") == ["search_notes"]
@@ -71,23 +79,37 @@ def test_partial_call_opening_is_held_back():
 
 
 def test_the_model_calls_a_tool_and_answers_from_its_result():
-    model = FakeChatModel(['Sure. <tool_call>{"name": "add_numbers", "arguments": {"a": 2, "b": 3}}</tool_call>', "2 plus 3 is 5."])
+    model = FakeChatModel(
+        ['Sure. <tool_call>{"name": "add_numbers", "arguments": {"a": 2, "b": 3}}</tool_call>', "2 plus 3 is 5."]
+    )
     c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)
     c.assistant.toolbox = Toolbox([ADD])
     reply = c.assistant.reply("add 2 plus 3")
     text = "".join(reply)
     assert text == "Sure. 2 plus 3 is 5."
-    assert [r.to_dict() for r in reply.tool_results] == [{"name": "add_numbers", "arguments": {"a": 2, "b": 3}, "ok": True, "content": "5"}]
+    assert [r.to_dict() for r in reply.tool_results] == [
+        {"name": "add_numbers", "arguments": {"a": 2, "b": 3}, "ok": True, "content": "5"}
+    ]
     first, second = model.calls
     assert [t["function"]["name"] for t in first[1].tools] == ["add_numbers"]
     said, result, nudge = second[0][-3:]
-    assert said["tool_calls"][0]["function"]["name"] == "add_numbers" and result["role"] == "tool" and result["content"] == "5"
+    assert (
+        said["tool_calls"][0]["function"]["name"] == "add_numbers"
+        and result["role"] == "tool"
+        and result["content"] == "5"
+    )
     assert nudge["role"] == "user" and "No more tool calls" in nudge["content"]  # one round of calls by default
     assert reply.turn.reply == text and reply.turn.status == "ok"
 
 
 def test_tool_results_are_data_and_the_loop_is_bounded():
-    looping = Tool("fetch_page", "Fetch a page.", {"type": "object", "properties": {"url": {"type": "string"}}}, lambda url: f"Page {url}: sunny.", triggers="page")
+    looping = Tool(
+        "fetch_page",
+        "Fetch a page.",
+        {"type": "object", "properties": {"url": {"type": "string"}}},
+        lambda url: f"Page {url}: sunny.",
+        triggers="page",
+    )
     call = '<tool_call>{"name": "fetch_page", "arguments": {"url": "%s"}}</tool_call>'
     model = FakeChatModel([call % "a", call % "b", call % "c"])
     config = load_config(backend="fake", memory={"enabled": False}, tools={"max_steps": 2}, guard={"enabled": False})
@@ -119,7 +141,11 @@ def test_a_clients_own_tools_replace_animas():
 
 
 def test_a_call_in_a_json_fence_counts_and_other_fences_stay_text():
-    assert _partial_open("Here: ```js") == 5 and _partial_open('```json\n{"na') > 0 and _partial_open("```python\nprint(1)") == 0
+    assert (
+        _partial_open("Here: ```js") == 5
+        and _partial_open('```json\n{"na') > 0
+        and _partial_open("```python\nprint(1)") == 0
+    )
     fenced = 'Sure.\n```json\n{"name": "add_numbers", "arguments": {"a": 1, "b": 1}}\n```'
     model = FakeChatModel([fenced, "It is 2.", '```json\n{"total": 3}\n```'])
     c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=model)

@@ -10,10 +10,17 @@ from typer.testing import CliRunner
 from anima.cli import app
 from anima.config import load_config
 from anima.errors import BadInput, NotFound
-from anima.tools import ToolContext, Toolbox
-from anima.tools import calc, goals, notes
+from anima.tools import Toolbox, ToolContext, calc, goals, notes
 from anima.tools.calc import calculate, date_math
-from anima.tools.goals import add_goal, add_milestone, complete_milestone, list_goals, open_goals, set_progress, set_status
+from anima.tools.goals import (
+    add_goal,
+    add_milestone,
+    complete_milestone,
+    list_goals,
+    open_goals,
+    set_progress,
+    set_status,
+)
 from anima.tools.notes import add_note, delete_note, list_notes, search_notes
 
 NOW = datetime(2026, 5, 13, 10, 0)  # a Wednesday
@@ -28,8 +35,12 @@ def ctx(store):
 
 
 def test_goal_progress_comes_from_milestones(store):
-    goal = add_goal(store, "Run a marathon", "health", "in 3 weeks", ["Run 10 km", "Run 20 km", "Run 30 km", "Race"], NOW)
-    assert goal["due"] == "2026-06-03" and goal["progress"] == 0 and [m["n"] for m in goal["milestones"]] == [1, 2, 3, 4]
+    goal = add_goal(
+        store, "Run a marathon", "health", "in 3 weeks", ["Run 10 km", "Run 20 km", "Run 30 km", "Race"], NOW
+    )
+    assert (
+        goal["due"] == "2026-06-03" and goal["progress"] == 0 and [m["n"] for m in goal["milestones"]] == [1, 2, 3, 4]
+    )
     goal = complete_milestone(store, goal["id"], 1)
     goal = complete_milestone(store, goal["id"], "20 km")
     assert goal["progress"] == 50
@@ -65,7 +76,10 @@ def test_open_goals_shape_order_and_manual_progress(store):
         (lambda s: set_progress(s, 99, 10), "no goal with id 99"),
         (lambda s: set_progress(s, add_goal(s, "x", now=NOW)["id"], 140), "0-100"),
         (lambda s: set_status(s, add_goal(s, "x", now=NOW)["id"], "paused"), "unknown status"),
-        (lambda s: complete_milestone(s, add_goal(s, "x", milestones=["a"], now=NOW)["id"], 7), "no milestone matching '7'"),
+        (
+            lambda s: complete_milestone(s, add_goal(s, "x", milestones=["a"], now=NOW)["id"], 7),
+            "no milestone matching '7'",
+        ),
     ],
 )
 def test_goal_errors_are_one_clear_line(store, call, error):
@@ -127,7 +141,16 @@ def test_note_tools_through_a_toolbox(ctx):
 
 @pytest.mark.parametrize(
     "expression, value",
-    [("(3 + 4) * 2", 14), ("2^10", 1024), ("-3**2", -9), ("7 // 2 + 7 % 2", 4), ("sqrt(16) + abs(-2)", 6.0), ("round(pi, 3)", 3.142), ("max(1, 5, 3) - min(4, 2)", 3), ("log(e)", 1.0)],
+    [
+        ("(3 + 4) * 2", 14),
+        ("2^10", 1024),
+        ("-3**2", -9),
+        ("7 // 2 + 7 % 2", 4),
+        ("sqrt(16) + abs(-2)", 6.0),
+        ("round(pi, 3)", 3.142),
+        ("max(1, 5, 3) - min(4, 2)", 3),
+        ("log(e)", 1.0),
+    ],
 )
 def test_calculator(expression, value):
     assert calculate(expression) == pytest.approx(value)
@@ -186,7 +209,9 @@ def test_calc_tools_through_a_toolbox(ctx):
 def test_date_math_uses_the_clock_of_the_context(store):
     aware = datetime(2026, 12, 24, 12, tzinfo=timezone.utc)
     box = Toolbox(calc.tools(ToolContext(store, load_config(), clock=lambda: aware)))
-    assert "1 day until Friday 25 December 2026" in box.call("date_math", {"question": "days until 25 December"}).content
+    assert (
+        "1 day until Friday 25 December 2026" in box.call("date_math", {"question": "days until 25 December"}).content
+    )
 
 
 # --- CLI ---------------------------------------------------------------------------------------

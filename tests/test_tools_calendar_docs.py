@@ -13,8 +13,7 @@ from anima.cli import app
 from anima.config import load_config
 from anima.errors import BadInput
 from anima.store import open_store
-from anima.tools import ToolContext, Toolbox
-from anima.tools import calendar, documents
+from anima.tools import Toolbox, ToolContext, calendar, documents
 from anima.tools.calendar import add_event, events_between, export_ics, import_ics, whats_on
 from anima.tools.documents import chunks, index_folder, search
 
@@ -102,7 +101,11 @@ def test_export_then_import_round_trips(store, ics, tmp_path, anima_home):
     assert import_ics(other, out) == 5
     window = (datetime(2026, 1, 1), datetime(2026, 2, 28))
     assert events_between(other, *window) == events_between(store, *window)
-    assert [e["start"] for e in events_between(other, *window) if e["title"] == "Yoga"] == ["2026-01-13T18:00", "2026-01-20T18:00", "2026-01-27T18:00"]
+    assert [e["start"] for e in events_between(other, *window) if e["title"] == "Yoga"] == [
+        "2026-01-13T18:00",
+        "2026-01-20T18:00",
+        "2026-01-27T18:00",
+    ]
     other.close()
 
 
@@ -136,9 +139,15 @@ def test_time_zones_keep_wall_clock_across_dst(store, tmp_path, local_utc):
     "content, error",
     [
         ("this is not a calendar", "bad.ics is not a valid .ics file"),
-        ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:Lunch\nDTSTART:tomorrow-ish\nEND:VEVENT\nEND:VCALENDAR\n", "event 'Lunch' has a bad DTSTART"),
+        (
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:Lunch\nDTSTART:tomorrow-ish\nEND:VEVENT\nEND:VCALENDAR\n",
+            "event 'Lunch' has a bad DTSTART",
+        ),
         ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:Lunch\nEND:VEVENT\nEND:VCALENDAR\n", "event 'Lunch'.*DTSTART"),
-        ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:Lunch\nDTSTART:20260101T120000\nRRULE:FREQ=SOMETIMES\nEND:VEVENT\nEND:VCALENDAR\n", "bad RRULE"),
+        (
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:Lunch\nDTSTART:20260101T120000\nRRULE:FREQ=SOMETIMES\nEND:VEVENT\nEND:VCALENDAR\n",
+            "bad RRULE",
+        ),
         ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:Lunch\n", "bad.ics is not a valid .ics file"),
     ],
 )
@@ -196,7 +205,9 @@ def folder(tmp_path):
     (root / "projects").mkdir(parents=True)
     (root / ".git").mkdir()
     (root / ".git" / "config").write_text("secret remote")
-    (root / "plan.md").write_text("# Plan\n\nWe move to Lisbon in September.\nThe flat has a balcony.\n\n" + "Budget line.\n" * 3)
+    (root / "plan.md").write_text(
+        "# Plan\n\nWe move to Lisbon in September.\nThe flat has a balcony.\n\n" + "Budget line.\n" * 3
+    )
     (root / "projects" / "garden.txt").write_text("Tomatoes need sun.\n\nWater the basil every morning.\n")
     (root / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
     (root / "data.txt").write_bytes(b"looks like text\0but is not")
@@ -227,7 +238,9 @@ def test_reindex_reads_only_changes_and_drops_deleted_files(store, folder):
     assert (report.indexed, report.unchanged, report.removed) == (1, 1, 1)
     assert search(store, "courgettes")[0]["cite"].startswith("notes/projects/garden.txt")
     assert search(store, "basil") == [] and search(store, "Lisbon") == []
-    assert {p.name: p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}.keys() == before.keys() - {"plan.md"}  # read-only
+    assert {p.name: p.stat().st_mtime for p in folder.rglob("*") if p.is_file()}.keys() == before.keys() - {
+        "plan.md"
+    }  # read-only
     again = index_folder(store, folder)
     assert (again.indexed, again.unchanged, again.removed) == (0, 2, 0)
 
@@ -279,7 +292,11 @@ def test_cli_calendar(ics, tmp_path):
     bad = tmp_path / "bad.ics"
     bad.write_text("garbage")
     result = run("calendar", "import", str(bad))
-    assert result.exit_code == 1 and "bad.ics is not a valid .ics file" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.exit_code == 1
+        and "bad.ics is not a valid .ics file" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_cli_docs(folder, tmp_path, monkeypatch):

@@ -49,7 +49,9 @@ def driver():
     options.binary_location = shutil.which("chromium")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,850"):
         options.add_argument(arg)
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+    browser = webdriver.Chrome(
+        options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    )
     browser.set_script_timeout(10)
     yield browser
     browser.quit()
@@ -121,7 +123,10 @@ def test_log_in_and_chat_with_a_streamed_reply(driver, site):
     assert driver.execute_script("return sessionStorage.getItem('anima.key')") == key
     assert "coach" in [o.text for o in driver.find_elements("css selector", "#persona option")]
 
-    model.enqueue("Here is **bold**, *italic* and `code`:\n\n- one\n- two\n\n```python\nprint('hi')\n```\n\n<b>not html</b> " + " ".join(f"w{i}" for i in range(40)))
+    model.enqueue(
+        "Here is **bold**, *italic* and `code`:\n\n- one\n- two\n\n```python\nprint('hi')\n```\n\n<b>not html</b> "
+        + " ".join(f"w{i}" for i in range(40))
+    )
     send(driver, "show me some markdown")
     # mid-stream: some words are there, not all, and Stop is on
     wait(driver, lambda d: replies(d) and "w3" in replies(d)[0].text)
@@ -139,10 +144,17 @@ def test_log_in_and_chat_with_a_streamed_reply(driver, site):
     # the conversation is listed; a second message continues it, with the first as history
     wait(driver, lambda d: "show me some markdown" in by_id(d, "conversation-list").text)
     send(driver, "and again")
-    wait(driver, lambda d: len(replies(d)) == 2 and "You said: and again" in replies(d)[1].text and by_id(d, "send").is_enabled())
+    wait(
+        driver,
+        lambda d: (
+            len(replies(d)) == 2 and "You said: and again" in replies(d)[1].text and by_id(d, "send").is_enabled()
+        ),
+    )
     assert "show me some markdown" in str(model.calls[-1][0])
     conversations = api(url, key).get("/api/conversations").json()
-    assert len(conversations) == 1 and len(api(url, key).get(f"/api/conversations/{conversations[0]['id']}").json()) == 2
+    assert (
+        len(conversations) == 1 and len(api(url, key).get(f"/api/conversations/{conversations[0]['id']}").json()) == 2
+    )
 
     # New chat, then back to the old one from the list
     by_id(driver, "new-chat").click()
@@ -162,7 +174,9 @@ def test_stop_button_ends_the_reply(driver, site):
     assert "word399" not in replies(driver)[0].text
     deadline = time.time() + 10  # the server notices the closed connection and logs what was said
     while time.time() < deadline:
-        found = [api(url, key).get(f"/api/conversations/{c['id']}") for c in api(url, key).get("/api/conversations").json()]
+        found = [
+            api(url, key).get(f"/api/conversations/{c['id']}") for c in api(url, key).get("/api/conversations").json()
+        ]
         turns = [t for r in found if r.status_code == 200 for t in r.json()]  # 404 until the turn is logged
         if turns and turns[0]["status"] == "stopped":
             break
@@ -176,16 +190,25 @@ def test_a_used_memory_is_shown_and_forgotten(driver, site):
     server.container("alice").memory.add("Alice likes green tea", "preference")
     log_in(driver, url, key)
     send(driver, "what is my sister called?")
-    wait(driver, lambda d: replies(d) and d.find_elements("css selector", ".message.assistant details.used") and by_id(d, "send").is_enabled())
+    wait(
+        driver,
+        lambda d: (
+            replies(d)
+            and d.find_elements("css selector", ".message.assistant details.used")
+            and by_id(d, "send").is_enabled()
+        ),
+    )
     used = replies(driver)[0].find_element("css selector", "details.used")
     used.find_element("tag name", "summary").click()
     assert "Alice's sister is called Ana" in used.text
     shot(driver, "04-memories-used")
-    used.find_element("css selector", "button[aria-label=\"Forget: Alice's sister is called Ana\"]").click()
+    used.find_element("css selector", 'button[aria-label="Forget: Alice\'s sister is called Ana"]').click()
     wait(driver, lambda d: "Forgotten" in by_id(d, "status").text)
     shot(driver, "05-memory-forgotten")
     texts = [m["text"] for m in api(url, key).get("/api/memories").json()]
-    assert texts == ["Alice likes green tea"] and memory.id not in [m["id"] for m in api(url, key).get("/api/memories").json()]
+    assert texts == ["Alice likes green tea"] and memory.id not in [
+        m["id"] for m in api(url, key).get("/api/memories").json()
+    ]
 
     driver.find_element("css selector", "nav [data-tab=memories]").click()
     wait(driver, lambda d: "Alice likes green tea" in by_id(d, "memory-list").text)
@@ -215,14 +238,24 @@ def test_inbox_item_is_dismissed(driver, site):
     url, key, server, model = site
     store = server.container("alice").store
     now = datetime.now().astimezone()
-    water = inbox.add(store, Item("reminder", "water the plants", body="The basil too.", reason="you asked on Monday", key="k1"), now)
+    water = inbox.add(
+        store, Item("reminder", "water the plants", body="The basil too.", reason="you asked on Monday", key="k1"), now
+    )
     inbox.add(store, Item("date", "Ana's birthday is on Friday", reason="you told me in March", key="k2"), now)
     assert api(url, key).post("/api/reminders", json={"text": "pay rent", "at": "in 3 hours"}).status_code == 201
     log_in(driver, url, key)
     wait(driver, lambda d: by_id(d, "inbox-count").text == "2")
     driver.find_element("css selector", "nav [data-tab=inbox]").click()
-    wait(driver, lambda d: "water the plants" in by_id(d, "inbox-list").text and "Your briefing for" in by_id(d, "briefing").text)
-    assert "Why: you asked on Monday" in by_id(driver, "inbox-list").text and "null" not in by_id(driver, "inbox-list").text
+    wait(
+        driver,
+        lambda d: (
+            "water the plants" in by_id(d, "inbox-list").text and "Your briefing for" in by_id(d, "briefing").text
+        ),
+    )
+    assert (
+        "Why: you asked on Monday" in by_id(driver, "inbox-list").text
+        and "null" not in by_id(driver, "inbox-list").text
+    )
     assert "pay rent" in by_id(driver, "briefing").text and "why:" in by_id(driver, "briefing").text
     shot(driver, "07-inbox")
     driver.find_element("css selector", "button[aria-label='Dismiss: water the plants']").click()
@@ -243,7 +276,9 @@ def test_audit_and_settings_tabs(driver, site, anima_home):
     url, key, server, model = site
     (anima_home / "audit").mkdir(parents=True)
     chart = '<svg width="200" height="60" role="img" aria-label="attack success"><rect width="120" height="40" fill="#c33"/></svg>'
-    (anima_home / "audit" / "2024-05-01-report.html").write_text(f"<html><body><h1>Audit report</h1><p>Attack success rate 12%</p>{chart}<script>parent.document.title='owned'</script></body></html>")
+    (anima_home / "audit" / "2024-05-01-report.html").write_text(
+        f"<html><body><h1>Audit report</h1><p>Attack success rate 12%</p>{chart}<script>parent.document.title='owned'</script></body></html>"
+    )
     log_in(driver, url, key)
     driver.find_element("css selector", "nav [data-tab=audit]").click()
     wait(driver, lambda d: "2024-05-01-report.html" in by_id(d, "audit-list").text)
@@ -267,7 +302,9 @@ def test_audit_and_settings_tabs(driver, site, anima_home):
 def test_phone_screen_and_labels(driver, site):
     url, key, server, model = site
     server.container("alice").memory.add("Alice's sister is called Ana", "person")
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True}
+    )
     try:
         log_in(driver, url, key)
         send(driver, "what is my sister called? " + "a-very-long-unbroken-word-" * 6)

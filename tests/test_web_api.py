@@ -33,18 +33,31 @@ def test_replies_say_which_memories_they_used_and_continue_a_conversation(live):
     url, keys, server = live
     memory = server.container("alice").memory.add("Alice's sister is called Ana", "person")
     c = openai.OpenAI(base_url=url + "/v1", api_key=keys["alice"], max_retries=0)
-    r = c.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "what is my sister called?"}])
+    r = c.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "what is my sister called?"}]
+    )
     anima = r.model_extra["anima"]
-    assert {"kind": "memory", "id": memory.id, "text": "Alice's sister is called Ana"}.items() <= anima["memories"][0].items()
+    assert {"kind": "memory", "id": memory.id, "text": "Alice's sister is called Ana"}.items() <= anima["memories"][
+        0
+    ].items()
     first = anima["conversation"]
-    chunks = list(c.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "and her age?"}], stream=True, extra_body={"anima": {"conversation": first}}))
+    chunks = list(
+        c.chat.completions.create(
+            model="assistant",
+            messages=[{"role": "user", "content": "and her age?"}],
+            stream=True,
+            extra_body={"anima": {"conversation": first}},
+        )
+    )
     assert chunks[0].model_extra["anima"]["conversation"] == first  # the first chunk carries it
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "You said: and her age?"
     turns = httpx.get(url + f"/api/conversations/{first}", headers={"Authorization": f"Bearer {keys['alice']}"}).json()
     assert [t["user_text"] for t in turns] == ["what is my sister called?", "and her age?"]
     with pytest.raises(openai.NotFoundError, match="no conversation"):  # bob's store has no such conversation
         openai.OpenAI(base_url=url + "/v1", api_key=keys["bob"], max_retries=0).chat.completions.create(
-            model="assistant", messages=[{"role": "user", "content": "hi"}], extra_body={"anima": {"conversation": first}}
+            model="assistant",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"anima": {"conversation": first}},
         )
 
 
@@ -53,7 +66,11 @@ def test_settings_and_audit_reports(live, anima_home):
     alice = {"Authorization": f"Bearer {keys['alice']}"}
     assert httpx.get(url + "/api/settings").status_code == 401
     settings = httpx.get(url + "/api/settings", headers=alice).json()
-    assert settings["backend"] == "fake" and settings["privacy"] == {"remote": False, "redact": True} and settings["editable"] is False
+    assert (
+        settings["backend"] == "fake"
+        and settings["privacy"] == {"remote": False, "redact": True}
+        and settings["editable"] is False
+    )
     assert httpx.get(url + "/api/audit", headers=alice).json() == []
     (anima_home / "audit" / "run1").mkdir(parents=True)
     (anima_home / "audit" / "run1" / "report.html").write_text("<h1>ASR 3%</h1>")

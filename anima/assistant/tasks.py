@@ -56,10 +56,23 @@ class Plan:
 
     def changes(self, toolbox: Toolbox | None) -> list[Step]:
         """The steps that change something: a file they save, or a tool with side effects."""
-        return [s for s in self.steps if s.output or (toolbox is not None and s.tool in toolbox.tools and toolbox.tools[s.tool].side_effects)]
+        return [
+            s
+            for s in self.steps
+            if s.output or (toolbox is not None and s.tool in toolbox.tools and toolbox.tools[s.tool].side_effects)
+        ]
 
     def to_json(self) -> str:
-        return json.dumps({"goal": self.goal, "steps": [asdict(s) for s in self.steps], "files": sorted(self.files), "left_out": self.left_out}, indent=2, ensure_ascii=False)
+        return json.dumps(
+            {
+                "goal": self.goal,
+                "steps": [asdict(s) for s in self.steps],
+                "files": sorted(self.files),
+                "left_out": self.left_out,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
 
 
 def attach(goal: str, paths: list[Path], cwd: Path) -> dict[str, str]:
@@ -91,7 +104,9 @@ def _describe(files: dict[str, str]) -> str:
         if name.endswith(".csv"):
             table = rows(text)
             head = ", ".join(table[0]) if table else "(empty)"
-            parts.append(f"{name}: a CSV with {len(table)} rows; columns: {head}; first rows: {json.dumps(table[:3], ensure_ascii=False)}")
+            parts.append(
+                f"{name}: a CSV with {len(table)} rows; columns: {head}; first rows: {json.dumps(table[:3], ensure_ascii=False)}"
+            )
         else:
             parts.append(f"{name}:\n{text[:ATTACHED_CHARS]}")
     return "\n\n".join(parts)
@@ -105,15 +120,35 @@ def plan_schema(toolbox: Toolbox | None, tool_names: list[str], csv_names: list[
         "for_each_row_of": {"type": "string", "enum": ["", *csv_names]},
         "output": {"type": "string", "maxLength": 60},
     }
-    write = {"type": "object", "properties": {"title": common["title"], "tool": {"const": "write"}, "for_each_row_of": common["for_each_row_of"],
-                                              "output": common["output"]}, "required": ["title", "tool", "for_each_row_of", "output"]}
+    write = {
+        "type": "object",
+        "properties": {
+            "title": common["title"],
+            "tool": {"const": "write"},
+            "for_each_row_of": common["for_each_row_of"],
+            "output": common["output"],
+        },
+        "required": ["title", "tool", "for_each_row_of", "output"],
+    }
     kinds = [write] + [
-        {"type": "object", "properties": {"title": common["title"], "tool": {"const": n}, "arguments": toolbox.tools[n].parameters,
-                                          "for_each_row_of": common["for_each_row_of"], "output": common["output"]},
-         "required": ["title", "tool", "arguments", "for_each_row_of", "output"]}
+        {
+            "type": "object",
+            "properties": {
+                "title": common["title"],
+                "tool": {"const": n},
+                "arguments": toolbox.tools[n].parameters,
+                "for_each_row_of": common["for_each_row_of"],
+                "output": common["output"],
+            },
+            "required": ["title", "tool", "arguments", "for_each_row_of", "output"],
+        }
         for n in tool_names
     ]
-    return {"type": "object", "properties": {"steps": {"type": "array", "items": {"anyOf": kinds}, "minItems": 1, "maxItems": 6}}, "required": ["steps"]}
+    return {
+        "type": "object",
+        "properties": {"steps": {"type": "array", "items": {"anyOf": kinds}, "minItems": 1, "maxItems": 6}},
+        "required": ["steps"],
+    }
 
 
 PLANNER = """You plan tasks for a personal assistant. Split the user's goal into at most 6 steps, in order.
@@ -129,18 +164,34 @@ Today is {today}."""
 
 def make_plan(model: ChatModel, goal: str, files: dict[str, str], toolbox: Toolbox | None, today: datetime) -> Plan:
     names = list(toolbox.select(goal, k=6)) if toolbox is not None else []
-    tools = "\n".join(f"- {n}: {toolbox.tools[n].description} arguments: {json.dumps(toolbox.tools[n].parameters.get('properties', {}))}" for n in names) or "(none)"
+    tools = (
+        "\n".join(
+            f"- {n}: {toolbox.tools[n].description} arguments: {json.dumps(toolbox.tools[n].parameters.get('properties', {}))}"
+            for n in names
+        )
+        or "(none)"
+    )
     csvs = [n for n in files if n.endswith(".csv")]
     user = goal + (f"\n\nAttached files:\n{_describe(files)}" if files else "")
-    messages = [{"role": "system", "content": PLANNER.format(tools=tools, today=f"{today:%A %d %B %Y}")}, {"role": "user", "content": user}]
-    raw = complete(model, messages, Options(max_tokens=800, temperature=0.0, json_schema=plan_schema(toolbox, names, csvs)))
+    messages = [
+        {"role": "system", "content": PLANNER.format(tools=tools, today=f"{today:%A %d %B %Y}")},
+        {"role": "user", "content": user},
+    ]
+    raw = complete(
+        model, messages, Options(max_tokens=800, temperature=0.0, json_schema=plan_schema(toolbox, names, csvs))
+    )
     try:
         raw = raw.json()
     except ValueError:
         raise BadInput("the model's plan was not valid JSON", "try again, or say the steps more plainly") from None
     steps = []
     for s in raw.get("steps", [])[:MAX_STEPS]:
-        base = Step(s.get("title", "").strip() or "write", s.get("tool", "write"), s.get("arguments") or {}, s.get("output", "").strip())
+        base = Step(
+            s.get("title", "").strip() or "write",
+            s.get("tool", "write"),
+            s.get("arguments") or {},
+            s.get("output", "").strip(),
+        )
         table = rows(files[s["for_each_row_of"]]) if s.get("for_each_row_of") in files else [None]
         if table != [None] and "{" not in base.title + base.output:
             # the model wrote this step for one row already ("Write the students' variant")
@@ -152,7 +203,9 @@ def make_plan(model: ChatModel, goal: str, files: dict[str, str], toolbox: Toolb
                 steps.append(step)
     if not steps:
         raise BadInput("the model returned an empty plan", "say more precisely what you want done")
-    if toolbox is not None and not any(s.tool in toolbox.tools and not toolbox.tools[s.tool].side_effects for s in steps):
+    if toolbox is not None and not any(
+        s.tool in toolbox.tools and not toolbox.tools[s.tool].side_effects for s in steps
+    ):
         steps = lookups(goal, toolbox) + steps  # the small model sometimes plans "my goal" without reading it
     return Plan(goal, steps[:MAX_EXPANDED], files, max(0, len(steps) - MAX_EXPANDED))
 
@@ -160,7 +213,12 @@ def make_plan(model: ChatModel, goal: str, files: dict[str, str], toolbox: Toolb
 # What the user's words name -> the read-only tool that looks it up, with its arguments.
 _LOOKUPS = [
     (r"\bmy (?:\w+ )*goals?\b", "goal_list", {}, "Look up your goals"),
-    (r"\bmy (?:calendar|schedule|week|day|agenda)\b", "calendar_on", {"when": "this week"}, "Look up your calendar this week"),
+    (
+        r"\bmy (?:calendar|schedule|week|day|agenda)\b",
+        "calendar_on",
+        {"when": "this week"},
+        "Look up your calendar this week",
+    ),
     (r"\bmy (?:\w+ )?notes?\b", "note_search", {}, "Look up your notes"),
     (r"\bmy reminders?\b", "reminders_list", {}, "Look up your reminders"),
     (r"\bmy (?:to-?dos?|tasks)\b", "todo_list", {}, "Look up your to-dos"),
@@ -169,8 +227,11 @@ _LOOKUPS = [
 
 def lookups(goal: str, toolbox: Toolbox) -> list[Step]:
     """Steps that read what the goal says is the user's own ("my goal", "my week")."""
-    return [Step(title, name, dict(args)) for pattern, name, args, title in _LOOKUPS
-            if name in toolbox.tools and re.search(pattern, goal, re.I)]
+    return [
+        Step(title, name, dict(args))
+        for pattern, name, args, title in _LOOKUPS
+        if name in toolbox.tools and re.search(pattern, goal, re.I)
+    ]
 
 
 def _fill(step: Step, row: dict[str, str] | None) -> Step:
@@ -204,7 +265,10 @@ def load_plan(path: Path) -> Plan:
     hint = "it needs a goal and a list of steps, each with a text title"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        goal, steps = data["goal"], [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in data["steps"]]
+        goal, steps = (
+            data["goal"],
+            [Step(**{k: v for k, v in s.items() if k in Step.__dataclass_fields__}) for s in data["steps"]],
+        )
     except FileNotFoundError:
         raise BadInput(f"no such plan file: {path}", "give the plan.json `anima do` wrote") from None
     except OSError as exc:
@@ -212,8 +276,17 @@ def load_plan(path: Path) -> Plan:
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise BadInput(f"{path} is not a valid plan: {type(exc).__name__}: {exc}"[:300], hint) from None
     text = lambda v: isinstance(v, str)
-    if not text(goal) or not all(text(s.title) and text(s.tool) and text(s.output) and isinstance(s.arguments, dict) and isinstance(s.row, dict | None) for s in steps):
-        raise BadInput(f"{path} is not a valid plan: goal, titles, tools and outputs must be text, arguments an object", hint)
+    if not text(goal) or not all(
+        text(s.title)
+        and text(s.tool)
+        and text(s.output)
+        and isinstance(s.arguments, dict)
+        and isinstance(s.row, dict | None)
+        for s in steps
+    ):
+        raise BadInput(
+            f"{path} is not a valid plan: goal, titles, tools and outputs must be text, arguments an object", hint
+        )
     for s in steps:
         s.output = _safe_name(s.output) if s.output else ""
     return Plan(goal, steps)
@@ -259,7 +332,16 @@ def run_plan(
     return result
 
 
-def _write(plan: Plan, step: Step, model: ChatModel, options: Options, system: str, guard: Guard | None, today: datetime, toolbox: Toolbox | None = None) -> str:
+def _write(
+    plan: Plan,
+    step: Step,
+    model: ChatModel,
+    options: Options,
+    system: str,
+    guard: Guard | None,
+    today: datetime,
+    toolbox: Toolbox | None = None,
+) -> str:
     """One written step. What earlier steps' tools returned is data, as in chat: the
     instructions hidden in it are removed before the model reads it; the files the user
     handed in lose only the rules' phrasings (they are the user's own, like a message)."""
@@ -276,10 +358,18 @@ def _write(plan: Plan, step: Step, model: ChatModel, options: Options, system: s
     if step.row:
         who = "; ".join(f"{k}: {v}" for k, v in step.row.items())
         context.append(f"This one is for: {who}.")
-        context.append(f"Now: {step.title}. Rewrite it for them in your own words — their needs first, in their tone — not a copy of the original.")
+        context.append(
+            f"Now: {step.title}. Rewrite it for them in your own words — their needs first, in their tone — not a copy of the original."
+        )
     else:
         context.append(f"Now: {step.title}")
-    messages = [{"role": "system", "content": "\n\n".join(p for p in (system, WRITER.format(today=f"{today:%A %d %B %Y}")) if p)}, {"role": "user", "content": "\n\n".join(context)}]
+    messages = [
+        {
+            "role": "system",
+            "content": "\n\n".join(p for p in (system, WRITER.format(today=f"{today:%A %d %B %Y}")) if p),
+        },
+        {"role": "user", "content": "\n\n".join(context)},
+    ]
     text = complete(model, messages, options).text.strip()
     if guard is not None:
         verdict = guard.check_fast(text, "assistant")
@@ -305,8 +395,15 @@ def log_task(store: Store, model: str, plan: Plan, folder: Path) -> None:
     """The task as a turn of its own conversation: it shows in the history."""
     conversation = store.new_conversation("task", title=plan.goal[:80])
     done = sum(1 for s in plan.steps if s.ok)
-    store.log_turn(Turn(conversation_id=conversation, persona="task", model=model, user_text=plan.goal,
-                        reply=f"{done}/{len(plan.steps)} steps done; saved in {folder}\n\n" + summary(plan)[:4000]))
+    store.log_turn(
+        Turn(
+            conversation_id=conversation,
+            persona="task",
+            model=model,
+            user_text=plan.goal,
+            reply=f"{done}/{len(plan.steps)} steps done; saved in {folder}\n\n" + summary(plan)[:4000],
+        )
+    )
 
 
 def check_goal(goal: str, guard: Guard | None) -> None:

@@ -23,20 +23,22 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterator
 
-from anima.persona import Persona, get_persona
 from anima.config import Config
 from anima.errors import BadInput
 from anima.memory import Hit, Learner, MemoryService
 from anima.memory.service import utcnow
 from anima.models.base import ChatModel, Chunk, Message, Options, Usage, split_tool_calls
+from anima.persona import Persona, get_persona
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
-from anima.tools import ToolResult, Toolbox, user_message
+from anima.tools import Toolbox, ToolResult, user_message
 
 CALL_OPEN = "<tool_call>"  # how Qwen/Hermes templates have the model start a tool call
 # ...and how small models often write one anyway: a JSON fence naming a tool
 _FENCED_CALL = re.compile(r'```(?:json)?\s*\{\s*"name"\s*:\s*"([^"]*)"|^\s*\{\s*"name"\s*:\s*"([^"]*)"')
-_FENCE_START = re.compile(r'`{1,3}(?:j|js|jso|json)?\s*(?:\{\s*(?:"(?:n|na|nam|name|name")?\s*(?::\s*(?:"[\w-]*)?)?)?)?')
+_FENCE_START = re.compile(
+    r'`{1,3}(?:j|js|jso|json)?\s*(?:\{\s*(?:"(?:n|na|nam|name|name")?\s*(?::\s*(?:"[\w-]*)?)?)?)?'
+)
 
 CHECK_WINDOW = 600  # characters of the reply so far that the fast layer reads before a piece is shown
 _PIECE_END = re.compile(r"[.!?:;\n]\s*$")
@@ -61,7 +63,9 @@ class Assistant:
 
     def options(self, **overrides) -> Options:
         g = self.config.generation
-        return Options(**{"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, **overrides})
+        return Options(
+            **{"max_tokens": g.max_tokens, "temperature": g.temperature, "top_p": g.top_p, "seed": g.seed, **overrides}
+        )
 
     def prompt(
         self,
@@ -87,9 +91,17 @@ class Assistant:
             history = []
             for turn in self.store.turns(conversation_id, self.config.history_turns):
                 if turn.status != "error":
-                    history += [{"role": "user", "content": turn.user_text}, {"role": "assistant", "content": turn.reply}]
+                    history += [
+                        {"role": "user", "content": turn.user_text},
+                        {"role": "assistant", "content": turn.reply},
+                    ]
         messages += history
-        messages.append({"role": "system", "content": "\n\n".join(part for part in (memory_block, f"Now: {now:%A %d %B %Y, %H:%M}.") if part)})
+        messages.append(
+            {
+                "role": "system",
+                "content": "\n\n".join(part for part in (memory_block, f"Now: {now:%A %d %B %Y, %H:%M}.") if part),
+            }
+        )
         messages.append({"role": "user", "content": text})
         return messages + (tail or [])
 
@@ -111,7 +123,9 @@ class Assistant:
         chosen = check_input(text, persona or self.config.persona)
         if conversation_id is None:
             conversation_id = self.store.new_conversation(chosen.name)
-        turn = Turn(conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply="")
+        turn = Turn(
+            conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply=""
+        )
         verdict = self.guard.check(text, "user") if self.guard is not None else None
         if verdict is not None and verdict.action == "block":
             turn.status, turn.finish_reason = "blocked", "content_filter"
@@ -126,7 +140,12 @@ class Assistant:
             block, hits = self.memory.context(text, k=self.config.memory.recall_k, clean=clean)
         if tail and self.guard is not None and self.guard.injection is not None:
             # Tool results are data: instructions inside them are removed.
-            tail = [{**m, "content": self.guard.injection.neutralise(m["content"])[0]} if m.get("role") == "tool" and m.get("content") else m for m in tail]
+            tail = [
+                {**m, "content": self.guard.injection.neutralise(m["content"])[0]}
+                if m.get("role") == "tool" and m.get("content")
+                else m
+                for m in tail
+            ]
         messages = self.prompt(chosen, conversation_id, text, block, history, instructions, tail)
         options = options or self.options()
         tools = []  # a client's own tools (options.tools) take the place of anima's
@@ -146,8 +165,17 @@ class Assistant:
 
 
 class Reply:
-    def __init__(self, assistant: Assistant, turn: Turn, messages: list[Message], options: Options, hits: list[Hit] | None = None,
-                 verdict: Verdict | None = None, tools: list[str] | None = None, started: float | None = None):
+    def __init__(
+        self,
+        assistant: Assistant,
+        turn: Turn,
+        messages: list[Message],
+        options: Options,
+        hits: list[Hit] | None = None,
+        verdict: Verdict | None = None,
+        tools: list[str] | None = None,
+        started: float | None = None,
+    ):
         self.assistant, self.turn, self.messages, self.options = assistant, turn, messages, options
         self.started = time.perf_counter() if started is None else started  # when reply() was called
         self.hits = hits or []  # the memories and past messages this reply was given
@@ -247,7 +275,10 @@ class Reply:
             turn.finish_reason = last.finish_reason if turn.status == "ok" else turn.status
             if last.finish_reason == "content_filter":
                 turn.status = "blocked"
-            usage = last.usage or Usage(sum(self.assistant.model.count_tokens(m["content"]) for m in self.messages), self.assistant.model.count_tokens(turn.reply))
+            usage = last.usage or Usage(
+                sum(self.assistant.model.count_tokens(m["content"]) for m in self.messages),
+                self.assistant.model.count_tokens(turn.reply),
+            )
             turn.prompt_tokens, turn.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             self.assistant.store.log_turn(turn)
             self.assistant.remember(turn)
@@ -266,7 +297,12 @@ class Reply:
         for step in range(steps + 1):
             offered = [] if answer_now or step == steps else self.tools
             if not offered and step:  # small models echo the last call; say plainly what is wanted now
-                messages.append({"role": "user", "content": "(The tool calls above have been carried out. Now answer my message in plain words, using their results. No more tool calls.)"})
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": "(The tool calls above have been carried out. Now answer my message in plain words, using their results. No more tool calls.)",
+                    }
+                )
             options = replace(self.options, tools=box.specs(offered)) if offered else self.options
             held, before, calls = "", "", None
             stream = model.stream(messages, options)
@@ -312,11 +348,19 @@ class Reply:
 
     def _constrained_call(self, messages: list[Message], before: str, offered: list[str]) -> dict[str, Any] | None:
         box = self.assistant.toolbox
-        schema = {"anyOf": [
-            {"type": "object", "properties": {"name": {"const": name}, "arguments": box.tools[name].parameters}, "required": ["name", "arguments"]}
-            for name in offered
-        ]}
-        options = replace(self.options, tools=box.specs(offered), json_schema=schema, prefix=before, temperature=0.0, max_tokens=300)
+        schema = {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": name}, "arguments": box.tools[name].parameters},
+                    "required": ["name", "arguments"],
+                }
+                for name in offered
+            ]
+        }
+        options = replace(
+            self.options, tools=box.specs(offered), json_schema=schema, prefix=before, temperature=0.0, max_tokens=300
+        )
         text = "".join(c.text for c in self.assistant.model.stream(messages, options))
         try:
             call = json.loads(text, strict=False)
@@ -329,7 +373,10 @@ class Reply:
         Results are data: instructions hidden in them are removed first."""
         box, guard = self.assistant.toolbox, self.assistant.guard
         if not calls:
-            return [{"role": "assistant", "content": before}, {"role": "user", "content": "(That tool call was not valid JSON. Answer without tools.)"}]
+            return [
+                {"role": "assistant", "content": before},
+                {"role": "user", "content": "(That tool call was not valid JSON. Answer without tools.)"},
+            ]
         said = {"role": "assistant", "content": before, "tool_calls": []}
         results = []
         for call in calls:
@@ -341,7 +388,9 @@ class Reply:
             self.tool_results.append(result)
             content = box.readable(result.name, result.content, guard.injection if guard is not None else None)
             ident = f"call_{uuid.uuid4().hex[:12]}"
-            said["tool_calls"].append({"id": ident, "type": "function", "function": {"name": result.name, "arguments": result.arguments}})
+            said["tool_calls"].append(
+                {"id": ident, "type": "function", "function": {"name": result.name, "arguments": result.arguments}}
+            )
             results.append({"role": "tool", "tool_call_id": ident, "name": result.name, "content": content})
         return [said, *results]
 

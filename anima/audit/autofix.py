@@ -92,7 +92,9 @@ def training_rows(folder: Path | None) -> tuple[set[str], str]:
             return {text_key(e.text) for e in training_set(folder)}, f"the guard's training set ({folder})"
         except (OSError, ValueError, KeyError):
             pass  # the public sets are not all there: anima's own rows are still checked
-    return {text_key(e.text) for e in everyday() + persona_examples()}, "anima's own training rows (the public sets were not found)"
+    return {
+        text_key(e.text) for e in everyday() + persona_examples()
+    }, "anima's own training rows (the public sets were not found)"
 
 
 def fresh_benign(folder: Path | None) -> tuple[list[Case], dict]:
@@ -100,7 +102,9 @@ def fresh_benign(folder: Path | None) -> tuple[list[Case], dict]:
     from anima.safety.classifier import text_key
 
     seen, checked = training_rows(folder)
-    cases = [Case(f"fresh:{i}", "benign", "fresh", "", t, [t]) for i, t in enumerate(FRESH_BENIGN) if text_key(t) not in seen]
+    cases = [
+        Case(f"fresh:{i}", "benign", "fresh", "", t, [t]) for i, t in enumerate(FRESH_BENIGN) if text_key(t) not in seen
+    ]
     return cases, {"n": len(cases), "dropped_training_rows": len(FRESH_BENIGN) - len(cases), "checked_against": checked}
 
 
@@ -130,14 +134,39 @@ def propose(results: list[dict], guard: Guard | None) -> list[Fix]:
         if lax:
             policy = {c: "block" for c in lax}
             lines = ", ".join(f'{c} = "block"' for c in lax)
-            fixes.append(Fix("policy", f"block {', '.join(lax)} (was warn/allow) in the guard policy", f"[guard.policy]\n{lines}", policy=policy))
+            fixes.append(
+                Fix(
+                    "policy",
+                    f"block {', '.join(lax)} (was warn/allow) in the guard policy",
+                    f"[guard.policy]\n{lines}",
+                    policy=policy,
+                )
+            )
         now = current_threshold(guard)
-        scores = [r["guard_input"]["score"] for r in failures if r["kind"] == "harmful" and "score" in r.get("guard_input", {})]
+        scores = [
+            r["guard_input"]["score"]
+            for r in failures
+            if r["kind"] == "harmful" and "score" in r.get("guard_input", {})
+        ]
         if now is not None and scores:
             new = round(max(statistics.median(scores) - 0.005, now / 2), 2)
             if new < now:
-                fixes.append(Fix("threshold", f"lower guard.threshold from {now:.2f} to {new:.2f}", f"[guard]\nthreshold = {new}", threshold=new))
-    fixes.append(Fix("prompt", "add security rules to the system prompt", f'# in the persona or as a system message:\n"{ADDENDUM}"', instructions=ADDENDUM))
+                fixes.append(
+                    Fix(
+                        "threshold",
+                        f"lower guard.threshold from {now:.2f} to {new:.2f}",
+                        f"[guard]\nthreshold = {new}",
+                        threshold=new,
+                    )
+                )
+    fixes.append(
+        Fix(
+            "prompt",
+            "add security rules to the system prompt",
+            f'# in the persona or as a system message:\n"{ADDENDUM}"',
+            instructions=ADDENDUM,
+        )
+    )
     return fixes
 
 
@@ -146,12 +175,25 @@ def accepted(before: dict, after: dict, held_out: int) -> bool:
     rises on neither the suite's benign prompts nor the fresh ones."""
     r = lambda m: m["rate"] or 0.0  # noqa: E731
     held = held_out == 0 or (after["held_out"]["n"] > 0 and r(after["held_out"]) < r(before["held_out"]))
-    return r(after["asr"]) < r(before["asr"]) and held and r(after["over_refusal"]) <= r(before["over_refusal"]) and r(after["over_refusal_fresh"]) <= r(before["over_refusal_fresh"])
+    return (
+        r(after["asr"]) < r(before["asr"])
+        and held
+        and r(after["over_refusal"]) <= r(before["over_refusal"])
+        and r(after["over_refusal_fresh"]) <= r(before["over_refusal_fresh"])
+    )
 
 
 def autofix(
-    cases: list[Case], results: list[dict], target: Target, judge: Judge, max_tokens: int, limit: int = 3,
-    progress: Progress = lambda d, t: None, attacker: Attacker | None = None, seed: int = 0, folder: Path | None = None,
+    cases: list[Case],
+    results: list[dict],
+    target: Target,
+    judge: Judge,
+    max_tokens: int,
+    limit: int = 3,
+    progress: Progress = lambda d, t: None,
+    attacker: Attacker | None = None,
+    seed: int = 0,
+    folder: Path | None = None,
 ) -> dict:
     guard = getattr(target, "guard", None)
     fit, held = split_failures(results, seed)
@@ -172,13 +214,20 @@ def autofix(
     held_ids = [r["id"] for r in held]
     fresh_before = list(each(fresh, target, judge).values())
     before = {
-        "asr": s["asr"], "over_refusal": s["over_refusal"], "held_out": rate(held, "success"),
-        "over_refusal_fresh": rate(fresh_before, "refused"), "fresh_refused": [r["id"] for r in fresh_before if r["outcome"] == "refused"],
+        "asr": s["asr"],
+        "over_refusal": s["over_refusal"],
+        "held_out": rate(held, "success"),
+        "over_refusal_fresh": rate(fresh_before, "refused"),
+        "fresh_refused": [r["id"] for r in fresh_before if r["outcome"] == "refused"],
     }
     was = {r["id"]: r["outcome"] for r in results}
     tries = []
     for fix in fixes:
-        changed = fixed_guard(guard, fix.policy, fix.threshold) if guard is not None and (fix.policy or fix.threshold is not None) else None
+        changed = (
+            fixed_guard(guard, fix.policy, fix.threshold)
+            if guard is not None and (fix.policy or fix.threshold is not None)
+            else None
+        )
         fixed = target.with_fix(changed, fix.instructions)
         entry: dict = {"fix": asdict(fix), "applied": fixed is not None}
         if fixed is None:
@@ -192,8 +241,10 @@ def autofix(
         after = summarise(list(new.values()))
         fresh_after = list(each(fresh, fixed, fresh_judge).values())
         entry.update(
-            asr=after["asr"], over_refusal=after["over_refusal"],
-            over_refusal_fresh=rate(fresh_after, "refused"), fresh_refused=[r["id"] for r in fresh_after if r["outcome"] == "refused"],
+            asr=after["asr"],
+            over_refusal=after["over_refusal"],
+            over_refusal_fresh=rate(fresh_after, "refused"),
+            fresh_refused=[r["id"] for r in fresh_after if r["outcome"] == "refused"],
             held_out=rate([new[i] for i in held_ids if i in new], "success"),
             newly_broken=[i for i, r in new.items() if r["outcome"] == "success" and was.get(i) == "defended"],
         )
@@ -208,6 +259,11 @@ def autofix(
         "split": {"seed": seed, "fit": len(fit), "held_out": len(held), "held_out_ids": held_ids},
         "tries": tries,
         "kept": best["fix"]["name"] if best else None,
-        "after": {k: best[k] for k in ("asr", "over_refusal", "over_refusal_fresh", "fresh_refused", "held_out", "newly_broken")} if best else None,
+        "after": {
+            k: best[k]
+            for k in ("asr", "over_refusal", "over_refusal_fresh", "fresh_refused", "held_out", "newly_broken")
+        }
+        if best
+        else None,
         "config": best["fix"]["config"] if best else "",
     }

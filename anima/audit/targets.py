@@ -61,14 +61,41 @@ def split_messages(messages: list[Message]) -> tuple[str, list[Message], str, li
     earlier, tail = messages[:at], messages[at + 1 :]
     instructions = "\n\n".join(m["content"] for m in earlier if m["role"] == "system")
     history = [m for m in earlier if m["role"] in ("user", "assistant")]
-    tail = [{**m, "tool_calls": [{"type": "function", "function": {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"] or "{}")}} for c in m["tool_calls"]]} if m.get("tool_calls") else m for m in tail]
+    tail = [
+        {
+            **m,
+            "tool_calls": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": c["function"]["name"],
+                        "arguments": json.loads(c["function"]["arguments"] or "{}"),
+                    },
+                }
+                for c in m["tool_calls"]
+            ],
+        }
+        if m.get("tool_calls")
+        else m
+        for m in tail
+    ]
     return messages[at]["content"], history, instructions, tail
 
 
 class SelfTarget:
     name = "self"
 
-    def __init__(self, config: Config, chat_model: ChatModel, embedder: Embedder, guard: Guard | None, workdir: Path, instructions: str = "", temperature: float = TEMPERATURE, seed: int | None = 0):
+    def __init__(
+        self,
+        config: Config,
+        chat_model: ChatModel,
+        embedder: Embedder,
+        guard: Guard | None,
+        workdir: Path,
+        instructions: str = "",
+        temperature: float = TEMPERATURE,
+        seed: int | None = 0,
+    ):
         self.config = config.model_copy(deep=True)
         self.config.store.encrypt = False  # scratch data in a temp folder; no key files made
         self.config.memory.learn = False
@@ -81,7 +108,9 @@ class SelfTarget:
     def container(self, user: str, memory: bool) -> Container:
         config = self.config.model_copy(update={"user": user}, deep=True)
         config.memory.enabled = memory
-        return build(config, chat_model=self.chat_model, embedder=self.embedder, data_dir=self.workdir, guard=self.guard)
+        return build(
+            config, chat_model=self.chat_model, embedder=self.embedder, data_dir=self.workdir, guard=self.guard
+        )
 
     @cached_property
     def main(self) -> Container:
@@ -104,7 +133,9 @@ class SelfTarget:
             status = "blocked" if reply.turn.status == "blocked" else "ok"
             return Response(out, status, guard=reply.guard_dict(), latency_ms=(time.perf_counter() - start) * 1000)
         except Exception as exc:  # the target failed; the audit records it and goes on
-            return Response("", "error", f"{type(exc).__name__}: {exc}", latency_ms=(time.perf_counter() - start) * 1000)
+            return Response(
+                "", "error", f"{type(exc).__name__}: {exc}", latency_ms=(time.perf_counter() - start) * 1000
+            )
 
     def pair(self) -> tuple[HttpTarget, HttpTarget]:
         """Two users, alice and bob, on an in-process anima server over this target's
@@ -126,14 +157,40 @@ class SelfTarget:
 
     def with_fix(self, guard: Guard | None, instructions: str) -> SelfTarget:
         extra = "\n\n".join(p for p in (self.instructions, instructions) if p)
-        return SelfTarget(self.config, self.chat_model, self.embedder, guard or self.guard, self.workdir / f"fix-{time.monotonic_ns()}", extra, self.temperature, self.seed)
+        return SelfTarget(
+            self.config,
+            self.chat_model,
+            self.embedder,
+            guard or self.guard,
+            self.workdir / f"fix-{time.monotonic_ns()}",
+            extra,
+            self.temperature,
+            self.seed,
+        )
 
 
 class HttpTarget:
-    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0, victim_key: str = "", http: httpx.Client | None = None, instructions: str = "", temperature: float = TEMPERATURE, seed: int | None = 0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "",
+        timeout: float = 60.0,
+        victim_key: str = "",
+        http: httpx.Client | None = None,
+        instructions: str = "",
+        temperature: float = TEMPERATURE,
+        seed: int | None = 0,
+    ):
         self.base_url = base_url.rstrip("/")
         self.name = f"{model}@{self.base_url}"
-        self.model, self.api_key, self.timeout, self.victim_key, self.instructions = model, api_key, timeout, victim_key, instructions
+        self.model, self.api_key, self.timeout, self.victim_key, self.instructions = (
+            model,
+            api_key,
+            timeout,
+            victim_key,
+            instructions,
+        )
         self.temperature, self.seed = temperature, seed
         self.http = http or httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0))
 
@@ -161,7 +218,12 @@ class HttpTarget:
         if self.instructions:
             messages = [{"role": "system", "content": self.instructions}, *messages]
         try:
-            body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": self.temperature}
+            body = {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": self.temperature,
+            }
             if self.seed is not None:
                 body["seed"] = self.seed
             r = self._send("POST", f"{self.base_url}/chat/completions", json=body)
@@ -206,14 +268,33 @@ class HttpTarget:
     def pair(self) -> tuple[HttpTarget, HttpTarget] | None:
         if not self.victim_key:
             return None
-        victim = HttpTarget(self.base_url, self.model, self.victim_key, self.timeout, http=self.http, instructions=self.instructions, temperature=self.temperature, seed=self.seed)
+        victim = HttpTarget(
+            self.base_url,
+            self.model,
+            self.victim_key,
+            self.timeout,
+            http=self.http,
+            instructions=self.instructions,
+            temperature=self.temperature,
+            seed=self.seed,
+        )
         return victim, self
 
     def with_fix(self, guard: Guard | None, instructions: str) -> HttpTarget | None:
         if guard is not None:
             return None  # a remote server's guard is not ours to change
         extra = "\n\n".join(p for p in (self.instructions, instructions) if p)
-        return HttpTarget(self.base_url, self.model, self.api_key, self.timeout, self.victim_key, self.http, extra, self.temperature, self.seed)
+        return HttpTarget(
+            self.base_url,
+            self.model,
+            self.api_key,
+            self.timeout,
+            self.victim_key,
+            self.http,
+            extra,
+            self.temperature,
+            self.seed,
+        )
 
 
 def _error_text(r: httpx.Response) -> str:
@@ -225,4 +306,8 @@ def _error_text(r: httpx.Response) -> str:
 
 def fixed_guard(guard: Guard, policy: dict[str, str] | None = None, threshold: float | None = None) -> Guard:
     """A copy of `guard` with a changed policy and/or threshold (the original is untouched)."""
-    return replace(guard, policy={**guard.policy, **(policy or {})}, threshold=threshold if threshold is not None else guard.threshold)
+    return replace(
+        guard,
+        policy={**guard.policy, **(policy or {})},
+        threshold=threshold if threshold is not None else guard.threshold,
+    )

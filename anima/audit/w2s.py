@@ -64,7 +64,9 @@ def moderation_task(path: Path, n: int, seed: int = 0) -> Task:
     clean = [r["prompt"] for r in rows if not any(v == 1 for k, v in r.items() if k != "prompt")]
     pos, neg = _balanced(flagged, clean, n, seed)
     ask = "Is the following text harmful or offensive (hateful, harassing, sexual, violent, or about self-harm)?\n\n{}"
-    return _task("moderation", "is a text harmful or offensive (OpenAI moderation samples, human labels)", ask, pos, neg, seed)
+    return _task(
+        "moderation", "is a text harmful or offensive (OpenAI moderation samples, human labels)", ask, pos, neg, seed
+    )
 
 
 def supported_task(path: Path, n: int, seed: int = 0) -> Task:
@@ -77,7 +79,12 @@ def supported_task(path: Path, n: int, seed: int = 0) -> Task:
     pos, neg = [], []
     for sample in json.loads(path.read_text(encoding="utf-8")):
         conv = sample["conversation"]
-        turns = {t["dia_id"]: t for key, session in conv.items() if key.startswith("session_") and isinstance(session, list) for t in session}
+        turns = {
+            t["dia_id"]: t
+            for key, session in conv.items()
+            if key.startswith("session_") and isinstance(session, list)
+            for t in session
+        }
         for key, by_speaker in sample.get("observation", {}).items():
             number = key.split("_")[1]
             for speaker, observations in by_speaker.items():
@@ -91,7 +98,14 @@ def supported_task(path: Path, n: int, seed: int = 0) -> Task:
                     pos.append(_pair(turn, statement))
                     neg.append(_pair(rng.choice(others), statement))
     pos, neg = _balanced(pos, neg, n, seed)
-    return _task("supported", "does a chat message support a statement about its speaker (LoCoMo observations)", "{}", pos, neg, seed)
+    return _task(
+        "supported",
+        "does a chat message support a statement about its speaker (LoCoMo observations)",
+        "{}",
+        pos,
+        neg,
+        seed,
+    )
 
 
 def _pair(turn: dict, statement: str) -> str:
@@ -115,7 +129,10 @@ def _task(name: str, about: str, ask: str, pos: list[str], neg: list[str], seed:
 
 # -- features ---------------------------------------------------------------------------
 
-def hidden_states(states, texts: Sequence[str], cache: Path | None, progress: Callable[[int], None] = lambda _: None) -> np.ndarray:
+
+def hidden_states(
+    states, texts: Sequence[str], cache: Path | None, progress: Callable[[int], None] = lambda _: None
+) -> np.ndarray:
     """The model's hidden state for each text, cached on disk by model and text."""
     file = cache / f"{states.name}.npz" if cache else None
     known: dict[str, np.ndarray] = {}
@@ -141,12 +158,21 @@ def _save(file: Path, known: dict[str, np.ndarray]) -> None:
     tmp.replace(file)
 
 
-def prompted_labels(model: ChatModel, texts: Sequence[str], progress: Callable[[int], None] = lambda _: None) -> list[int | None]:
+def prompted_labels(
+    model: ChatModel, texts: Sequence[str], progress: Callable[[int], None] = lambda _: None
+) -> list[int | None]:
     """The model's zero-shot yes/no; None when it answers neither (an abstention)."""
     out: list[int | None] = []
     for i, text in enumerate(texts):
-        answer = complete(model, [{"role": "system", "content": ANSWER}, {"role": "user", "content": text}],
-                          Options(max_tokens=3, temperature=0.0, seed=0)).text.strip().lower()
+        answer = (
+            complete(
+                model,
+                [{"role": "system", "content": ANSWER}, {"role": "user", "content": text}],
+                Options(max_tokens=3, temperature=0.0, seed=0),
+            )
+            .text.strip()
+            .lower()
+        )
         out.append(1 if answer.startswith("yes") else 0 if answer.startswith("no") else None)
         progress(i + 1)
     return out
@@ -154,7 +180,10 @@ def prompted_labels(model: ChatModel, texts: Sequence[str], progress: Callable[[
 
 # -- probes -----------------------------------------------------------------------------
 
-def fit_probe(x: np.ndarray, y: np.ndarray, confidence: float = 0.0, l2: float = 1e-2, steps: int = 400, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+
+def fit_probe(
+    x: np.ndarray, y: np.ndarray, confidence: float = 0.0, l2: float = 1e-2, steps: int = 400, seed: int = 0
+) -> Callable[[np.ndarray], np.ndarray]:
     """Logistic regression (Adam, full batch) on standardised features; returns P(yes).
     `confidence` > 0 adds Burns et al.'s auxiliary confidence loss: the target becomes
     (1 - a) * y + a * hardened(own prediction), with a ramped from 0 to `confidence` over
@@ -188,6 +217,7 @@ def _sigmoid(t: np.ndarray) -> np.ndarray:
 
 # -- the experiment ---------------------------------------------------------------------
 
+
 def thirds(labels: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A, B, C index arrays, each label spread evenly over the three."""
     rng = np.random.default_rng(seed)
@@ -199,8 +229,15 @@ def thirds(labels: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray, np
     return tuple(np.array(sorted(p)) for p in parts)  # type: ignore[return-value]
 
 
-def run_task(task: Task, weak_x: np.ndarray, strong_x: np.ndarray, prompted: list[int | None] | None,
-             seeds: int = 5, confidence: float = 0.5, boot: int = 1000) -> dict:
+def run_task(
+    task: Task,
+    weak_x: np.ndarray,
+    strong_x: np.ndarray,
+    prompted: list[int | None] | None,
+    seeds: int = 5,
+    confidence: float = 0.5,
+    boot: int = 1000,
+) -> dict:
     """Every method's right/wrong on each seed's test third, then the bootstrap."""
     y = np.array(task.labels, float)
     asked = np.array([-1 if p is None else p for p in prompted]) if prompted is not None else None
@@ -212,7 +249,9 @@ def run_task(task: Task, weak_x: np.ndarray, strong_x: np.ndarray, prompted: lis
         def add(name: str, predicted: np.ndarray) -> None:
             right.setdefault(name, []).append(predicted == y[c])
 
-        strong = lambda labels, rows, conf=0.0: (fit_probe(strong_x[rows], labels, conf, seed=seed)(strong_x[c]) >= 0.5).astype(float)
+        strong = lambda labels, rows, conf=0.0: (
+            fit_probe(strong_x[rows], labels, conf, seed=seed)(strong_x[c]) >= 0.5
+        ).astype(float)
         add("ceiling", strong(y[b], b))
         weak = fit_probe(weak_x[a], y[a], seed=seed)
         add("weak probe", (weak(weak_x[c]) >= 0.5).astype(float))
@@ -227,15 +266,21 @@ def run_task(task: Task, weak_x: np.ndarray, strong_x: np.ndarray, prompted: lis
             add("prompted->strong", strong(asked[keep].astype(float), keep))
             add("prompted->strong +confidence", strong(asked[keep].astype(float), keep, confidence))
     result = {
-        "task": task.name, "about": task.about, "n": len(task.labels), "test_per_seed": int(len(right["ceiling"][0])), "seeds": seeds,
+        "task": task.name,
+        "about": task.about,
+        "n": len(task.labels),
+        "test_per_seed": int(len(right["ceiling"][0])),
+        "seeds": seeds,
         "accuracy": {name: _interval([r.mean() for r in rs], _boot(rs, boot)) for name, rs in right.items()},
         "weak_label_accuracy": {k: round(float(np.mean(v)), 4) for k, v in weak_label_acc.items()},
         "pgr": {},
     }
     if asked is not None:
         result["abstained"] = round(float(np.mean(asked < 0)), 4)
-    for weak_name, students in (("weak probe", ("probe->strong", "probe->strong +confidence")),
-                                ("weak prompted", ("prompted->strong", "prompted->strong +confidence"))):
+    for weak_name, students in (
+        ("weak probe", ("probe->strong", "probe->strong +confidence")),
+        ("weak prompted", ("prompted->strong", "prompted->strong +confidence")),
+    ):
         if weak_name not in right:
             continue
         for student in students:
@@ -251,8 +296,12 @@ def _boot(rs: list[np.ndarray], boot: int) -> np.ndarray:
 
 
 def _interval(per_seed: list[float], draws: np.ndarray) -> dict:
-    return {"mean": round(float(np.mean(per_seed)), 4), "lo": round(float(np.percentile(draws, 2.5)), 4),
-            "hi": round(float(np.percentile(draws, 97.5)), 4), "per_seed": [round(float(s), 4) for s in per_seed]}
+    return {
+        "mean": round(float(np.mean(per_seed)), 4),
+        "lo": round(float(np.percentile(draws, 2.5)), 4),
+        "hi": round(float(np.percentile(draws, 97.5)), 4),
+        "per_seed": [round(float(s), 4) for s in per_seed],
+    }
 
 
 def _pgr(weak: list[np.ndarray], student: list[np.ndarray], ceiling: list[np.ndarray], boot: int) -> dict:
@@ -261,8 +310,10 @@ def _pgr(weak: list[np.ndarray], student: list[np.ndarray], ceiling: list[np.nda
     gap = bc - bw
     ok = gap > 0
     draws = (bs[ok] - bw[ok]) / gap[ok]
-    out = {"value": round(float((s - w) / (c - w)), 4) if c > w else None,
-           "undefined_share": round(float(1 - ok.mean()), 4)}
+    out = {
+        "value": round(float((s - w) / (c - w)), 4) if c > w else None,
+        "undefined_share": round(float(1 - ok.mean()), 4),
+    }
     if ok.mean() >= 0.95:
         out |= {"lo": round(float(np.percentile(draws, 2.5)), 4), "hi": round(float(np.percentile(draws, 97.5)), 4)}
     else:  # the gap itself is not clearly above zero: no interval worth printing

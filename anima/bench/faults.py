@@ -51,7 +51,18 @@ from typing import Callable
 
 import httpx
 
-from anima.bench.served import Home, StreamError, add_user, anima_cmd, free_port, new_home, sse_events, start_anima, stop, wait_ready
+from anima.bench.served import (
+    Home,
+    StreamError,
+    add_user,
+    anima_cmd,
+    free_port,
+    new_home,
+    sse_events,
+    start_anima,
+    stop,
+    wait_ready,
+)
 from anima.bench.soak import WHENS, Texts
 from anima.errors import AnimaError
 from anima.tools.reminders import local_now
@@ -73,7 +84,12 @@ class Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def counts(self) -> dict[str, int]:
-        return {"memories": len(self.memories), "reminders": len(self.reminders), "chat_turns": len(self.turns), "ingested_messages": len(self.ingested)}
+        return {
+            "memories": len(self.memories),
+            "reminders": len(self.reminders),
+            "chat_turns": len(self.turns),
+            "ingested_messages": len(self.ingested),
+        }
 
 
 # --- the checks ----------------------------------------------------------------------
@@ -112,20 +128,31 @@ def verify(url: str, keys: dict[str, str], ledger: Ledger) -> dict[str, list[str
                     if held.get(mid) in texts:
                         ledger.memories[(user, mid)] = {held[mid]}
                     else:
-                        lost.append(f"{user}: memory {mid} ({sorted(texts)[0]!r}) " + (f"holds {held[mid]!r}" if mid in held else "is gone"))
-                lost += [f"{user}: reminder {rid} ({text!r}) is " + ("gone" if rid not in reminders else f"now {reminders[rid]!r}")
-                         for (_, rid), text in ours if reminders.get(rid) != text]
+                        lost.append(
+                            f"{user}: memory {mid} ({sorted(texts)[0]!r}) "
+                            + (f"holds {held[mid]!r}" if mid in held else "is gone")
+                        )
+                lost += [
+                    f"{user}: reminder {rid} ({text!r}) is "
+                    + ("gone" if rid not in reminders else f"now {reminders[rid]!r}")
+                    for (_, rid), text in ours
+                    if reminders.get(rid) != text
+                ]
                 for _, conversation, text in turns:
                     r = http.get(f"/api/conversations/{conversation}")
                     if r.status_code != 200 or not any(t["user_text"] == text for t in r.json()):
-                        lost.append(f"{user}: chat turn {text!r} is not in conversation {conversation} (HTTP {r.status_code})")
+                        lost.append(
+                            f"{user}: chat turn {text!r} is not in conversation {conversation} (HTTP {r.status_code})"
+                        )
                 for word in ingested:
                     if not any(word in h["text"] for h in _get(http, "/api/memories/search", q=word, k=5)):
                         lost.append(f"{user}: the ingested message with {word!r} is not found")
             except _NoAnswer as exc:
                 unopened.append(f"{user}: {exc}")
                 continue
-        fired = Counter(i["data"].get("reminder_id") for i in inbox if i["kind"] == "reminder" and not i["data"].get("every"))
+        fired = Counter(
+            i["data"].get("reminder_id") for i in inbox if i["kind"] == "reminder" and not i["data"].get("every")
+        )
         doubles += [f"{user}: reminder {rid} has {n} inbox items" for rid, n in fired.items() if n > 1]
         with ledger.lock:
             ledger.fired |= {(user, rid) for rid in fired}
@@ -134,21 +161,40 @@ def verify(url: str, keys: dict[str, str], ledger: Ledger) -> dict[str, list[str
 
 def memory_lists(home: Home, users: list[str]) -> list[str]:
     """`anima memory list` for each user, side by side; the ones that failed, with why."""
-    procs = {u: subprocess.Popen(anima_cmd("memory", "list", "--json"), env={**home.env, "ANIMA_USER": u}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for u in users}
+    procs = {
+        u: subprocess.Popen(
+            anima_cmd("memory", "list", "--json"),
+            env={**home.env, "ANIMA_USER": u},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for u in users
+    }
     failed = []
     for user, proc in procs.items():
         _, said = proc.communicate(timeout=300)
         if proc.returncode != 0:
-            failed.append(f"{user}: `anima memory list` exited {proc.returncode}: {(said.strip().splitlines() or ['no output'])[-1]}")
+            failed.append(
+                f"{user}: `anima memory list` exited {proc.returncode}: {(said.strip().splitlines() or ['no output'])[-1]}"
+            )
     return failed
 
 
 def chatgpt_export(lines: list[str]) -> list[dict]:
     """A conversations.json as ChatGPT exports it: one conversation, user and assistant in turn."""
     start = time.time() - 86400
-    mapping = {f"m{i}": {"message": {"id": f"m{i}", "author": {"role": "assistant" if i % 2 else "user"}, "content": {"parts": [line]}, "create_time": start + i}}
-               for i, line in enumerate(lines)}
+    mapping = {
+        f"m{i}": {
+            "message": {
+                "id": f"m{i}",
+                "author": {"role": "assistant" if i % 2 else "user"},
+                "content": {"parts": [line]},
+                "create_time": start + i,
+            }
+        }
+        for i, line in enumerate(lines)
+    }
     return [{"title": "imported", "mapping": mapping}]
 
 
@@ -158,8 +204,26 @@ def chatgpt_export(lines: list[str]) -> list[dict]:
 class Round:
     """The activities against one running server, until it is killed."""
 
-    def __init__(self, url: str, home: Home, keys: dict[str, str], ledger: Ledger, texts: Texts, rng: random.Random, scratch: Path, quiet_s: float = 2.0):
-        self.url, self.home, self.keys, self.ledger, self.texts, self.scratch, self.quiet_s = url, home, keys, ledger, texts, scratch, quiet_s
+    def __init__(
+        self,
+        url: str,
+        home: Home,
+        keys: dict[str, str],
+        ledger: Ledger,
+        texts: Texts,
+        rng: random.Random,
+        scratch: Path,
+        quiet_s: float = 2.0,
+    ):
+        self.url, self.home, self.keys, self.ledger, self.texts, self.scratch, self.quiet_s = (
+            url,
+            home,
+            keys,
+            ledger,
+            texts,
+            scratch,
+            quiet_s,
+        )
         self.rng = rng
         self.done = threading.Event()  # the kill is coming: no new requests
         self.killed = False
@@ -186,14 +250,21 @@ class Round:
             self.errors.append(what)
 
     def http(self, user: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.keys[user]}"}, timeout=httpx.Timeout(600.0, connect=5.0))
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.keys[user]}"},
+            timeout=httpx.Timeout(600.0, connect=5.0),
+        )
 
     def pause(self, rng: random.Random, low: float, high: float) -> None:
         self.done.wait(rng.uniform(low, high))
 
     def run(self, activities: list[str], seconds: float) -> tuple[list[str], list[threading.Thread]]:
         """Run `activities` for `seconds`; returns what was in flight at the end, and the threads."""
-        threads = [threading.Thread(target=getattr(self, a), args=(random.Random(self.rng.random()),), daemon=True) for a in activities]
+        threads = [
+            threading.Thread(target=getattr(self, a), args=(random.Random(self.rng.random()),), daemon=True)
+            for a in activities
+        ]
         threads.append(threading.Thread(target=self.watch, daemon=True))
         for t in threads:
             t.start()
@@ -204,7 +275,9 @@ class Round:
         now = local_now()
         with self.lock, self.ledger.lock:
             found = {a for a, n in self.busy.items() if n}
-            quiet = not self.busy["chat"] and time.monotonic() - self.last_chat >= self.quiet_s  # the learners work only then
+            quiet = (
+                not self.busy["chat"] and time.monotonic() - self.last_chat >= self.quiet_s
+            )  # the learners work only then
             if quiet and self.turns > self.learned:
                 found.add("learning")
             if any(when <= now and key not in self.ledger.fired for key, when in self.ledger.due.items()):
@@ -219,11 +292,19 @@ class Round:
                     self.learned = (http.get("/api/health").json().get("learning") or {}).get("done", 0)
                     now = local_now()
                     with self.ledger.lock:
-                        waiting = {u for (u, rid), when in self.ledger.due.items() if when <= now and (u, rid) not in self.ledger.fired}
+                        waiting = {
+                            u
+                            for (u, rid), when in self.ledger.due.items()
+                            if when <= now and (u, rid) not in self.ledger.fired
+                        }
                     for user in waiting:
-                        items = http.get("/api/inbox", params={"all": "true"}, headers={"Authorization": f"Bearer {self.keys[user]}"}).json()
+                        items = http.get(
+                            "/api/inbox", params={"all": "true"}, headers={"Authorization": f"Bearer {self.keys[user]}"}
+                        ).json()
                         with self.ledger.lock:
-                            self.ledger.fired |= {(user, i["data"].get("reminder_id")) for i in items if i["kind"] == "reminder"}
+                            self.ledger.fired |= {
+                                (user, i["data"].get("reminder_id")) for i in items if i["kind"] == "reminder"
+                            }
 
     # --- the activities; each runs until `done` ---
 
@@ -293,7 +374,9 @@ class Round:
                 if dice < 0.25 and mine:
                     mid, text = rng.choice(mine), self.texts.fact()
                     with self.ledger.lock:
-                        self.ledger.memories[(user, mid)] = self.ledger.memories[(user, mid)] | {text}  # in flight: either may hold
+                        self.ledger.memories[(user, mid)] = self.ledger.memories[(user, mid)] | {
+                            text
+                        }  # in flight: either may hold
                     if self._write(http, "PATCH", f"/api/memories/{mid}", {"text": text}) is not None:
                         with self.ledger.lock:
                             self.ledger.memories[(user, mid)] = {text}
@@ -314,7 +397,9 @@ class Round:
             user, (_, what, _) = rng.choice(list(self.keys)), self.texts.task()
             due = (local_now() + timedelta(seconds=rng.uniform(1, 8))).replace(microsecond=0)
             with self.http(user) as http:
-                if (made := self._write(http, "POST", "/api/reminders", {"text": what, "at": due.isoformat()})) is not None:
+                if (
+                    made := self._write(http, "POST", "/api/reminders", {"text": what, "at": due.isoformat()})
+                ) is not None:
                     with self.ledger.lock:
                         self.ledger.reminders[(user, made["id"])] = what
                         self.ledger.due[(user, made["id"])] = due
@@ -330,8 +415,13 @@ class Round:
                 with self.lock:
                     if self.done.is_set():
                         return
-                    self.ingesting = subprocess.Popen(anima_cmd("memory", "ingest", str(path)), env={**self.home.env, "ANIMA_USER": user},
-                                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                    self.ingesting = subprocess.Popen(
+                        anima_cmd("memory", "ingest", str(path)),
+                        env={**self.home.env, "ANIMA_USER": user},
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
                 _, said = self.ingesting.communicate()
                 code = self.ingesting.returncode
             if code == 0:
@@ -356,17 +446,32 @@ class Round:
 # --- the run -------------------------------------------------------------------------------
 
 
-def run_faults(config, kills: int = 20, max_round: float = 6.0, seed: int = 0, progress: Callable[[str, int, int], None] | None = None) -> dict:
+def run_faults(
+    config,
+    kills: int = 20,
+    max_round: float = 6.0,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
     rng, texts, ledger = random.Random(seed), Texts(), Ledger()
     activities = {a: {"rounds": 0, "kills_in_flight": 0} for a in ACTIVITIES}
     rounds, checks = [], []
-    problems: dict[str, list[str]] = {"lost": [], "double_fires": [], "missed_fires": [], "unopened": [], "memory_list": []}
+    problems: dict[str, list[str]] = {
+        "lost": [],
+        "double_fires": [],
+        "missed_fires": [],
+        "unopened": [],
+        "memory_list": [],
+    }
     errors: list[str] = []
     idle_kills = 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="anima-faults-") as tmp:
         # the scheduler checks every 2 s, so reminders fire inside the short rounds
-        home = new_home(Path(tmp) / "home", config.model_copy(update={"proactive": config.proactive.model_copy(update={"tick_s": 2.0})}))
+        home = new_home(
+            Path(tmp) / "home",
+            config.model_copy(update={"proactive": config.proactive.model_copy(update={"tick_s": 2.0})}),
+        )
         keys = {u: add_user(home, u) for u in ("user1", "user2")}
         log = home.path / "anima-serve.log"
 
@@ -402,21 +507,37 @@ def run_faults(config, kills: int = 20, max_round: float = 6.0, seed: int = 0, p
                 activities[a]["kills_in_flight"] += 1
             idle_kills += not in_flight
             errors += this.errors
-            rounds.append({"kill": n + 1, "activities": chosen, "after_s": seconds, "in_flight": in_flight, "acknowledged": ledger.counts()})
+            rounds.append(
+                {
+                    "kill": n + 1,
+                    "activities": chosen,
+                    "after_s": seconds,
+                    "in_flight": in_flight,
+                    "acknowledged": ledger.counts(),
+                }
+            )
             if progress:
                 progress("kills", n + 1, kills)
         else:
             proc, url = restart(kills)
             if proc is not None:
                 now = local_now()
-                problems["missed_fires"] = sorted(f"{u}: reminder {rid} due {when:%H:%M:%S} never fired" for (u, rid), when in ledger.due.items()
-                                                  if when < now - MISSED and (u, rid) not in ledger.fired)
+                problems["missed_fires"] = sorted(
+                    f"{u}: reminder {rid} due {when:%H:%M:%S} never fired"
+                    for (u, rid), when in ledger.due.items()
+                    if when < now - MISSED and (u, rid) not in ledger.fired
+                )
                 stop(proc)
     due = [k for k, when in ledger.due.items() if when <= local_now()]
     result = {
-        "model": config.model if config.backend != "fake" else "fake", "backend": config.backend, "kills": len(rounds), "seed": seed, "max_round_s": max_round,
+        "model": config.model if config.backend != "fake" else "fake",
+        "backend": config.backend,
+        "kills": len(rounds),
+        "seed": seed,
+        "max_round_s": max_round,
         "duration_s": round(time.monotonic() - started, 1),
-        "activities": activities, "kills_with_nothing_in_flight": idle_kills,
+        "activities": activities,
+        "kills_with_nothing_in_flight": idle_kills,
         "acknowledged": ledger.counts(),
         "scheduler": {"set": len(ledger.due), "due": len(due), "fired": sum(1 for k in due if k in ledger.fired)},
         "problems": problems,
@@ -434,5 +555,9 @@ def failures(result: dict) -> list[str]:
     found = [f"{len(p['lost'])} acknowledged write(s) lost"] if p["lost"] else []
     found += [f"{len(p['double_fires'])} reminder(s) fired twice"] if p["double_fires"] else []
     found += [f"{len(p['missed_fires'])} reminder(s) never fired"] if p["missed_fires"] else []
-    found += [f"a store did not open {len(p['unopened']) + len(p['memory_list'])} time(s)"] if p["unopened"] or p["memory_list"] else []
+    found += (
+        [f"a store did not open {len(p['unopened']) + len(p['memory_list'])} time(s)"]
+        if p["unopened"] or p["memory_list"]
+        else []
+    )
     return found

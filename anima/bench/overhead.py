@@ -53,9 +53,21 @@ PROMPTS = [
 Timing = tuple[float, float | None, int, int]  # wall s, first token s, completion tokens, prompt tokens
 
 
-def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, rounds: int = 2, data: Path | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> dict:
-    model = LlamaCppChatModel(resolve(config.model), name=config.model, n_ctx=config.llama_cpp.n_ctx, n_threads=config.llama_cpp.n_threads, n_batch=config.llama_cpp.n_batch)
+def run_overhead(
+    config: Config,
+    n_prompts: int = 8,
+    max_tokens: int = 64,
+    rounds: int = 2,
+    data: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    model = LlamaCppChatModel(
+        resolve(config.model),
+        name=config.model,
+        n_ctx=config.llama_cpp.n_ctx,
+        n_threads=config.llama_cpp.n_threads,
+        n_batch=config.llama_cpp.n_batch,
+    )
     embedder = load_embedder(config)
     persona = get_persona(config.persona)
     config.memory.learn = False
@@ -72,7 +84,12 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
             templates[name] = None
             if conv is not None:
                 templates[name] = Path(tmp) / f"{conv.sample_id}.template.db"
-                fill(templates[name], conv, embedder, progress=lambda d, t: progress and progress(f"ingest {conv.sample_id}", d, t))
+                fill(
+                    templates[name],
+                    conv,
+                    embedder,
+                    progress=lambda d, t: progress and progress(f"ingest {conv.sample_id}", d, t),
+                )
 
         def fresh_assistant(template: Path | None):
             path = Path(tmp) / f"{next(copies)}.db"
@@ -88,7 +105,9 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
             n_prompt = len(model.prompt_tokens(messages)[0])
             clear()
             start, first, parts = time.perf_counter(), None, []
-            for event in model.llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0.0, stream=True):
+            for event in model.llm.create_chat_completion(
+                messages, max_tokens=max_tokens, temperature=0.0, stream=True
+            ):
                 text = event["choices"][0]["delta"].get("content")
                 if text:
                     first = first or time.perf_counter() - start
@@ -105,7 +124,12 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
             elapsed = time.perf_counter() - start
             assistant.store.close()
             t = reply.turn
-            return elapsed, (t.first_token_ms / 1000 if t.first_token_ms else None), t.completion_tokens, t.prompt_tokens
+            return (
+                elapsed,
+                (t.first_token_ms / 1000 if t.first_token_ms else None),
+                t.completion_tokens,
+                t.prompt_tokens,
+            )
 
         sides = {"raw": raw, "anima": ours}
         ours(PROMPTS[0], None), raw(PROMPTS[0], None)  # warm-up: page the weights in, build caches
@@ -123,9 +147,17 @@ def run_overhead(config: Config, n_prompts: int = 8, max_tokens: int = 64, round
             results[name] = _summary(samples, len(prompts))
 
     guard = "off" if not config.guard.enabled else f"on (input and output, LLM layer {config.guard.layer2})"
-    return {"model": config.model, "memory": "on, learning off", "guard": guard, "prompts": n_prompts, "rounds": rounds, "max_tokens": max_tokens,
-            "timing": "from the call to the last token; anima's includes guard and recall", "cache": "KV cache and PromptCache cleared before every call",
-            "scenarios": results}
+    return {
+        "model": config.model,
+        "memory": "on, learning off",
+        "guard": guard,
+        "prompts": n_prompts,
+        "rounds": rounds,
+        "max_tokens": max_tokens,
+        "timing": "from the call to the last token; anima's includes guard and recall",
+        "cache": "KV cache and PromptCache cleared before every call",
+        "scenarios": results,
+    }
 
 
 def _summary(samples: dict[str, list[Timing]], n_prompts: int) -> dict:
@@ -144,4 +176,3 @@ def _summary(samples: dict[str, list[Timing]], n_prompts: int) -> dict:
         }
     out["ratio"] = round(out["anima"]["tokens_per_s"] / out["raw"]["tokens_per_s"], 4)
     return out
-

@@ -32,17 +32,60 @@ from typing import Callable
 import httpx
 
 from anima.bench import percentile
-from anima.bench.served import Home, StreamError, add_user, anima_cmd, content_deltas, free_port, new_home, run_cli, sse_events, start_anima, stop, wait_ready, warm_up
+from anima.bench.served import (
+    Home,
+    StreamError,
+    add_user,
+    anima_cmd,
+    content_deltas,
+    free_port,
+    new_home,
+    run_cli,
+    sse_events,
+    start_anima,
+    stop,
+    wait_ready,
+    warm_up,
+)
 
 
-def llama_cpp_server(model_path: Path, port: int, n_ctx: int, log: Path, threads: int | None = None, batch_threads: int | None = None,
-                     n_batch: int = 512) -> subprocess.Popen:
+def llama_cpp_server(
+    model_path: Path,
+    port: int,
+    n_ctx: int,
+    log: Path,
+    threads: int | None = None,
+    batch_threads: int | None = None,
+    n_batch: int = 512,
+) -> subprocess.Popen:
     """llama-cpp-python's OpenAI-compatible server on the same GGUF: the reference, with
     its own prompt cache on. Its output goes to `log`, so that a failed start can say why
     (and its cache hits can be counted)."""
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", "reference", "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(n_ctx), "--n_batch", str(n_batch), "--interrupt_requests", "False",
-           "--cache", "True", "--logits_all", "False", "--verbose", "True"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--model_alias",
+        "reference",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_batch",
+        str(n_batch),
+        "--interrupt_requests",
+        "False",
+        "--cache",
+        "True",
+        "--logits_all",
+        "False",
+        "--verbose",
+        "True",
+    ]
     if threads:
         cmd += ["--n_threads", str(threads), "--n_threads_batch", str(batch_threads or threads)]
     with log.open("wb") as sink:
@@ -62,9 +105,18 @@ class Record:
     error: str | None = None
 
 
-def ask_all(base_url: str, model: str, keys: list[str], work: list[list], think: float, max_tokens: int, seed: int = 0,
-            show_prompt: bool = False, done: Callable[[], None] = lambda: None,
-            count: Callable[[str], int] | None = None) -> tuple[list[Record], float]:
+def ask_all(
+    base_url: str,
+    model: str,
+    keys: list[str],
+    work: list[list],
+    think: float,
+    max_tokens: int,
+    seed: int = 0,
+    show_prompt: bool = False,
+    done: Callable[[], None] = lambda: None,
+    count: Callable[[str], int] | None = None,
+) -> tuple[list[Record], float]:
     """Each user (a thread) sends its `work` items in order, one at a time, thinking
     between replies; an item is a question or a message list. Returns the records and
     the makespan in seconds. The think times come from `seed`, so every server gets
@@ -79,7 +131,9 @@ def ask_all(base_url: str, model: str, keys: list[str], work: list[list], think:
 
     def user(u: int) -> None:
         rng = random.Random(seed * 1000 + u)
-        http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {keys[u]}"}, timeout=httpx.Timeout(600.0, connect=5.0))
+        http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {keys[u]}"}, timeout=httpx.Timeout(600.0, connect=5.0)
+        )
         time.sleep(rng.uniform(0, think))  # users do not all start at once
         for item in work[u]:
             messages = [{"role": "user", "content": item}] if isinstance(item, str) else item
@@ -157,15 +211,25 @@ def prepare_home(path: Path, config, samples, data: Path, progress=None) -> tupl
         keys.append(add_user(home, name))
         conv = path / f"{sample.sample_id}.json"
         conv.write_text(json.dumps([raw[sample.sample_id]]))
-        run_cli(anima_cmd("memory", "ingest", str(conv)), {**home.env, "ANIMA_USER": name}, f"ingesting {sample.sample_id}")
+        run_cli(
+            anima_cmd("memory", "ingest", str(conv)), {**home.env, "ANIMA_USER": name}, f"ingesting {sample.sample_id}"
+        )
         conv.unlink()
         if progress:
             progress(u + 1, len(samples))
     return home, keys
 
 
-def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6.0, rounds: int = 3, max_tokens: int = 48,
-                    data: Path | None = None, progress: Callable[[str, float, float], None] | None = None) -> dict:
+def run_serve_bench(
+    config,
+    users: int = 4,
+    questions: int = 5,
+    think: float = 6.0,
+    rounds: int = 3,
+    max_tokens: int = 48,
+    data: Path | None = None,
+    progress: Callable[[str, float, float], None] | None = None,
+) -> dict:
     """anima and the two references, interleaved `rounds` times (see the module doc)."""
     import shutil
     import tempfile
@@ -198,7 +262,9 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
 
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template"
-        template_home, keys = prepare_home(template, config, samples, data, progress=lambda d, t: progress and progress("ingest", d, t))
+        template_home, keys = prepare_home(
+            template, config, samples, data, progress=lambda d, t: progress and progress("ingest", d, t)
+        )
         for r in range(rounds):
             home = Path(tmp) / f"round{r}"
             shutil.copytree(template, home, symlinks=True)  # the models stay a link
@@ -208,38 +274,99 @@ def run_serve_bench(config, users: int = 4, questions: int = 5, think: float = 6
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url + "/v1", proc=proc, log=log, what="anima serve")
                 warm_up(url, keys[0], "assistant", open_stores=keys[1:])
-                records, makespan = ask_all(url + "/v1", "assistant", keys[1:], work, think, max_tokens, seed=r, show_prompt=True, done=tick, count=count_text)
+                records, makespan = ask_all(
+                    url + "/v1",
+                    "assistant",
+                    keys[1:],
+                    work,
+                    think,
+                    max_tokens,
+                    seed=r,
+                    show_prompt=True,
+                    done=tick,
+                    count=count_text,
+                )
                 health = httpx.get(url + "/api/health", timeout=10).json()
             finally:
                 stop(proc)
             cache = health.get("prompt_cache") or {}
             learning.append(health.get("learning") or {})
             anima_prompts = [[rec.prompt for rec in records if rec.user == u and rec.prompt] for u in range(users)]
-            per_round["anima"].append(summarise(records, makespan, [count(p) for ps in anima_prompts for p in ps], cache.get("hits")))
+            per_round["anima"].append(
+                summarise(records, makespan, [count(p) for ps in anima_prompts for p in ps], cache.get("hits"))
+            )
             for side, side_work in (("reference_exact", anima_prompts), ("reference", work)):
                 port, log = free_port(), home / f"{side}.log"
-                proc = llama_cpp_server(path, port, config.llama_cpp.n_ctx, log, threads, batch_threads, config.llama_cpp.n_batch)
+                proc = llama_cpp_server(
+                    path, port, config.llama_cpp.n_ctx, log, threads, batch_threads, config.llama_cpp.n_batch
+                )
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/v1", proc=proc, log=log)
                     warm_up(f"http://127.0.0.1:{port}", "none", "reference")
-                    records, makespan = ask_all(f"http://127.0.0.1:{port}/v1", "reference", ["none"] * users, side_work, think, max_tokens, seed=r, done=tick, count=count_text)
+                    records, makespan = ask_all(
+                        f"http://127.0.0.1:{port}/v1",
+                        "reference",
+                        ["none"] * users,
+                        side_work,
+                        think,
+                        max_tokens,
+                        seed=r,
+                        done=tick,
+                        count=count_text,
+                    )
                 finally:
                     stop(proc)
                 said = log.read_text(errors="replace")
-                sent = [item if isinstance(item, list) else [{"role": "user", "content": item}] for items in side_work for item in items]
-                per_round[side].append(summarise(records, makespan, [count(m) for m in sent], said.count("_create_completion: cache hit")))
+                sent = [
+                    item if isinstance(item, list) else [{"role": "user", "content": item}]
+                    for items in side_work
+                    for item in items
+                ]
+                per_round[side].append(
+                    summarise(records, makespan, [count(m) for m in sent], said.count("_create_completion: cache hit"))
+                )
 
-    keys = ("requests_per_s", "tokens_per_s", "first_token_p50_ms", "first_token_p95_ms", "latency_p50_ms", "latency_p95_ms", "prompt_tokens_mean", "cache_restores_per_request")
-    sides = {side: {"rounds": rows, **{key: _spread([r[key] for r in rows if r.get(key) is not None]) for key in keys}} for side, rows in per_round.items()}
+    keys = (
+        "requests_per_s",
+        "tokens_per_s",
+        "first_token_p50_ms",
+        "first_token_p95_ms",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "prompt_tokens_mean",
+        "cache_restores_per_request",
+    )
+    sides = {
+        side: {"rounds": rows, **{key: _spread([r[key] for r in rows if r.get(key) is not None]) for key in keys}}
+        for side, rows in per_round.items()
+    }
     ratios = {
-        f"anima/{ref}": {name: _spread([a[key] / b[key] for a, b in zip(per_round["anima"], per_round[ref]) if a[key] is not None and b[key]])
-                         for name, key in (("requests_per_s", "requests_per_s"), ("tokens_per_s", "tokens_per_s"), ("first_token_p50", "first_token_p50_ms"))}
+        f"anima/{ref}": {
+            name: _spread(
+                [a[key] / b[key] for a, b in zip(per_round["anima"], per_round[ref]) if a[key] is not None and b[key]]
+            )
+            for name, key in (
+                ("requests_per_s", "requests_per_s"),
+                ("tokens_per_s", "tokens_per_s"),
+                ("first_token_p50", "first_token_p50_ms"),
+            )
+        }
         for ref in ("reference", "reference_exact")
     }
     return {
-        "model": config.model, "users": users, "questions_per_user": questions, "think_s": think, "rounds": rounds, "max_tokens": max_tokens,
-        "conversations": [s.sample_id for s in samples], "threads": threads, "batch_threads": batch_threads, "n_batch": config.llama_cpp.n_batch,
+        "model": config.model,
+        "users": users,
+        "questions_per_user": questions,
+        "think_s": think,
+        "rounds": rounds,
+        "max_tokens": max_tokens,
+        "conversations": [s.sample_id for s in samples],
+        "threads": threads,
+        "batch_threads": batch_threads,
+        "n_batch": config.llama_cpp.n_batch,
         "memory": "on" if config.memory.enabled else "off",
         "guard": f"on (LLM layer {config.guard.layer2})" if config.guard.enabled else "off",
-        "learning": learning, "sides": sides, "ratios": ratios,
+        "learning": learning,
+        "sides": sides,
+        "ratios": ratios,
     }

@@ -72,16 +72,31 @@ def add_user(home: Home, name: str) -> str:
 def start_anima(home: Home, port: int, log: Path, max_waiting: int = 8) -> subprocess.Popen:
     """`anima serve` on loopback; its output is appended to `log`."""
     with log.open("ab") as sink:
-        return subprocess.Popen(anima_cmd("serve", "--port", str(port), "--max-waiting", str(max_waiting)), env=home.env, stdout=sink, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            anima_cmd("serve", "--port", str(port), "--max-waiting", str(max_waiting)),
+            env=home.env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
-def wait_ready(url: str, timeout: float = 180.0, proc: subprocess.Popen | None = None, log: Path | None = None, what: str = "the reference server") -> None:
+def wait_ready(
+    url: str,
+    timeout: float = 180.0,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+    what: str = "the reference server",
+) -> None:
     """Wait for `url`/models to answer; a server that exits first is one clear line,
     with the last line it wrote to `log`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            said = [ln for ln in (log.read_text(errors="replace").splitlines() if log and log.exists() else []) if ln.strip()]
+            said = [
+                ln
+                for ln in (log.read_text(errors="replace").splitlines() if log and log.exists() else [])
+                if ln.strip()
+            ]
             raise ModelUnavailable(
                 f"{what} exited with code {proc.returncode}" + (f": {said[-1].strip()}" if said else ""),
                 f"its full output is in {log}" if log else None,
@@ -104,7 +119,9 @@ def warm_up(url: str, key: str, model: str, open_stores: list[str] = ()) -> None
     if r.status_code != 200:
         raise ModelUnavailable(f"warming up {url} failed: HTTP {r.status_code} {r.text[:160]}")
     for user_key in open_stores:  # anima's users: GET /api/memories opens the store
-        httpx.get(url + "/api/memories", headers={"Authorization": f"Bearer {user_key}"}, timeout=120).raise_for_status()
+        httpx.get(
+            url + "/api/memories", headers={"Authorization": f"Bearer {user_key}"}, timeout=120
+        ).raise_for_status()
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -117,7 +134,13 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def run_clients(client: Callable[[int], None], clients: int, started: float, seconds: float, progress: Callable[[float], None] | None = None) -> None:
+def run_clients(
+    client: Callable[[int], None],
+    clients: int,
+    started: float,
+    seconds: float,
+    progress: Callable[[float], None] | None = None,
+) -> None:
     """`client(n)` for n in range(clients), each on a thread of its own, until all end;
     `progress` hears the seconds since `started` (at most `seconds`) twice a second."""
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]

@@ -46,9 +46,33 @@ from typing import Callable
 import httpx
 
 from anima.bench import percentile
-from anima.bench.served import Home, StreamError, add_user, free_port, new_home, rss_mb, run_clients, sse_events, start_anima, stop, wait_ready, warm_up
+from anima.bench.served import (
+    Home,
+    StreamError,
+    add_user,
+    free_port,
+    new_home,
+    rss_mb,
+    run_clients,
+    sse_events,
+    start_anima,
+    stop,
+    wait_ready,
+    warm_up,
+)
 
-KINDS = ("chat", "chat_stream", "tool_chat", "memory_add", "memory_list", "memory_search", "memory_edit", "memory_delete", "web", "inbox")
+KINDS = (
+    "chat",
+    "chat_stream",
+    "tool_chat",
+    "memory_add",
+    "memory_list",
+    "memory_search",
+    "memory_edit",
+    "memory_delete",
+    "web",
+    "inbox",
+)
 CLASSES = ("2xx", "4xx", "429", "5xx", "no answer")
 
 
@@ -71,17 +95,89 @@ class Call:
 
 # --- texts that never repeat --------------------------------------------------------
 
-ASKS = ["Give me one tip for", "In one sentence, how do I get better at", "What is a common mistake in", "Suggest a first step for",
-        "What should a beginner know about", "Name one tool that helps with"]
-TOPICS = ["staying focused", "cooking rice", "running in the rain", "learning Spanish", "keeping houseplants alive", "saving money",
-          "sleeping well", "public speaking", "writing emails", "baking bread", "fixing a bike chain", "planning a trip",
-          "painting a room", "starting a garden", "reading more books", "packing light"]
-DETAILS = ["", " on a busy Monday", " with little time", " as a student", " at home", " on a budget", " with a toddler around", " after work"]
-WHO = ["My sister Ana", "My neighbour Tom", "My manager Priya", "My cousin Leo", "My friend Sam", "My dentist", "My son Max", "My colleague Jun"]
-VERBS = ["likes", "is allergic to", "is learning about", "gave me a book on", "recommended", "does not like", "talks a lot about"]
-THINGS = ["green tea", "chess", "jazz piano", "hiking boots", "Thai food", "old maps", "sourdough", "birdwatching", "tennis", "poetry", "cats", "sailing"]
-TASKS = ["water the plants", "call mum", "book the dentist", "pay the electricity bill", "buy oat milk", "return the library books",
-         "send the invoice", "take the bins out", "charge the bike", "renew the passport", "email the landlord", "order printer ink"]
+ASKS = [
+    "Give me one tip for",
+    "In one sentence, how do I get better at",
+    "What is a common mistake in",
+    "Suggest a first step for",
+    "What should a beginner know about",
+    "Name one tool that helps with",
+]
+TOPICS = [
+    "staying focused",
+    "cooking rice",
+    "running in the rain",
+    "learning Spanish",
+    "keeping houseplants alive",
+    "saving money",
+    "sleeping well",
+    "public speaking",
+    "writing emails",
+    "baking bread",
+    "fixing a bike chain",
+    "planning a trip",
+    "painting a room",
+    "starting a garden",
+    "reading more books",
+    "packing light",
+]
+DETAILS = [
+    "",
+    " on a busy Monday",
+    " with little time",
+    " as a student",
+    " at home",
+    " on a budget",
+    " with a toddler around",
+    " after work",
+]
+WHO = [
+    "My sister Ana",
+    "My neighbour Tom",
+    "My manager Priya",
+    "My cousin Leo",
+    "My friend Sam",
+    "My dentist",
+    "My son Max",
+    "My colleague Jun",
+]
+VERBS = [
+    "likes",
+    "is allergic to",
+    "is learning about",
+    "gave me a book on",
+    "recommended",
+    "does not like",
+    "talks a lot about",
+]
+THINGS = [
+    "green tea",
+    "chess",
+    "jazz piano",
+    "hiking boots",
+    "Thai food",
+    "old maps",
+    "sourdough",
+    "birdwatching",
+    "tennis",
+    "poetry",
+    "cats",
+    "sailing",
+]
+TASKS = [
+    "water the plants",
+    "call mum",
+    "book the dentist",
+    "pay the electricity bill",
+    "buy oat milk",
+    "return the library books",
+    "send the invoice",
+    "take the bins out",
+    "charge the bike",
+    "renew the passport",
+    "email the landlord",
+    "order printer ink",
+]
 WHENS = ["tomorrow at 9", "on Friday at 5pm", "in 2 hours", "next Monday at 8", "tomorrow at noon", "in 3 days at 10"]
 PLEASE = ["Remind me to", "Please remind me to", "Can you remind me to", "Set a reminder to"]
 
@@ -128,9 +224,23 @@ def _ms(start: float) -> float:
 class Client:
     """One simulated user agent: its own connection, dice, and the memories it added."""
 
-    def __init__(self, url: str, key: str, texts: Texts, rng: random.Random, note: Callable[[Call], None], stop_at: float,
-                 max_tokens: int, transport: httpx.BaseTransport | None = None):
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=httpx.Timeout(600.0, connect=5.0), transport=transport)
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        texts: Texts,
+        rng: random.Random,
+        note: Callable[[Call], None],
+        stop_at: float,
+        max_tokens: int,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.http = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=httpx.Timeout(600.0, connect=5.0),
+            transport=transport,
+        )
         self.texts, self.rng, self._note, self.stop_at, self.max_tokens = texts, rng, note, stop_at, max_tokens
         self.mine: list[int] = []  # memory ids this client added and has not deleted
         self.static: list[str] | None = None  # the page's files, found on the first visit
@@ -158,11 +268,23 @@ class Client:
         except httpx.HTTPError as exc:
             self.note(Call(kind, None, _ms(start), error=f"{type(exc).__name__}: {exc}"))
             return None
-        self.note(Call(kind, r.status_code, _ms(start), r.headers.get("retry-after"), r.text[:300] if r.status_code >= 500 else ""))
+        self.note(
+            Call(
+                kind,
+                r.status_code,
+                _ms(start),
+                r.headers.get("retry-after"),
+                r.text[:300] if r.status_code >= 500 else "",
+            )
+        )
         return r
 
     def chat(self, kind: str = "chat", text: str | None = None, stream: bool = False) -> None:
-        body = {"model": "assistant", "messages": [{"role": "user", "content": text or self.texts.question()}], "max_tokens": self.max_tokens}
+        body = {
+            "model": "assistant",
+            "messages": [{"role": "user", "content": text or self.texts.question()}],
+            "max_tokens": self.max_tokens,
+        }
         if not stream:
             self.request(kind, "POST", "/v1/chat/completions", json=body)
             return
@@ -171,7 +293,15 @@ class Client:
             with self.http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
                 if r.status_code != 200:
                     r.read()
-                    self.note(Call(kind, r.status_code, _ms(start), r.headers.get("retry-after"), r.text[:300] if r.status_code >= 500 else ""))
+                    self.note(
+                        Call(
+                            kind,
+                            r.status_code,
+                            _ms(start),
+                            r.headers.get("retry-after"),
+                            r.text[:300] if r.status_code >= 500 else "",
+                        )
+                    )
                     return
                 for _ in sse_events(r):
                     pass
@@ -193,7 +323,12 @@ class Client:
     def memory(self) -> None:
         op = self.rng.choice(["add", "add", "list", "search", "edit", "delete"]) if self.mine else "add"
         if op == "add":
-            r = self.request("memory_add", "POST", "/api/memories", json={"text": self.texts.fact(), "kind": self.rng.choice(["fact", "preference", "event", "plan"])})
+            r = self.request(
+                "memory_add",
+                "POST",
+                "/api/memories",
+                json={"text": self.texts.fact(), "kind": self.rng.choice(["fact", "preference", "event", "plan"])},
+            )
             if r is not None and r.status_code == 201:
                 self.mine.append(r.json()["id"])
         elif op == "list":
@@ -201,9 +336,13 @@ class Client:
         elif op == "search":
             self.request("memory_search", "GET", "/api/memories/search", params={"q": self.rng.choice(THINGS + TOPICS)})
         elif op == "edit":
-            self.request("memory_edit", "PATCH", f"/api/memories/{self.rng.choice(self.mine)}", json={"text": self.texts.fact()})
+            self.request(
+                "memory_edit", "PATCH", f"/api/memories/{self.rng.choice(self.mine)}", json={"text": self.texts.fact()}
+            )
         else:
-            self.request("memory_delete", "DELETE", f"/api/memories/{self.mine.pop(self.rng.randrange(len(self.mine)))}")
+            self.request(
+                "memory_delete", "DELETE", f"/api/memories/{self.mine.pop(self.rng.randrange(len(self.mine)))}"
+            )
 
     def web(self) -> None:
         """What a browser fetches to show the page (no cache), and the page's first calls."""
@@ -213,7 +352,11 @@ class Client:
         for path in list(self.static or []):
             r = self.request("web", "GET", path)
             if r is not None and r.status_code == 200 and path.endswith(".js"):  # the modules it imports
-                self.static += [p for p in (f"/static/{m}" for m in re.findall(r'from "\./([\w.-]+\.js)"', r.text)) if p not in self.static]
+                self.static += [
+                    p
+                    for p in (f"/static/{m}" for m in re.findall(r'from "\./([\w.-]+\.js)"', r.text))
+                    if p not in self.static
+                ]
         self.request("web", "GET", "/api/settings")
         self.request("web", "GET", "/api/personas")
 
@@ -222,7 +365,12 @@ class Client:
         items = r.json() if r is not None and r.status_code == 200 else []
         if items and self.rng.random() < 0.5:
             item, action = self.rng.choice(items), self.rng.choice(["done", "dismiss", "snooze"])
-            self.request("inbox", "POST", f"/api/inbox/{item['id']}/{action}", **({"json": {"until": "in 2 hours"}} if action == "snooze" else {}))
+            self.request(
+                "inbox",
+                "POST",
+                f"/api/inbox/{item['id']}/{action}",
+                **({"json": {"until": "in 2 hours"}} if action == "snooze" else {}),
+            )
         step = self.rng.choice(["reminders", "remind", "briefing"])
         if step == "remind":  # some come due during the run, so the inbox fills
             _, what, when = self.texts.task(["in 1 minute", "in 2 minutes", "tomorrow at 7", "in 5 hours"])
@@ -231,8 +379,17 @@ class Client:
             self.request("inbox", "GET", f"/api/{step}")
 
 
-def drive(url: str, keys: list[str], clients: int, seconds: float, think: float = 0.5, max_tokens: int = 32, seed: int = 0,
-          transport: httpx.BaseTransport | None = None, progress: Callable[[float], None] | None = None) -> list[Call]:
+def drive(
+    url: str,
+    keys: list[str],
+    clients: int,
+    seconds: float,
+    think: float = 0.5,
+    max_tokens: int = 32,
+    seed: int = 0,
+    transport: httpx.BaseTransport | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> list[Call]:
     """`clients` threads, users' keys taken in turn, for `seconds` (requests in flight
     at the end finish); returns every call."""
     calls: list[Call] = []
@@ -244,7 +401,16 @@ def drive(url: str, keys: list[str], clients: int, seconds: float, think: float 
             calls.append(call)
 
     def one(n: int) -> None:
-        Client(url, keys[n % len(keys)], texts, random.Random(seed * 1000 + n), note, started + seconds, max_tokens, transport).run(think)
+        Client(
+            url,
+            keys[n % len(keys)],
+            texts,
+            random.Random(seed * 1000 + n),
+            note,
+            started + seconds,
+            max_tokens,
+            transport,
+        ).run(think)
 
     run_clients(one, clients, started, seconds, progress)
     if progress:
@@ -258,16 +424,28 @@ def summarise(calls: list[Call]) -> dict:
         mine = [c for c in calls if c.kind == kind]
         classes = Counter(c.cls for c in mine)
         ok = [c.ms for c in mine if c.cls == "2xx"]
-        kinds[kind] = {"requests": len(mine), **{k: classes.get(k, 0) for k in CLASSES}, "p50_ms": percentile(ok, 0.5), "p95_ms": percentile(ok, 0.95)}
+        kinds[kind] = {
+            "requests": len(mine),
+            **{k: classes.get(k, 0) for k in CLASSES},
+            "p50_ms": percentile(ok, 0.5),
+            "p95_ms": percentile(ok, 0.95),
+        }
     broken = [c for c in calls if c.cls == "5xx"]
     limited = [c for c in calls if c.cls == "429"]
     lost = [c for c in calls if c.cls == "no answer"]
     return {
         "requests": len(calls),
         "kinds": kinds,
-        "server_errors": {"count": len(broken), "examples": [{"kind": c.kind, "status": c.status, "body": c.error} for c in broken[:5]]},
+        "server_errors": {
+            "count": len(broken),
+            "examples": [{"kind": c.kind, "status": c.status, "body": c.error} for c in broken[:5]],
+        },
         "no_answer": {"count": len(lost), "examples": [{"kind": c.kind, "error": c.error} for c in lost[:5]]},
-        "rate_limited": {"count": len(limited), "with_retry_after": sum(1 for c in limited if c.retry_after), "without_retry_after": sum(1 for c in limited if not c.retry_after)},
+        "rate_limited": {
+            "count": len(limited),
+            "with_retry_after": sum(1 for c in limited if c.retry_after),
+            "without_retry_after": sum(1 for c in limited if not c.retry_after),
+        },
     }
 
 
@@ -296,7 +474,13 @@ def memory_trend(samples: list[tuple[float, float]]) -> dict:
         mt, mm = sum(t for t, _ in half) / len(half), sum(mb for _, mb in half) / len(half)
         spread = sum((t - mt) ** 2 for t, _ in half)
         slope = round(sum((t - mt) * (mb - mm) for t, mb in half) / spread, 2) if spread else None
-    return {"samples": len(samples), "first_mb": samples[0][1], "last_mb": samples[-1][1], "max_mb": max(mb for _, mb in samples), "slope_mb_per_min": slope}
+    return {
+        "samples": len(samples),
+        "first_mb": samples[0][1],
+        "last_mb": samples[-1][1],
+        "max_mb": max(mb for _, mb in samples),
+        "slope_mb_per_min": slope,
+    }
 
 
 def secrets_of(home: Home, keys: dict[str, str]) -> list[tuple[str, str, set[str]]]:
@@ -304,7 +488,9 @@ def secrets_of(home: Home, keys: dict[str, str]) -> list[tuple[str, str, set[str
     found = []
     for user, key in keys.items():
         found.append((f"API key of {user}", key, set()))
-        found.append((f"hash of {user}'s API key", hashlib.sha256(key.encode()).hexdigest(), {"accounts.db", "accounts.db-wal"}))
+        found.append(
+            (f"hash of {user}'s API key", hashlib.sha256(key.encode()).hexdigest(), {"accounts.db", "accounts.db-wal"})
+        )
     for f in sorted((home.path / "keys").glob("*.key")):
         found.append((f"store key of {f.stem}", f.read_text().strip(), {f"keys/{f.name}"}))
     if passphrase := home.env.get("ANIMA_PASSPHRASE"):
@@ -323,7 +509,11 @@ def find_secrets(root: Path, secrets: list[tuple[str, str, set[str]]]) -> tuple[
                 continue
             data, rel = path.read_bytes(), path.relative_to(root).as_posix()
             searched += 1
-            hits += [{"file": rel, "secret": what} for what, secret, home in secrets if secret and rel not in home and secret.encode() in data]
+            hits += [
+                {"file": rel, "secret": what}
+                for what, secret, home in secrets
+                if secret and rel not in home and secret.encode() in data
+            ]
     return searched, hits
 
 
@@ -331,7 +521,15 @@ def key_file_modes(root: Path) -> list[dict]:
     """accounts.db (and its WAL) and every key file: the mode, and whether only the owner
     may read it."""
     paths = [root / "accounts.db", root / "accounts.db-wal", *sorted((root / "keys").glob("*.key"))]
-    return [{"file": p.relative_to(root).as_posix(), "mode": f"{p.stat().st_mode & 0o777:04o}", "ok": not p.stat().st_mode & 0o077} for p in paths if p.exists()]
+    return [
+        {
+            "file": p.relative_to(root).as_posix(),
+            "mode": f"{p.stat().st_mode & 0o777:04o}",
+            "ok": not p.stat().st_mode & 0o077,
+        }
+        for p in paths
+        if p.exists()
+    ]
 
 
 def failures(result: dict) -> list[str]:
@@ -350,8 +548,17 @@ def failures(result: dict) -> list[str]:
     return found
 
 
-def run_soak(config, minutes: float = 10, clients: int = 8, users: int = 2, max_waiting: int = 2, think: float = 0.5, max_tokens: int = 32,
-             seed: int = 0, progress: Callable[[str, int, int], None] | None = None) -> dict:
+def run_soak(
+    config,
+    minutes: float = 10,
+    clients: int = 8,
+    users: int = 2,
+    max_waiting: int = 2,
+    think: float = 0.5,
+    max_tokens: int = 32,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
     seconds = minutes * 60
     with tempfile.TemporaryDirectory(prefix="anima-soak-") as tmp:
         home = new_home(Path(tmp) / "home", config)
@@ -364,11 +571,21 @@ def run_soak(config, minutes: float = 10, clients: int = 8, users: int = 2, max_
             wait_ready(url + "/v1", proc=proc, log=log, what="anima serve")
             warm_up(url, next(iter(keys.values())), "assistant", open_stores=list(keys.values()))
             done = threading.Event()
-            sampler = threading.Thread(target=sample_rss, args=(proc.pid, min(5.0, max(0.5, seconds / 30)), done, samples), daemon=True)
+            sampler = threading.Thread(
+                target=sample_rss, args=(proc.pid, min(5.0, max(0.5, seconds / 30)), done, samples), daemon=True
+            )
             sampler.start()
             started = time.monotonic()
-            calls = drive(url, list(keys.values()), clients, seconds, think, max_tokens, seed,
-                          progress=lambda s: progress and progress("soak (s)", int(s), int(seconds)))
+            calls = drive(
+                url,
+                list(keys.values()),
+                clients,
+                seconds,
+                think,
+                max_tokens,
+                seed,
+                progress=lambda s: progress and progress("soak (s)", int(s), int(seconds)),
+            )
             elapsed = time.monotonic() - started
             done.set()
             sampler.join()
@@ -379,8 +596,15 @@ def run_soak(config, minutes: float = 10, clients: int = 8, users: int = 2, max_
         searched, hits = find_secrets(home.path, secrets)
         said = log.read_text(errors="replace").splitlines()
         result = {
-            "model": config.model if config.backend != "fake" else "fake", "backend": config.backend, "minutes": minutes, "clients": clients,
-            "users": users, "max_waiting": max_waiting, "think_s": think, "max_tokens": max_tokens, "seed": seed,
+            "model": config.model if config.backend != "fake" else "fake",
+            "backend": config.backend,
+            "minutes": minutes,
+            "clients": clients,
+            "users": users,
+            "max_waiting": max_waiting,
+            "think_s": think,
+            "max_tokens": max_tokens,
+            "seed": seed,
             "duration_s": round(elapsed, 1),
             **summarise(calls),
             "rss": memory_trend(samples),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from anima.memory.locomo import Sample, load_locomo
 from anima.errors import BadInput
 from anima.memory.ingest import sample_messages
+from anima.memory.locomo import Sample, load_locomo
 from anima.memory.service import MemoryService
 from anima.store import Key, Store
 
@@ -35,7 +35,9 @@ def conversations(data: Path | None, n: int) -> list[Sample]:
     path = data or default_data()
     samples = load_locomo(path)
     if len(samples) < n:
-        raise BadInput(f"{path} holds {len(samples)} conversations; {n} are needed", "use fewer users, or a larger LoCoMo file")
+        raise BadInput(
+            f"{path} holds {len(samples)} conversations; {n} are needed", "use fewer users, or a larger LoCoMo file"
+        )
     return samples[:n]
 
 

@@ -16,13 +16,13 @@ from rich.table import Table
 from anima import __version__
 from anima.app import build
 from anima.assistant.turn import check_input
-from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, is_utf8, not_utf8, one_line, out, read_stdin
 from anima.cli.audit import audit_app
 from anima.cli.bench import bench_app
-from anima.cli.memory import memory_app
+from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, is_utf8, not_utf8, one_line, out, read_stdin
 from anima.cli.mcp import mcp_app
-from anima.cli.proactive import register as register_proactive
+from anima.cli.memory import memory_app
 from anima.cli.personas import personas_app
+from anima.cli.proactive import register as register_proactive
 from anima.cli.safety import eval_app, guard_app
 from anima.cli.serve import serve, users_app
 from anima.cli.store import store_app
@@ -31,7 +31,13 @@ from anima.cli.tools import calendar_app, docs_app, goals_app, notes_app
 from anima.config import config_path, data_dir, load_config, to_toml
 from anima.errors import AnimaError
 
-app = typer.Typer(cls=AnimaGroup, help="anima: a local-first personal assistant.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    cls=AnimaGroup,
+    help="anima: a local-first personal assistant.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 models_app = typer.Typer(cls=AnimaGroup, help="List, download and inspect models.", no_args_is_help=True)
 config_app = typer.Typer(cls=AnimaGroup, help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -65,7 +71,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
@@ -88,17 +98,31 @@ def ask(
     config = load_config(model=model, backend=backend, persona=persona)
     check_input(text, config.persona)  # before the model loads
     container = build(config)
-    reply = container.assistant.reply(text, persona=persona, options=container.assistant.options(**_given(max_tokens=max_tokens, temperature=temperature)))
+    reply = container.assistant.reply(
+        text,
+        persona=persona,
+        options=container.assistant.options(**_given(max_tokens=max_tokens, temperature=temperature)),
+    )
     if as_json:
         reply.text()
         _finish_learning(container)
         t = reply.turn
-        print(json.dumps({
-            "answer": t.reply, "model": t.model, "latency_ms": round(t.latency_ms, 1), "tokens": t.completion_tokens,
-            "prompt_tokens": t.prompt_tokens, "first_token_ms": t.first_token_ms and round(t.first_token_ms, 1),
-            "finish_reason": t.finish_reason, "persona": t.persona, "conversation_id": t.conversation_id,
-            "guard": reply.guard_dict(),
-        }))
+        print(
+            json.dumps(
+                {
+                    "answer": t.reply,
+                    "model": t.model,
+                    "latency_ms": round(t.latency_ms, 1),
+                    "tokens": t.completion_tokens,
+                    "prompt_tokens": t.prompt_tokens,
+                    "first_token_ms": t.first_token_ms and round(t.first_token_ms, 1),
+                    "finish_reason": t.finish_reason,
+                    "persona": t.persona,
+                    "conversation_id": t.conversation_id,
+                    "guard": reply.guard_dict(),
+                }
+            )
+        )
         return
     _print_stream(reply)
     _finish_learning(container)
@@ -154,7 +178,9 @@ def read_message(prompt: str = "you> ") -> str:
 
 
 @app.command()
-def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, persona: Optional[str] = PersonaOpt) -> None:
+def chat(
+    model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, persona: Optional[str] = PersonaOpt
+) -> None:
     """Talk with anima (streaming). /help inside for commands."""
     from anima.assistant import get_persona, personas
 
@@ -170,7 +196,9 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
     container = build(config)
     with err.status(f"loading {config.model}..."):
         model_name = container.chat_model.name
-    out.print(f"[bold]anima[/bold] {__version__} · model [cyan]{model_name}[/cyan] · persona [cyan]{current}[/cyan] · /help for commands, Ctrl-D to leave")
+    out.print(
+        f"[bold]anima[/bold] {__version__} · model [cyan]{model_name}[/cyan] · persona [cyan]{current}[/cyan] · /help for commands, Ctrl-D to leave"
+    )
     conversation_id, last = None, None
     while True:
         try:
@@ -197,7 +225,11 @@ def chat(model: Optional[str] = ModelOpt, backend: Optional[str] = BackendOpt, p
             continue
         if command == "/recall":
             used = last.hits if last is not None else []
-            out.print("\n".join(h.line() for h in used) or "[dim]nothing recalled for the last reply[/dim]", highlight=False, markup=not used)
+            out.print(
+                "\n".join(h.line() for h in used) or "[dim]nothing recalled for the last reply[/dim]",
+                highlight=False,
+                markup=not used,
+            )
             continue
         if command == "/new":
             conversation_id = None
@@ -242,30 +274,54 @@ def models_list(as_json: bool = JsonOpt) -> None:
     """Models anima knows, and which are downloaded."""
     from anima.models.registry import local_models
 
-    rows = [{"name": s.name, "kind": s.kind, "size": s.size, "present": p is not None, "path": str(p) if p else None, "description": s.description} for s, p in local_models()]
+    rows = [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "size": s.size,
+            "present": p is not None,
+            "path": str(p) if p else None,
+            "description": s.description,
+        }
+        for s, p in local_models()
+    ]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table("name", "kind", "size", "downloaded", "description")
     for r in rows:
-        table.add_row(r["name"], r["kind"], f"{r['size'] / 1e6:,.0f} MB", "yes" if r["present"] else "no", r["description"])
+        table.add_row(
+            r["name"], r["kind"], f"{r['size'] / 1e6:,.0f} MB", "yes" if r["present"] else "no", r["description"]
+        )
     out.print(table)
 
 
 @models_app.command("pull")
-def models_pull(name: Optional[str] = typer.Argument(None, help="Model name from `anima models list` (default: the chat model and the embedder)."), force: bool = typer.Option(False, "--force", help="Fetch again even if present.")) -> None:
+def models_pull(
+    name: Optional[str] = typer.Argument(
+        None, help="Model name from `anima models list` (default: the chat model and the embedder)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Fetch again even if present."),
+) -> None:
     """Download models (with resume) and verify their sha256."""
     from anima.models.registry import get_spec, pull
 
     for spec in [get_spec(name)] if name else [get_spec("default"), get_spec("minilm")]:
         with bytes_progress() as progress:
             task = progress.add_task(f"{spec.name}", total=spec.size)
-            path = pull(spec, progress=lambda done, total: progress.update(task, completed=done, total=total), force=force, log=lambda msg: progress.console.print(f"[dim]{msg}[/dim]"))
+            path = pull(
+                spec,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+                force=force,
+                log=lambda msg: progress.console.print(f"[dim]{msg}[/dim]"),
+            )
         out.print(f"{spec.name}: {path} (sha256 verified)")
 
 
 @models_app.command("info")
-def models_info(name: str, verify: bool = typer.Option(False, "--verify", help="Recompute the sha256 now."), as_json: bool = JsonOpt) -> None:
+def models_info(
+    name: str, verify: bool = typer.Option(False, "--verify", help="Recompute the sha256 now."), as_json: bool = JsonOpt
+) -> None:
     """Details of one model: file, size, sha256, sources."""
     from anima.models.registry import get_spec, model_path
     from anima.models.registry import verify as verify_file
@@ -277,15 +333,25 @@ def models_info(name: str, verify: bool = typer.Option(False, "--verify", help="
             task = progress.add_task("sha256", total=spec.size)
             verify_file(spec, path, progress=lambda d, t: progress.update(task, completed=d), force=True)
     info = {
-        "name": spec.name, "kind": spec.kind, "description": spec.description, "file": spec.filename, "size": spec.size,
-        "sha256": spec.sha256, "path": str(path), "present": path.exists(), "verified": bool(verify and path.exists()),
+        "name": spec.name,
+        "kind": spec.kind,
+        "description": spec.description,
+        "file": spec.filename,
+        "size": spec.size,
+        "sha256": spec.sha256,
+        "path": str(path),
+        "present": path.exists(),
+        "verified": bool(verify and path.exists()),
         "sources": [s.describe() for s in spec.sources],
     }
     if as_json:
         print(json.dumps(info, indent=2))
         return
     for key, value in info.items():
-        out.print(f"[bold]{key:12}[/bold] {escape(', '.join(value) if isinstance(value, list) else str(value))}", highlight=False)
+        out.print(
+            f"[bold]{key:12}[/bold] {escape(', '.join(value) if isinstance(value, list) else str(value))}",
+            highlight=False,
+        )
     if not path.exists():
         out.print(f"[yellow]not downloaded[/yellow]: run `anima models pull {spec.name}`")
 
@@ -337,7 +403,9 @@ def doctor(as_json: bool = JsonOpt) -> None:
         from anima.store.db import load_sqlite_vec
 
         try:
-            return "sqlite-vec (configured, loaded)" if load_sqlite_vec(sqlite.connect(":memory:"), "sqlite-vec") else ""
+            return (
+                "sqlite-vec (configured, loaded)" if load_sqlite_vec(sqlite.connect(":memory:"), "sqlite-vec") else ""
+            )
         except AnimaError as exc:
             return f"sqlite-vec (configured) did not load: {exc}"
 
@@ -349,10 +417,24 @@ def doctor(as_json: bool = JsonOpt) -> None:
         "sqlcipher3": version("sqlcipher3"),
         "config file": f"{config_path()} ({'present' if config_path().exists() else 'defaults'})",
         "data dir": str(data_dir()),
-        "backend": config.backend + (f" ({config.openai_http.base_url})" if config.backend == "openai_http" else f" (model {config.model})"),
+        "backend": config.backend
+        + (f" ({config.openai_http.base_url})" if config.backend == "openai_http" else f" (model {config.model})"),
         "models": ", ".join(f"{s.name}: {'yes' if p else 'missing'}" for s, p in local_models()),
-        "encryption": ("on, key from " + ("ANIMA_PASSPHRASE" if os.environ.get("ANIMA_PASSPHRASE") else "the OS keyring" if keyring_backend() else f"key files in {keys_dir()}")) if config.store.encrypt else "off",
-        "vector search": sqlite_vec_loads() if config.store.vectors == "sqlite-vec" else f"numpy ({config.store.vectors})",
+        "encryption": (
+            "on, key from "
+            + (
+                "ANIMA_PASSPHRASE"
+                if os.environ.get("ANIMA_PASSPHRASE")
+                else "the OS keyring"
+                if keyring_backend()
+                else f"key files in {keys_dir()}"
+            )
+        )
+        if config.store.encrypt
+        else "off",
+        "vector search": sqlite_vec_loads()
+        if config.store.vectors == "sqlite-vec"
+        else f"numpy ({config.store.vectors})",
         "guard": _guard_state(config),
     }
     if config.backend == "llama_cpp" and checks["llama-cpp-python"] != "not installed":
@@ -372,7 +454,10 @@ def main() -> None:
     with exit 1: click catches EPIPE.)"""
     if bad := next((a for a in sys.argv[1:] if not is_utf8(a)), None):  # bytes the terminal's encoding cannot hold
         shown = os.fsencode(bad).decode("utf-8", "backslashreplace")
-        err.print(f"[red]error:[/red] {one_line(shown)} is not UTF-8 text [dim](give text and file names in UTF-8)[/dim]", highlight=False)
+        err.print(
+            f"[red]error:[/red] {one_line(shown)} is not UTF-8 text [dim](give text and file names in UTF-8)[/dim]",
+            highlight=False,
+        )
         sys.exit(2)
     try:
         code = app(standalone_mode=False)

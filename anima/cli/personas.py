@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from anima.persona import BUILTIN_DIR, Persona, add_persona, get_persona, personas
 from anima.cli.common import AnimaGroup, JsonOpt, err, out
 from anima.config import config_path, load_config, read_toml
+from anima.persona import BUILTIN_DIR, Persona, add_persona, get_persona, personas
 
 personas_app = typer.Typer(cls=AnimaGroup, help="List, show, choose and add personas.", no_args_is_help=True)
 
@@ -36,12 +36,20 @@ def list_(as_json: bool = JsonOpt) -> None:
     """Every persona, built-in and your own; * marks the default."""
     found = sorted(personas().values(), key=lambda p: p.name)
     if as_json:
-        print(json.dumps([{k: v for k, v in _row(p).items() if k in ("name", "description", "style", "source")} for p in found], indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                [{k: v for k, v in _row(p).items() if k in ("name", "description", "style", "source")} for p in found],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     default = load_config().persona
     table = Table("", "name", "description", "source", title=f"{len(found)} personas")
     for p in found:
-        table.add_row("*" if p.name == default else "", p.name, escape(p.description), "built-in" if p.builtin else "user")
+        table.add_row(
+            "*" if p.name == default else "", p.name, escape(p.description), "built-in" if p.builtin else "user"
+        )
     out.print(table)
 
 
@@ -53,7 +61,13 @@ def show(name: str, as_json: bool = JsonOpt) -> None:
         print(json.dumps(row, indent=2, ensure_ascii=False))
         return
     out.print(f"[bold cyan]{row['name']}[/bold cyan] ({row['source']}) {escape(row['description'])}", highlight=False)
-    for label, key in (("style", "style"), ("system prompt", "system_prompt"), ("example, user", "example_user"), ("example, reply", "example_reply"), ("file", "path")):
+    for label, key in (
+        ("style", "style"),
+        ("system prompt", "system_prompt"),
+        ("example, user", "example_user"),
+        ("example, reply", "example_reply"),
+        ("file", "path"),
+    ):
         if row[key]:
             out.print(f"[dim]{label}:[/dim] {escape(row[key])}", highlight=False)
 
@@ -73,7 +87,11 @@ def add(path: Path = typer.Argument(..., help="A persona TOML file: name, descri
     """Check a persona file and copy it into your personas."""
     p = add_persona(path)
     shadows = (BUILTIN_DIR / f"{p.name}.toml").exists()
-    out.print(f"added persona {p.name}" + (" (replaces the built-in of that name)" if shadows else "") + f": {p.path}", highlight=False, markup=False)
+    out.print(
+        f"added persona {p.name}" + (" (replaces the built-in of that name)" if shadows else "") + f": {p.path}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def set_default_persona(name: str) -> Path:

@@ -17,7 +17,11 @@ from anima.config import load_config
 from anima.proactive import inbox
 from anima.tools import reminders as rm
 
-inbox_app = typer.Typer(cls=AnimaGroup, help="What anima raised on its own: due reminders, dates, check-ins, briefings.", invoke_without_command=True)
+inbox_app = typer.Typer(
+    cls=AnimaGroup,
+    help="What anima raised on its own: due reminders, dates, check-ins, briefings.",
+    invoke_without_command=True,
+)
 todo_app = typer.Typer(cls=AnimaGroup, help="To-dos: add, list, done.", no_args_is_help=True)
 AllOpt = typer.Option(False, "--all", help="Also show finished ones.")
 
@@ -43,7 +47,11 @@ def _print(item: inbox.Item) -> None:
 
 
 @inbox_app.callback()
-def inbox_list(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="Also show done, snoozed and dismissed items."), as_json: bool = JsonOpt) -> None:
+def inbox_list(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Also show done, snoozed and dismissed items."),
+    as_json: bool = JsonOpt,
+) -> None:
     """New items, newest first (`anima inbox done|snooze|dismiss ID` to act on one)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -57,7 +65,14 @@ def inbox_list(ctx: typer.Context, all_: bool = typer.Option(False, "--all", hel
         return
     table = Table("id", "kind", "what", "why", "when", "status", title=f"{len(found)} item(s)")
     for i in found:
-        table.add_row(str(i.id), i.kind, escape(i.title + (f"\n{i.body}" if i.body and i.kind != "briefing" else "")), escape(i.reason), _when(i.created), i.status + (f" until {_when(i.snooze_until)}" if i.snooze_until else ""))
+        table.add_row(
+            str(i.id),
+            i.kind,
+            escape(i.title + (f"\n{i.body}" if i.body and i.kind != "briefing" else "")),
+            escape(i.reason),
+            _when(i.created),
+            i.status + (f" until {_when(i.snooze_until)}" if i.snooze_until else ""),
+        )
     out.print(table)
 
 
@@ -69,7 +84,10 @@ def inbox_done(item_id: int = IdArg) -> None:
 
 
 @inbox_app.command("snooze")
-def inbox_snooze(item_id: int = IdArg, until: str = typer.Option("in 1 hour", "--until", help="When it comes back: 'tomorrow at 9', 'in 2 hours'...")) -> None:
+def inbox_snooze(
+    item_id: int = IdArg,
+    until: str = typer.Option("in 1 hour", "--until", help="When it comes back: 'tomorrow at 9', 'in 2 hours'..."),
+) -> None:
     """Put an item away until a time; it comes back as new then."""
     store, _ = _open()
     item = inbox.snooze(store, item_id, until, rm.local_now())
@@ -86,11 +104,18 @@ def inbox_dismiss(item_id: int = IdArg) -> None:
 # --- reminders and to-dos --------------------------------------------------------------------
 
 
-def remind(text: str = typer.Argument(..., help="What to be reminded of."), at: str = typer.Option(..., "--at", help="'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'...")) -> None:
+def remind(
+    text: str = typer.Argument(..., help="What to be reminded of."),
+    at: str = typer.Option(..., "--at", help="'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'..."),
+) -> None:
     """Set a reminder."""
     store, _ = _open()
     r = rm.add_reminder(store, text, at, rm.local_now())
-    out.print(f"reminder #{r.id} set for {rm.show(r.due_at())}" + (f", then {r.every}" if r.every else "") + f": {r.text}", highlight=False, markup=False)
+    out.print(
+        f"reminder #{r.id} set for {rm.show(r.due_at())}" + (f", then {r.every}" if r.every else "") + f": {r.text}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _listing(rows: list[rm.Reminder], as_json: bool, empty: str) -> None:
@@ -110,7 +135,9 @@ def reminders(all_: bool = AllOpt, as_json: bool = JsonOpt) -> None:
 
 
 @todo_app.command("add")
-def todo_add(text: str, due: Optional[str] = typer.Option(None, "--due", help="Optional: 'Friday at 5pm', 'every month'...")) -> None:
+def todo_add(
+    text: str, due: Optional[str] = typer.Option(None, "--due", help="Optional: 'Friday at 5pm', 'every month'...")
+) -> None:
     """Add a to-do."""
     store, _ = _open()
     out.print(f"added to-do {rm.add_todo(store, text, due, rm.local_now()).describe()}", highlight=False, markup=False)
@@ -168,7 +195,10 @@ def daemon(interval: float = typer.Option(30.0, "--interval", help="Seconds betw
         scheduler.missed.clear()
         for item in added:
             if item.notify != "sent":
-                out.print(f"[dim]{rm.local_now():%H:%M}[/dim] in the inbox ({'held' if item.notify == 'pending' else 'not notified'}):", highlight=False)
+                out.print(
+                    f"[dim]{rm.local_now():%H:%M}[/dim] in the inbox ({'held' if item.notify == 'pending' else 'not notified'}):",
+                    highlight=False,
+                )
                 _print(item)
 
     try:

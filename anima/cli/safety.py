@@ -15,13 +15,23 @@ from anima.config import load_config
 from anima.errors import BadInput
 
 guard_app = typer.Typer(cls=AnimaGroup, help="Train and try the safety guard.", no_args_is_help=True)
-eval_app = typer.Typer(cls=AnimaGroup, help="Measure the guard on labelled data (held-out figures only).", no_args_is_help=True)
+eval_app = typer.Typer(
+    cls=AnimaGroup, help="Measure the guard on labelled data (held-out figures only).", no_args_is_help=True
+)
 
-DataDirOpt = typer.Option(None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety).")
+DataDirOpt = typer.Option(
+    None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety)."
+)
 
 
 @guard_app.command("train")
-def guard_train(data: Optional[Path] = DataDirOpt, if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the heads exist and were trained on the current data."), as_json: bool = JsonOpt) -> None:
+def guard_train(
+    data: Optional[Path] = DataDirOpt,
+    if_missing: bool = typer.Option(
+        False, "--if-missing", help="Do nothing when the heads exist and were trained on the current data."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
     """Train the guard's fast layer and the injection detector from public data."""
     from anima.safety.train import heads_dir, source_folder, train_all, up_to_date
 
@@ -32,18 +42,26 @@ def guard_train(data: Optional[Path] = DataDirOpt, if_missing: bool = typer.Opti
     data = source_folder(data)  # before the embedder loads: a missing folder is the likelier mistake
     container = build(load_config(guard={"enabled": False}))
     with err.status("training the guard...") as status:
-        result = train_all(container.embedder.embed, data, progress=lambda step: status.update(f"training the guard: {step}"))
+        result = train_all(
+            container.embedder.embed, data, progress=lambda step: status.update(f"training the guard: {step}")
+        )
     if as_json:
         print(json.dumps(result, indent=2))
         return
     for name in ("guard", "injection"):
         m = result[name]
-        out.print(f"{name}: {m['rows']} rows ({m['unsafe']} positive), threshold {m['threshold']:.2f}, {m['seconds']} s")
+        out.print(
+            f"{name}: {m['rows']} rows ({m['unsafe']} positive), threshold {m['threshold']:.2f}, {m['seconds']} s"
+        )
     out.print(f"saved in {result['dir']}")
 
 
 @guard_app.command("check")
-def guard_check(text: str = typer.Argument(..., help="The text; `-` reads stdin."), role: str = typer.Option("user", help="user | assistant"), as_json: bool = JsonOpt) -> None:
+def guard_check(
+    text: str = typer.Argument(..., help="The text; `-` reads stdin."),
+    role: str = typer.Option("user", help="user | assistant"),
+    as_json: bool = JsonOpt,
+) -> None:
     """Show the guard's verdict on one text."""
     from anima.safety.guard import refusal
 
@@ -59,27 +77,44 @@ def guard_check(text: str = typer.Argument(..., help="The text; `-` reads stdin.
         print(json.dumps(v.to_dict()))
         return
     verdict = "safe" if v.safe else f"unsafe ({', '.join(v.categories)}) -> {v.action}"
-    out.print(f"{verdict}   score {v.score:.3f}   layer {v.layer}   injection {v.injection:.2f}   {v.latency_ms:.1f} ms")
+    out.print(
+        f"{verdict}   score {v.score:.3f}   layer {v.layer}   injection {v.injection:.2f}   {v.latency_ms:.1f} ms"
+    )
     if v.action == "block":
         out.print(refusal(v))
 
 
 @eval_app.command("guard")
 def eval_guard(
-    data: Optional[Path] = typer.Option(None, "--data", help="Labelled prompts: OpenAI moderation JSONL, or any CSV / JSONL."),
-    split: Optional[str] = typer.Option(None, "--split", help="test: instead of --data, the public sets' test split (never trained or tuned on)."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Labelled prompts: OpenAI moderation JSONL, or any CSV / JSONL."
+    ),
+    split: Optional[str] = typer.Option(
+        None, "--split", help="test: instead of --data, the public sets' test split (never trained or tuned on)."
+    ),
     fmt: str = typer.Option("auto", "--format", help="moderation | csv | jsonl (default: from the file)."),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="Column with the text."),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="Column with the label."),
-    unsafe_values: Optional[str] = typer.Option(None, "--unsafe-values", help="Label values meaning unsafe, comma-separated (default: 1,true,unsafe,yes,harmful,toxic)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score a random sample of this many rows (seeded)."),
+    unsafe_values: Optional[str] = typer.Option(
+        None,
+        "--unsafe-values",
+        help="Label values meaning unsafe, comma-separated (default: 1,true,unsafe,yes,harmful,toxic).",
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Score a random sample of this many rows (seeded)."
+    ),
     layers: str = typer.Option("auto", "--layers", help="1 (fast layer only) | auto (LLM when unsure) | always"),
-    training_data: Optional[Path] = typer.Option(None, "--training-data", help="Folder of the sets the head was trained on, for cross-validation (default: as `guard train`)."),
+    training_data: Optional[Path] = typer.Option(
+        None,
+        "--training-data",
+        help="Folder of the sets the head was trained on, for cross-validation (default: as `guard train`).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Precision, recall, F1, FPR, AUPRC and latency of the guard on a labelled file."""
-    from anima.safety.data import read_labelled, safety_data_dir, held_out
-    from anima.safety.evaluate import eval_guard as run, sample
+    from anima.safety.data import held_out, read_labelled, safety_data_dir
+    from anima.safety.evaluate import eval_guard as run
+    from anima.safety.evaluate import sample
     from anima.safety.train import source_folder
 
     if layers not in ("1", "auto", "always"):
@@ -91,14 +126,22 @@ def eval_guard(
     if split:
         examples = sample(held_out(source_folder(training_data)), limit)
     else:
-        examples = sample(read_labelled(data, fmt, text_field, label_field, unsafe_values.split(",") if unsafe_values else None), limit)
+        examples = sample(
+            read_labelled(data, fmt, text_field, label_field, unsafe_values.split(",") if unsafe_values else None),
+            limit,
+        )
     container = build(load_config(guard={"layer2": "off" if layers == "1" else layers}))
     guard = container.guard
     if guard is None:
         raise BadInput("the guard is off (guard.enabled = false)", "turn it on to evaluate it")
     with steps_progress() as progress:
         task = progress.add_task("scoring", total=len(examples))
-        result = run(examples, guard, training_data or safety_data_dir(), progress=lambda d, t: progress.update(task, completed=d, total=t))
+        result = run(
+            examples,
+            guard,
+            training_data or safety_data_dir(),
+            progress=lambda d, t: progress.update(task, completed=d, total=t),
+        )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
@@ -118,7 +161,11 @@ def eval_guard(
 
 @eval_app.command("injection")
 def eval_injection(
-    data: Path = typer.Option(..., "--data", help="A BIPIA folder (cases are built from it), or a CSV / JSONL of texts labelled injected or not."),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="A BIPIA folder (cases are built from it), or a CSV / JSONL of texts labelled injected or not.",
+    ),
     text_field: Optional[str] = typer.Option(None, "--text-field"),
     label_field: Optional[str] = typer.Option(None, "--label-field"),
     unsafe_values: Optional[str] = typer.Option(None, "--unsafe-values", help="Label values meaning injected."),
@@ -128,7 +175,8 @@ def eval_injection(
     """Precision, recall, F1 and FPR of the injection detector on documents with and
     without an inserted instruction."""
     from anima.safety.data import read_labelled
-    from anima.safety.evaluate import bipia_cases, eval_injection as run, sample
+    from anima.safety.evaluate import bipia_cases, sample
+    from anima.safety.evaluate import eval_injection as run
 
     guard = build(load_config(guard={"layer2": "off"})).guard
     if guard is None or guard.injection is None:
@@ -136,26 +184,51 @@ def eval_injection(
     folder = (data.parent if (data / "email_train.jsonl").is_file() else data) if data.is_dir() else None
     if folder is not None:
         if not (folder / "bipia" / "text_attack_train.json").is_file():
-            raise BadInput(f"{data} is not a BIPIA folder (no bipia/text_attack_train.json)", "give ../shared/data/safety/bipia, or a labelled CSV / JSONL file")
+            raise BadInput(
+                f"{data} is not a BIPIA folder (no bipia/text_attack_train.json)",
+                "give ../shared/data/safety/bipia, or a labelled CSV / JSONL file",
+            )
         cases, types, ctx = bipia_cases(folder, limit)
     else:
-        cases = sample(read_labelled(data, "auto", text_field, label_field, unsafe_values.split(",") if unsafe_values else None), limit)
+        cases = sample(
+            read_labelled(data, "auto", text_field, label_field, unsafe_values.split(",") if unsafe_values else None),
+            limit,
+        )
         types = ctx = None
     with steps_progress() as progress:
         task = progress.add_task("scoring", total=len(cases))
-        result = run(cases, guard.injection, folder, types, ctx, progress=lambda d, t: progress.update(task, completed=d, total=t))
+        result = run(
+            cases,
+            guard.injection,
+            folder,
+            types,
+            ctx,
+            progress=lambda d, t: progress.update(task, completed=d, total=t),
+        )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
     _table(f"injection detector on {data.name}", result)
     r = result.metrics["rules_only"]
-    out.print(f"rules alone: precision {r['precision']:.3f}  recall {r['recall']:.3f}  F1 {r['f1']:.3f}  FPR {r['fpr']:.3f}")
+    out.print(
+        f"rules alone: precision {r['precision']:.3f}  recall {r['recall']:.3f}  F1 {r['f1']:.3f}  FPR {r['fpr']:.3f}"
+    )
 
 
 def _table(title: str, result) -> None:
     m = result.metrics
     t = Table("n", "unsafe", "precision", "recall", "F1", "FPR", "AUPRC", "p50 ms", "p95 ms", title=title)
-    t.add_row(str(m["n"]), str(m["unsafe"]), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", f"{m['fpr']:.3f}", f"{m['auprc']:.3f}", f"{result.latency['latency_p50_ms']:.1f}", f"{result.latency['latency_p95_ms']:.1f}")
+    t.add_row(
+        str(m["n"]),
+        str(m["unsafe"]),
+        f"{m['precision']:.3f}",
+        f"{m['recall']:.3f}",
+        f"{m['f1']:.3f}",
+        f"{m['fpr']:.3f}",
+        f"{m['auprc']:.3f}",
+        f"{result.latency['latency_p50_ms']:.1f}",
+        f"{result.latency['latency_p95_ms']:.1f}",
+    )
     out.print(t)
     out.print(f"[dim]{result.mode}[/dim]")
     for name, lat in result.latency.get("per_layer", {}).items():

@@ -11,7 +11,9 @@ from anima.cli.common import AnimaGroup, JsonOpt, err, out
 from anima.config import data_dir, load_config
 from anima.errors import BadInput
 
-users_app = typer.Typer(cls=AnimaGroup, help="Accounts for `anima serve`: one API key per person or program.", no_args_is_help=True)
+users_app = typer.Typer(
+    cls=AnimaGroup, help="Accounts for `anima serve`: one API key per person or program.", no_args_is_help=True
+)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -68,11 +70,15 @@ def serve(
     config = load_config(model=model)
     registry = accounts()
     if host not in LOOPBACK and not registry.any_active():
-        raise BadInput(f"refusing to listen on {host} with no API keys", "run `anima users add NAME` first, or serve on 127.0.0.1")
+        raise BadInput(
+            f"refusing to listen on {host} with no API keys", "run `anima users add NAME` first, or serve on 127.0.0.1"
+        )
     container = build(config)
     with err.status("loading models..."):
         server = Server(config, registry, **container.shared(), max_waiting=max_waiting)
-    out.print(f"anima serving on http://{host}:{port}/v1 (OpenAI-compatible; {'API keys required' if registry.any_made() else 'single user, no keys'})")
+    out.print(
+        f"anima serving on http://{host}:{port}/v1 (OpenAI-compatible; {'API keys required' if registry.any_made() else 'single user, no keys'})"
+    )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     out.print(f"web page: http://{shown}:{port}/ (log in with your API key)")
     from anima.server.inbox import start_schedulers

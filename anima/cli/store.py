@@ -12,7 +12,9 @@ from rich.table import Table
 from anima.cli.common import AnimaGroup, JsonOpt, labelled_steps, out
 from anima.config import data_dir, load_config
 
-store_app = typer.Typer(cls=AnimaGroup, help="Where the user's data is kept: move it to PostgreSQL.", no_args_is_help=True)
+store_app = typer.Typer(
+    cls=AnimaGroup, help="Where the user's data is kept: move it to PostgreSQL.", no_args_is_help=True
+)
 
 
 @store_app.command("migrate")
@@ -34,17 +36,33 @@ def migrate(
         print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
     else:
         copied = ", ".join(f"{n:,} {table}" for table, n in report.rows.items())
-        out.print(f"copied to {report.schema} at {escape(where(to))}: {copied} in {report.load_s:.1f} s; vectors indexed in {report.index_s:.1f} s", highlight=False)
-        table = Table("check", "SQLite", "PostgreSQL", "", title=f"check of the copy of {report.user}'s store",
-                      caption="not checked: they differ by design (HNSW is approximate; Porter vs Snowball stems, BM25 vs ts_rank)")
+        out.print(
+            f"copied to {report.schema} at {escape(where(to))}: {copied} in {report.load_s:.1f} s; vectors indexed in {report.index_s:.1f} s",
+            highlight=False,
+        )
+        table = Table(
+            "check",
+            "SQLite",
+            "PostgreSQL",
+            "",
+            title=f"check of the copy of {report.user}'s store",
+            caption="not checked: they differ by design (HNSW is approximate; Porter vs Snowball stems, BM25 vs ts_rank)",
+        )
         for c in report.checks:
-            table.add_row(c.what, c.sqlite, c.postgres, "[dim]not checked[/dim]" if not c.checked else "[green]ok[/green]" if c.ok else "[red]differs[/red]")
+            table.add_row(
+                c.what,
+                c.sqlite,
+                c.postgres,
+                "[dim]not checked[/dim]" if not c.checked else "[green]ok[/green]" if c.ok else "[red]differs[/red]",
+            )
         out.print(table)
         if report.left_out:
             left = ", ".join(f"{n:,} {t}" for t, n in report.left_out.items())
             out.print(f"not copied (no PostgreSQL tables for them yet; they stay in the file): {left}", highlight=False)
         if report.committed:
-            out.print("[green]passed[/green]: committed. To use it, set store.url to this URL (config.toml, or ANIMA_STORE__URL).")
+            out.print(
+                "[green]passed[/green]: committed. To use it, set store.url to this URL (config.toml, or ANIMA_STORE__URL)."
+            )
         else:
             out.print("[red]failed[/red]: the copy was rolled back; PostgreSQL keeps nothing of it.")
     if not report.committed:

@@ -49,7 +49,9 @@ def calendar_export(path: Path = typer.Argument(..., help="The .ics file to writ
 
 
 @calendar_app.command("on")
-def calendar_on(when: str = typer.Argument(..., help="'Thursday', 'tomorrow', 'next week', 2026-05-14 ..."), as_json: bool = JsonOpt) -> None:
+def calendar_on(
+    when: str = typer.Argument(..., help="'Thursday', 'tomorrow', 'next week', 2026-05-14 ..."), as_json: bool = JsonOpt
+) -> None:
     """What is on a day or in a period."""
     from anima.tools.calendar import describe, events_between, resolve_span
 
@@ -68,7 +70,9 @@ def calendar_on(when: str = typer.Argument(..., help="'Thursday', 'tomorrow', 'n
 
 
 @docs_app.command("index")
-def docs_index(folder: Optional[Path] = typer.Argument(None, help="A folder (default: config tools.documents).")) -> None:
+def docs_index(
+    folder: Optional[Path] = typer.Argument(None, help="A folder (default: config tools.documents)."),
+) -> None:
     """Index a folder's text files for search; only changed files are read again."""
     from anima.tools.documents import index_documents
 
@@ -79,7 +83,9 @@ def docs_index(folder: Optional[Path] = typer.Argument(None, help="A folder (def
 
 
 @docs_app.command("search")
-def docs_search(query: str, k: int = typer.Option(5, "--k", min=1, max=MAX_INT, help="How many passages."), as_json: bool = JsonOpt) -> None:
+def docs_search(
+    query: str, k: int = typer.Option(5, "--k", min=1, max=MAX_INT, help="How many passages."), as_json: bool = JsonOpt
+) -> None:
     """Passages of your documents that match, with file:lines to find them."""
     from anima.tools.documents import search
 
@@ -87,7 +93,11 @@ def docs_search(query: str, k: int = typer.Option(5, "--k", min=1, max=MAX_INT, 
     if as_json:
         _print_json(hits)
     elif not hits:
-        out.print(f"no passage matches '{query}' (index a folder first: anima docs index FOLDER)", highlight=False, markup=False)
+        out.print(
+            f"no passage matches '{query}' (index a folder first: anima docs index FOLDER)",
+            highlight=False,
+            markup=False,
+        )
     else:
         for h in hits:
             out.print(f"[bold]{escape(h['cite'])}[/bold]  {escape(h['snippet'])}", highlight=False)
@@ -101,16 +111,24 @@ def goals_add(
     title: str,
     why: str = typer.Option("", "--why", help="Why it matters."),
     due: Optional[str] = typer.Option(None, "--due", help="'in 3 months', 'next Friday', 2026-12-01 ..."),
-    milestones: Optional[list[str]] = typer.Option(None, "--milestone", "-m", help="A step, in order; repeat for more."),
+    milestones: Optional[list[str]] = typer.Option(
+        None, "--milestone", "-m", help="A step, in order; repeat for more."
+    ),
 ) -> None:
     """A new goal."""
     from anima.tools.goals import add_goal, describe
 
-    out.print("added " + describe(add_goal(_store(), title, why, due, milestones or [], datetime.now())), highlight=False, markup=False)
+    out.print(
+        "added " + describe(add_goal(_store(), title, why, due, milestones or [], datetime.now())),
+        highlight=False,
+        markup=False,
+    )
 
 
 @goals_app.command("list")
-def goals_list(status: str = typer.Option("active", "--status", help="active, done, dropped or all."), as_json: bool = JsonOpt) -> None:
+def goals_list(
+    status: str = typer.Option("active", "--status", help="active, done, dropped or all."), as_json: bool = JsonOpt
+) -> None:
     """Goals with progress, soonest due first."""
     from anima.tools.goals import list_goals
 
@@ -119,7 +137,11 @@ def goals_list(status: str = typer.Option("active", "--status", help="active, do
         _print_json(goals)
         return
     if not goals:
-        out.print(f"no {'' if status == 'all' else status + ' '}goals (add one: anima goals add TITLE)", highlight=False, markup=False)
+        out.print(
+            f"no {'' if status == 'all' else status + ' '}goals (add one: anima goals add TITLE)",
+            highlight=False,
+            markup=False,
+        )
         return
     table = Table("id", "goal", "progress", "due", "status", "milestones")
     for g in goals:
@@ -129,7 +151,10 @@ def goals_list(status: str = typer.Option("active", "--status", help="active, do
 
 
 @goals_app.command("done")
-def goals_done(goal_id: int = IdArg, milestone: Optional[str] = typer.Argument(None, help="A milestone's number or words; without it, the whole goal.")) -> None:
+def goals_done(
+    goal_id: int = IdArg,
+    milestone: Optional[str] = typer.Argument(None, help="A milestone's number or words; without it, the whole goal."),
+) -> None:
     """Mark a milestone, or the whole goal, done."""
     from anima.tools.goals import complete_milestone, describe, set_status
 
@@ -190,4 +215,7 @@ def _show_notes(notes: list[dict], as_json: bool, empty: str) -> None:
         out.print(empty, highlight=False, markup=False)
     else:
         for n in notes:
-            out.print(f"#{n['id']} " + (f"[bold]{escape(n['title'])}[/bold]: " if n["title"] else "") + escape(n["text"]), highlight=False)
+            out.print(
+                f"#{n['id']} " + (f"[bold]{escape(n['title'])}[/bold]: " if n["title"] else "") + escape(n["text"]),
+                highlight=False,
+            )

@@ -29,7 +29,10 @@ SCHEMA = {
             "maxItems": 6,
             "items": {
                 "type": "object",
-                "properties": {"text": {"type": "string"}, "from": {"type": "array", "items": {"type": "integer"}, "maxItems": 3}},
+                "properties": {
+                    "text": {"type": "string"},
+                    "from": {"type": "array", "items": {"type": "integer"}, "maxItems": 3},
+                },
                 "required": ["text", "from"],
             },
         }
@@ -55,8 +58,13 @@ Example. Time: Monday 2023-05-08 10:00. Messages:
 Output: {"memories": [{"text": "Sam visited Lisbon.", "from": [1]}, {"text": "Sam starts a new job at Globex next Friday.", "from": [1]}, {"text": "Ana's brother Tom will visit Ana in June.", "from": [2]}, {"text": "Ana cannot eat gluten.", "from": [2]}]}"""
 
 _PLAN = re.compile(r"\b(?:will|going to|plans?|planning|intends?|wants? to|hopes? to|is about to)\b", re.IGNORECASE)
-_PREFERENCE = re.compile(r"\b(?:likes?|loves?|enjoys?|prefers?|favou?rite|hates?|dislikes?|can't stand)\b", re.IGNORECASE)
-_RELATION = re.compile(r"\b(?:sister|brother|mother|father|mom|dad|wife|husband|partner|son|daughter|kids?|children|friend|boss|colleague|grandma|grandpa|aunt|uncle|cousin|girlfriend|boyfriend)s?\b", re.IGNORECASE)
+_PREFERENCE = re.compile(
+    r"\b(?:likes?|loves?|enjoys?|prefers?|favou?rite|hates?|dislikes?|can't stand)\b", re.IGNORECASE
+)
+_RELATION = re.compile(
+    r"\b(?:sister|brother|mother|father|mom|dad|wife|husband|partner|son|daughter|kids?|children|friend|boss|colleague|grandma|grandpa|aunt|uncle|cousin|girlfriend|boyfriend)s?\b",
+    re.IGNORECASE,
+)
 _SUBJECT = re.compile(r"^(?:[Tt]he user|[A-Z][\w-]*(?: [A-Z][\w-]*)?)(?='s\b| )")
 
 
@@ -105,7 +113,9 @@ class Candidate:
     sources: list[int]  # indices of the messages it came from
 
 
-def extract(model: ChatModel, messages: list[tuple[str, str]], when: datetime, options: Options | None = None) -> list[Candidate]:
+def extract(
+    model: ChatModel, messages: list[tuple[str, str]], when: datetime, options: Options | None = None
+) -> list[Candidate]:
     """`messages` are (speaker, text) pairs said around `when`."""
     numbered = "\n".join(f"{i}. {speaker}: {text}" for i, (speaker, text) in enumerate(messages, 1))
     user = f"Time: {when:%A %Y-%m-%d %H:%M}. Messages:\n{numbered}"

@@ -38,7 +38,10 @@ def read_history(path: Path, me: str | None = None) -> list[HistoryMessage]:
         return [m for sample in _locomo_samples(path) for m in sample_messages(sample, me)]
     if items and all(isinstance(i, dict) and "mapping" in i for i in items):
         return _chatgpt(items)
-    raise BadInput(f"{path} is neither a LoCoMo file nor a ChatGPT export", "LoCoMo samples have a 'conversation'; ChatGPT conversations a 'mapping'")
+    raise BadInput(
+        f"{path} is neither a LoCoMo file nor a ChatGPT export",
+        "LoCoMo samples have a 'conversation'; ChatGPT conversations a 'mapping'",
+    )
 
 
 def _locomo_samples(path: Path):
@@ -61,10 +64,22 @@ def sample_messages(sample, me: str | None = None) -> list[HistoryMessage]:
         try:
             start = parse_session_time(session.time)
         except ValueError as exc:
-            raise BadInput(f"session {session.index} of {sample.sample_id} has an unreadable date {session.time!r}", "dates look like '1:56 pm on 8 May, 2023'") from exc
+            raise BadInput(
+                f"session {session.index} of {sample.sample_id} has an unreadable date {session.time!r}",
+                "dates look like '1:56 pm on 8 May, 2023'",
+            ) from exc
         for n, turn in enumerate(session.turns):
             role = "user" if turn.speaker == me else "other"
-            found.append(HistoryMessage(turn.text, role, turn.speaker, start + timedelta(seconds=n), f"locomo:{sample.sample_id}", turn.dia_id))
+            found.append(
+                HistoryMessage(
+                    turn.text,
+                    role,
+                    turn.speaker,
+                    start + timedelta(seconds=n),
+                    f"locomo:{sample.sample_id}",
+                    turn.dia_id,
+                )
+            )
     return found
 
 
@@ -82,9 +97,21 @@ def _chatgpt(conversations: list[dict]) -> list[HistoryMessage]:
             try:
                 when = datetime.fromtimestamp(float(message["create_time"]), tz=timezone.utc)
             except (TypeError, ValueError, OverflowError, OSError) as exc:
-                raise BadInput(f"message {str(message.get('id'))[:40]!r} has an unreadable create_time {str(message['create_time'])[:40]!r}", "it is seconds since 1970, as ChatGPT exports it") from exc
+                raise BadInput(
+                    f"message {str(message.get('id'))[:40]!r} has an unreadable create_time {str(message['create_time'])[:40]!r}",
+                    "it is seconds since 1970, as ChatGPT exports it",
+                ) from exc
             ref = message.get("id")
-            found.append(HistoryMessage("\n".join(parts), role, "user" if role == "user" else "chatgpt", when, "chatgpt", ref if isinstance(ref, str) else None))
+            found.append(
+                HistoryMessage(
+                    "\n".join(parts),
+                    role,
+                    "user" if role == "user" else "chatgpt",
+                    when,
+                    "chatgpt",
+                    ref if isinstance(ref, str) else None,
+                )
+            )
     found.sort(key=lambda m: m.when)
     return found
 

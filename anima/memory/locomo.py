@@ -154,15 +154,23 @@ def _load_sample(raw: dict, where: str) -> Sample:
         if category != 5:
             _need(q, "answer", (str, int, float), qw)
         adversarial = q.get("adversarial_answer")
-        questions.append(Question(
-            question=_need(q, "question", str, qw),
-            answer=str(q.get("answer", "")),
-            category=category,
-            evidence=parse_evidence(_need(q, "evidence", list, qw)),
-            adversarial_answer=None if adversarial is None else str(adversarial),
-        ))
-    return Sample(sample_id, _need(conv, "speaker_a", str, where), _need(conv, "speaker_b", str, where),
-                  tuple(sessions), tuple(questions), _observations(raw.get("observation"), numbers))
+        questions.append(
+            Question(
+                question=_need(q, "question", str, qw),
+                answer=str(q.get("answer", "")),
+                category=category,
+                evidence=parse_evidence(_need(q, "evidence", list, qw)),
+                adversarial_answer=None if adversarial is None else str(adversarial),
+            )
+        )
+    return Sample(
+        sample_id,
+        _need(conv, "speaker_a", str, where),
+        _need(conv, "speaker_b", str, where),
+        tuple(sessions),
+        tuple(questions),
+        _observations(raw.get("observation"), numbers),
+    )
 
 
 def _observations(raw, numbers: list[int]) -> tuple[Observation, ...]:
@@ -172,7 +180,7 @@ def _observations(raw, numbers: list[int]) -> tuple[Observation, ...]:
     found = []
     for n in numbers:
         by_speaker = raw.get(f"session_{n}_observation")
-        for speaker, items in (by_speaker.items() if isinstance(by_speaker, dict) else ()):
+        for speaker, items in by_speaker.items() if isinstance(by_speaker, dict) else ():
             for item in items if isinstance(items, list) else ():
                 if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and item[0].strip():
                     evidence = item[1] if isinstance(item[1], list) else [item[1]]
@@ -185,7 +193,9 @@ def load_locomo(path: Path) -> list[Sample]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
-        raise BadInput(f"no LoCoMo file at {path}", "give --data a LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json") from None
+        raise BadInput(
+            f"no LoCoMo file at {path}", "give --data a LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NotLoCoMo(f"not a LoCoMo file: {path} is not valid JSON ({e})") from None
     if not isinstance(data, list) or not data:
@@ -194,8 +204,15 @@ def load_locomo(path: Path) -> list[Sample]:
 
 
 # ----------------------------------------------------------------------------- Porter stemmer
-_IRREGULAR = {"skies": "sky", "dying": "die", "lying": "lie", "tying": "tie", "innings": "inning",
-              "outings": "outing", "cannings": "canning"}  # + identity for sky, news, inning, ...
+_IRREGULAR = {
+    "skies": "sky",
+    "dying": "die",
+    "lying": "lie",
+    "tying": "tie",
+    "innings": "inning",
+    "outings": "outing",
+    "cannings": "canning",
+}  # + identity for sky, news, inning, ...
 _IRREGULAR.update((w, w) for w in "sky news inning outing canning howe proceed exceed succeed".split())
 
 
@@ -225,14 +242,51 @@ def _rules(w: str, rules, cond) -> str:
     return w
 
 
-_STEP2 = [("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "ance"), ("izer", "ize"),
-          ("bli", "ble"), ("alli", "al"), ("entli", "ent"), ("eli", "e"), ("ousli", "ous"),
-          ("ization", "ize"), ("ation", "ate"), ("ator", "ate"), ("alism", "al"), ("iveness", "ive"),
-          ("fulness", "ful"), ("ousness", "ous"), ("aliti", "al"), ("iviti", "ive"), ("biliti", "ble"),
-          ("fulli", "ful")]
+_STEP2 = [
+    ("ational", "ate"),
+    ("tional", "tion"),
+    ("enci", "ence"),
+    ("anci", "ance"),
+    ("izer", "ize"),
+    ("bli", "ble"),
+    ("alli", "al"),
+    ("entli", "ent"),
+    ("eli", "e"),
+    ("ousli", "ous"),
+    ("ization", "ize"),
+    ("ation", "ate"),
+    ("ator", "ate"),
+    ("alism", "al"),
+    ("iveness", "ive"),
+    ("fulness", "ful"),
+    ("ousness", "ous"),
+    ("aliti", "al"),
+    ("iviti", "ive"),
+    ("biliti", "ble"),
+    ("fulli", "ful"),
+]
 _STEP3 = [("icate", "ic"), ("ative", ""), ("alize", "al"), ("iciti", "ic"), ("ical", "ic"), ("ful", ""), ("ness", "")]
-_STEP4 = ["al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "ion",
-          "ou", "ism", "ate", "iti", "ous", "ive", "ize"]
+_STEP4 = [
+    "al",
+    "ance",
+    "ence",
+    "er",
+    "ic",
+    "able",
+    "ible",
+    "ant",
+    "ement",
+    "ment",
+    "ent",
+    "ion",
+    "ou",
+    "ism",
+    "ate",
+    "iti",
+    "ous",
+    "ive",
+    "ize",
+]
 
 
 def _step2(w: str) -> str:
@@ -259,8 +313,11 @@ def porter_stem(word: str) -> str:
     if len(w) <= 2:
         return w
     # step 1a
-    w = w[:-3] + "ie" if w.endswith("ies") and len(w) == 4 else \
-        _rules(w, [("sses", "ss"), ("ies", "i"), ("ss", "ss"), ("s", "")], lambda s: True)
+    w = (
+        w[:-3] + "ie"
+        if w.endswith("ies") and len(w) == 4
+        else _rules(w, [("sses", "ss"), ("ies", "i"), ("ss", "ss"), ("s", "")], lambda s: True)
+    )
     # step 1b
     if w.endswith("ied"):
         w = w[:-3] + ("ie" if len(w) == 4 else "i")

@@ -45,7 +45,9 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
 
 
-def decide(model: ChatModel | None, candidate: Candidate, similar: list[tuple[Memory, float]]) -> tuple[str, int | None]:
+def decide(
+    model: ChatModel | None, candidate: Candidate, similar: list[tuple[Memory, float]]
+) -> tuple[str, int | None]:
     close = [(m, s) for m, s in similar if s >= SIMILAR]
     if not close:
         return "add", None
@@ -57,7 +59,10 @@ def decide(model: ChatModel | None, candidate: Candidate, similar: list[tuple[Me
     listing = "\n".join(f"{m.id}. {m.text}" + (f" (date {m.ref_date})" if m.ref_date else "") for m, _ in close[:3])
     reply = complete(
         model,
-        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Existing memories:\n{listing}\n\nNew memory: {candidate.text}"}],
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Existing memories:\n{listing}\n\nNew memory: {candidate.text}"},
+        ],
         Options(max_tokens=30, temperature=0.0, json_schema=SCHEMA),
     )
     try:
@@ -70,7 +75,9 @@ def decide(model: ChatModel | None, candidate: Candidate, similar: list[tuple[Me
     return "add", None
 
 
-def reconcile(store: Store, model: ChatModel | None, candidate: Candidate, vector, source_ids: list[int], when: str) -> Decision:
+def reconcile(
+    store: Store, model: ChatModel | None, candidate: Candidate, vector, source_ids: list[int], when: str
+) -> Decision:
     hits = store.search_vector("memories", vector, 8)
     by_id = {m.id: m for m in store.memories([i for i, _ in hits])}
     similar = [(by_id[i], s) for i, s in hits if i in by_id and by_id[i].valid_to is None]
@@ -84,6 +91,14 @@ def reconcile(store: Store, model: ChatModel | None, candidate: Candidate, vecto
         return Decision("merge", target, target)
     if action == "invalidate":
         store.invalidate_memory(target, when)
-    memory = Memory(candidate.text, kind=candidate.kind, subject=candidate.subject, ref_date=candidate.ref_date, valid_from=when, confidence=0.8, source_ids=list(source_ids))
+    memory = Memory(
+        candidate.text,
+        kind=candidate.kind,
+        subject=candidate.subject,
+        ref_date=candidate.ref_date,
+        valid_from=when,
+        confidence=0.8,
+        source_ids=list(source_ids),
+    )
     store.add_memory(memory, vector)
     return Decision(action, target, memory.id)

@@ -69,7 +69,7 @@ class Hit:
 
 
 def readable(when: str) -> str:
-    """"2023-05-08T13:56:00" and "2023-05-08" -> "8 May 2023"; "2023-06" -> "June 2023".
+    """ "2023-05-08T13:56:00" and "2023-05-08" -> "8 May 2023"; "2023-06" -> "June 2023".
     Small models read (and repeat) dates written as people write them better than ISO;
     the day is enough for what memory is asked, and the hour would cost tokens on every line."""
     try:
@@ -92,20 +92,36 @@ def _fuse(lists: list[tuple[list[int], float]]) -> dict[int, float]:
     return scores
 
 
-EXPAND_SCHEMA = {"type": "object", "properties": {"queries": {"type": "array", "items": {"type": "string"}, "maxItems": 3}}, "required": ["queries"]}
+EXPAND_SCHEMA = {
+    "type": "object",
+    "properties": {"queries": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+    "required": ["queries"],
+}
 EXPAND_SYSTEM = """Rewrite a question about someone's past conversations as up to 3 short search queries:
 keywords, names, and words a message answering it would likely contain. JSON: {"queries": [...]}"""
 
 
 def expand_query(model: ChatModel, query: str) -> list[str]:
-    reply = complete(model, [{"role": "system", "content": EXPAND_SYSTEM}, {"role": "user", "content": query}], Options(max_tokens=80, temperature=0.0, json_schema=EXPAND_SCHEMA))
+    reply = complete(
+        model,
+        [{"role": "system", "content": EXPAND_SYSTEM}, {"role": "user", "content": query}],
+        Options(max_tokens=80, temperature=0.0, json_schema=EXPAND_SCHEMA),
+    )
     try:
         return [q for q in reply.json().get("queries", []) if isinstance(q, str) and q.strip()][:3]
     except (ValueError, AttributeError):
         return []
 
 
-def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k: int = 8, tables: tuple[str, ...] = ("memories", "episodes"), expand: ChatModel | None = None) -> list[Hit]:
+def recall(
+    store: Store,
+    embedder: Embedder | None,
+    query: str,
+    now: datetime,
+    k: int = 8,
+    tables: tuple[str, ...] = ("memories", "episodes"),
+    expand: ChatModel | None = None,
+) -> list[Hit]:
     vector = embedder.embed([query])[0] if embedder else None
     span = query_range(query, now)
     extra = expand_query(expand, query) if expand is not None else []
@@ -119,7 +135,9 @@ def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k
         lists += [([i for i, _ in store.search_text(table, q, POOL)], TEXT_WEIGHT / 2) for q in extra]
         # Relevant = matched the words (or an expansion's), is close in meaning, or falls
         # in the period asked about; recency only orders relevant hits, never adds one.
-        relevant = {i for ids, _ in lists[:1] + lists[2:] for i in ids} | {i for i, s in vec_hits if s >= MIN_SIMILARITY}
+        relevant = {i for ids, _ in lists[:1] + lists[2:] for i in ids} | {
+            i for i, s in vec_hits if s >= MIN_SIMILARITY
+        }
         pool = list(dict.fromkeys(i for ids, _ in lists for i in ids))
         records = {r.id: r for r in (store.memories(pool) if table == "memories" else store.episodes(pool))}
         if span is not None:
@@ -133,7 +151,17 @@ def recall(store: Store, embedder: Embedder | None, query: str, now: datetime, k
         for i, score in _fuse(lists).items():
             if i in records and i in relevant:
                 r = records[i]
-                hits.append(Hit(table[:-1] if table == "episodes" else "memory", i, r.text, _when(r), score, r, getattr(r, "speaker", "")))
+                hits.append(
+                    Hit(
+                        table[:-1] if table == "episodes" else "memory",
+                        i,
+                        r.text,
+                        _when(r),
+                        score,
+                        r,
+                        getattr(r, "speaker", ""),
+                    )
+                )
     hits.sort(key=lambda h: -h.score)
     hits = _distinct(hits)[:k]
     replies = store.replies([h.id for h in hits if h.kind == "episode"])
@@ -177,7 +205,9 @@ def profile(store: Store, limit: int = 6) -> list[Memory]:
     return store.profile_memories(limit)
 
 
-def fit(profile_items: list[Memory], hits: list[Hit], budget: int = CONTEXT_CHARS, turns: int | None = None) -> list[Hit]:
+def fit(
+    profile_items: list[Memory], hits: list[Hit], budget: int = CONTEXT_CHARS, turns: int | None = None
+) -> list[Hit]:
     """The best hits whose lines fit in the prompt beside the profile: within `budget`
     characters and, when `turns` is given, showing at most that many messages (an
     episode shows itself and its reply, a memory one line)."""

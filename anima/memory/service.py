@@ -46,9 +46,26 @@ class MemoryService:
 
     # --- the two layers ----------------------------------------------------
 
-    def observe(self, text: str, role: str = "user", speaker: str = "", when: datetime | None = None, conversation_id: int | None = None, source: str = "chat", ref: str | None = None) -> int:
+    def observe(
+        self,
+        text: str,
+        role: str = "user",
+        speaker: str = "",
+        when: datetime | None = None,
+        conversation_id: int | None = None,
+        source: str = "chat",
+        ref: str | None = None,
+    ) -> int:
         """Keep a message as an episode, searchable at once."""
-        episode = Episode(text, role=role, speaker=speaker, ts=(when or utcnow()).isoformat(), source=source, ref=ref, conversation_id=conversation_id)
+        episode = Episode(
+            text,
+            role=role,
+            speaker=speaker,
+            ts=(when or utcnow()).isoformat(),
+            source=source,
+            ref=ref,
+            conversation_id=conversation_id,
+        )
         said = f"{speaker}: {text}" if speaker else text  # "what did Ana say about X" finds Ana's turns
         return self.store.add_episode(episode, self._vector(said), said)
 
@@ -56,7 +73,9 @@ class MemoryService:
         """Distil memories from one message and fold them in (slow: model calls)."""
         return self._learn([episode_id], [(speaker, text)], when)
 
-    def _learn(self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime, ask: bool = True) -> list[Decision]:
+    def _learn(
+        self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime, ask: bool = True
+    ) -> list[Decision]:
         """`ask`: let the model settle a new memory that is close to an old one (see reconcile)."""
         if self.model is None:
             return []
@@ -64,12 +83,18 @@ class MemoryService:
         for candidate in extract(self.model, messages, when):
             vector = self._vector(candidate.text)
             sources = [episode_ids[i] for i in candidate.sources] or self._closest(episode_ids, vector)
-            decisions.append(reconcile(self.store, self.model if ask else None, candidate, vector, sources, when.isoformat()))
+            decisions.append(
+                reconcile(self.store, self.model if ask else None, candidate, vector, sources, when.isoformat())
+            )
         return decisions
 
     def _closest(self, episode_ids: list[int], vector) -> list[int]:
         """When the model did not say which message a memory came from: the nearest one."""
-        hits = [i for i, _ in self.store.search_vector("episodes", vector, 50) if i in episode_ids] if vector is not None else []
+        hits = (
+            [i for i, _ in self.store.search_vector("episodes", vector, 50) if i in episode_ids]
+            if vector is not None
+            else []
+        )
         return hits[:1] or episode_ids[:1]
 
     def learn_history(self, items: list[tuple[int, Any]], chunk: int = 6, progress=None) -> list[Decision]:
@@ -87,7 +112,9 @@ class MemoryService:
         chunks += [current] if current else []
         decisions = []
         for n, part in enumerate(chunks, 1):
-            decisions += self._learn([eid for eid, _ in part], [(m.speaker, m.text) for _, m in part], part[0][1].when, ask=False)
+            decisions += self._learn(
+                [eid for eid, _ in part], [(m.speaker, m.text) for _, m in part], part[0][1].when, ask=False
+            )
             if progress:
                 progress(n, len(chunks))
         return decisions
@@ -95,7 +122,9 @@ class MemoryService:
     def recall(self, query: str, now: datetime | None = None, k: int = 8) -> list[Hit]:
         return recall(self.store, self.embedder, query, now or utcnow(), k, expand=self.model if self.expand else None)
 
-    def context(self, query: str, now: datetime | None = None, k: int = 10, clean: Callable[[str], str] = str) -> tuple[str, list[Hit]]:
+    def context(
+        self, query: str, now: datetime | None = None, k: int = 10, clean: Callable[[str], str] = str
+    ) -> tuple[str, list[Hit]]:
         """The memory part of the prompt for `query` (at most `k` remembered messages
         and memories), and the hits it shows; `clean` is applied to each remembered
         text as it goes into the prompt."""
@@ -151,10 +180,19 @@ class MemoryService:
 
     def import_(self, data: Any) -> int:
         """Read an export back; ids are kept when free, else remapped. Returns the count."""
-        if not isinstance(data, dict) or data.get("version") != EXPORT_VERSION or not isinstance(data.get("memories"), list) or not isinstance(data.get("episodes", []), list):
-            raise BadInput("not an anima memory export", f"expected JSON with version {EXPORT_VERSION} and a memories list")
+        if (
+            not isinstance(data, dict)
+            or data.get("version") != EXPORT_VERSION
+            or not isinstance(data.get("memories"), list)
+            or not isinstance(data.get("episodes", []), list)
+        ):
+            raise BadInput(
+                "not an anima memory export", f"expected JSON with version {EXPORT_VERSION} and a memories list"
+            )
         episodes = [_record(Episode, row, f"episode {n}") for n, row in enumerate(data.get("episodes", []), 1)]
-        memories = [_record(Memory, row, f"memory {n}") for n, row in enumerate(data["memories"], 1)]  # all checked before any is stored
+        memories = [
+            _record(Memory, row, f"memory {n}") for n, row in enumerate(data["memories"], 1)
+        ]  # all checked before any is stored
         episode_ids = {}
         for episode in episodes:
             old = episode.id
@@ -175,12 +213,21 @@ def _record(cls: type, row: Any, where: str):
     try:
         record = cls(**row)
     except TypeError as exc:
-        raise BadInput(f"the export has a malformed record ({where}): {exc}", "export it again, or fix the file; nothing was imported") from exc
+        raise BadInput(
+            f"the export has a malformed record ({where}): {exc}",
+            "export it again, or fix the file; nothing was imported",
+        ) from exc
     hints = get_type_hints(cls)
     if bad := next((f.name for f in fields(cls) if not _fits(getattr(record, f.name), hints[f.name])), None):
-        raise BadInput(f"the export has a malformed record ({where}): bad {bad} {getattr(record, bad)!r:.60}", "export it again, or fix the file; nothing was imported")
+        raise BadInput(
+            f"the export has a malformed record ({where}): bad {bad} {getattr(record, bad)!r:.60}",
+            "export it again, or fix the file; nothing was imported",
+        )
     if getattr(record, "kind", KINDS[0]) not in KINDS:
-        raise BadInput(f"the export has a malformed record ({where}): unknown kind {record.kind!r:.40}", f"use one of: {', '.join(KINDS)}; nothing was imported")
+        raise BadInput(
+            f"the export has a malformed record ({where}): unknown kind {record.kind!r:.40}",
+            f"use one of: {', '.join(KINDS)}; nothing was imported",
+        )
     return record
 
 
@@ -205,7 +252,9 @@ class Learner:
     message only when `idle()`, and gives the model up at the next token when `busy()`
     (a request came in), then learns from that message again at the next quiet moment."""
 
-    def __init__(self, memory: MemoryService, idle: Callable[[], bool] = lambda: True, busy: Callable[[], bool] = lambda: False):
+    def __init__(
+        self, memory: MemoryService, idle: Callable[[], bool] = lambda: True, busy: Callable[[], bool] = lambda: False
+    ):
         self.memory = memory
         self.idle = idle  # learning waits while this says the model is wanted elsewhere (a server's requests)
         self.busy = busy  # a request is in flight: learning in progress stops for it

@@ -21,7 +21,14 @@ def load_chat_model(config: Config) -> ChatModel:
     from anima.models.registry import resolve
 
     s = config.llama_cpp
-    return LlamaCppChatModel(resolve(config.model), name=config.model, n_ctx=s.n_ctx, n_threads=s.n_threads, n_batch=s.n_batch, verbose=s.verbose)
+    return LlamaCppChatModel(
+        resolve(config.model),
+        name=config.model,
+        n_ctx=s.n_ctx,
+        n_threads=s.n_threads,
+        n_batch=s.n_batch,
+        verbose=s.verbose,
+    )
 
 
 def _servers(config: Config) -> list[str]:
@@ -56,7 +63,21 @@ def load_embedder(config: Config) -> Embedder:
     from anima.models.llama_cpp import LlamaCppEmbedder
     from anima.models.registry import resolve
 
-    return LlamaCppEmbedder(resolve(config.embedder, kind="embed"), name=config.embedder, n_threads=config.llama_cpp.n_threads)
+    return LlamaCppEmbedder(
+        resolve(config.embedder, kind="embed"), name=config.embedder, n_threads=config.llama_cpp.n_threads
+    )
 
 
-__all__ = ["Capabilities", "ChatModel", "Chunk", "Completion", "Embedder", "Message", "Options", "Usage", "complete", "load_chat_model", "load_embedder"]
+__all__ = [
+    "Capabilities",
+    "ChatModel",
+    "Chunk",
+    "Completion",
+    "Embedder",
+    "Message",
+    "Options",
+    "Usage",
+    "complete",
+    "load_chat_model",
+    "load_embedder",
+]

@@ -28,14 +28,18 @@ class Options:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None  # constrain the reply to this JSON schema
     tools: list[dict[str, Any]] | None = None  # OpenAI-style tool definitions the model may call
-    prefix: str = ""  # the reply starts with this text (backends whose capabilities say prefill); only what follows is returned
+    prefix: str = (
+        ""  # the reply starts with this text (backends whose capabilities say prefill); only what follows is returned
+    )
 
 
 @dataclass(frozen=True)
 class Capabilities:
     """What a chat backend can do besides `stream`, declared by the backend."""
 
-    remote: str = ""  # where what it is sent goes when that is off this machine's network (a URL); "" when it stays here
+    remote: str = (
+        ""  # where what it is sent goes when that is off this machine's network (a URL); "" when it stays here
+    )
     prefill: bool = False  # honours Options.prefix
     logits: bool = False  # has first_token_logits(messages, words) -> {word: logit}
     n_ctx: int = 0  # context window in tokens; 0 when unknown
@@ -156,7 +160,11 @@ def split_tool_calls(text: str, names: set[str] | None = None) -> tuple[str, lis
             call = json.loads(match.group(1), strict=False)
         except ValueError:
             return match.group(0)
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str) or (need_known and call["name"] not in (names or ())):
+        if (
+            not isinstance(call, dict)
+            or not isinstance(call.get("name"), str)
+            or (need_known and call["name"] not in (names or ()))
+        ):
             return match.group(0)
         calls.append({"name": call["name"], "arguments": call.get("arguments") or {}})
         return ""

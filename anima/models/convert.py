@@ -51,8 +51,13 @@ _LAYER = {
     "output.dense": gguf.MODEL_TENSOR.FFN_DOWN,
     "output.LayerNorm": gguf.MODEL_TENSOR.LAYER_OUT_NORM,
 }
-_SPECIALS = {"cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]",
-             "pad_token": "[PAD]", "mask_token": "[MASK]"}
+_SPECIALS = {
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "unk_token": "[UNK]",
+    "pad_token": "[PAD]",
+    "mask_token": "[MASK]",
+}
 
 
 def _corrupt(path: Path, what: str) -> ModelCorrupt:
@@ -80,7 +85,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     raw = path.read_bytes()
     try:
         (n,) = struct.unpack_from("<Q", raw, 0)
-        header = json.loads(raw[8:8 + n].decode("utf-8"))
+        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
     except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _corrupt(path, f"unreadable safetensors header ({e})") from None
     tensors = {}

@@ -21,7 +21,9 @@ class FakeChatModel:
     in `.calls` as `(messages, options)`.
     """
 
-    def __init__(self, script: list[Reply] | None = None, name: str = "fake", capabilities: Capabilities = Capabilities()):
+    def __init__(
+        self, script: list[Reply] | None = None, name: str = "fake", capabilities: Capabilities = Capabilities()
+    ):
         """`capabilities`: what it stands in for (e.g. `Capabilities(remote=url)`, a remote server)."""
         self.name = name
         self.capabilities = capabilities

@@ -31,7 +31,9 @@ def _import_llama_cpp():
         import llama_cpp
         from llama_cpp import llama_chat_format
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ModelUnavailable("llama-cpp-python is not installed", "run `pip install 'llama-cpp-python>=0.3.36,<0.4'`") from exc
+        raise ModelUnavailable(
+            "llama-cpp-python is not installed", "run `pip install 'llama-cpp-python>=0.3.36,<0.4'`"
+        ) from exc
     return llama_cpp, llama_chat_format
 
 
@@ -40,7 +42,9 @@ def _load(path: Path, **kwargs: Any):
     try:
         return llama_cpp.Llama(model_path=str(path), **kwargs)
     except ValueError as exc:  # llama.cpp could not parse the file
-        raise ModelCorrupt(f"llama.cpp cannot load {path}: {exc}", "the file is damaged or not a GGUF model; pull it again") from exc
+        raise ModelCorrupt(
+            f"llama.cpp cannot load {path}: {exc}", "the file is damaged or not a GGUF model; pull it again"
+        ) from exc
 
 
 def _shared(a, b) -> int:
@@ -121,19 +125,34 @@ class PromptCache:
 
 
 class LlamaCppChatModel:
-    def __init__(self, path: Path, name: str | None = None, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, verbose: bool = False,
-                 vocab_only: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        verbose: bool = False,
+        vocab_only: bool = False,
+    ):
         """`vocab_only`: the tokenizer and chat template without the weights (counting tokens)."""
         self.path = Path(path)
         self.name = name or self.path.stem
-        self.llm = _load(self.path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, verbose=verbose, vocab_only=vocab_only)
+        self.llm = _load(
+            self.path, n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, verbose=verbose, vocab_only=vocab_only
+        )
         _, chat_format = _import_llama_cpp()
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelCorrupt(f"{self.path} has no chat template", "use an instruct (chat) GGUF")
-        special = lambda token_id: self.llm.detokenize([token_id], special=True).decode("utf-8", "replace") if token_id >= 0 else ""
+        special = lambda token_id: (
+            self.llm.detokenize([token_id], special=True).decode("utf-8", "replace") if token_id >= 0 else ""
+        )
         self._formatter = chat_format.Jinja2ChatFormatter(
-            template=template, eos_token=special(self.llm.token_eos()), bos_token=special(self.llm.token_bos()), stop_token_ids=[self.llm.token_eos()]
+            template=template,
+            eos_token=special(self.llm.token_eos()),
+            bos_token=special(self.llm.token_bos()),
+            stop_token_ids=[self.llm.token_eos()],
         )
         self._grammars: dict[str, Any] = {}
         self.cache = PromptCache()
@@ -165,14 +184,19 @@ class LlamaCppChatModel:
         if options.prefix:
             tokens = tokens + self.llm.tokenize(options.prefix.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) + 1 >= self.n_ctx:
-            raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the message, or raise llama_cpp.n_ctx")
+            raise ContextTooLong(
+                f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}",
+                "shorten the message, or raise llama_cpp.n_ctx",
+            )
         # The decode runs in a thread of its own that holds the compute lock and hands
         # the pieces over a queue: a reader that stalls (a client that stops reading, a
         # generator nobody closes) holds nothing, and the lock is free again after at
         # most `max_tokens`. A reader that stops early stops the decode at the next token.
         pieces: queue.Queue = queue.Queue()
         stopped = threading.Event()
-        worker = threading.Thread(target=self._decode, args=(tokens, stop, options, pieces, stopped), name="anima-decode", daemon=True)
+        worker = threading.Thread(
+            target=self._decode, args=(tokens, stop, options, pieces, stopped), name="anima-decode", daemon=True
+        )
         worker.start()
         try:
             while True:
@@ -186,7 +210,9 @@ class LlamaCppChatModel:
             stopped.set()
             worker.join()
 
-    def _decode(self, tokens: list[int], stop: list[str], options: Options, pieces: queue.Queue, stopped: threading.Event) -> None:
+    def _decode(
+        self, tokens: list[int], stop: list[str], options: Options, pieces: queue.Queue, stopped: threading.Event
+    ) -> None:
         try:
             with self.lock:
                 if stopped.is_set():  # the reader left while this waited for the lock
@@ -222,7 +248,9 @@ class LlamaCppChatModel:
 
         tokens, _ = self.prompt_tokens(messages)
         if len(tokens) + 1 >= self.n_ctx:
-            raise ContextTooLong(f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the text")
+            raise ContextTooLong(
+                f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the text"
+            )
         ids = {w: self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False)[0] for w in words}
         with self.lock:
             llm = self.llm
@@ -277,8 +305,15 @@ class LlamaCppHiddenStates:
         self.path = Path(path)
         self.name = name or self.path.stem
         self.n_ctx = n_ctx
-        self.llm = _load(self.path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST, n_ctx=n_ctx, n_batch=n_ctx,
-                         n_threads=n_threads, verbose=False)
+        self.llm = _load(
+            self.path,
+            embedding=True,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST,
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_threads=n_threads,
+            verbose=False,
+        )
         self.lock = threading.Lock()
         self.dim = self.llm.n_embd()
 
@@ -289,7 +324,7 @@ class LlamaCppHiddenStates:
         body = ids(text, False)
         room = self.n_ctx - len(ids(head, True)) - len(ids(tail, True)) - 1
         if len(body) > room:
-            body = body[: room // 2] + body[-(room - room // 2):]
+            body = body[: room // 2] + body[-(room - room // 2) :]
         return ids(head, True) + body + ids(tail, True)
 
     def embed(self, texts: list[str]) -> list[list[float]]:

@@ -46,12 +46,14 @@ def _mapped_errors(base_url: str) -> Iterator[None]:
 
 
 class _Client:
-    def __init__(self, base_url: str, api_key: str = "", timeout: float = 120.0,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self, base_url: str, api_key: str = "", timeout: float = 120.0, transport: httpx.BaseTransport | None = None
+    ):
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0),
-                                 transport=transport)
+        self.http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=5.0), transport=transport
+        )
 
     def check(self, response: httpx.Response, model: str) -> None:
         if response.status_code < 400:
@@ -63,11 +65,14 @@ class _Client:
             detail = response.text
         detail = " ".join(str(detail).split())[:200]  # one line, whatever the server sent
         if response.status_code in (401, 403):
-            raise ModelUnavailable(f"{self.base_url} refused the API key ({response.status_code}): {detail}",
-                                   "set openai_http.api_key")
+            raise ModelUnavailable(
+                f"{self.base_url} refused the API key ({response.status_code}): {detail}", "set openai_http.api_key"
+            )
         if response.status_code == 404:
-            raise ModelNotFound(f"{self.base_url} has no model '{model}' ({detail})",
-                                "set openai_http.model to one it lists at /v1/models")
+            raise ModelNotFound(
+                f"{self.base_url} has no model '{model}' ({detail})",
+                "set openai_http.model to one it lists at /v1/models",
+            )
         error = _ServerDown if response.status_code >= 500 else ModelUnavailable
         raise error(f"{self.base_url} answered {response.status_code}: {detail}", "check the server's log")
 
@@ -132,8 +137,10 @@ class _Pool:
         if len(self.upstreams) == 1:
             raise last  # one server: its own error, as it always was
         urls = ", ".join(u.client.base_url for u in tried)
-        raise ModelUnavailable(f"no model server answers: tried {urls}",
-                               f"start one or check openai_http.base_urls; the last said: {last.message}") from last
+        raise ModelUnavailable(
+            f"no model server answers: tried {urls}",
+            f"start one or check openai_http.base_urls; the last said: {last.message}",
+        ) from last
 
     def call(self, attempt: Callable[[_Client], T]) -> T:
         """One request that is not streamed, with the same routing and failover."""
@@ -201,8 +208,14 @@ def _response_format(fmt: str, schema: dict[str, Any]) -> dict[str, Any]:
 class OpenAIChatModel:
     """`base_url` is one server's API root (…/v1) or a list of servers with the same model."""
 
-    def __init__(self, base_url: str | list[str], model: str = "", api_key: str = "", timeout: float = 120.0,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str | list[str],
+        model: str = "",
+        api_key: str = "",
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.pool = _pool(base_url, api_key, timeout, transport)
         self.model = model or self.pool.call(_Client.first_model)
         self.name = f"{self.model}@{','.join(u.client.base_url for u in self.pool.upstreams)}"
@@ -264,8 +277,9 @@ class OpenAIChatModel:
             try:
                 event = json.loads(data)
             except ValueError as exc:
-                raise ModelUnavailable(f"{base_url} sent a malformed event: {data[:80]!r}",
-                                       "is it really OpenAI-compatible?") from exc
+                raise ModelUnavailable(
+                    f"{base_url} sent a malformed event: {data[:80]!r}", "is it really OpenAI-compatible?"
+                ) from exc
             if "error" in event:
                 raise AnimaError(f"{base_url} reported: {event['error'].get('message', event['error'])}")
             if event.get("usage"):
@@ -293,8 +307,14 @@ class OpenAIChatModel:
 
 
 class OpenAIEmbedder:
-    def __init__(self, base_url: str | list[str], model: str = "", api_key: str = "", timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str | list[str],
+        model: str = "",
+        api_key: str = "",
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.pool = _pool(base_url, api_key, timeout, transport)
         self.model = model or self.pool.call(_Client.first_model)
         self.name = f"{self.model}@{','.join(u.client.base_url for u in self.pool.upstreams)}"

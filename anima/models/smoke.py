@@ -51,7 +51,11 @@ def interpret(returncode: int, stdout: str, stderr: str) -> SmokeResult:
         except ValueError:
             name = f"signal {signum}"
         return SmokeResult(False, True, f"a test generation died from {name}")
-    last = (stdout.strip().splitlines() or [""])[-1] if returncode == 0 else (stderr.strip().splitlines() or ["no output"])[-1]
+    last = (
+        (stdout.strip().splitlines() or [""])[-1]
+        if returncode == 0
+        else (stderr.strip().splitlines() or ["no output"])[-1]
+    )
     if returncode == 0:
         return SmokeResult(True, False, last)
     if returncode == NO_MODEL:

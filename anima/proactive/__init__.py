@@ -1,10 +1,10 @@
 """Proactive: what anima raises without being asked, and when it says so.
 
-    scheduler.py  Scheduler: jobs in the store, `tick(now)`, a background thread
-    triggers.py   due reminders, dates in memories, goal check-ins, the daily briefing
-    gate.py       notify or not: relevance (dismissals teach it), quiet hours, rate
-    inbox.py      Item and the inbox: list, done, snooze, dismiss
-    notify.py     Notifier: webhook and desktop delivery
+scheduler.py  Scheduler: jobs in the store, `tick(now)`, a background thread
+triggers.py   due reminders, dates in memories, goal check-ins, the daily briefing
+gate.py       notify or not: relevance (dismissals teach it), quiet hours, rate
+inbox.py      Item and the inbox: list, done, snooze, dismiss
+notify.py     Notifier: webhook and desktop delivery
 """
 
 from anima.proactive.inbox import Item

@@ -56,7 +56,9 @@ def quiet(now: datetime, spec: str) -> bool:
 
 def sent_since(store, since: datetime) -> int:
     """Pushes after `since`."""
-    return sum(1 for i in inbox.items(store, limit=500) if i.notified_at and datetime.fromisoformat(i.notified_at) > since)
+    return sum(
+        1 for i in inbox.items(store, limit=500) if i.notified_at and datetime.fromisoformat(i.notified_at) > since
+    )
 
 
 def decide(item: Item, now: datetime, settings, sent_last_hour: int, streak: int) -> tuple[str, str]:

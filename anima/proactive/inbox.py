@@ -72,7 +72,11 @@ def list_items(store, now: datetime, all: bool = False) -> list[Item]:
 
 def wake(store, now: datetime) -> list[Item]:
     """Snoozed items whose time has come become new again (and may notify again)."""
-    woken = [i for i in items(store, "snoozed", limit=10_000) if i.snooze_until and datetime.fromisoformat(i.snooze_until) <= now]
+    woken = [
+        i
+        for i in items(store, "snoozed", limit=10_000)
+        if i.snooze_until and datetime.fromisoformat(i.snooze_until) <= now
+    ]
     for i in woken:
         update(store, i.id, status="new", snooze_until=None, notify="pending", notified_at=None)
     return woken

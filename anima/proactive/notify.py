@@ -31,7 +31,14 @@ class Notifier:
             self.desktop(item)
 
     def webhook(self, item: Item) -> None:
-        payload = {"id": item.id, "kind": item.kind, "title": item.title, "body": item.body, "reason": item.reason, "created": item.created}
+        payload = {
+            "id": item.id,
+            "kind": item.kind,
+            "title": item.title,
+            "body": item.body,
+            "reason": item.reason,
+            "created": item.created,
+        }
         try:
             self.client.post(self.settings.webhook, json=payload).raise_for_status()
         except httpx.HTTPError as exc:
@@ -46,6 +53,10 @@ class Notifier:
             log.info("desktop notifications are on but notify-send is not installed")
             return
         try:
-            subprocess.run([program, "--app-name=anima", item.title, f"{item.body}\nwhy: {item.reason}".strip()], timeout=10, check=False)
+            subprocess.run(
+                [program, "--app-name=anima", item.title, f"{item.body}\nwhy: {item.reason}".strip()],
+                timeout=10,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("notify-send failed: %s", exc)

@@ -68,8 +68,16 @@ def default_jobs(settings) -> list[Job]:
 
 
 class Scheduler:
-    def __init__(self, store, config, clock: Callable[[], datetime] | None = None, deliver: Callable[[Item], None] | None = None, jobs: list[Job] | None = None, interval: float = 30.0,
-                 job_timeout: float = 60.0):
+    def __init__(
+        self,
+        store,
+        config,
+        clock: Callable[[], datetime] | None = None,
+        deliver: Callable[[Item], None] | None = None,
+        jobs: list[Job] | None = None,
+        interval: float = 30.0,
+        job_timeout: float = 60.0,
+    ):
         self.store = store
         self.settings = config.proactive
         self.clock = clock or local_now
@@ -130,7 +138,9 @@ class Scheduler:
             return future.result(timeout=self.job_timeout)
         except concurrent.futures.TimeoutError:
             self._running[job.name] = future
-            raise TimeoutError(f"did not finish in {self.job_timeout:g} s; left running, not started again until it ends") from None
+            raise TimeoutError(
+                f"did not finish in {self.job_timeout:g} s; left running, not started again until it ends"
+            ) from None
 
     def push(self, now: datetime) -> list[Item]:
         """Deliver the pending new items the gate lets through, oldest first; returns them."""

@@ -60,7 +60,15 @@ def due_reminders(store, now: datetime, settings=None, late: datetime | None = N
         missed = reminders.next_time(r, now)[1] if r.every else 0
         if now - due > GRACE:
             reason += "; missed while anima was off" + (f", with {missed} later time(s) skipped" if missed else "")
-        item = Item(r.kind, r.text, f"due {show(due)}", reason, key=f"{r.kind}:{r.id}@{r.due}", data={"reminder_id": r.id, "every": r.every}, relevance=BASE[r.kind])
+        item = Item(
+            r.kind,
+            r.text,
+            f"due {show(due)}",
+            reason,
+            key=f"{r.kind}:{r.id}@{r.due}",
+            data={"reminder_id": r.id, "every": r.every},
+            relevance=BASE[r.kind],
+        )
         new = inbox.add(store, item, now)  # recorded first: a crash before `fire` cannot raise it twice
         reminders.fire(store, r, now)
         if new:
@@ -83,7 +91,9 @@ def memory_day(memory, today: date) -> date | None:
             return None
     else:
         said = datetime.fromisoformat(memory.created_at).replace(tzinfo=None)
-        spans = [s for s in find_times(memory.text, said) if s.granularity == "day" and s.end - s.start == timedelta(days=1)]
+        spans = [
+            s for s in find_times(memory.text, said) if s.granularity == "day" and s.end - s.start == timedelta(days=1)
+        ]
         day = spans[0].start.date() if len(spans) == 1 else None
     if day is None:
         return None
@@ -121,7 +131,7 @@ def memory_dates(store, now: datetime, settings, late: datetime | None = None) -
             "date",
             f"{_in_days(n).capitalize()} ({day:%a %d %b}): {m.text}",
             f"you may need {need}" if need else "",
-            f"from your memory #{m.id} \"{m.text}\"; dates are raised {settings.lookahead_days} days ahead (proactive.lookahead_days)",
+            f'from your memory #{m.id} "{m.text}"; dates are raised {settings.lookahead_days} days ahead (proactive.lookahead_days)',
             key=f"date:{m.id}@{day.isoformat()}",
             data={"memory_id": m.id, "date": day.isoformat()},
             relevance=BASE["date"],
@@ -145,7 +155,15 @@ def goal_checkins(store, now: datetime, settings=None, late: datetime | None = N
         if g.get("due"):
             left = (date.fromisoformat(g["due"][:10]) - now.date()).days
             reason += f"; it is due {g['due'][:10]} ({_in_days(left) if left >= 0 else f'{-left} days ago'})"
-        item = Item("goal", f"How is \"{g['title']}\" going? ({g.get('progress', 0)}% done)", "", reason, key=f"goal:{g['id']}@{year}-W{week:02d}", data={"goal_id": g["id"]}, relevance=BASE["goal"])
+        item = Item(
+            "goal",
+            f'How is "{g["title"]}" going? ({g.get("progress", 0)}% done)',
+            "",
+            reason,
+            key=f"goal:{g['id']}@{year}-W{week:02d}",
+            data={"goal_id": g["id"]},
+            relevance=BASE["goal"],
+        )
         if new := inbox.add(store, item, now):
             added.append(new)
     return added
@@ -186,12 +204,20 @@ def briefing(store, now: datetime, lookahead_days: int = 3) -> Item:
             line("due", f"{r.text} (overdue since {show(due)})", f"a {what} past its time and still open")
         elif due < max(end, now + timedelta(hours=12)):  # late in the evening, the night ahead counts
             today = due < end
-            line("due", f"{due:%H:%M}{'' if today else ' tomorrow'} {r.text}", f"a {what} due {'today' if today else 'within 12 hours'}")
+            line(
+                "due",
+                f"{due:%H:%M}{'' if today else ' tomorrow'} {r.text}",
+                f"a {what} due {'today' if today else 'within 12 hours'}",
+            )
 
     open_goals = _optional("goals", "open_goals")
     goals = open_goals(store) if open_goals else []
     for g in goals:
-        line("goals", f"{g['title']}: {g.get('progress', 0)}% done" + (f", due {g['due'][:10]}" if g.get("due") else ""), "an open goal")
+        line(
+            "goals",
+            f"{g['title']}: {g.get('progress', 0)}% done" + (f", due {g['due'][:10]}" if g.get("due") else ""),
+            "an open goal",
+        )
 
     dates = upcoming_dates(store, now.date(), lookahead_days)
     for day, m in dates:
@@ -200,17 +226,36 @@ def briefing(store, now: datetime, lookahead_days: int = 3) -> Item:
     # What the user may need: each from one of the lines above, with why.
     for day, m in dates:
         if need := _need(m.text):
-            line("needs", f"{need}, for \"{m.text}\"", f"{_in_days((day - now.date()).days)}, from your memory #{m.id}")
+            line("needs", f'{need}, for "{m.text}"', f"{_in_days((day - now.date()).days)}, from your memory #{m.id}")
     for e in events:
         if e.get("location") and _clock(e["start"]) != "all day":
-            line("needs", f"leave in time for {e['title']} at {e['location']} ({_clock(e['start'])})", "a calendar event at a place")
+            line(
+                "needs",
+                f"leave in time for {e['title']} at {e['location']} ({_clock(e['start'])})",
+                "a calendar event at a place",
+            )
     if overdue:
         line("needs", f"clear or move {len(overdue)} overdue item(s)", "past their time and still open")
     for g in goals:
-        if g.get("due") and 0 <= (date.fromisoformat(g["due"][:10]) - now.date()).days <= max(lookahead_days, 7) and g.get("progress", 0) < 100:
-            line("needs", f"time for \"{g['title']}\", due {g['due'][:10]}", f"a goal due soon, {g.get('progress', 0)}% done")
+        if (
+            g.get("due")
+            and 0 <= (date.fromisoformat(g["due"][:10]) - now.date()).days <= max(lookahead_days, 7)
+            and g.get("progress", 0) < 100
+        ):
+            line(
+                "needs",
+                f'time for "{g["title"]}", due {g["due"][:10]}',
+                f"a goal due soon, {g.get('progress', 0)}% done",
+            )
 
-    heads = {"calendar": "Today", "due": "Due", "todo": "To-dos", "goals": "Goals", "dates": "Coming up", "needs": "You may need"}
+    heads = {
+        "calendar": "Today",
+        "due": "Due",
+        "todo": "To-dos",
+        "goals": "Goals",
+        "dates": "Coming up",
+        "needs": "You may need",
+    }
     body = []
     for section, head in heads.items():
         mine = [x for x in lines if x["section"] == section]

@@ -62,7 +62,9 @@ def rows(texts: Sequence[str], idf: np.ndarray, embeddings: np.ndarray) -> Rows:
     )
 
 
-def _fit(x: Rows, y: np.ndarray, size: int, fold: bool, weight: np.ndarray, l2: float, steps: int = 300) -> tuple[np.ndarray, np.ndarray, float]:
+def _fit(
+    x: Rows, y: np.ndarray, size: int, fold: bool, weight: np.ndarray, l2: float, steps: int = 300
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Weighted logistic regression by full-batch Adam from zeros (deterministic)."""
     w, v, b = np.zeros(size), np.zeros(x.emb.shape[1]), 0.0
     m = [np.zeros(size), np.zeros_like(v), 0.0]
@@ -93,7 +95,9 @@ class Head:
     cat_b: np.ndarray
     threshold: float = 0.5
     manifest: dict = field(default_factory=dict)
-    gaps: np.ndarray = field(default_factory=lambda: np.linspace(0, 0.5, 101))  # percentiles of |p - threshold|, out of fold
+    gaps: np.ndarray = field(
+        default_factory=lambda: np.linspace(0, 0.5, 101)
+    )  # percentiles of |p - threshold|, out of fold
 
     def band_for(self, share: float, threshold: float | None = None) -> tuple[float, float]:
         """The uncertain band around the threshold that held about `share` of the
@@ -105,7 +109,9 @@ class Head:
     def score_texts(self, texts: Sequence[str], embed: Embed | None) -> tuple[np.ndarray, list[list[str]]]:
         return self.score(texts, embed_start(embed, texts, self.v.shape[0]))
 
-    def score(self, texts: Sequence[str], embeddings: np.ndarray, categories: bool = True) -> tuple[np.ndarray, list[list[str]]]:
+    def score(
+        self, texts: Sequence[str], embeddings: np.ndarray, categories: bool = True
+    ) -> tuple[np.ndarray, list[list[str]]]:
         """P(unsafe) per text and its likely categories, most likely first."""
         x = rows(texts, self.idf, embeddings)
         p = 1 / (1 + np.exp(-(x.dot(self.w, self.v) + self.b)))
@@ -126,9 +132,17 @@ class Head:
         tmp = path.with_name(path.name + ".part")
         with tmp.open("wb") as f:
             np.savez_compressed(
-                f, idf=self.idf.astype(np.float16), w=self.w.astype(np.float32), v=self.v.astype(np.float32), b=self.b,
-                cat_w=self.cat_w.astype(np.float32), cat_v=self.cat_v.astype(np.float32), cat_b=self.cat_b,
-                threshold=self.threshold, manifest=json.dumps(self.manifest), gaps=self.gaps,
+                f,
+                idf=self.idf.astype(np.float16),
+                w=self.w.astype(np.float32),
+                v=self.v.astype(np.float32),
+                b=self.b,
+                cat_w=self.cat_w.astype(np.float32),
+                cat_v=self.cat_v.astype(np.float32),
+                cat_b=self.cat_b,
+                threshold=self.threshold,
+                manifest=json.dumps(self.manifest),
+                gaps=self.gaps,
             )
         tmp.replace(path)
 
@@ -142,12 +156,21 @@ class Head:
             if manifest.get("format") != FORMAT:
                 raise ValueError(f"format {manifest.get('format')}")
             return cls(
-                z["idf"].astype(np.float32), z["w"].astype(np.float64), z["v"].astype(np.float64), float(z["b"]),
-                z["cat_w"].astype(np.float64), z["cat_v"].astype(np.float64), z["cat_b"].astype(np.float64),
-                float(z["threshold"]), manifest, z["gaps"].astype(np.float64),
+                z["idf"].astype(np.float32),
+                z["w"].astype(np.float64),
+                z["v"].astype(np.float64),
+                float(z["b"]),
+                z["cat_w"].astype(np.float64),
+                z["cat_v"].astype(np.float64),
+                z["cat_b"].astype(np.float64),
+                float(z["threshold"]),
+                manifest,
+                z["gaps"].astype(np.float64),
             )
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelCorrupt(f"the guard head at {path} is unreadable ({exc})", "run `anima guard train` again") from exc
+            raise ModelCorrupt(
+                f"the guard head at {path} is unreadable ({exc})", "run `anima guard train` again"
+            ) from exc
 
 
 def text_key(text: str) -> str:
@@ -155,7 +178,9 @@ def text_key(text: str) -> str:
     return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def fit(examples: list[Example], embeddings: np.ndarray, l2: float = 1e-4, calibrate: bool = True, categories: bool = True) -> Head:
+def fit(
+    examples: list[Example], embeddings: np.ndarray, l2: float = 1e-4, calibrate: bool = True, categories: bool = True
+) -> Head:
     """Train the head. With `calibrate`, 4-fold out-of-fold scores pick the threshold
     (best F1 with at most 6% false positives) and measure how far from it scores fall
     (the LLM layer's band is cut from that)."""
@@ -220,7 +245,12 @@ def embed_start(embed: Embed | None, texts: Sequence[str], dim: int = 0) -> np.n
     return np.asarray(embed([features.readable(t)[:EMBED_CHARS] or " " for t in texts]), np.float64)
 
 
-def train(examples: list[Example], embed: Embed, sources: dict[str, str] | None = None, progress: Callable[[str], None] = lambda _: None) -> Head:
+def train(
+    examples: list[Example],
+    embed: Embed,
+    sources: dict[str, str] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Head:
     start = time.perf_counter()
     progress("embedding")
     emb = embed_start(embed, [e.text for e in examples])

@@ -57,7 +57,10 @@ def harmbench(path: Path) -> list[Example]:
 
 
 def jbb(path: Path, unsafe: bool) -> list[Example]:
-    return [Example(row["goal"], unsafe, (JBB.get(row["category"], "S2"),) if unsafe else (), path.name) for row in _csv(path)]
+    return [
+        Example(row["goal"], unsafe, (JBB.get(row["category"], "S2"),) if unsafe else (), path.name)
+        for row in _csv(path)
+    ]
 
 
 def bipia_contexts(folder: Path) -> list[Example]:
@@ -81,7 +84,9 @@ def everyday() -> list[Example]:
     harmful side is mostly short imperative requests and their benign side mostly long
     texts, so without these "plan my week around my marathon training" looked unsafe."""
     lines = EVERYDAY.read_text(encoding="utf-8").splitlines()
-    return [Example(line.strip(), False, (), EVERYDAY.name) for line in lines if line.strip() and not line.startswith("#")]
+    return [
+        Example(line.strip(), False, (), EVERYDAY.name) for line in lines if line.strip() and not line.startswith("#")
+    ]
 
 
 OWN_WORDS = Path(__file__).parent / "data" / "own_words.txt"
@@ -91,13 +96,19 @@ def own_words() -> list[Example]:
     """Sentences of the user's own to-dos, notes and how-tos (shipped with anima; written
     by the local model): imperative, yet data, not instructions to the assistant."""
     lines = OWN_WORDS.read_text(encoding="utf-8").splitlines()
-    return [Example(line.strip(), False, (), OWN_WORDS.name) for line in lines if line.strip() and not line.startswith("#")]
+    return [
+        Example(line.strip(), False, (), OWN_WORDS.name) for line in lines if line.strip() and not line.startswith("#")
+    ]
 
 
 def persona_examples() -> list[Example]:
     from anima.persona import BUILTIN_DIR, load_persona
 
-    return [Example(p.example_user, False, (), "personas") for p in map(load_persona, sorted(BUILTIN_DIR.glob("*.toml"))) if p.example_user]
+    return [
+        Example(p.example_user, False, (), "personas")
+        for p in map(load_persona, sorted(BUILTIN_DIR.glob("*.toml")))
+        if p.example_user
+    ]
 
 
 def donotanswer(folder: Path) -> list[Example]:
@@ -115,7 +126,7 @@ TEST_SHARE = 3  # in 10: the public sets' rows whose text hashes there are the t
 
 
 def split_of(text: str) -> str:
-    """"train" or "test", fixed by the text alone (so a row is on the same side in every
+    """ "train" or "test", fixed by the text alone (so a row is on the same side in every
     run, whichever file it comes from)."""
     digest = hashlib.sha1(" ".join(text.lower().split()).encode("utf-8", "surrogatepass")).digest()
     return "test" if digest[0] % 10 < TEST_SHARE else "train"
@@ -179,12 +190,15 @@ def read_labelled(
     if not rows:
         raise BadInput(f"{path} has no rows", "give a file with a header and labelled rows")
     if not all(isinstance(r, dict) for r in rows):
-        raise BadInput(f"{path}: every line must be a JSON object", "one {\"text\": ..., \"label\": ...} per line")
+        raise BadInput(f"{path}: every line must be a JSON object", 'one {"text": ..., "label": ...} per line')
     keys = list(rows[0].keys())
     text_field = text_field or _pick(keys, ("text", "prompt", "goal", "content", "message", "input", "Behavior"))
     label_field = label_field or _pick(keys, ("label", "unsafe", "is_unsafe", "harmful", "toxic", "flagged", "class"))
     if text_field not in keys or label_field not in keys:
-        raise BadInput(f"{path} has columns {keys}; need a text and a label column", "name them with --text-field and --label-field")
+        raise BadInput(
+            f"{path} has columns {keys}; need a text and a label column",
+            "name them with --text-field and --label-field",
+        )
     positive = {v.strip().lower() for v in (unsafe_values or UNSAFE_LABELS)}
     return [
         Example(str(r.get(text_field) or ""), str(r.get(label_field)).strip().lower() in positive, (), path.name)

@@ -96,11 +96,19 @@ class RedactingModel:
     describe the user's own things). Tool calls the model writes get the originals back
     before any tool runs."""
 
-    def __init__(self, model: ChatModel, destination: str, names: Callable[[], list[str]] = list, log: Callable[[str, int, dict[str, int]], None] | None = None):
+    def __init__(
+        self,
+        model: ChatModel,
+        destination: str,
+        names: Callable[[], list[str]] = list,
+        log: Callable[[str, int, dict[str, int]], None] | None = None,
+    ):
         self.model, self.destination, self.names, self.log = model, destination, names, log
         self.name = model.name
 
-    def redact(self, messages: list[Message], tools: list[dict] | None = None) -> tuple[list[Message], list[dict] | None, dict[str, str], dict[str, int]]:
+    def redact(
+        self, messages: list[Message], tools: list[dict] | None = None
+    ) -> tuple[list[Message], list[dict] | None, dict[str, str], dict[str, int]]:
         """The messages and tools with personal data replaced; one numbering across all of them."""
         names = self.names()
         mapping: dict[str, str] = {}
@@ -121,15 +129,28 @@ class RedactingModel:
         def call(c: dict) -> dict:
             fn = c.get("function") or {}
             args = fn.get("arguments")
-            return {**c, "function": {**fn, "arguments": arguments(args) if isinstance(args, str) else _leaves(args, clean)}}
+            return {
+                **c,
+                "function": {**fn, "arguments": arguments(args) if isinstance(args, str) else _leaves(args, clean)},
+            }
 
-        out = [{**_leaves({k: v for k, v in m.items() if k != "tool_calls"}, clean), **({"tool_calls": [call(c) for c in m["tool_calls"]]} if m.get("tool_calls") else {})} for m in messages]
+        out = [
+            {
+                **_leaves({k: v for k, v in m.items() if k != "tool_calls"}, clean),
+                **({"tool_calls": [call(c) for c in m["tool_calls"]]} if m.get("tool_calls") else {}),
+            }
+            for m in messages
+        ]
         return out, _leaves(tools, clean), mapping, counts
 
     def stream(self, messages: list[Message], options: Options) -> Iterator[Chunk]:
         safe, tools, mapping, counts = self.redact(messages, options.tools)
         if self.log is not None:
-            self.log(self.destination, len(json.dumps(safe, ensure_ascii=False)) + len(json.dumps(tools or [], ensure_ascii=False)), counts)
+            self.log(
+                self.destination,
+                len(json.dumps(safe, ensure_ascii=False)) + len(json.dumps(tools or [], ensure_ascii=False)),
+                counts,
+            )
         pending = ""
         for chunk in self.model.stream(safe, replace(options, tools=tools)):
             pending += chunk.text

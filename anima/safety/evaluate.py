@@ -33,12 +33,17 @@ def metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     return {
-        "n": int(len(y)), "unsafe": int(y.sum()),
-        "precision": round(precision, 4), "recall": round(recall, 4),
+        "n": int(len(y)),
+        "unsafe": int(y.sum()),
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
         "f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
         "fpr": round(fp / (fp + tn), 4) if fp + tn else 0.0,
         "auprc": round(auprc(y, score), 4),
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
     }
 
 
@@ -80,8 +85,15 @@ class Result:
     per_source: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {**self.metrics, **self.latency, "mode": self.mode, "per_category": self.per_category, "per_source": self.per_source,
-                "layers": self.layers, "worst": self.worst}
+        return {
+            **self.metrics,
+            **self.latency,
+            "mode": self.mode,
+            "per_category": self.per_category,
+            "per_source": self.per_source,
+            "layers": self.layers,
+            "worst": self.worst,
+        }
 
 
 def sample(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
@@ -110,8 +122,10 @@ def eval_guard(
         try:
             training_folder = source_folder(training_folder)
         except ModelNotFound as exc:
-            raise BadInput(f"{overlap} of these {len(examples)} rows trained the guard, so they are scored by cross-validation, which needs its training data: {exc.message}",
-                           "pass --training-data (the folder `anima guard train` used) or set ANIMA_SAFETY_DATA") from None
+            raise BadInput(
+                f"{overlap} of these {len(examples)} rows trained the guard, so they are scored by cross-validation, which needs its training data: {exc.message}",
+                "pass --training-data (the folder `anima guard train` used) or set ANIMA_SAFETY_DATA",
+            ) from None
         mode = f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's training data)"
         train = training_set(training_folder)
         embed = CachedEmbed(guard.embed) if guard.embed is not None else None
@@ -139,7 +153,9 @@ def eval_guard(
     guard.head = shipped
     ya, pa, sa = np.array(y), np.array(pred), np.array(score)
     latency = {"latency_p50_ms": percentile(lat["total"], 50), "latency_p95_ms": percentile(lat["total"], 95)}
-    latency["per_layer"] = {k: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "calls": len(v)} for k, v in lat.items()}
+    latency["per_layer"] = {
+        k: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "calls": len(v)} for k, v in lat.items()
+    }
     per_category = {}
     for code in sorted({c for e in examples for c in e.categories}, key=lambda c: int(c[1:])):
         idx = [i for i, e in enumerate(examples) if code in e.categories]
@@ -148,13 +164,20 @@ def eval_guard(
     for source in sorted({e.source for e in examples}):
         idx = np.array([i for i, e in enumerate(examples) if e.source == source])
         bad, good = idx[ya[idx]], idx[~ya[idx]]
-        per_source[source] = {"unsafe": len(bad), "safe": len(good), "recall": round(float(pa[bad].mean()), 4) if len(bad) else None,
-                              "fpr": round(float(pa[good].mean()), 4) if len(good) else None}
+        per_source[source] = {
+            "unsafe": len(bad),
+            "safe": len(good),
+            "recall": round(float(pa[bad].mean()), 4) if len(bad) else None,
+            "fpr": round(float(pa[good].mean()), 4) if len(good) else None,
+        }
     layers = {name: layer_of.count(name) for name in dict.fromkeys(layer_of)}
     worst_fn = sorted((i for i in range(len(y)) if ya[i] and not pa[i]), key=lambda i: sa[i])[:5]
     worst_fp = sorted((i for i in range(len(y)) if pa[i] and not ya[i]), key=lambda i: -sa[i])[:5]
-    worst = [{"kind": kind, "score": round(float(sa[i]), 3), "source": examples[i].source, "text": examples[i].text[:160]}
-             for kind, ids in (("missed", worst_fn), ("false alarm", worst_fp)) for i in ids]
+    worst = [
+        {"kind": kind, "score": round(float(sa[i]), 3), "source": examples[i].source, "text": examples[i].text[:160]}
+        for kind, ids in (("missed", worst_fn), ("false alarm", worst_fp))
+        for i in ids
+    ]
     return Result(metrics(ya, pa, sa), mode, latency, per_category, layers, worst, per_source)
 
 
@@ -171,7 +194,9 @@ def insert(context: str, attack: str, where: str) -> str:
     return "\n".join(lines[:mid] + [attack] + lines[mid:])
 
 
-def bipia_cases(folder: Path, limit: int | None = None, seed: int = 0, folds: int = 5) -> tuple[list[Example], list[str], list[str]]:
+def bipia_cases(
+    folder: Path, limit: int | None = None, seed: int = 0, folds: int = 5
+) -> tuple[list[Example], list[str], list[str]]:
     """BIPIA-style cases: each clean email or code answer once as is, and once with an
     attack instruction inserted at the start, middle or end. The attack comes from the
     attack types of the context's own fold (context i is in fold i % folds, attack type
@@ -186,10 +211,15 @@ def bipia_cases(folder: Path, limit: int | None = None, seed: int = 0, folds: in
         if ctx.source.endswith("#question"):
             continue  # the user's question about an email, not external content
         family = "code:" if ctx.source.startswith("code") else "text:"
-        pool = [k for k in kinds[ci % folds :: folds] if k.startswith(family)] or [k for k in kinds if k.startswith(family)]
+        pool = [k for k in kinds[ci % folds :: folds] if k.startswith(family)] or [
+            k for k in kinds if k.startswith(family)
+        ]
         kind = rng.choice(pool)
         attack = rng.choice(attacks[kind])
-        cases += [Example(ctx.text, False, (), ctx.source), Example(insert(ctx.text, attack, rng.choice(["start", "middle", "end"])), True, (), ctx.source)]
+        cases += [
+            Example(ctx.text, False, (), ctx.source),
+            Example(insert(ctx.text, attack, rng.choice(["start", "middle", "end"])), True, (), ctx.source),
+        ]
         types += ["", kind]
         ctx_ids += [str(ci), str(ci)]
     if limit and limit < len(cases):
@@ -247,7 +277,10 @@ def eval_injection(
     s = scores[keep]
     rules = np.array([rule_score(e.text) for e in cases])[keep]
     m = metrics(y, s >= detector.threshold, s)
-    m["rules_only"] = {k: v for k, v in metrics(y, rules >= detector.threshold, rules).items() if k in ("precision", "recall", "f1", "fpr")}
+    m["rules_only"] = {
+        k: v
+        for k, v in metrics(y, rules >= detector.threshold, rules).items()
+        if k in ("precision", "recall", "f1", "fpr")
+    }
     latency = {"latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95)}
     return Result(m, mode, latency)
-

@@ -20,7 +20,9 @@ DIM = 1 << 18
 MAX_CHARS = 4000  # a longer text is read by its start and its end
 _WORD = re.compile(r"\w+", re.UNICODE)
 _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i", "|": "l"})
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i", "|": "l"}
+)
 _SPACED = re.compile(r"\b(?:\w[ .\-_*]){3,}\w\b")
 
 
@@ -33,7 +35,11 @@ def decoded(text: str) -> list[str]:
             plain = raw.decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             continue
-        if plain and sum(c.isprintable() or c.isspace() for c in plain) / len(plain) > 0.95 and re.search(r"[A-Za-z]{3}", plain):
+        if (
+            plain
+            and sum(c.isprintable() or c.isspace() for c in plain) / len(plain) > 0.95
+            and re.search(r"[A-Za-z]{3}", plain)
+        ):
             found.append(plain)
     return found
 

@@ -37,7 +37,11 @@ class Verdict:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["score"], d["latency_ms"], d["injection"] = round(self.score, 4), round(self.latency_ms, 2), round(self.injection, 4)
+        d["score"], d["latency_ms"], d["injection"] = (
+            round(self.score, 4),
+            round(self.latency_ms, 2),
+            round(self.injection, 4),
+        )
         d["layers_ms"] = {k: round(v, 2) for k, v in self.layers_ms.items()}
         return d
 
@@ -96,7 +100,9 @@ class Guard:
         unsafe = p1 >= threshold
         return self._decide(unsafe, cats1 if unsafe else [], p1, "classifier", layers, inj)
 
-    def _llm(self, text: str, role: str, p1: float | None, cats1: list[str], layers: dict[str, float], inj: float) -> Verdict:
+    def _llm(
+        self, text: str, role: str, p1: float | None, cats1: list[str], layers: dict[str, float], inj: float
+    ) -> Verdict:
         assert self.llm is not None
         t = time.perf_counter()
         gap, cats2 = self.llm.score(text, "User" if role == "user" else "Agent")
@@ -107,7 +113,9 @@ class Guard:
         unsafe = p >= 0.5
         return self._decide(unsafe, (cats2 or cats1) if unsafe else [], p, "llm", layers, inj)
 
-    def _decide(self, unsafe: bool, cats: list[str], score: float, layer: str, layers: dict[str, float], inj: float) -> Verdict:
+    def _decide(
+        self, unsafe: bool, cats: list[str], score: float, layer: str, layers: dict[str, float], inj: float
+    ) -> Verdict:
         if not unsafe:
             return Verdict(True, [], score, layer, action="allow", injection=inj, layers_ms=layers)
         actions = [self.policy.get(c, "block") for c in cats] or ["block"]

@@ -21,17 +21,32 @@ import numpy as np
 from anima.safety.classifier import Embed, Head
 
 _RULES = [
-    (r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules|guidelines|prompts?|polic(y|ies)|directives?|restrictions)\b", 0.95),
+    (
+        r"\b(ignore|disregard|forget|override|bypass)\b.{0,40}\b(instructions?|rules|guidelines|prompts?|polic(y|ies)|directives?|restrictions)\b",
+        0.95,
+    ),
     (r"\b(new|updated|real|actual|hidden|secret)\s+(instructions?|task|system prompt)\b", 0.8),
-    (r"\byou are now\b|\bfrom now on,? you\b|\bpretend (to be|you are)\b|\bact as (an? )?(unrestricted|unfiltered|evil|jailbroken)", 0.85),
+    (
+        r"\byou are now\b|\bfrom now on,? you\b|\bpretend (to be|you are)\b|\bact as (an? )?(unrestricted|unfiltered|evil|jailbroken)",
+        0.85,
+    ),
     (r"\b(developer|god|jailbreak|dan|unrestricted|unfiltered) mode\b|\bdo anything now\b|\bjailbr(eak|oken)\b", 0.95),
-    (r"\b(no|without( any)?) (ethical|moral|safety|content) (guidelines|restrictions|filters|limits|constraints)\b", 0.9),
+    (
+        r"\b(no|without( any)?) (ethical|moral|safety|content) (guidelines|restrictions|filters|limits|constraints)\b",
+        0.9,
+    ),
     (r"(system prompt|your (initial|original|hidden) (prompt|instructions))", 0.8),
     (r"<\|im_start\|>|<\|im_end\|>|<\|start_header_id\|>|\[/?INST\]|<<SYS>>|^#{2,}\s*(system|instruction)s?\b", 0.95),
-    (r"\b(assistant|ai|chatbot|language model|llm)\b[,:]?\s+(please\s+)?(must|should|now|always|never|do not|don't|will)\b", 0.75),
+    (
+        r"\b(assistant|ai|chatbot|language model|llm)\b[,:]?\s+(please\s+)?(must|should|now|always|never|do not|don't|will)\b",
+        0.75,
+    ),
     (r"\b(do not|don't|never) (tell|inform|mention|reveal).{0,30}\b(user|anyone)\b", 0.85),
     (r"\b(respond|reply|answer)\s+(only\s+)?with\b|\binstead,? (say|write|reply|respond|tell)\b", 0.7),
-    (r"\b(send|forward|email|post|upload|exfiltrate)\b.{0,40}\b(password|credentials|api key|cookies?|secrets?|private key)\b", 0.85),
+    (
+        r"\b(send|forward|email|post|upload|exfiltrate)\b.{0,40}\b(password|credentials|api key|cookies?|secrets?|private key)\b",
+        0.85,
+    ),
 ]
 _COMPILED = [(re.compile(p, re.IGNORECASE | re.MULTILINE), w) for p, w in _RULES]
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -70,7 +85,12 @@ class InjectionDetector:
         """For the user's own text, where requests are expected: the rules only."""
         return max((rule_score(s) for s in segments(text)), default=0.0)
 
-    def neutralise(self, text: str, learned_too: bool = True, note: Callable[[str], str] = lambda s: "[removed by anima: an instruction inside data]") -> tuple[str, list[str]]:
+    def neutralise(
+        self,
+        text: str,
+        learned_too: bool = True,
+        note: Callable[[str], str] = lambda s: "[removed by anima: an instruction inside data]",
+    ) -> tuple[str, list[str]]:
         """The text with flagged sentences replaced, and the sentences removed.
         `learned_too=False` uses the rules only: for the user's own words (remembered
         messages and what was learned from them), which are requests by nature and

@@ -62,7 +62,11 @@ HARMBENCH = {
     "harassment_bullying": "S2",
     "copyright": "S8",
 }
-DONOTANSWER = {"malicious_uses": "S2", "information_hazard": "S7", "discrimination_exclusion_toxicity_hateful_offensive": "S10"}
+DONOTANSWER = {
+    "malicious_uses": "S2",
+    "information_hazard": "S7",
+    "discrimination_exclusion_toxicity_hateful_offensive": "S10",
+}
 
 
 def describe(codes: list[str]) -> str:

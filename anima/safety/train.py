@@ -17,8 +17,14 @@ from anima.safety.injection import segments
 
 GUARD_FILE, INJECTION_FILE = "guard-head.npz", "injection-head.npz"
 REQUIRED = (
-    "openai_moderation_1680.jsonl", "harmbench_behaviors_text_val.csv", "jbb_behaviors_harmful.csv", "jbb_behaviors_benign.csv",
-    "bipia/email_train.jsonl", "bipia/code_train.jsonl", "bipia/text_attack_train.json", "bipia/code_attack_train.json",
+    "openai_moderation_1680.jsonl",
+    "harmbench_behaviors_text_val.csv",
+    "jbb_behaviors_harmful.csv",
+    "jbb_behaviors_benign.csv",
+    "bipia/email_train.jsonl",
+    "bipia/code_train.jsonl",
+    "bipia/text_attack_train.json",
+    "bipia/code_attack_train.json",
 )
 
 
@@ -29,10 +35,16 @@ def heads_dir() -> Path:
 def source_folder(folder: Path | None = None) -> Path:
     folder = folder or safety_data_dir()
     if folder is None:
-        raise ModelNotFound("no safety training data found (../shared/data/safety)", "set ANIMA_SAFETY_DATA to the folder of the public safety sets (see README, Safety)")
+        raise ModelNotFound(
+            "no safety training data found (../shared/data/safety)",
+            "set ANIMA_SAFETY_DATA to the folder of the public safety sets (see README, Safety)",
+        )
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
-        raise ModelNotFound(f"the safety data at {folder} lacks {', '.join(missing)}", "point ANIMA_SAFETY_DATA (or --data) at the complete folder (see README, Safety)")
+        raise ModelNotFound(
+            f"the safety data at {folder} lacks {', '.join(missing)}",
+            "point ANIMA_SAFETY_DATA (or --data) at the complete folder (see README, Safety)",
+        )
     return folder
 
 
@@ -50,7 +62,9 @@ def fingerprint(folder: Path) -> dict[str, str]:
     found["anima:" + EVERYDAY.name] = digest(EVERYDAY)
     found["anima:" + OWN_WORDS.name] = digest(OWN_WORDS)
     found["anima:recipe"] = RECIPE
-    found["anima:personas"] = hashlib.sha256("".join(digest(p) for p in sorted(BUILTIN_DIR.glob("*.toml"))).encode()).hexdigest()[:16]
+    found["anima:personas"] = hashlib.sha256(
+        "".join(digest(p) for p in sorted(BUILTIN_DIR.glob("*.toml"))).encode()
+    ).hexdigest()[:16]
     return found
 
 
@@ -75,18 +89,30 @@ def attack_instructions(folder: Path) -> dict[str, list[str]]:
     return out
 
 
-def injection_examples(folder: Path, attacks: dict[str, list[str]], contexts: list[Example] | None = None) -> list[Example]:
+def injection_examples(
+    folder: Path, attacks: dict[str, list[str]], contexts: list[Example] | None = None
+) -> list[Example]:
     """Sentences aimed at an AI (attack instructions, and requests like JailbreakBench's
     goals) against the sentences of ordinary emails and answers and of the user's own
     to-dos, notes and how-tos."""
     pos = [s for items in attacks.values() for s in items]
-    pos += [e.text for e in jbb(folder / "jbb_behaviors_harmful.csv", True) + jbb(folder / "jbb_behaviors_benign.csv", False)]
-    neg = [s for e in (contexts if contexts is not None else bipia_contexts(folder / "bipia")) for s in segments(e.text)]
+    pos += [
+        e.text
+        for e in jbb(folder / "jbb_behaviors_harmful.csv", True) + jbb(folder / "jbb_behaviors_benign.csv", False)
+    ]
+    neg = [
+        s for e in (contexts if contexts is not None else bipia_contexts(folder / "bipia")) for s in segments(e.text)
+    ]
     neg += [e.text for e in own_words()]  # "Call the plumber" in a to-do is data too
     return [Example(t, True, (), "attack") for t in pos] + [Example(t, False, (), "context") for t in neg]
 
 
-def train_all(embed: classifier.Embed, folder: Path | None = None, out: Path | None = None, progress: Callable[[str], None] = lambda _: None) -> dict:
+def train_all(
+    embed: classifier.Embed,
+    folder: Path | None = None,
+    out: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict:
     folder = source_folder(folder)
     out = out or heads_dir()
     sources = fingerprint(folder)
@@ -96,5 +122,8 @@ def train_all(embed: classifier.Embed, folder: Path | None = None, out: Path | N
     progress("injection head")
     inj = classifier.train(injection_examples(folder, attack_instructions(folder)), embed, sources, progress)
     inj.save(out / INJECTION_FILE)
-    return {"guard": {k: v for k, v in guard.manifest.items() if k != "keys"}, "injection": {k: v for k, v in inj.manifest.items() if k != "keys"}, "dir": str(out)}
-
+    return {
+        "guard": {k: v for k, v in guard.manifest.items() if k != "keys"},
+        "injection": {k: v for k, v in inj.manifest.items() if k != "keys"},
+        "dir": str(out),
+    }

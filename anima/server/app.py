@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,12 +30,12 @@ from starlette.exceptions import HTTPException
 
 from anima import __version__
 from anima.app import Container, build
-from anima.safety.guard import Guard
 from anima.assistant import personas
 from anima.config import USER_NAME, Config
 from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
 from anima.models import ChatModel, Embedder
 from anima.models.base import split_tool_calls
+from anima.safety.guard import Guard
 from anima.server import web
 from anima.server.inbox import inbox_router
 from anima.store.accounts import Accounts
@@ -48,12 +49,24 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
 
 
-def _error(status: int, message: str, type_: str, code: str | None = None, param: str | None = None, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "code": code, "param": param}}, status_code=status, headers=headers)
+def _error(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": type_, "code": code, "param": param}},
+        status_code=status,
+        headers=headers,
+    )
 
 
 def row_id():
-    return Path(ge=1, le=2**63 - 1, description="An id from a listing.")  # SQLite's integer range
+    return PathParam(ge=1, le=2**63 - 1, description="An id from a listing.")  # SQLite's integer range
+
 
 # AnimaError subclasses -> HTTP status; a bug in anima is a 500 with an id, never a traceback.
 STATUS = {NotFound: 404, BadInput: 400, ContextTooLong: 400, ModelNotFound: 404, ModelUnavailable: 503}
@@ -88,8 +101,14 @@ class Server:
     def stats(self) -> dict[str, Any]:
         """Counts for monitoring (no user's data): the prompt cache, background learning."""
         learners = [c.assistant.learner for c in list(self._users.values()) if c.assistant.learner is not None]
-        found: dict[str, Any] = {"learning": {"done": sum(lr.done for lr in learners), "queued": sum(lr.jobs.qsize() for lr in learners),
-                                              "failed": sum(len(lr.errors) for lr in learners), "gave_way": sum(lr.preempted for lr in learners)}}
+        found: dict[str, Any] = {
+            "learning": {
+                "done": sum(lr.done for lr in learners),
+                "queued": sum(lr.jobs.qsize() for lr in learners),
+                "failed": sum(len(lr.errors) for lr in learners),
+                "gave_way": sum(lr.preempted for lr in learners),
+            }
+        }
         if (cache := getattr(self.chat_model, "cache", None)) is not None:
             found["prompt_cache"] = {"hits": cache.hits, "misses": cache.misses}
         return found
@@ -106,7 +125,14 @@ class Server:
         with self._users_lock:
             if user not in self._users:
                 config = self.config.model_copy(update={"user": user})
-                container = build(config, chat_model=self.chat_model, embedder=self.embedder, learner_model=self.learner_model, data_dir=self.data_dir, guard=self.guard)
+                container = build(
+                    config,
+                    chat_model=self.chat_model,
+                    embedder=self.embedder,
+                    learner_model=self.learner_model,
+                    data_dir=self.data_dir,
+                    guard=self.guard,
+                )
                 if container.assistant.learner is not None:
                     container.assistant.learner.idle = self.idle  # learn between requests, never in front of one
                     container.assistant.learner.busy = self.in_flight
@@ -115,7 +141,12 @@ class Server:
 
     def admit(self) -> None:
         if not self._slots.acquire(blocking=False):
-            raise ApiError(429, f"the model is busy ({self.max_waiting} requests already waiting); retry shortly", "rate_limit_error", "queue_full")
+            raise ApiError(
+                429,
+                f"the model is busy ({self.max_waiting} requests already waiting); retry shortly",
+                "rate_limit_error",
+                "queue_full",
+            )
         with self._users_lock:
             self._active += 1
 
@@ -141,8 +172,16 @@ class ChatMessage(BaseModel):
 
 
 class AnimaOptions(BaseModel):
-    conversation: int | None = Field(None, ge=1, le=2**63 - 1, description="Continue this stored conversation: `anima.conversation` of an earlier reply.")
-    show_prompt: bool = Field(False, description="Return the exact messages the model was given (persona, recalled memories, the clock) as `anima.prompt`.")
+    conversation: int | None = Field(
+        None,
+        ge=1,
+        le=2**63 - 1,
+        description="Continue this stored conversation: `anima.conversation` of an earlier reply.",
+    )
+    show_prompt: bool = Field(
+        False,
+        description="Return the exact messages the model was given (persona, recalled memories, the clock) as `anima.prompt`.",
+    )
 
 
 class ChatRequest(BaseModel):
@@ -174,7 +213,11 @@ class EmbeddingRequest(BaseModel):
 
 
 def create_app(server: Server) -> FastAPI:
-    app = FastAPI(title="anima", version=__version__, description="A local-first personal assistant with memory, behind the OpenAI API.")
+    app = FastAPI(
+        title="anima",
+        version=__version__,
+        description="A local-first personal assistant with memory, behind the OpenAI API.",
+    )
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -190,7 +233,13 @@ def create_app(server: Server) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")), "invalid_request_error", "invalid_value", where or None)
+        return _error(
+            400,
+            f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
+            "invalid_request_error",
+            "invalid_value",
+            where or None,
+        )
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
@@ -206,7 +255,9 @@ def create_app(server: Server) -> FastAPI:
     async def _limit_body(request: Request, call_next):
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > server.max_body):
-            return _error(413, f"request body larger than {server.max_body} bytes", "invalid_request_error", "body_too_large")
+            return _error(
+                413, f"request body larger than {server.max_body} bytes", "invalid_request_error", "body_too_large"
+            )
         return await call_next(request)
 
     def user(request: Request) -> str:
@@ -218,17 +269,34 @@ def create_app(server: Server) -> FastAPI:
         key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         name = server.accounts.user_for(key) if key else None
         if name is None:
-            raise ApiError(401, "missing or invalid API key; send `Authorization: Bearer <key>` (`anima users add NAME` makes one)", "authentication_error", "invalid_api_key")
+            raise ApiError(
+                401,
+                "missing or invalid API key; send `Authorization: Bearer <key>` (`anima users add NAME` makes one)",
+                "authentication_error",
+                "invalid_api_key",
+            )
         return name
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "version": __version__, "model": server.chat_model.name, "embedder": server.embedder.name, **server.stats()}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": server.chat_model.name,
+            "embedder": server.embedder.name,
+            **server.stats(),
+        }
 
     @app.get("/v1/models")
     def models(who: str = Depends(user)) -> dict:
         now = int(time.time())
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": now, "owned_by": "anima", "description": p.description} for name, p in sorted(personas().items())]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": now, "owned_by": "anima", "description": p.description}
+                for name, p in sorted(personas().items())
+            ],
+        }
 
     @app.post("/v1/embeddings")
     def embeddings(body: EmbeddingRequest, who: str = Depends(user)) -> dict:
@@ -237,8 +305,13 @@ def create_app(server: Server) -> FastAPI:
         return {
             "object": "list",
             "model": server.embedder.name,
-            "data": [{"object": "embedding", "index": i, "embedding": list(map(float, v))} for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": sum(len(t.split()) for t in texts)},
+            "data": [
+                {"object": "embedding", "index": i, "embedding": list(map(float, v))} for i, v in enumerate(vectors)
+            ],
+            "usage": {
+                "prompt_tokens": sum(len(t.split()) for t in texts),
+                "total_tokens": sum(len(t.split()) for t in texts),
+            },
         }
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -246,16 +319,35 @@ def create_app(server: Server) -> FastAPI:
         if body.user and not server.accounts.any_made():
             # no keys (one trusted machine, loopback): the request's `user` picks whose data
             if not re.match(USER_NAME, body.user):
-                raise ApiError(400, f"'{body.user}' is not a valid user name", "invalid_request_error", "invalid_value", "user")
+                raise ApiError(
+                    400, f"'{body.user}' is not a valid user name", "invalid_request_error", "invalid_value", "user"
+                )
             who = body.user
         if body.model not in personas():
-            raise ApiError(404, f"model '{body.model}' does not exist; GET /v1/models lists the personas", "invalid_request_error", "model_not_found", "model")
+            raise ApiError(
+                404,
+                f"model '{body.model}' does not exist; GET /v1/models lists the personas",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
         # The turn is the last user message; what follows it (the model's tool calls and
         # their results) is the tail of a tool loop the client is running.
         at = max((i for i, m in enumerate(body.messages) if m.role == "user"), default=None)
         tail = body.messages[at + 1 :] if at is not None else []
-        if at is None or not body.messages[at].text().strip() or any(m.role not in ("assistant", "tool") for m in tail) or (tail and tail[-1].role != "tool"):
-            raise ApiError(400, "the last message must be a non-empty user message, or tool results after one", "invalid_request_error", "invalid_value", "messages")
+        if (
+            at is None
+            or not body.messages[at].text().strip()
+            or any(m.role not in ("assistant", "tool") for m in tail)
+            or (tail and tail[-1].role != "tool")
+        ):
+            raise ApiError(
+                400,
+                "the last message must be a non-empty user message, or tool results after one",
+                "invalid_request_error",
+                "invalid_value",
+                "messages",
+            )
         earlier, last = body.messages[:at], body.messages[at]
         instructions = "\n\n".join(m.text() for m in earlier if m.role in ("system", "developer"))
         history = [_message(m) for m in earlier if m.role in ("user", "assistant", "tool")]
@@ -263,7 +355,9 @@ def create_app(server: Server) -> FastAPI:
         assistant = server.container(who).assistant
         conversation = body.anima.conversation if body.anima else None
         if conversation is not None and not assistant.store.turns(conversation, 1):
-            raise ApiError(404, f"no conversation {conversation}", "invalid_request_error", "not_found", "anima.conversation")
+            raise ApiError(
+                404, f"no conversation {conversation}", "invalid_request_error", "not_found", "anima.conversation"
+            )
         overrides = {
             "max_tokens": body.max_completion_tokens or body.max_tokens,
             "temperature": body.temperature,
@@ -276,7 +370,15 @@ def create_app(server: Server) -> FastAPI:
         options = assistant.options(**{k: v for k, v in overrides.items() if v is not None})
         server.admit()
         try:
-            reply = assistant.reply(last.text(), conversation_id=conversation, persona=body.model, options=options, history=history, instructions=instructions, tail=[_message(m) for m in tail])
+            reply = assistant.reply(
+                last.text(),
+                conversation_id=conversation,
+                persona=body.model,
+                options=options,
+                history=history,
+                instructions=instructions,
+                tail=[_message(m) for m in tail],
+            )
         except BaseException:
             server.release()
             raise
@@ -284,7 +386,9 @@ def create_app(server: Server) -> FastAPI:
         show = bool(body.anima and body.anima.show_prompt)
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(server, reply, ident, created, body.model, usage, tools, show), media_type="text/event-stream")
+            return StreamingResponse(
+                _sse(server, reply, ident, created, body.model, usage, tools, show), media_type="text/event-stream"
+            )
         try:
             text = reply.text()
         finally:
@@ -296,8 +400,14 @@ def create_app(server: Server) -> FastAPI:
             "object": "chat.completion",
             "created": created,
             "model": body.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else finish}],
-            "usage": {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens},
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls" if message.get("tool_calls") else finish}
+            ],
+            "usage": {
+                "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.completion_tokens,
+                "total_tokens": t.prompt_tokens + t.completion_tokens,
+            },
             "anima": {"guard": reply.guard_dict(), **_used(reply, show)},
         }
 
@@ -315,8 +425,13 @@ def create_app(server: Server) -> FastAPI:
         return [asdict(m) for m in memory_of(who).store.list_memories(kind=kind, include_invalid=all)]
 
     @app.get("/api/memories/search")
-    def api_search(q: str = Query(min_length=1), k: int = Query(8, ge=1, le=50), who: str = Depends(user)) -> list[dict]:
-        return [{"kind": h.kind, "id": h.id, "text": h.text, "when": h.when, "speaker": h.speaker, "score": h.score} for h in memory_of(who).recall(q, k=k)]
+    def api_search(
+        q: str = Query(min_length=1), k: int = Query(8, ge=1, le=50), who: str = Depends(user)
+    ) -> list[dict]:
+        return [
+            {"kind": h.kind, "id": h.id, "text": h.text, "when": h.when, "speaker": h.speaker, "score": h.score}
+            for h in memory_of(who).recall(q, k=k)
+        ]
 
     @app.post("/api/memories", status_code=201)
     def api_add(body: MemoryIn, who: str = Depends(user)) -> dict:
@@ -372,7 +487,13 @@ def _message(m: ChatMessage) -> dict[str, Any]:
     calls = (m.model_extra or {}).get("tool_calls")
     if m.role == "assistant" and isinstance(calls, list):
         out["tool_calls"] = [
-            {"type": "function", "function": {"name": (c.get("function") or {}).get("name", ""), "arguments": _loads((c.get("function") or {}).get("arguments"))}}
+            {
+                "type": "function",
+                "function": {
+                    "name": (c.get("function") or {}).get("name", ""),
+                    "arguments": _loads((c.get("function") or {}).get("arguments")),
+                },
+            }
             for c in calls
             if isinstance(c, dict)
         ]
@@ -395,7 +516,14 @@ def _assistant_message(text: str, tools: list[dict[str, Any]] | None) -> dict[st
     return {
         "role": "assistant",
         "content": content or None,
-        "tool_calls": [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for c in calls],
+        "tool_calls": [
+            {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for c in calls
+        ],
     }
 
 
@@ -407,26 +535,57 @@ def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
     if response_format["type"] == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
-            raise ApiError(400, "response_format.json_schema.schema must be a JSON schema object", "invalid_request_error", "invalid_value", "response_format")
+            raise ApiError(
+                400,
+                "response_format.json_schema.schema must be a JSON schema object",
+                "invalid_request_error",
+                "invalid_value",
+                "response_format",
+            )
         return schema
-    raise ApiError(400, f"unknown response_format type {response_format['type']!r}", "invalid_request_error", "invalid_value", "response_format")
+    raise ApiError(
+        400,
+        f"unknown response_format type {response_format['type']!r}",
+        "invalid_request_error",
+        "invalid_value",
+        "response_format",
+    )
 
 
 def _used(reply, show_prompt: bool = False) -> dict[str, Any]:
     """What anima adds beside the OpenAI fields: the stored conversation, and the memories
     and past messages (`kind` "memory" | "episode") the reply was given; on request, the
     messages the model was given."""
-    return {**({"prompt": reply.messages} if show_prompt else {}), "conversation": reply.turn.conversation_id, "memories": [{"kind": h.kind, "id": h.id, "text": h.text, "when": h.when} for h in reply.hits]}
+    return {
+        **({"prompt": reply.messages} if show_prompt else {}),
+        "conversation": reply.turn.conversation_id,
+        "memories": [{"kind": h.kind, "id": h.id, "text": h.text, "when": h.when} for h in reply.hits],
+    }
 
 
-def _sse(server: Server, reply, ident: str, created: int, model: str, include_usage: bool, tools: list[dict[str, Any]] | None = None,
-         show_prompt: bool = False) -> Iterator[str]:
+def _sse(
+    server: Server,
+    reply,
+    ident: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    tools: list[dict[str, Any]] | None = None,
+    show_prompt: bool = False,
+) -> Iterator[str]:
     """The reply as OpenAI chat.completion.chunk events, then `data: [DONE]`. With tools
     on offer the reply is gathered first: a tool call is sent whole, as one delta.
     The first chunk also carries `anima` (see `_used`), which OpenAI clients ignore."""
 
     def event(delta: dict, finish: str | None = None, **extra) -> str:
-        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        chunk = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return f"data: {json.dumps(chunk)}\n\n"
 
     try:
@@ -453,7 +612,11 @@ def _sse(server: Server, reply, ident: str, created: int, model: str, include_us
         t = reply.turn
         yield event({}, finish or t.finish_reason or "stop")
         if include_usage:
-            usage = {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens, "total_tokens": t.prompt_tokens + t.completion_tokens}
+            usage = {
+                "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.completion_tokens,
+                "total_tokens": t.prompt_tokens + t.completion_tokens,
+            }
             yield f"data: {json.dumps({'id': ident, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
     finally:

@@ -24,12 +24,21 @@ from anima.tools import reminders as rm
 
 
 class SnoozeIn(BaseModel):
-    until: str = Field("in 1 hour", min_length=1, max_length=200, description="When the item comes back: 'tomorrow at 9', 'in 2 hours'...")
+    until: str = Field(
+        "in 1 hour",
+        min_length=1,
+        max_length=200,
+        description="When the item comes back: 'tomorrow at 9', 'in 2 hours'...",
+    )
 
 
 class ReminderIn(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
-    at: str = Field(min_length=1, max_length=200, description="'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'...")
+    at: str = Field(
+        min_length=1,
+        max_length=200,
+        description="'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'...",
+    )
 
 
 def item_id():

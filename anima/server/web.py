@@ -56,16 +56,29 @@ def mount(app: FastAPI, server, user: Callable[..., str]) -> None:
         """`anima audit` saves its reports as the configured user (who runs the server), and
         they quote replies made with that user's data: no other user sees them."""
         root = (server.data_dir or data_dir()) / "audit"
-        found = sorted(root.rglob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() and who == server.config.user else []
+        found = (
+            sorted(root.rglob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True)
+            if root.is_dir() and who == server.config.user
+            else []
+        )
         return {p.relative_to(root).as_posix(): p for p in found}
 
     @app.get("/api/audit")
     def api_audit(who: str = Depends(user)) -> list[dict]:
-        return [{"name": name, "size": p.stat().st_size, "modified": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()} for name, p in reports(who).items()]
+        return [
+            {
+                "name": name,
+                "size": p.stat().st_size,
+                "modified": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat(),
+            }
+            for name, p in reports(who).items()
+        ]
 
     @app.get("/api/audit/{name:path}", response_class=HTMLResponse)
     def api_audit_report(name: str, who: str = Depends(user)) -> HTMLResponse:
         path = reports(who).get(name)  # only a listed file: no path tricks
         if path is None:
             raise NotFound(f"no audit report '{name}'", "GET /api/audit lists them")
-        return HTMLResponse(path.read_text(encoding="utf-8", errors="replace"), headers={"Content-Security-Policy": "sandbox; " + CSP})
+        return HTMLResponse(
+            path.read_text(encoding="utf-8", errors="replace"), headers={"Content-Security-Policy": "sandbox; " + CSP}
+        )

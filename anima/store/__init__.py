@@ -31,11 +31,23 @@ def open_store(data_dir: Path, user: str, encrypt: bool = True, vectors: str = "
             from anima.errors import WrongPassphrase
             from anima.store.keys import keys_dir
 
-            raise WrongPassphrase(f"no key for the encrypted database {path}", f"set ANIMA_PASSPHRASE, or restore {keys_dir() / (user + '.key')}")
+            raise WrongPassphrase(
+                f"no key for the encrypted database {path}",
+                f"set ANIMA_PASSPHRASE, or restore {keys_dir() / (user + '.key')}",
+            )
     return Store(path, key, vectors)
 
 
 __all__ = [
-    "KINDS", "Conversation", "Episode", "Key", "Memory", "Store", "Turn",
-    "open_store", "query_words", "user_db_path", "user_key",
+    "KINDS",
+    "Conversation",
+    "Episode",
+    "Key",
+    "Memory",
+    "Store",
+    "Turn",
+    "open_store",
+    "query_words",
+    "user_db_path",
+    "user_key",
 ]

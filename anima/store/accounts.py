@@ -48,7 +48,9 @@ class Accounts:
     def add(self, user: str) -> str:
         """A new API key for `user` (made if new). The key is returned once, never stored."""
         if not NAME.match(user):
-            raise BadInput(f"'{user}' is not a valid user name", "use letters, digits, '_', '.', '-' (not starting with '.')")
+            raise BadInput(
+                f"'{user}' is not a valid user name", "use letters, digits, '_', '.', '-' (not starting with '.')"
+            )
         key = "anima-" + secrets.token_urlsafe(32)
         with self._lock, transaction(self.db):
             insert(self.db, "api_keys", {"key_hash": _hash(key), "user": user, "key_prefix": key[:12]})
@@ -61,7 +63,10 @@ class Accounts:
     def revoke(self, user_or_prefix: str) -> int:
         """Revoke every key of a user, or the key with that prefix; returns how many."""
         with self._lock, transaction(self.db):
-            return self.db.execute("UPDATE api_keys SET revoked = 1 WHERE (user = ? OR key_prefix = ?) AND revoked = 0", (user_or_prefix, user_or_prefix)).rowcount
+            return self.db.execute(
+                "UPDATE api_keys SET revoked = 1 WHERE (user = ? OR key_prefix = ?) AND revoked = 0",
+                (user_or_prefix, user_or_prefix),
+            ).rowcount
 
     def list(self) -> list[Account]:
         rows = self.db.execute("SELECT user, key_prefix, created_at, revoked FROM api_keys ORDER BY created_at, user")

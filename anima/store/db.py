@@ -54,9 +54,15 @@ def connect(path: Path, key: Key | None = None, vectors: str = "auto") -> tuple[
         db = _open(path, key)
         db.execute("PRAGMA journal_mode=WAL")
     except OSError as exc:
-        raise StoreError(f"cannot open the database {path}: {exc.strerror}", "check the folder's permissions, or set ANIMA_HOME to a writable folder") from exc
+        raise StoreError(
+            f"cannot open the database {path}: {exc.strerror}",
+            "check the folder's permissions, or set ANIMA_HOME to a writable folder",
+        ) from exc
     except OperationalError as exc:
-        raise StoreError(f"cannot open the database {path}: {exc}", "check the folder's permissions, or set ANIMA_HOME to a writable folder") from exc
+        raise StoreError(
+            f"cannot open the database {path}: {exc}",
+            "check the folder's permissions, or set ANIMA_HOME to a writable folder",
+        ) from exc
     db.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives kill -9 and power loss
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA cache_size=-262144")  # up to 256 MB, taken as used: decrypted pages (vectors) are worth keeping
@@ -80,7 +86,10 @@ def _open(path: Path, key: Key | None) -> Connection:
                 f"cannot decrypt {path}: wrong key or passphrase (from {key.source}), or the file is damaged",
                 "set ANIMA_PASSPHRASE to the passphrase it was made with, or restore its key file; the file was not changed",
             ) from exc
-        raise StoreError(f"{path} is not a readable database (encrypted, or damaged)", "set store.encrypt = true to open an encrypted one; the file was not changed") from exc
+        raise StoreError(
+            f"{path} is not a readable database (encrypted, or damaged)",
+            "set store.encrypt = true to open an encrypted one; the file was not changed",
+        ) from exc
     return db
 
 
@@ -128,7 +137,10 @@ def transaction(db: Connection) -> Iterator[Connection]:
                 db.execute("ROLLBACK")
             raise
     except OperationalError as exc:
-        raise StoreError(f"cannot write to the database: {exc}", "free some disk space, or check the folder's permissions; nothing stored before was lost") from exc
+        raise StoreError(
+            f"cannot write to the database: {exc}",
+            "free some disk space, or check the folder's permissions; nothing stored before was lost",
+        ) from exc
 
 
 def load_sqlite_vec(db: Connection, vectors: str) -> bool:
@@ -144,4 +156,6 @@ def load_sqlite_vec(db: Connection, vectors: str) -> bool:
         db.enable_load_extension(False)
         return True
     except (ImportError, AttributeError, OperationalError) as exc:
-        raise StoreError(f"sqlite-vec did not load: {exc}", "pip install sqlite-vec, or set store.vectors = 'auto'") from exc
+        raise StoreError(
+            f"sqlite-vec did not load: {exc}", "pip install sqlite-vec, or set store.vectors = 'auto'"
+        ) from exc

@@ -24,15 +24,20 @@ class Goals:
             if not found:
                 return None
             steps = self._store._read(
-                "SELECT position, title, done_at FROM milestones WHERE goal_id = ? ORDER BY position", (goal_id,))
+                "SELECT position, title, done_at FROM milestones WHERE goal_id = ? ORDER BY position", (goal_id,)
+            )
         return {**found[0], "milestones": steps}
 
     def list(self, status: str | None = None) -> list[dict]:
         """Goals with that status (all when None), as `get`: soonest due first, undated
         last, then oldest."""
         with self._store._lock:
-            ids = [r["id"] for r in self._store._read(
-                "SELECT id FROM goals WHERE ? IS NULL OR status = ? ORDER BY due IS NULL, due, id", (status, status))]
+            ids = [
+                r["id"]
+                for r in self._store._read(
+                    "SELECT id FROM goals WHERE ? IS NULL OR status = ? ORDER BY due IS NULL, due, id", (status, status)
+                )
+            ]
             return [self.get(i) for i in ids]
 
     def add(self, title: str, why: str, due: str | None, milestones: list[str]) -> int:

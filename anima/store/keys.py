@@ -82,7 +82,9 @@ def _write_key_file(path: Path, secret: str) -> None:
             os.fsync(f.fileno())
         os.link(tmp, path)  # fails if the key file exists
     except OSError as exc:
-        raise StoreError(f"cannot write key file {path}: {exc.strerror}", "check the folder's permissions, or set ANIMA_PASSPHRASE") from exc
+        raise StoreError(
+            f"cannot write key file {path}: {exc.strerror}", "check the folder's permissions, or set ANIMA_PASSPHRASE"
+        ) from exc
     finally:
         with contextlib.suppress(OSError):  # nothing to clean where nothing could be made
             tmp.unlink(missing_ok=True)

@@ -99,11 +99,15 @@ def open_stores(data_dir: Path, user: str, url: str) -> Iterator[tuple[Store, Pg
     """`user`'s store in `data_dir` and their schema at `url`, closed after; a StoreError
     first when either cannot be opened, or the schema holds data already."""
     if not url.startswith(("postgresql://", "postgres://")):
-        raise BadInput(f"--to must be a postgresql:// URL, not {url.split(':', 1)[0]!r}", "e.g. postgresql://anima@localhost/anima")
+        raise BadInput(
+            f"--to must be a postgresql:// URL, not {url.split(':', 1)[0]!r}", "e.g. postgresql://anima@localhost/anima"
+        )
     path = user_db_path(data_dir, user)
     if not path.is_file() or not path.stat().st_size:
         raise StoreError(f"no store to migrate: {path} does not exist", "check ANIMA_HOME, and `user` in the config")
-    source = open_store(data_dir, user, encrypt=not is_plain(path))  # opened as it is: a plain file is not encrypted first
+    source = open_store(
+        data_dir, user, encrypt=not is_plain(path)
+    )  # opened as it is: a plain file is not encrypted first
     try:
         from anima.store.pg import PgStore  # a missing psycopg is a StoreError
 
@@ -117,7 +121,9 @@ def open_stores(data_dir: Path, user: str, url: str) -> Iterator[tuple[Store, Pg
         source.close()
 
 
-def copy_store(source: Store, target: PgStore, progress: Progress | None = None, vector_index: str = "hnsw", check: bool = True) -> Migration:
+def copy_store(
+    source: Store, target: PgStore, progress: Progress | None = None, vector_index: str = "hnsw", check: bool = True
+) -> Migration:
     """The memory core of `source` into the empty PgStore `target`, in one transaction, with
     the check above (unless `check` is False: `anima bench memory-scale` copies a store it
     has just made)."""
@@ -245,10 +251,24 @@ def _check_searches(source: Store, target, table: str, progress: Progress | None
     asked = len(records)
     return [
         Check(f"{table}: sampled records equal", f"{asked} read", f"{same_records} equal", same_records == asked),
-        Check(f"{table}: vector search, top {K}, every row scored", f"{vectors} queries", f"{exact_same} the same", exact_same == vectors),
-        Check(f"{table}: vector search, top {K}, HNSW", f"{vectors} queries", f"{hnsw_same} the same", True, checked=False),
-        Check(f"{table}: text search finds the row by its text", f"{asked} queries", f"{found} found on both", found == asked),
-        Check(f"{table}: text search, all matches", f"{asked} queries", f"{same_matches} the same", True, checked=False),
+        Check(
+            f"{table}: vector search, top {K}, every row scored",
+            f"{vectors} queries",
+            f"{exact_same} the same",
+            exact_same == vectors,
+        ),
+        Check(
+            f"{table}: vector search, top {K}, HNSW", f"{vectors} queries", f"{hnsw_same} the same", True, checked=False
+        ),
+        Check(
+            f"{table}: text search finds the row by its text",
+            f"{asked} queries",
+            f"{found} found on both",
+            found == asked,
+        ),
+        Check(
+            f"{table}: text search, all matches", f"{asked} queries", f"{same_matches} the same", True, checked=False
+        ),
         Check(f"{table}: text search, top {K}", f"{asked * K} ids", f"{common} in common", True, checked=False),
     ]
 

@@ -28,14 +28,14 @@ from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from typing import Iterator
 
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
+
 from anima.errors import StoreError
 from anima.store.pg_db import open_schema, schema_name, to_vector, where  # first: a missing psycopg is a StoreError
 from anima.store.sql import now, query_words
 from anima.store.store import USER_SUBJECTS, Conversation, Episode, Memory, Turn, in_profile, profile_rank
-
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
-from psycopg.types.json import Jsonb  # noqa: E402
 
 _TABLES = {"episodes": Episode, "memories": Memory}
 ID_TABLES = ("conversations", "turns", "episodes", "memories", "egress")  # each with an identity id

@@ -135,7 +135,9 @@ class Store:
             try:
                 migrate(self.db)
             except DatabaseError as exc:
-                raise StoreError(f"cannot use the database {path}: {exc}", "check its permissions, or move it aside to start fresh") from exc
+                raise StoreError(
+                    f"cannot use the database {path}: {exc}", "check its permissions, or move it aside to start fresh"
+                ) from exc
             if dim := self.meta("embed_dim"):
                 for table in _TABLES:
                     self.vectors.sync(table, int(dim))
@@ -179,7 +181,9 @@ class Store:
 
     @_locked
     def conversations(self, limit: int = 50) -> list[Conversation]:
-        rows = self.db.execute("SELECT id, title, persona, created_at FROM conversations ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self.db.execute(
+            "SELECT id, title, persona, created_at FROM conversations ORDER BY id DESC LIMIT ?", (limit,)
+        )
         return [Conversation(**dict(r)) for r in rows]
 
     def log_turn(self, turn: Turn) -> int:
@@ -217,7 +221,10 @@ class Store:
             for table in _TABLES:
                 self.vectors.sync(table, dim)
         elif int(known) != dim:
-            raise StoreError(f"this database holds {known}-d embeddings, not {dim}-d", "use the embedder it was made with, or run `anima memory reindex`")
+            raise StoreError(
+                f"this database holds {known}-d embeddings, not {dim}-d",
+                "use the embedder it was made with, or run `anima memory reindex`",
+            )
         return blob
 
     def _add(self, table: str, record, vector, index_text: str | None = None) -> int:
@@ -247,8 +254,15 @@ class Store:
         if not ids:
             return []
         cls, names = _TABLES[table], [f.name for f in fields(_TABLES[table])]
-        rows = self.db.execute(f"SELECT {', '.join(names)} FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", list(ids)).fetchall()
-        by_id = {r["id"]: cls(**{**dict(r), **({"source_ids": json.loads(r["source_ids"])} if "source_ids" in names else {})}) for r in rows}
+        rows = self.db.execute(
+            f"SELECT {', '.join(names)} FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", list(ids)
+        ).fetchall()
+        by_id = {
+            r["id"]: cls(
+                **{**dict(r), **({"source_ids": json.loads(r["source_ids"])} if "source_ids" in names else {})}
+            )
+            for r in rows
+        }
         return [by_id[i] for i in ids if i in by_id]
 
     @_locked
@@ -257,7 +271,10 @@ class Store:
         q = fts_query(query)
         if not q:
             return []
-        rows = self.db.execute(f"SELECT rowid, bm25(fts_{table}) AS s FROM fts_{table} WHERE fts_{table} MATCH ? ORDER BY s, rowid LIMIT ?", (q, k))
+        rows = self.db.execute(
+            f"SELECT rowid, bm25(fts_{table}) AS s FROM fts_{table} WHERE fts_{table} MATCH ? ORDER BY s, rowid LIMIT ?",
+            (q, k),
+        )
         return [(int(r[0]), -float(r[1])) for r in rows]
 
     @_locked
@@ -288,7 +305,12 @@ class Store:
 
     @_locked
     def episodes_between(self, start: str, end: str, limit: int = 200) -> list[Episode]:
-        ids = [r[0] for r in self.db.execute("SELECT id FROM episodes WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT ?", (start, end, limit))]
+        ids = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM episodes WHERE ts >= ? AND ts < ? ORDER BY ts LIMIT ?", (start, end, limit)
+            )
+        ]
         return self.episodes(ids)
 
     @_locked
@@ -329,13 +351,17 @@ class Store:
 
     @_locked
     def egress(self, limit: int = 100) -> list[dict]:
-        rows = self.db.execute("SELECT ts, destination, chars, redacted FROM egress ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows = self.db.execute(
+            "SELECT ts, destination, chars, redacted FROM egress ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
         return [{"ts": r[0], "destination": r[1], "chars": r[2], "redacted": json.loads(r[3])} for r in rows]
 
     @_locked
     def person_names(self) -> list[str]:
         """Subjects of current memories other than the user: the people anima knows."""
-        rows = self.db.execute("SELECT DISTINCT subject FROM memories WHERE valid_to IS NULL AND lower(subject) NOT IN ('user', 'the user', 'me', '')").fetchall()
+        rows = self.db.execute(
+            "SELECT DISTINCT subject FROM memories WHERE valid_to IS NULL AND lower(subject) NOT IN ('user', 'the user', 'me', '')"
+        ).fetchall()
         return [r[0] for r in rows]
 
     @_locked
@@ -346,7 +372,12 @@ class Store:
             params.append(kind)
         if not include_invalid:
             where.append("valid_to IS NULL")
-        ids = [r[0] for r in self.db.execute(f"SELECT id FROM memories WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit))]
+        ids = [
+            r[0]
+            for r in self.db.execute(
+                f"SELECT id FROM memories WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", (*params, limit)
+            )
+        ]
         return self.memories(ids)
 
     @_locked
@@ -356,7 +387,9 @@ class Store:
         marks = ",".join("?" * len(USER_SUBJECTS))
         rows = self.db.execute(
             "SELECT id, subject, kind, text, confidence, updated_at FROM memories WHERE valid_to IS NULL"
-            f" AND (lower(subject) IN ({marks}) OR lower(text) LIKE '%name is%') ORDER BY id", tuple(USER_SUBJECTS))
+            f" AND (lower(subject) IN ({marks}) OR lower(text) LIKE '%name is%') ORDER BY id",
+            tuple(USER_SUBJECTS),
+        )
         best = heapq.nlargest(limit, filter(in_profile, rows), key=profile_rank)
         return self.memories([r["id"] for r in best])
 

@@ -58,7 +58,9 @@ class NumpyIndex:
             self._cache.clear()
             self._version = version
         if (rows := self._cache.get(table)) is None:
-            found = self.db.execute(f"SELECT id, embedding FROM {table} WHERE embedding IS NOT NULL ORDER BY id").fetchall()
+            found = self.db.execute(
+                f"SELECT id, embedding FROM {table} WHERE embedding IS NOT NULL ORDER BY id"
+            ).fetchall()
             rows = self._cache[table] = _Rows.read(found)
         return rows.nearest(np.frombuffer(blob, dtype=np.float32), k)
 
@@ -74,7 +76,11 @@ class _Rows:
     @classmethod
     def read(cls, rows) -> _Rows:
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1) if rows else np.zeros((0, 0), np.float32)
+        matrix = (
+            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            if rows
+            else np.zeros((0, 0), np.float32)
+        )
         return cls(ids, matrix.copy())  # writable: rows are added in place
 
     def put(self, rowid: int, vector: np.ndarray) -> bool:
@@ -129,15 +135,21 @@ class SqliteVecIndex:
         vec = f"vec_{table}"
         exists = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (vec,)).fetchone()
         if exists:
-            want = self.db.execute(f"SELECT count(*), coalesce(sum(id), 0) FROM {table} WHERE embedding IS NOT NULL").fetchone()
+            want = self.db.execute(
+                f"SELECT count(*), coalesce(sum(id), 0) FROM {table} WHERE embedding IS NOT NULL"
+            ).fetchone()
             have = self.db.execute(f"SELECT count(*), coalesce(sum(rowid), 0) FROM {vec}").fetchone()
-            same_dim = f"float[{dim}]" in self.db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (vec,)).fetchone()[0]
+            same_dim = (
+                f"float[{dim}]" in self.db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (vec,)).fetchone()[0]
+            )
             if tuple(want) == tuple(have) and same_dim:
                 return
         with transaction(self.db):
             self.db.execute(f"DROP TABLE IF EXISTS {vec}")
             self.db.execute(f"CREATE VIRTUAL TABLE {vec} USING vec0(embedding float[{dim}] distance_metric=cosine)")
-            self.db.execute(f"INSERT INTO {vec}(rowid, embedding) SELECT id, embedding FROM {table} WHERE embedding IS NOT NULL")
+            self.db.execute(
+                f"INSERT INTO {vec}(rowid, embedding) SELECT id, embedding FROM {table} WHERE embedding IS NOT NULL"
+            )
 
     def reset(self) -> None:
         """Nothing to do: the index is in the file, and a rollback undoes it too."""
@@ -150,5 +162,10 @@ class SqliteVecIndex:
         self.db.execute(f"DELETE FROM vec_{table} WHERE rowid = ?", (rowid,))
 
     def search(self, table: str, blob: bytes, k: int) -> list[tuple[int, float]]:
-        rows = self.db.execute(f"SELECT rowid, distance FROM vec_{table} WHERE embedding MATCH ? AND k = ? ORDER BY distance", (blob, min(k, 4096)))
-        return sorted(((int(r[0]), float(r[1])) for r in rows), key=lambda hit: (hit[1], hit[0]))  # ties by id, as numpy
+        rows = self.db.execute(
+            f"SELECT rowid, distance FROM vec_{table} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+            (blob, min(k, 4096)),
+        )
+        return sorted(
+            ((int(r[0]), float(r[1])) for r in rows), key=lambda hit: (hit[1], hit[0])
+        )  # ties by id, as numpy

@@ -45,7 +45,10 @@ class Tool:
     own_words: bool = False  # its results are the user's own words (notes, to-dos): see Toolbox.readable
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
 
 
 # The user's message of the turn a tool runs in: their own words, which outrank the
@@ -90,13 +93,19 @@ def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> None:
         spec = props.get(key, {})
         kind = spec.get("type")
         expected = _JSON_TYPES.get(kind) if isinstance(kind, str) else None
-        if expected is not None and (not isinstance(value, expected) or (kind in ("integer", "number") and isinstance(value, bool))):
-            raise ToolError(f"argument '{key}' should be a {kind}, not {type(value).__name__}", f"pass {key} as a {kind}")
+        if expected is not None and (
+            not isinstance(value, expected) or (kind in ("integer", "number") and isinstance(value, bool))
+        ):
+            raise ToolError(
+                f"argument '{key}' should be a {kind}, not {type(value).__name__}", f"pass {key} as a {kind}"
+            )
         if "enum" in spec and value not in spec["enum"]:
             raise ToolError(f"argument '{key}' must be one of {spec['enum']}", f"got {value!r}")
 
 
-_COMMON = frozenset("a an and are as at be by can do for from get give how i in is it me my of on or please the this to what when with you your".split())
+_COMMON = frozenset(
+    "a an and are as at be by can do for from get give how i in is it me my of on or please the this to what when with you your".split()
+)
 
 
 def _stems(text: str) -> set[str]:
@@ -157,7 +166,9 @@ class Toolbox:
         arguments = arguments or {}
         tool = self.tools.get(name)
         if tool is None:
-            return ToolResult(name, arguments, f"error: no tool named '{name}'; available: {', '.join(self.tools)}", ok=False)
+            return ToolResult(
+                name, arguments, f"error: no tool named '{name}'; available: {', '.join(self.tools)}", ok=False
+            )
         if not isinstance(arguments, dict):
             return ToolResult(name, {}, "error: the arguments must be a JSON object", ok=False)
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anima.tools import Tool, ToolContext, Toolbox, calc, calendar, documents, goals, notes, reminders
+from anima.tools import Tool, Toolbox, ToolContext, calc, calendar, documents, goals, notes, reminders
 
 
 def builtin_tools(ctx: ToolContext) -> list[Tool]:

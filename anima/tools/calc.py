@@ -22,13 +22,28 @@ from anima.timeparse import find_times
 from anima.tools import Tool, ToolContext
 
 FUNCTIONS = {
-    "sqrt": math.sqrt, "log": math.log, "ln": math.log, "log10": math.log10, "exp": math.exp,
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "round": round, "abs": abs, "min": min, "max": max,
+    "sqrt": math.sqrt,
+    "log": math.log,
+    "ln": math.log,
+    "log10": math.log10,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "round": round,
+    "abs": abs,
+    "min": min,
+    "max": max,
 }
 CONSTANTS = {"pi": math.pi, "e": math.e}
 OPERATORS = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
 MAX_DIGITS = 10_000
 _ALLOWED = "use numbers, + - * / // % ** ( ), sqrt log sin cos round abs min max, pi, e"
@@ -57,7 +72,12 @@ def _eval(node: ast.AST):
         if isinstance(value, int) and value.bit_length() > MAX_DIGITS * 3.33:
             raise BadInput("the result is too large", f"results are limited to {MAX_DIGITS:,} digits")
         return value
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS and not node.keywords:
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in FUNCTIONS
+        and not node.keywords
+    ):
         return FUNCTIONS[node.func.id](*(_eval(a) for a in node.args))
     raise BadInput(f"'{ast.unparse(node)}' is not allowed in a calculation", _ALLOWED)
 
@@ -95,13 +115,26 @@ def show_number(value: int | float) -> str:
 
 # --- dates ---------------------------------------------------------------------------------------
 
-_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())} | {"a": 1, "an": 1}
+_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())} | {
+    "a": 1,
+    "an": 1,
+}
 _N = r"(?P<n>\d+|" + "|".join(_WORDS) + r")"
-_UNTIL = re.compile(r"(?:how many\s+)?(?P<unit>days|weeks)\s+(?:are\s+there\s+|is\s+it\s+|left\s+)?(?:until|till|to|before)\s+(?P<x>.+)", re.I)
+_UNTIL = re.compile(
+    r"(?:how many\s+)?(?P<unit>days|weeks)\s+(?:are\s+there\s+|is\s+it\s+|left\s+)?(?:until|till|to|before)\s+(?P<x>.+)",
+    re.I,
+)
 _SINCE = re.compile(r"(?:how many\s+)?days\s+(?:have\s+passed\s+|has\s+it\s+been\s+)?(?:since|after)\s+(?P<x>.+)", re.I)
-_BETWEEN = re.compile(r"(?:how many\s+)?days\s+(?:are\s+there\s+)?(?:between|from)\s+(?P<x>.+?)\s+(?:and|to|until)\s+(?P<y>.+)", re.I)
-_SHIFT = re.compile(rf"(?:what(?:'s|\s+is)\s+)?(?:the\s+)?(?:date\s+)?{_N}\s+(?P<unit>day|week|month|year)s?\s+(?P<dir>after|from|before|since)\s+(?P<x>.+)", re.I)
-_WEEKDAY = re.compile(r"(?:what\s+)?(?:week)?day\s+(?:of\s+the\s+week\s+)?(?:is|was|will\s+be|of|for)\s+(?P<x>.+)", re.I)
+_BETWEEN = re.compile(
+    r"(?:how many\s+)?days\s+(?:are\s+there\s+)?(?:between|from)\s+(?P<x>.+?)\s+(?:and|to|until)\s+(?P<y>.+)", re.I
+)
+_SHIFT = re.compile(
+    rf"(?:what(?:'s|\s+is)\s+)?(?:the\s+)?(?:date\s+)?{_N}\s+(?P<unit>day|week|month|year)s?\s+(?P<dir>after|from|before|since)\s+(?P<x>.+)",
+    re.I,
+)
+_WEEKDAY = re.compile(
+    r"(?:what\s+)?(?:week)?day\s+(?:of\s+the\s+week\s+)?(?:is|was|will\s+be|of|for)\s+(?P<x>.+)", re.I
+)
 _MONTH_NAME = re.compile(r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b", re.I)
 
 
@@ -139,7 +172,13 @@ def date_math(question: str, now: datetime) -> str:
         d = _day(m["x"], now, future=True)
         n = (d - today).days
         weeks = f" ({n // 7} weeks and {_days(n % 7)})" if m["unit"].lower() == "weeks" and n >= 0 else ""
-        return f"{_show(d)} is today" if n == 0 else f"{_days(n)}{weeks} until {_show(d)}" if n > 0 else f"{_show(d)} was {_days(-n)} ago"
+        return (
+            f"{_show(d)} is today"
+            if n == 0
+            else f"{_days(n)}{weeks} until {_show(d)}"
+            if n > 0
+            else f"{_show(d)} was {_days(-n)} ago"
+        )
     if m := _SINCE.fullmatch(q):
         d = _day(m["x"], now)
         n = (today - d).days
@@ -155,7 +194,10 @@ def date_math(question: str, now: datetime) -> str:
         return f"{d.day} {d:%B %Y} is a {d:%A}"
     if find_times(q, now):
         return f"{_show(_day(q, now))}"
-    raise BadInput(f"cannot answer '{question}'", "ask e.g. 'days until 25 December', 'date 3 weeks after 2026-12-01', 'weekday of 2026-12-25'")
+    raise BadInput(
+        f"cannot answer '{question}'",
+        "ask e.g. 'days until 25 December', 'date 3 weeks after 2026-12-01', 'weekday of 2026-12-25'",
+    )
 
 
 # --- for the model ---------------------------------------------------------------------------
@@ -172,14 +214,27 @@ def tools(ctx: ToolContext) -> list[Tool]:
         Tool(
             "calculator",
             "Exact arithmetic: + - * / ** ( ), sqrt, log, sin, cos, round, abs, min, max, pi, e.",
-            {"type": "object", "properties": {"expression": {"type": "string", "description": "e.g. (1200 * 1.05) / 12"}}, "required": ["expression"]},
+            {
+                "type": "object",
+                "properties": {"expression": {"type": "string", "description": "e.g. (1200 * 1.05) / 12"}},
+                "required": ["expression"],
+            },
             calculator,
             triggers=r"\d\s*[-+*/^x×÷%]\s*\d|\bcalculat|\bhow much is\b|\bpercent\b|\d\s*%\s*of\b|\bsqrt\b|\bsquare root\b",
         ),
         Tool(
             "date_math",
             "Date arithmetic: days until a date, days between two dates, a date N days/weeks/months after another, the weekday of a date.",
-            {"type": "object", "properties": {"question": {"type": "string", "description": "e.g. 'days until 25 December', 'date 3 weeks after 2026-12-01'"}}, "required": ["question"]},
+            {
+                "type": "object",
+                "properties": {
+                    "question": {
+                        "type": "string",
+                        "description": "e.g. 'days until 25 December', 'date 3 weeks after 2026-12-01'",
+                    }
+                },
+                "required": ["question"],
+            },
             dates,
             triggers=r"\bdays? (?:until|till|since|between|after|before)\b|\bweeks? (?:until|after|before)\b|\bweekday\b|\bwhat day\b",
         ),

@@ -57,7 +57,17 @@ def _unwall(text: str, tz: str | None) -> datetime:
     return t.replace(tzinfo=ZoneInfo(tz)) if tz else t
 
 
-def _row(title: str, start, end, tz: str | None, location: str = "", description: str = "", rrule: str | None = None, exdates=(), uid: str = "") -> dict:
+def _row(
+    title: str,
+    start,
+    end,
+    tz: str | None,
+    location: str = "",
+    description: str = "",
+    rrule: str | None = None,
+    exdates=(),
+    uid: str = "",
+) -> dict:
     return {
         "uid": uid or f"{uuid.uuid4()}@anima",
         "title": title,
@@ -107,9 +117,24 @@ def _event_row(event, where: str) -> dict:
         try:
             _check_rrule(rrule, _unwall(_wall(start, tz), tz))
         except ValueError as exc:
-            raise BadInput(f"{name} has a bad RRULE '{rrule}': {exc}", "fix or remove that line; nothing was imported") from exc
-    uid = str(event.get("UID") or "") or hashlib.sha1(f"{event.get('SUMMARY')}|{_wall(start, tz)}".encode()).hexdigest() + "@anima"
-    return _row(str(event.get("SUMMARY") or "(no title)"), start, end, tz, str(event.get("LOCATION") or ""), str(event.get("DESCRIPTION") or ""), rrule, event.exdates, uid)
+            raise BadInput(
+                f"{name} has a bad RRULE '{rrule}': {exc}", "fix or remove that line; nothing was imported"
+            ) from exc
+    uid = (
+        str(event.get("UID") or "")
+        or hashlib.sha1(f"{event.get('SUMMARY')}|{_wall(start, tz)}".encode()).hexdigest() + "@anima"
+    )
+    return _row(
+        str(event.get("SUMMARY") or "(no title)"),
+        start,
+        end,
+        tz,
+        str(event.get("LOCATION") or ""),
+        str(event.get("DESCRIPTION") or ""),
+        rrule,
+        event.exdates,
+        uid,
+    )
 
 
 def _rrule_text(recur, start, tz: str | None) -> str:
@@ -118,7 +143,7 @@ def _rrule_text(recur, start, tz: str | None) -> str:
     if "UNTIL" in recur:
         until = recur["UNTIL"][0]
         if tz:
-            until = (until if isinstance(until, datetime) else datetime.combine(until, time(23, 59, 59)))
+            until = until if isinstance(until, datetime) else datetime.combine(until, time(23, 59, 59))
             until = until.replace(tzinfo=until.tzinfo or ZoneInfo(tz)).astimezone(ZoneInfo("UTC"))
         elif isinstance(until, datetime) and until.tzinfo:
             until = until.astimezone().replace(tzinfo=None)
@@ -141,11 +166,19 @@ def import_ics(store, path: str | Path) -> int:
     try:
         calendars = Calendar.from_ical(data, multiple=True)
     except ValueError as exc:
-        raise BadInput(f"{path.name} is not a valid .ics file: {exc}", "export the calendar again as iCalendar (.ics)") from exc
+        raise BadInput(
+            f"{path.name} is not a valid .ics file: {exc}", "export the calendar again as iCalendar (.ics)"
+        ) from exc
     except OSError as exc:  # a TZID too long to be looked up as a zone file
-        raise BadInput(f"{path.name} is not a valid .ics file: a TZID names no time zone ({exc.strerror})", "export the calendar again as iCalendar (.ics)") from exc
+        raise BadInput(
+            f"{path.name} is not a valid .ics file: a TZID names no time zone ({exc.strerror})",
+            "export the calendar again as iCalendar (.ics)",
+        ) from exc
     if not calendars:
-        raise BadInput(f"{path.name} is not a valid .ics file: no complete BEGIN:VCALENDAR ... END:VCALENDAR", "export the calendar again as iCalendar (.ics)")
+        raise BadInput(
+            f"{path.name} is not a valid .ics file: no complete BEGIN:VCALENDAR ... END:VCALENDAR",
+            "export the calendar again as iCalendar (.ics)",
+        )
     rows: dict[str, dict] = {}
     moved = []  # (master uid, the occurrence it replaces) for RECURRENCE-ID events
     for event in (e for cal in calendars for e in cal.walk("VEVENT")):
@@ -198,7 +231,15 @@ def export_ics(store, path: str | Path) -> int:
 # --- adding and asking ---------------------------------------------------------------------------
 
 
-def add_event(store, title: str, start: date | datetime, end: date | datetime | None = None, location: str = "", description: str = "", rrule: str | None = None) -> dict:
+def add_event(
+    store,
+    title: str,
+    start: date | datetime,
+    end: date | datetime | None = None,
+    location: str = "",
+    description: str = "",
+    rrule: str | None = None,
+) -> dict:
     """A date is a whole-day event; a time without a zone is local. `end` defaults to an
     hour (a day) later; `rrule` is an RRULE value such as 'FREQ=WEEKLY;COUNT=10'."""
     if not title.strip():
@@ -217,7 +258,14 @@ def add_event(store, title: str, start: date | datetime, end: date | datetime | 
             raise BadInput(f"bad repeat rule '{rrule}': {exc}", "e.g. FREQ=WEEKLY;COUNT=10") from exc
     row = _row(title.strip(), start, end, tz, location, description, rrule)
     store.calendar.upsert([row])
-    return {"uid": row["uid"], "title": row["title"], "start": row["start"], "end": row["end"], "location": location, "rrule": rrule}
+    return {
+        "uid": row["uid"],
+        "title": row["title"],
+        "start": row["start"],
+        "end": row["end"],
+        "location": location,
+        "rrule": rrule,
+    }
 
 
 def _occurrences(r, lo: datetime, hi: datetime):
@@ -247,10 +295,18 @@ def events_between(store, start: datetime, end: datetime) -> list[dict]:
     found = []
     for r in rows:
         for s, e in _occurrences(r, lo, hi):
-            found.append({
-                "title": r["title"], "start": s.isoformat(timespec="minutes"), "end": e.isoformat(timespec="minutes"), "location": r["location"],
-                "description": r["description"], "all_day": len(r["start"]) == 10, "uid": r["uid"], "recurring": bool(r["rrule"]),
-            })
+            found.append(
+                {
+                    "title": r["title"],
+                    "start": s.isoformat(timespec="minutes"),
+                    "end": e.isoformat(timespec="minutes"),
+                    "location": r["location"],
+                    "description": r["description"],
+                    "all_day": len(r["start"]) == 10,
+                    "uid": r["uid"],
+                    "recurring": bool(r["rrule"]),
+                }
+            )
     return sorted(found, key=lambda x: (x["start"], x["title"]))
 
 
@@ -258,7 +314,9 @@ def resolve_span(phrase: str, now: datetime) -> TimeSpan:
     """The time a question is about: "Thursday", "tomorrow", "next week", "2026-05-14"."""
     span = query_range(phrase, local(now))
     if span is None:
-        raise BadInput(f"cannot tell which day '{phrase}' means", "try 'Thursday', 'tomorrow', 'next week' or 2026-05-14")
+        raise BadInput(
+            f"cannot tell which day '{phrase}' means", "try 'Thursday', 'tomorrow', 'next week' or 2026-05-14"
+        )
     return span
 
 
@@ -276,7 +334,9 @@ def describe(event: dict) -> str:
         last = max((end - timedelta(days=1)).date(), start.date())
         when = f"{start:%Y-%m-%d}" + (f" to {last}" if last > start.date() else "") + " all day"
     else:
-        when = f"{start:%Y-%m-%d %H:%M}" + (f"-{end:%H:%M}" if end.date() == start.date() else f" to {end:%Y-%m-%d %H:%M}")
+        when = f"{start:%Y-%m-%d %H:%M}" + (
+            f"-{end:%H:%M}" if end.date() == start.date() else f" to {end:%Y-%m-%d %H:%M}"
+        )
     return f"{when} {event['title']}" + (f" ({event['location']})" if event["location"] else "")
 
 
@@ -289,27 +349,42 @@ def tools(ctx: ToolContext) -> list[Tool]:
     def calendar_on(when: str) -> str:
         span = resolve_span(when, ctx.now())
         events = events_between(store, span.start, span.end)
-        days = span.start.date().isoformat() + ("" if span.end - span.start <= timedelta(days=1) else f" to {(span.end - timedelta(seconds=1)).date()}")
+        days = span.start.date().isoformat() + (
+            "" if span.end - span.start <= timedelta(days=1) else f" to {(span.end - timedelta(seconds=1)).date()}"
+        )
         return "\n".join(describe(e) for e in events) or f"nothing in the calendar for {when} ({days})"
 
     def calendar_add(title: str, when: str, minutes: int = 60, location: str = "", repeat: str = "") -> str:
         spans = find_times(when, local(ctx.now()))
-        if not spans or spans[0].granularity not in ("day", "hour", "minute") or (spans[0].granularity == "day" and spans[0].end - spans[0].start != timedelta(days=1)):
-            raise BadInput(f"cannot tell when '{when}' is", "give one day and maybe a time, e.g. 'Thursday at 3pm' or '2026-05-14 09:30'")
+        if (
+            not spans
+            or spans[0].granularity not in ("day", "hour", "minute")
+            or (spans[0].granularity == "day" and spans[0].end - spans[0].start != timedelta(days=1))
+        ):
+            raise BadInput(
+                f"cannot tell when '{when}' is",
+                "give one day and maybe a time, e.g. 'Thursday at 3pm' or '2026-05-14 09:30'",
+            )
         span = spans[0]
         if minutes <= 0:
             raise BadInput("minutes must be more than 0", "e.g. 60")
         if span.granularity == "day":
             event = add_event(store, title, span.start.date(), location=location, rrule=REPEATS.get(repeat))
         else:
-            event = add_event(store, title, span.start, span.start + timedelta(minutes=minutes), location, rrule=REPEATS.get(repeat))
+            event = add_event(
+                store, title, span.start, span.start + timedelta(minutes=minutes), location, rrule=REPEATS.get(repeat)
+            )
         return "added " + describe({**event, "all_day": span.granularity == "day"})
 
     return [
         Tool(
             "calendar_on",
             "What is in the user's calendar on a day or in a period.",
-            {"type": "object", "properties": {"when": {"type": "string", "description": "e.g. 'Thursday', 'tomorrow', 'next week'"}}, "required": ["when"]},
+            {
+                "type": "object",
+                "properties": {"when": {"type": "string", "description": "e.g. 'Thursday', 'tomorrow', 'next week'"}},
+                "required": ["when"],
+            },
             calendar_on,
             triggers=r"\bcalendar\b|\bschedule\b|what'?s on\b|\bmeetings?\b|\bappointments?\b|\bbusy\b|\bfree\b|\bmy (?:week|day|weekend)\b",
         ),

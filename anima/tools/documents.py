@@ -37,12 +37,17 @@ class IndexReport:
     skipped: dict[str, int] = field(default_factory=dict)  # reason (binary, unreadable, too large) -> files
 
     def summary(self) -> str:
-        parts = [f"{self.folder}: indexed {self.indexed} file{'s' * (self.indexed != 1)} ({self.passages} passages)", f"{self.unchanged} unchanged"]
+        parts = [
+            f"{self.folder}: indexed {self.indexed} file{'s' * (self.indexed != 1)} ({self.passages} passages)",
+            f"{self.unchanged} unchanged",
+        ]
         if self.removed:
             parts.append(f"{self.removed} removed")
         text = ", ".join(parts)
         if self.skipped:
-            text += "; skipped " + ", ".join(f"{n} {why} file{'s' * (n != 1)}" for why, n in sorted(self.skipped.items()))
+            text += "; skipped " + ", ".join(
+                f"{n} {why} file{'s' * (n != 1)}" for why, n in sorted(self.skipped.items())
+            )
         return text
 
 
@@ -61,7 +66,11 @@ def chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, int, str]]:
                 pieces.append((first, n - 1, block))
             else:
                 for k, long_line in enumerate(para, first):
-                    pieces += [(k, k, long_line[i : i + size]) for i in range(0, len(long_line), size) if long_line[i : i + size].strip()]
+                    pieces += [
+                        (k, k, long_line[i : i + size])
+                        for i in range(0, len(long_line), size)
+                        if long_line[i : i + size].strip()
+                    ]
         para, first = [], 0
     passages: list[tuple[int, int, str]] = []
     for a, b, piece in pieces:
@@ -110,7 +119,10 @@ def index_folder(store, folder: str | Path) -> IndexReport:
     try:
         exists = root.exists()
     except OSError as exc:  # a name too long for the file system
-        raise BadInput(f"cannot read folder {str(root)[:80]}: {exc.strerror}", "check the path (config tools.documents, or the one given)") from exc
+        raise BadInput(
+            f"cannot read folder {str(root)[:80]}: {exc.strerror}",
+            "check the path (config tools.documents, or the one given)",
+        ) from exc
     if not exists:
         raise BadInput(f"no such folder: {root}", "check the path (config tools.documents, or the one given)")
     if not root.is_dir():
@@ -149,7 +161,10 @@ def index_folder(store, folder: str | Path) -> IndexReport:
 def index_documents(store, folders: list[str]) -> list[IndexReport]:
     """Index each folder (usually config `tools.documents`)."""
     if not folders:
-        raise BadInput("no document folders to index", "give a FOLDER, or list folders in the config: [tools] documents = [\"~/notes\"]")
+        raise BadInput(
+            "no document folders to index",
+            'give a FOLDER, or list folders in the config: [tools] documents = ["~/notes"]',
+        )
     return [index_folder(store, f) for f in folders]
 
 
@@ -162,8 +177,16 @@ def search(store, query: str, k: int = 5) -> list[dict]:
     for r in store.documents.search(query, k):
         lines = f"{r['line_start']}-{r['line_end']}"
         cite = f"{r['cite']}:{lines}"
-        hits.append({"path": r["path"], "cite": cite, "lines": lines, "snippet": r["snippet"], "text": r["text"],
-                     "score": round(r["score"], 4)})
+        hits.append(
+            {
+                "path": r["path"],
+                "cite": cite,
+                "lines": lines,
+                "snippet": r["snippet"],
+                "text": r["text"],
+                "score": round(r["score"], 4),
+            }
+        )
     return hits
 
 
@@ -186,7 +209,11 @@ def tools(ctx: ToolContext) -> list[Tool]:
         Tool(
             "documents_search",
             "Search the user's own documents and files; returns passages with [file:lines] to cite.",
-            {"type": "object", "properties": {"query": {"type": "string", "description": "words to look for"}}, "required": ["query"]},
+            {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "words to look for"}},
+                "required": ["query"],
+            },
             documents_search,
             triggers=r"\bdocuments?\b|\bdocs?\b|\bfiles?\b|\bmy notes\b|\bfolder\b",
         )

@@ -27,10 +27,14 @@ def parse_due(phrase: str, now: datetime) -> str:
     now = _naive(now)
     spans = find_times(phrase, now)
     if not spans:
-        raise BadInput(f"cannot read a date in '{phrase}'", "try 'next Friday', 'in 3 weeks', '25 December 2026' or 2026-12-25")
+        raise BadInput(
+            f"cannot read a date in '{phrase}'", "try 'next Friday', 'in 3 weeks', '25 December 2026' or 2026-12-25"
+        )
     due = (spans[0].end - timedelta(microseconds=1)).date()  # a day, or the last day of a week/month/year
     if due < now.date():
-        raise BadInput(f"'{phrase}' is {due}, in the past", "give a later date, with the year if needed ('December 2026')")
+        raise BadInput(
+            f"'{phrase}' is {due}, in the past", "give a later date, with the year if needed ('December 2026')"
+        )
     return due.isoformat()
 
 
@@ -53,7 +57,9 @@ def _shown(goal: dict) -> dict:
     return goal
 
 
-def add_goal(store, title: str, why: str = "", due: str | None = None, milestones: list[str] = (), now: datetime | None = None) -> dict:
+def add_goal(
+    store, title: str, why: str = "", due: str | None = None, milestones: list[str] = (), now: datetime | None = None
+) -> dict:
     """`due`: English or YYYY-MM-DD, resolved against `now`."""
     title = title.strip()
     if not title:
@@ -94,7 +100,10 @@ def complete_milestone(store, goal_id: int, milestone: int | str, done: bool = T
             found = [m for m in steps if str(milestone).strip().lower() in m["title"].lower()]
         if len(found) != 1:
             listing = "; ".join(f"{m['n']}. {m['title']}" for m in steps) or "none yet"
-            raise NotFound(f"goal {goal_id} has {'no' if not found else 'more than one'} milestone matching '{milestone}'", f"its milestones: {listing}")
+            raise NotFound(
+                f"goal {goal_id} has {'no' if not found else 'more than one'} milestone matching '{milestone}'",
+                f"its milestones: {listing}",
+            )
         store.goals.set_milestone_done(goal_id, found[0]["n"], done)
     return get_goal(store, goal_id)
 
@@ -146,7 +155,9 @@ def tools(ctx: ToolContext) -> list[Tool]:
         goals = list_goals(store, status)
         return "\n".join(describe(g) for g in goals) or f"no {status} goals"
 
-    def goal_update(goal_id: int, milestone_done: str = "", new_milestone: str = "", progress: int | None = None, status: str = "") -> str:
+    def goal_update(
+        goal_id: int, milestone_done: str = "", new_milestone: str = "", progress: int | None = None, status: str = ""
+    ) -> str:
         if not (milestone_done or new_milestone or progress is not None or status):
             raise BadInput("nothing to change", "give milestone_done, new_milestone, progress or status")
         goal = get_goal(store, goal_id)

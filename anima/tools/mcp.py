@@ -73,12 +73,18 @@ def expand_headers(server: str, headers: dict[str, str]) -> dict[str, str]:
     def expand(header: str, value: str) -> str:
         def lookup(ref: re.Match) -> str:
             if not (found := os.environ.get(ref[1])):
-                raise ConfigError(f"environment variable {ref[1]}, used in header '{header}' of [mcp.{server}], is not set", "export it before starting anima")
+                raise ConfigError(
+                    f"environment variable {ref[1]}, used in header '{header}' of [mcp.{server}], is not set",
+                    "export it before starting anima",
+                )
             return found
 
         value = ENV_REF.sub(lookup, value)
         if not value.isascii() or any(c in value for c in "\r\n\0"):  # httpx would quote the value in its error
-            raise ConfigError(f"header '{header}' of [mcp.{server}] has characters an HTTP header cannot carry", "use one line of ASCII")
+            raise ConfigError(
+                f"header '{header}' of [mcp.{server}] has characters an HTTP header cannot carry",
+                "use one line of ASCII",
+            )
         return value
 
     return {header: expand(header, value) for header, value in headers.items()}
@@ -139,7 +145,10 @@ class McpClients:
         atexit.register(self.close)
         self._stop = asyncio.run_coroutine_threadsafe(self._make_event(), self._loop).result()
         ready = {name: concurrent.futures.Future() for name in servers}
-        tasks = {name: asyncio.run_coroutine_threadsafe(self._hold(name, settings, ready[name]), self._loop) for name, settings in servers.items()}
+        tasks = {
+            name: asyncio.run_coroutine_threadsafe(self._hold(name, settings, ready[name]), self._loop)
+            for name, settings in servers.items()
+        }
         self._tasks = list(tasks.values())  # all start at once
         for name, future in ready.items():
             try:
@@ -169,11 +178,20 @@ class McpClients:
                     from mcp.client.streamable_http import streamable_http_client
 
                     timeout = httpx2.Timeout(30, read=300)  # the SDK's defaults: a server may hold a stream open
-                    http = httpx2.AsyncClient(headers=expand_headers(name, settings.headers), timeout=timeout, event_hooks={"response": [_refuse]})
-                    target: Any = streamable_http_client(settings.url, http_client=await stack.enter_async_context(http))
+                    http = httpx2.AsyncClient(
+                        headers=expand_headers(name, settings.headers),
+                        timeout=timeout,
+                        event_hooks={"response": [_refuse]},
+                    )
+                    target: Any = streamable_http_client(
+                        settings.url, http_client=await stack.enter_async_context(http)
+                    )
                 elif settings.command:
                     errlog = stack.enter_context(_log_file(name))
-                    target = stdio_client(StdioServerParameters(command=settings.command, args=settings.args, env=settings.env or None), errlog=errlog)
+                    target = stdio_client(
+                        StdioServerParameters(command=settings.command, args=settings.args, env=settings.env or None),
+                        errlog=errlog,
+                    )
                 else:
                     raise ValueError("neither command nor url is set")
                 client = await stack.enter_async_context(Client(target, read_timeout_seconds=START_S))
@@ -204,7 +222,9 @@ class McpClients:
             schema = {"type": "object", "properties": {}, **(remote.input_schema or {})}
             read_only = bool(remote.annotations and remote.annotations.read_only_hint)
             description = (remote.description or remote.name).strip() + f" (from MCP server '{server}')"
-            mine.append(Tool(name, description, schema, self._caller(server, client, remote.name), side_effects=not read_only))
+            mine.append(
+                Tool(name, description, schema, self._caller(server, client, remote.name), side_effects=not read_only)
+            )
 
     def _caller(self, server: str, client: Any, remote_name: str):
         def call(**arguments: Any) -> str:
@@ -212,12 +232,16 @@ class McpClients:
 
             if not self._loop.is_running():
                 raise ToolError(f"MCP server '{server}' is closed", "restart anima")
-            future = asyncio.run_coroutine_threadsafe(client.call_tool(remote_name, arguments, read_timeout_seconds=self.timeout), self._loop)
+            future = asyncio.run_coroutine_threadsafe(
+                client.call_tool(remote_name, arguments, read_timeout_seconds=self.timeout), self._loop
+            )
             try:
                 result = future.result(timeout=self.timeout + 5)
             except (TimeoutError, concurrent.futures.TimeoutError) as exc:
                 future.cancel()
-                raise ToolError(f"MCP server '{server}' did not answer {remote_name} in {self.timeout:g} s", "try again later") from exc
+                raise ToolError(
+                    f"MCP server '{server}' did not answer {remote_name} in {self.timeout:g} s", "try again later"
+                ) from exc
             except MCPError as exc:
                 raise ToolError(f"MCP server '{server}': {exc}", "see `anima mcp list`") from exc
             except Exception as exc:  # the session broke (the server died): the model reads why

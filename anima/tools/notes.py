@@ -59,7 +59,11 @@ def tools(ctx: ToolContext) -> list[Tool]:
         Tool(
             "note_add",
             "Save a note for the user (text to keep and find later).",
-            {"type": "object", "properties": {"text": {"type": "string"}, "title": {"type": "string"}}, "required": ["text"]},
+            {
+                "type": "object",
+                "properties": {"text": {"type": "string"}, "title": {"type": "string"}},
+                "required": ["text"],
+            },
             note_add,
             side_effects=True,
             triggers=r"\bnotes?\b|\bjot\b|\bwrite (?:it|this|that) down\b",

@@ -89,7 +89,10 @@ def parse_when(when: str, now: datetime) -> tuple[datetime, Rule | None]:
         if not spans:
             raise ToolError(f"cannot tell when '{text}' is", FORMS)
         if len(spans) > 1:
-            raise ToolError(f"'{text}' names more than one time ({', '.join(repr(s.text) for s in spans)})", "give one, e.g. 'Friday at 5pm'")
+            raise ToolError(
+                f"'{text}' names more than one time ({', '.join(repr(s.text) for s in spans)})",
+                "give one, e.g. 'Friday at 5pm'",
+            )
         span = spans[0]
         length = span.end - span.start
         if length <= timedelta(hours=1):
@@ -101,10 +104,15 @@ def parse_when(when: str, now: datetime) -> tuple[datetime, Rule | None]:
             if t <= wall_now and t.date() == wall_now.date():
                 raise ToolError(f"'{text}' needs a time of day", "e.g. 'today at 5pm' or 'in 2 hours'")
         else:
-            raise ToolError(f"'{text}' is a span of time ({span.granularity}), not one time", "say a day and a time, e.g. 'next Monday at 9'")
+            raise ToolError(
+                f"'{text}' is a span of time ({span.granularity}), not one time",
+                "say a day and a time, e.g. 'next Monday at 9'",
+            )
         t = localize(t, now)
     if t <= now:
-        raise ToolError(f"'{text}' is in the past ({show(t)})", "give a time ahead, e.g. 'tomorrow at 9' or 'in 2 hours'")
+        raise ToolError(
+            f"'{text}' is in the past ({show(t)})", "give a time ahead, e.g. 'tomorrow at 9' or 'in 2 hours'"
+        )
     return t, None
 
 
@@ -115,7 +123,10 @@ def get(store, reminder_id: int, kind: str | None = None) -> Reminder:
     row = store.reminders.get(reminder_id)
     if row is None or (kind and row["kind"] != kind):
         what = "to-do" if kind == "todo" else "reminder" if kind else "reminder or to-do"
-        raise NotFound(f"no {what} with id {reminder_id}", f"`anima {'todo list' if kind == 'todo' else 'reminders'}` shows the ids")
+        raise NotFound(
+            f"no {what} with id {reminder_id}",
+            f"`anima {'todo list' if kind == 'todo' else 'reminders'}` shows the ids",
+        )
     return Reminder(**row)
 
 
@@ -252,7 +263,10 @@ def tools(ctx: ToolContext) -> list[Tool]:
         return "cancelled: " + cancel(store, reminder_id, ctx.now()).describe()
 
     def todo_add(text: str, due: str = "") -> str:
-        return "added to-do " + add_todo(store, text, in_their_words(due, ctx.now()) if due else None, ctx.now()).describe()
+        return (
+            "added to-do "
+            + add_todo(store, text, in_their_words(due, ctx.now()) if due else None, ctx.now()).describe()
+        )
 
     def todo_list(include_closed: bool = False) -> str:
         return "\n".join(r.describe() for r in list_todos(store, include_closed)) or "no to-dos"
@@ -265,7 +279,10 @@ def tools(ctx: ToolContext) -> list[Tool]:
 
     rid = {"type": "integer", "description": "the id from the list"}
     closed = {"type": "boolean", "description": "also show done and cancelled ones"}
-    when = {"type": "string", "description": "when, in English: 'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'"}
+    when = {
+        "type": "string",
+        "description": "when, in English: 'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'",
+    }
     # Each tool answers to its own verbs: a small model offered all four for "remind me
     # to ..." picked reminder_done as often as remind.
     words = r"\bremind me\b|\bset an? reminder\b|\bevery (?:day|week|month|mon|tue|wed|thu|fri|sat|sun)"
@@ -274,11 +291,69 @@ def tools(ctx: ToolContext) -> list[Tool]:
     cancelling = r"\b(?:cancel|delete|remove|drop)\b.{0,30}\breminder"
     todo_words = r"\bto-?dos?\b|\btasks?\b|\bto do list\b"
     return [
-        Tool("remind", "Set a reminder at a time, once or repeating.", schema(["text", "when"], text={"type": "string", "description": "what to remind of"}, when=when), remind, side_effects=True, triggers=words, own_words=True),
-        Tool("reminders_list", "List the user's reminders.", schema([], include_closed=closed), reminders_list, triggers=listing, own_words=True),
-        Tool("reminder_done", "Mark a reminder done (a repeating one moves to its next time).", schema(["reminder_id"], reminder_id=rid), reminder_done, side_effects=True, triggers=closing, own_words=True),
-        Tool("reminder_cancel", "Cancel a reminder for good.", schema(["reminder_id"], reminder_id=rid), reminder_cancel, side_effects=True, triggers=cancelling, own_words=True),
-        Tool("todo_add", "Add a to-do, optionally with a due time.", schema(["text"], text={"type": "string", "description": "the task"}, due={**when, "description": "optional due time"}), todo_add, side_effects=True, triggers=todo_words, own_words=True),
-        Tool("todo_list", "List the user's to-dos.", schema([], include_closed=closed), todo_list, triggers=todo_words, own_words=True),
-        Tool("todo_done", "Tick off a to-do.", schema(["todo_id"], todo_id=rid), todo_done, side_effects=True, triggers=todo_words, own_words=True),
+        Tool(
+            "remind",
+            "Set a reminder at a time, once or repeating.",
+            schema(["text", "when"], text={"type": "string", "description": "what to remind of"}, when=when),
+            remind,
+            side_effects=True,
+            triggers=words,
+            own_words=True,
+        ),
+        Tool(
+            "reminders_list",
+            "List the user's reminders.",
+            schema([], include_closed=closed),
+            reminders_list,
+            triggers=listing,
+            own_words=True,
+        ),
+        Tool(
+            "reminder_done",
+            "Mark a reminder done (a repeating one moves to its next time).",
+            schema(["reminder_id"], reminder_id=rid),
+            reminder_done,
+            side_effects=True,
+            triggers=closing,
+            own_words=True,
+        ),
+        Tool(
+            "reminder_cancel",
+            "Cancel a reminder for good.",
+            schema(["reminder_id"], reminder_id=rid),
+            reminder_cancel,
+            side_effects=True,
+            triggers=cancelling,
+            own_words=True,
+        ),
+        Tool(
+            "todo_add",
+            "Add a to-do, optionally with a due time.",
+            schema(
+                ["text"],
+                text={"type": "string", "description": "the task"},
+                due={**when, "description": "optional due time"},
+            ),
+            todo_add,
+            side_effects=True,
+            triggers=todo_words,
+            own_words=True,
+        ),
+        Tool(
+            "todo_list",
+            "List the user's to-dos.",
+            schema([], include_closed=closed),
+            todo_list,
+            triggers=todo_words,
+            own_words=True,
+        ),
+        Tool(
+            "todo_done",
+            "Tick off a to-do.",
+            schema(["todo_id"], todo_id=rid),
+            todo_done,
+            side_effects=True,
+            triggers=todo_words,
+            own_words=True,
+        ),
     ]
