@@ -48,7 +48,10 @@ class LlamaCppSettings(_Section):
     n_threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads for generation; default: llama-cpp-python's, half the CPUs (2 measured slower than 1 under load on 2 cores).",
+        description=(
+            "CPU threads for generation; default: llama-cpp-python's, half the CPUs (2 measured slower than 1 under "
+            "load on 2 cores)."
+        ),
     )
     n_batch: int = Field(512, ge=8, description="Prompt tokens evaluated per batch.")
     verbose: bool = Field(False, description="Let llama.cpp print its own logs to stderr.")
@@ -97,12 +100,16 @@ class StoreSettings(_Section):
     encrypt: bool = Field(True, description="Encrypt each user's database at rest (SQLCipher).")
     vectors: Literal["auto", "sqlite-vec", "numpy"] = Field(
         "auto",
-        description="Vector search: auto = numpy (exact, in memory, fastest here); sqlite-vec keeps the index in the file, not in memory.",
+        description=(
+            "Vector search: auto = numpy (exact, in memory, fastest here); sqlite-vec keeps the index in the file, "
+            "not in memory."
+        ),
     )
     url: str = Field(
         "",
         description="Empty: each user's SQLCipher file (the default). Or postgresql://role@host/db: a PostgreSQL "
-        "server with pgvector, a schema per user (pip install 'anima[postgres]'); encrypt and vectors then do not apply.",
+        "server with pgvector, a schema per user (pip install 'anima[postgres]'); encrypt and vectors then do not "
+        "apply.",
     )
 
     @field_validator("url")
@@ -120,11 +127,15 @@ class MemorySettings(_Section):
         10,
         ge=0,
         le=50,
-        description="Memories and past messages put into the prompt per turn (a recalled message's reply counts as one more).",
+        description=(
+            "Memories and past messages put into the prompt per turn (a recalled message's reply counts as one more)."
+        ),
     )
     learn_model: str = Field(
         "",
-        description="Model for learning and query expansion (e.g. small); default: the chat model, in a context of its own.",
+        description=(
+            "Model for learning and query expansion (e.g. small); default: the chat model, in a context of its own."
+        ),
     )
     expand: bool = Field(
         False, description="Ask the model for extra search phrasings before recalling (slower, sometimes finds more)."
@@ -142,7 +153,9 @@ class GuardSettings(_Section):
         60,
         ge=1,
         le=2000,
-        description="A streaming reply is shown in pieces of about this many characters (or a sentence), each checked first.",
+        description=(
+            "A streaming reply is shown in pieces of about this many characters (or a sentence), each checked first."
+        ),
     )
     layer2: Literal["auto", "off", "always"] = Field(
         "auto", description="LLM guard (Llama Guard format): when the fast layer is unsure, never, or always."
@@ -161,7 +174,10 @@ class GuardSettings(_Section):
     )
     llm_bias: float = Field(
         3.5,
-        description="Logit gap unsafe-safe at which the LLM counts a message unsafe (0 for a real Llama Guard; 3.5 was fitted on JailbreakBench for the default model).",
+        description=(
+            "Logit gap unsafe-safe at which the LLM counts a message unsafe (0 for a real Llama Guard; 3.5 was fitted "
+            "on JailbreakBench for the default model)."
+        ),
     )
     threshold: float | None = Field(
         None, ge=0, le=1, description="Fast-layer score at which a message is unsafe; default: the trained one."
@@ -188,7 +204,10 @@ class PrivacySettings(_Section):
     )
     redact: bool = Field(
         True,
-        description="Before anything goes to a remote model: replace emails, phones, cards, addresses and known names with placeholders.",
+        description=(
+            "Before anything goes to a remote model: replace emails, phones, cards, addresses and known names with "
+            "placeholders."
+        ),
     )
 
 
@@ -200,7 +219,10 @@ class ToolsSettings(_Section):
         1,
         ge=0,
         le=20,
-        description="Rounds of tool calls in one chat turn before the model must answer (small models chain calls they should not: one round is safest; `anima do` plans longer work).",
+        description=(
+            "Rounds of tool calls in one chat turn before the model must answer (small models chain calls they should "
+            "not: one round is safest; `anima do` plans longer work)."
+        ),
     )
     timeout_s: float = Field(
         30.0, gt=0, description="A tool call that takes longer than this is abandoned and reported as an error."
@@ -245,7 +267,10 @@ class McpServerSettings(_Section):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the program.")
     headers: dict[str, str] = Field(
         default_factory=dict,
-        description='HTTP headers sent to `url`, e.g. Authorization = "Bearer ${ANIMA_MCP_KEY}"; ${VAR} is read from the environment.',
+        description=(
+            'HTTP headers sent to `url`, e.g. Authorization = "Bearer ${ANIMA_MCP_KEY}"; ${VAR} is read from the '
+            "environment."
+        ),
     )
 
 

@@ -48,7 +48,9 @@ def source_folder(folder: Path | None = None) -> Path:
     return folder
 
 
-RECIPE = "3"  # bumped when what the heads learn changes in code (3: the public sets' train split only; Llama Guard 3's S2 for hacking)
+# Bumped when what the heads learn changes in code
+# (3: the public sets' train split only; Llama Guard 3's S2 for hacking).
+RECIPE = "3"
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
