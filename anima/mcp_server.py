@@ -79,7 +79,10 @@ def create_server(container):
 
     @server.tool(annotations=reading)
     def memory_list(kind: str = "") -> str:
-        """List what anima remembers, oldest first; optionally only one kind (fact, preference, event, plan, person, relation)."""
+        (
+            """List what anima remembers, oldest first; """
+            """optionally only one kind (fact, preference, event, plan, person, relation)."""
+        )
         with _as_tool_errors():
             if kind and kind not in KINDS:
                 raise AnimaError(f"unknown kind '{kind}'", f"use one of: {', '.join(KINDS)}")

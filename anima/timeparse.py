@@ -41,7 +41,8 @@ Choices for ambiguous phrases:
 - Weekdays are forward-looking: bare "Friday" = "next Friday" = the next one after today, even
   if this week's is 2 days away. find_times does no tense detection; query_range does: in a
   past-tense question (did/was/were/went/had/happened) a bare weekday is the latest past one.
-- "every Monday": recurrence is not parsed here (`anima.recurrence` does); the "Monday" inside it resolves like a bare weekday.
+- "every Monday": recurrence is not parsed here (`anima.recurrence` does); the "Monday" inside it \
+resolves like a bare weekday.
 - "in May" = this year's May if it has begun, else last year's (past-biased, even for "I will ... in
   December"); "last May" = the latest May strictly before the current month; "next May" = the first
   May strictly after it. "this may" must be written "May" (capital M) to count: "this may take long".
@@ -421,7 +422,10 @@ def _scan(text: str, now: datetime, past: bool = False) -> list[_Hit]:
 
 
 def find_times(text: str, now: datetime) -> list[TimeSpan]:
-    """Every time expression found in text, resolved against `now`, in order of appearance (non-overlapping, longest match wins)."""
+    (
+        """Every time expression found in text, resolved against `now`, in order of appearance """
+        """(non-overlapping, longest match wins)."""
+    )
     return [hit[2] for hit in _scan(text, now)]
 
 
@@ -438,10 +442,13 @@ def resolve_date(phrase: str, now: datetime) -> date | None:
 
 
 def query_range(text: str, now: datetime) -> TimeSpan | None:
-    """For a question: the span it asks about ("last May", "in 2022", "yesterday", "last week"), or None; merges several spans into their hull.
+    (
+        """For a question: the span it asks about ("last May", "in 2022", "yesterday", "last week"), or None; """
+        """merges several spans into their hull.
 
     A past-tense question makes a bare weekday the latest past one ("what did I do on Friday?").
     The hull's text runs from the first phrase to the last; its granularity is the coarsest."""
+    )
     hits = _scan(text, now, past=bool(_PAST_TENSE.search(text)))
     if len(hits) <= 1:
         return hits[0][2] if hits else None
@@ -455,9 +462,12 @@ def query_range(text: str, now: datetime) -> TimeSpan | None:
 
 
 def parse_session_time(text: str) -> datetime:
-    """Timestamps like LoCoMo's '1:56 pm on 8 May, 2023', '10:37 am on 27 June, 2023', also ISO '2023-05-08T13:56:00' and '2023-05-08'. Raise ValueError on anything else.
+    (
+        """Timestamps like LoCoMo's '1:56 pm on 8 May, 2023', '10:37 am on 27 June, 2023', """
+        """also ISO '2023-05-08T13:56:00' and '2023-05-08'. Raise ValueError on anything else.
 
     ISO means a naive date or date-time (no time zone); the result is naive."""
+    )
     if m := _SESSION.fullmatch(text):
         hour = int(m["h"])
         if not 1 <= hour <= 12:

@@ -75,7 +75,8 @@ def build(python: str, variant: str) -> Path:
         return found[-1]
     env = {**os.environ, **FLAGS[variant]}
     print(
-        f"building llama-cpp-python {VERSION} ({variant}: {' '.join(v for v in FLAGS[variant].values() if v)}); about 6 minutes on 2 cores",
+        f"building llama-cpp-python {VERSION} ({variant}: {' '.join(v for v in FLAGS[variant].values() if v)}); "
+        "about 6 minutes on 2 cores",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +95,8 @@ def build(python: str, variant: str) -> Path:
         ]
         if subprocess.run(cmd, env=env).returncode != 0:
             sys.exit(
-                "error: building llama-cpp-python failed (see above); it needs gcc, g++ and cmake >= 3.21: install them and run `make` again"
+                "error: building llama-cpp-python failed (see above); "
+                "it needs gcc, g++ and cmake >= 3.21: install them and run `make` again"
             )
         out.mkdir(parents=True, exist_ok=True)
         (wheel,) = Path(tmp).glob("llama_cpp_python-*.whl")

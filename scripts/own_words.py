@@ -117,7 +117,10 @@ def main() -> int:
         messages = [
             {
                 "role": "user",
-                "content": f"Write {KINDS[kind]} about {topic}. Write it as the person themselves, plain text, no title, no preamble.",
+                "content": (
+                    f"Write {KINDS[kind]} about {topic}. "
+                    "Write it as the person themselves, plain text, no title, no preamble."
+                ),
             }
         ]
         text = complete(model, messages, Options(max_tokens=110, temperature=0.8, seed=n)).text.strip()

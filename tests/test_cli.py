@@ -92,7 +92,10 @@ def test_models_list_and_info():
 
 
 def test_chat_session(monkeypatch):
-    script = 'hello\n/recall\n/persona\n/persona coach\n/persona pirate\n/nope\n"""\nline one\nline two\n"""\ncontinued \\\nline\n/recall\n/exit\n'
+    script = (
+        'hello\n/recall\n/persona\n/persona coach\n/persona pirate\n/nope\n"""\nline one\nline two\n"""\n'
+        "continued \\\nline\n/recall\n/exit\n"
+    )
     result = run("chat", "--backend", "fake", input=script)
     assert result.exit_code == 0, result.output
     out = result.stdout

@@ -115,7 +115,10 @@ def test_egress_is_logged_in_the_store(tmp_path):
 def test_tool_calls_and_tool_definitions_are_redacted_and_calls_restored():
     """Earlier tool calls' arguments and the tool definitions leave redacted too; a call
     the model writes with a placeholder runs with the original, as valid JSON."""
-    call = '<tool_call>{"name": "reminder_add", "arguments": {"text": "call [PERSON_1] at [PHONE_1]", "when": "tomorrow"}}</tool_call>'
+    call = (
+        '<tool_call>{"name": "reminder_add", '
+        '"arguments": {"text": "call [PERSON_1] at [PHONE_1]", "when": "tomorrow"}}</tool_call>'
+    )
     fake = FakeChatModel([call])
     model = RedactingModel(fake, "https://api.example", lambda: ['Ann "Nan" Lee', "José"])
     messages = [

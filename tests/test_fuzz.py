@@ -257,7 +257,10 @@ class Run:
     stderr: str
 
     def __str__(self) -> str:
-        return f"$ anima {shlex.join(self.args)}\nexit {self.code}\n--- stdout\n{self.stdout[-2000:]}\n--- stderr\n{self.stderr[-2000:]}"
+        return (
+            f"$ anima {shlex.join(self.args)}\nexit {self.code}\n"
+            f"--- stdout\n{self.stdout[-2000:]}\n--- stderr\n{self.stderr[-2000:]}"
+        )
 
 
 def invoke(args: list[str], stdin: bytes = b"") -> Run:
@@ -310,11 +313,16 @@ def check(run: Run, before: dict, home: Path) -> None:
 
 # --- a home with something in it ---------------------------------------------------------------------
 
-ICS = b"""BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//fuzz//EN\r\nBEGIN:VEVENT\r\nUID:standup@fuzz\r\nSUMMARY:Stand-up [/x]\r
+ICS = b"""BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//fuzz//EN\r\nBEGIN:VEVENT\r\n\
+UID:standup@fuzz\r\nSUMMARY:Stand-up [/x]\r
 DTSTART;TZID=Europe/Berlin:20260511T093000\r\nDTEND;TZID=Europe/Berlin:20260511T094500\r\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=20261231T000000Z\r
-EXDATE;TZID=Europe/Berlin:20260513T093000\r\nLOCATION:Room 4\r\nDESCRIPTION:Notes\\, agenda\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:trip@fuzz\r
+EXDATE;TZID=Europe/Berlin:20260513T093000\r\nLOCATION:Room 4\r\nDESCRIPTION:Notes\\, agenda\r\n\
+END:VEVENT\r\nBEGIN:VEVENT\r\nUID:trip@fuzz\r
 SUMMARY:Trip to Lisbon\r\nDTSTART;VALUE=DATE:20260601\r\nDTEND;VALUE=DATE:20260605\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"""
-PERSONA = b'name = "pirate"\ndescription = "Talks like a pirate"\nsystem_prompt = """You are a pirate.\nStay kind."""\nstyle = "arr"\nexample_user = "hi"\nexample_reply = "Ahoy!"\n'
+PERSONA = (
+    b'name = "pirate"\ndescription = "Talks like a pirate"\nsystem_prompt = """You are a pirate.\nStay kind."""\n'
+    b'style = "arr"\nexample_user = "hi"\nexample_reply = "Ahoy!"\n'
+)
 PLAN = json.dumps(
     {
         "goal": "write one note per row in rows.csv",
@@ -327,7 +335,10 @@ PLAN = json.dumps(
 ).encode()
 CSV = 'segment,tone\nstudents,casual\n"families, big",warm\nretirées ☕,formal\n'.encode()
 DOC = "# Trip\n\nPack the passport.\nBook the hotel in Lisbon, Alfama.\n\n## Budget [/x]\n\n€1200 in total.\n".encode()
-CONFIG = b'# my settings: kept as written\npersona = "assistant"\nhistory_turns = 4\n\n[generation]\nmax_tokens = 256\ntemperature = 0.5\n\n[memory]\n'
+CONFIG = (
+    b'# my settings: kept as written\npersona = "assistant"\nhistory_turns = 4\n\n'
+    b"[generation]\nmax_tokens = 256\ntemperature = 0.5\n\n[memory]\n"
+)
 
 
 def _seed(home: Path, work: Path) -> None:
@@ -628,7 +639,8 @@ def test_every_file_fails_cleanly(what, data, template, fresh):
 @example(what="ChatGPT history", content=b'[{"mapping": 5}]')  # AttributeError
 @example(
     what="ChatGPT history",
-    content=b'[{"mapping": {"a": {"message": {"author": {"role": "user"}, "create_time": "soon", "content": {"parts": ["hi"]}}}}}]',
+    content=b'[{"mapping": {"a": {"message": {"author": {"role": "user"}, "create_time": "soon", '
+    b'"content": {"parts": ["hi"]}}}}}]',
 )
 @example(
     what="calendar", content=ICS.replace(b"Europe/Berlin", b"Europe/Ber" + b"9" * 70_000, 1)

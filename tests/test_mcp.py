@@ -89,9 +89,9 @@ def test_header_values_read_the_environment_and_errors_never_show_them(monkeypat
     }
     with pytest.raises(ConfigError) as unset:
         expand_headers("other", {"Authorization": "Bearer ${ANIMA_NO_SUCH_KEY}"})
-    assert (
-        str(unset.value)
-        == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.other], is not set (export it before starting anima)"
+    assert str(unset.value) == (
+        "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.other], "
+        "is not set (export it before starting anima)"
     )
     monkeypatch.setenv("ANIMA_MCP_KEY", "anima-secret\nX-Evil: 1")
     with pytest.raises(ConfigError) as broken:
@@ -344,9 +344,9 @@ def test_anima_mcp_serve_over_http_refuses_to_start_without_a_key(anima_home, ke
         timeout=30,
     )
     assert done.returncode == 1 and done.stdout == ""
-    assert (
-        done.stderr.strip()
-        == "error: no API key for user 'local', and MCP over HTTP needs one (run `anima users add local`, then send it as `Authorization: Bearer <key>`)"
+    assert done.stderr.strip() == (
+        "error: no API key for user 'local', and MCP over HTTP needs one "
+        "(run `anima users add local`, then send it as `Authorization: Bearer <key>`)"
     )
 
 
@@ -389,9 +389,9 @@ def test_anima_uses_another_animas_mcp_server_with_a_key_from_the_environment(an
         finally:
             clients.close()
         assert clients.errors["wrong"].startswith("HTTP 401 Unauthorized: the server did not accept the request's key")
-        assert (
-            clients.errors["unset"]
-            == "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.unset], is not set (export it before starting anima)"
+        assert clients.errors["unset"] == (
+            "environment variable ANIMA_NO_SUCH_KEY, used in header 'Authorization' of [mcp.unset], "
+            "is not set (export it before starting anima)"
         )
 
         result = CliRunner().invoke(app, ["mcp", "list"])

@@ -167,7 +167,10 @@ def test_redact_numbers_each_kind_separately() -> None:
 
 
 def test_restore_round_trip() -> None:
-    text = "Dr Jane Doe (jane@clinic.org, +1-202-555-0143) lives at 12 rue de la Paix; Jane's IBAN is DE89 3704 0044 0532 0130 00."
+    text = (
+        "Dr Jane Doe (jane@clinic.org, +1-202-555-0143) lives at 12 rue de la Paix; "
+        "Jane's IBAN is DE89 3704 0044 0532 0130 00."
+    )
     r = redact(text, names=["Jane"])
     assert "jane@clinic.org" not in r.text and "Doe" not in r.text and "DE89" not in r.text
     assert restore(r.text, r.mapping) == text

@@ -183,7 +183,10 @@ def test_a_chat_turn_sets_the_reminder_at_the_time_the_user_said(anima_home):
     from anima.app import build
     from anima.models.fake import FakeChatModel
 
-    call = '<tool_call>{"name": "remind", "arguments": {"text": "call the dentist", "when": "tomorrow at 9 pm"}}</tool_call>'
+    call = (
+        '<tool_call>{"name": "remind", '
+        '"arguments": {"text": "call the dentist", "when": "tomorrow at 9 pm"}}</tool_call>'
+    )
     c = build(load_config(backend="fake", memory={"enabled": False}), chat_model=FakeChatModel([call, "Done."]))
     reply = c.assistant.reply("Remind me to call the dentist tomorrow at 9")
     reply.text()

@@ -465,7 +465,10 @@ def test_a_server_that_dies_at_start_is_one_line_with_its_reason(tmp_path):
             [
                 sys.executable,
                 "-c",
-                "import sys; print('starting'); print(\"ModuleNotFoundError: No module named 'sse_starlette'\", file=sys.stderr); sys.exit(1)",
+                (
+                    "import sys; print('starting'); "
+                    "print(\"ModuleNotFoundError: No module named 'sse_starlette'\", file=sys.stderr); sys.exit(1)"
+                ),
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -275,9 +275,13 @@ def test_inbox_item_is_dismissed(driver, site):
 def test_audit_and_settings_tabs(driver, site, anima_home):
     url, key, server, model = site
     (anima_home / "audit").mkdir(parents=True)
-    chart = '<svg width="200" height="60" role="img" aria-label="attack success"><rect width="120" height="40" fill="#c33"/></svg>'
+    chart = (
+        '<svg width="200" height="60" role="img" aria-label="attack success">'
+        '<rect width="120" height="40" fill="#c33"/></svg>'
+    )
     (anima_home / "audit" / "2024-05-01-report.html").write_text(
-        f"<html><body><h1>Audit report</h1><p>Attack success rate 12%</p>{chart}<script>parent.document.title='owned'</script></body></html>"
+        f"<html><body><h1>Audit report</h1><p>Attack success rate 12%</p>{chart}"
+        "<script>parent.document.title='owned'</script></body></html>"
     )
     log_in(driver, url, key)
     driver.find_element("css selector", "nav [data-tab=audit]").click()

@@ -105,7 +105,8 @@ def _describe(files: dict[str, str]) -> str:
             table = rows(text)
             head = ", ".join(table[0]) if table else "(empty)"
             parts.append(
-                f"{name}: a CSV with {len(table)} rows; columns: {head}; first rows: {json.dumps(table[:3], ensure_ascii=False)}"
+                f"{name}: a CSV with {len(table)} rows; columns: {head}; "
+                f"first rows: {json.dumps(table[:3], ensure_ascii=False)}"
             )
         else:
             parts.append(f"{name}:\n{text[:ATTACHED_CHARS]}")
@@ -154,11 +155,15 @@ def plan_schema(toolbox: Toolbox | None, tool_names: list[str], csv_names: list[
 PLANNER = """You plan tasks for a personal assistant. Split the user's goal into at most 6 steps, in order.
 A step's tool is "write" (you write text: a draft, a plan, one variant) or one of these tools, with its arguments:
 {tools}
-To repeat a step for every row of an attached CSV file, set for_each_row_of to the file's name and use {{column}} placeholders (the CSV's column names) in title and output.
-output is a file name for the step's text (like "variant-{{segment}}.md"), or "" when nothing needs saving. Save what the user asked for.
-When the goal is about the user's own things (their goals, calendar, notes, reminders, documents), first use the tools that look them up; later steps see what they returned.
+To repeat a step for every row of an attached CSV file, set for_each_row_of to the file's name and use {{column}} \
+placeholders (the CSV's column names) in title and output.
+output is a file name for the step's text (like "variant-{{segment}}.md"), or "" when nothing needs saving. \
+Save what the user asked for.
+When the goal is about the user's own things (their goals, calendar, notes, reminders, documents), \
+first use the tools that look them up; later steps see what they returned.
 Titles say what to write or do; the writing itself happens later, step by step.
-Example: goal "an invitation per guest in guests.csv" -> {{"steps": [{{"title": "Write an invitation for {{name}}", "tool": "write", "for_each_row_of": "guests.csv", "output": "invitation-{{name}}.md"}}]}}
+Example: goal "an invitation per guest in guests.csv" -> {{"steps": [{{"title": "Write an invitation for {{name}}", \
+"tool": "write", "for_each_row_of": "guests.csv", "output": "invitation-{{name}}.md"}}]}}
 Today is {today}."""
 
 
@@ -166,7 +171,8 @@ def make_plan(model: ChatModel, goal: str, files: dict[str, str], toolbox: Toolb
     names = list(toolbox.select(goal, k=6)) if toolbox is not None else []
     tools = (
         "\n".join(
-            f"- {n}: {toolbox.tools[n].description} arguments: {json.dumps(toolbox.tools[n].parameters.get('properties', {}))}"
+            f"- {n}: {toolbox.tools[n].description} arguments: "
+            f"{json.dumps(toolbox.tools[n].parameters.get('properties', {}))}"
             for n in names
         )
         or "(none)"
@@ -292,8 +298,10 @@ def load_plan(path: Path) -> Plan:
     return Plan(goal, steps)
 
 
-WRITER = """You are carrying out one step of a task for the user. Write only what the step asks for, ready to use, with no preamble.
-When the step is for one audience or person, tailor it to them: lead with what they care about, use their words and the tone given, and leave out what does not matter to them.
+WRITER = """You are carrying out one step of a task for the user. \
+Write only what the step asks for, ready to use, with no preamble.
+When the step is for one audience or person, tailor it to them: lead with what they care about, \
+use their words and the tone given, and leave out what does not matter to them.
 Today is {today}."""
 
 
@@ -359,7 +367,8 @@ def _write(
         who = "; ".join(f"{k}: {v}" for k, v in step.row.items())
         context.append(f"This one is for: {who}.")
         context.append(
-            f"Now: {step.title}. Rewrite it for them in your own words — their needs first, in their tone — not a copy of the original."
+            f"Now: {step.title}. Rewrite it for them in your own words — their needs first, in their tone — "
+            "not a copy of the original."
         )
     else:
         context.append(f"Now: {step.title}")

@@ -300,7 +300,10 @@ class Reply:
                 messages.append(
                     {
                         "role": "user",
-                        "content": "(The tool calls above have been carried out. Now answer my message in plain words, using their results. No more tool calls.)",
+                        "content": (
+                            "(The tool calls above have been carried out. Now answer my message in plain words, "
+                            "using their results. No more tool calls.)"
+                        ),
                     }
                 )
             options = replace(self.options, tools=box.specs(offered)) if offered else self.options

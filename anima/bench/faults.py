@@ -176,7 +176,8 @@ def memory_lists(home: Home, users: list[str]) -> list[str]:
         _, said = proc.communicate(timeout=300)
         if proc.returncode != 0:
             failed.append(
-                f"{user}: `anima memory list` exited {proc.returncode}: {(said.strip().splitlines() or ['no output'])[-1]}"
+                f"{user}: `anima memory list` exited {proc.returncode}: "
+                f"{(said.strip().splitlines() or ['no output'])[-1]}"
             )
     return failed
 

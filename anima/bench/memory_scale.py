@@ -214,8 +214,12 @@ def run_memory_scale(
         "dim": embedder.dim,
         "sizes": sizes,
         "texts": {
-            "made": f"LoCoMo turns as episodes and observations as memories, from {copies} cop{'y' if copies == 1 else 'ies'} of {len(samples)} conversations "
-            f"(every copy after the first: speakers renamed, {len(NAME_PAIRS)} name pairs in turn, and dates {COPY_DAYS} days later per copy)",
+            "made": (
+                f"LoCoMo turns as episodes and observations as memories, from {copies} "
+                f"cop{'y' if copies == 1 else 'ies'} of {len(samples)} conversations "
+                f"(every copy after the first: speakers renamed, {len(NAME_PAIRS)} name pairs in turn, "
+                f"and dates {COPY_DAYS} days later per copy)"
+            ),
             "conversations": len(samples),
             "copies": copies,
             "distinct_texts_embedded": embedded,

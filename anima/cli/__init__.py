@@ -197,7 +197,8 @@ def chat(
     with err.status(f"loading {config.model}..."):
         model_name = container.chat_model.name
     out.print(
-        f"[bold]anima[/bold] {__version__} · model [cyan]{model_name}[/cyan] · persona [cyan]{current}[/cyan] · /help for commands, Ctrl-D to leave"
+        f"[bold]anima[/bold] {__version__} · model [cyan]{model_name}[/cyan] · persona [cyan]{current}[/cyan] · "
+        "/help for commands, Ctrl-D to leave"
     )
     conversation_id, last = None, None
     while True:

@@ -44,7 +44,8 @@ def bench_overhead(
         print(json.dumps(result, indent=2))
         return
     out.print(
-        f"overhead · {result['model']} · {result['prompts']} prompts × {result['rounds']} rounds per store · max_tokens {result['max_tokens']} · {result['cache']}"
+        f"overhead · {result['model']} · {result['prompts']} prompts × {result['rounds']} rounds per store · "
+        f"max_tokens {result['max_tokens']} · {result['cache']}"
     )
     for name, sc in result["scenarios"].items():
         raw, ours = sc["raw"], sc["anima"]
@@ -86,7 +87,8 @@ def bench_locomo(
         "--full-tokens",
         min=500,
         max=30000,
-        help="Tokens of the conversation the full-context answers read (the model's context is made that long; 30000 holds a whole LoCoMo conversation).",
+        help="Tokens of the conversation the full-context answers read "
+        "(the model's context is made that long; 30000 holds a whole LoCoMo conversation).",
     ),
     learn: bool = typer.Option(
         False, "--learn/--no-learn", help="Also distil memories with the model while ingesting."
@@ -165,8 +167,10 @@ def _print_locomo(result: dict) -> None:
         "F1 (n)",
         "J (n)",
         title=f"LoCoMo · split {result['split']}: {', '.join(result['conversations'])}",
-        caption="turn / session R@k: all evidence turns (sessions) among the first k turns the context shows; both systems get k turns.\n"
-        "hit R@k (older figure): among everything the first k hits bring; an episode hit brings its reply, so up to 2k turns for anima.",
+        caption="turn / session R@k: all evidence turns (sessions) among the first k turns the context shows; "
+        "both systems get k turns.\n"
+        "hit R@k (older figure): among everything the first k hits bring; an episode hit brings its reply, "
+        "so up to 2k turns for anima.",
     )
     rows = [("overall", "overall")] + [(str(c), f"{c} {name}") for c, name in CATEGORY_NAMES.items()]
     for key, label in rows:
@@ -188,26 +192,35 @@ def _print_locomo(result: dict) -> None:
     out.print(table)
     a, b = result["anima"]["overall"], result["bm25"]["overall"]
     out.print(
-        f"recall skips {a['skipped_no_evidence']} question(s) without an evidence turn in the conversation; turns shown per question: anima {a['turns_shown_mean']}, bm25 {b['turns_shown_mean']}"
+        f"recall skips {a['skipped_no_evidence']} question(s) without an evidence turn in the conversation; "
+        f"turns shown per question: anima {a['turns_shown_mean']}, bm25 {b['turns_shown_mean']}"
     )
     s = result["answer_sample"]
     out.print(
-        f"answered: {s['n']} questions, seed {s['seed']}; by conversation {s['by_conversation']}; by category {s['by_category']}"
+        f"answered: {s['n']} questions, seed {s['seed']}; by conversation {s['by_conversation']}; "
+        f"by category {s['by_category']}"
     )
     fc, ing, ctx = result["full_context"], result["ingest"], result["context_tokens"]
     out.print(
-        f"full context (opening sessions that fit, {fc['prefix_sessions']}): F1 {fc['f1']} on {fc['n']} of {fc['eligible']} eligible questions; on the same: anima {fc['anima_f1_same_questions']}, bm25 {fc['bm25_f1_same_questions']}; J full {fc.get('j')}, anima {fc.get('anima_j_same_questions')}"
+        f"full context (opening sessions that fit, {fc['prefix_sessions']}): "
+        f"F1 {fc['f1']} on {fc['n']} of {fc['eligible']} eligible questions; "
+        f"on the same: anima {fc['anima_f1_same_questions']}, bm25 {fc['bm25_f1_same_questions']}; "
+        f"J full {fc.get('j')}, anima {fc.get('anima_j_same_questions')}"
     )
     if agree := result.get("judge", {}).get("agreement"):
         out.print(
-            f"judge (the chat model, categories 1-4): agrees with F1 >= 0.5 on {agree['agree_f1_at_0.5']:.0%} of {agree['n']} answers; mean F1 of answers judged correct {agree['f1_when_correct']}, wrong {agree['f1_when_wrong']}"
+            f"judge (the chat model, categories 1-4): agrees with F1 >= 0.5 on {agree['agree_f1_at_0.5']:.0%} "
+            f"of {agree['n']} answers; "
+            f"mean F1 of answers judged correct {agree['f1_when_correct']}, wrong {agree['f1_when_wrong']}"
         )
     out.print(
         f"ingest: {ing['messages']} messages in {ing['seconds']} s ({ing['ms_per_message']} ms/message)"
         + (f"; learning {ing['learn_seconds']} s" if ing["learn_seconds"] is not None else "")
     )
     out.print(
-        f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; context tokens: anima mean {ctx['anima'].get('mean')} (max {ctx['anima'].get('max')}), bm25 mean {ctx['bm25'].get('mean')} (max {ctx['bm25'].get('max')})"
+        f"search: p50 {result['search_ms'].get('p50')} ms, p95 {result['search_ms'].get('p95')} ms; "
+        f"context tokens: anima mean {ctx['anima'].get('mean')} (max {ctx['anima'].get('max')}), "
+        f"bm25 mean {ctx['bm25'].get('mean')} (max {ctx['bm25'].get('max')})"
     )
 
 
@@ -271,7 +284,8 @@ def _print_memory_scale(result: dict) -> None:
         columns += ["postgres copy + index (s)", "postgres top 10 in common"]
     table = Table(
         *columns,
-        title=f"hybrid recall latency (episodes + memories, top 10), {result['queries']} queries per size · {result['embedder']} ({result['dim']}-d)",
+        title=f"hybrid recall latency (episodes + memories, top 10), {result['queries']} queries per size · "
+        f"{result['embedder']} ({result['dim']}-d)",
     )
     for rows in zip(*ran.values()):
         first = rows[0]
@@ -287,7 +301,8 @@ def _print_memory_scale(result: dict) -> None:
     out.print(f"embedding a question adds p50 {result['query_embed_ms']['p50']} ms (not in the figures above)")
     if pg:
         out.print(
-            f"postgres: server {result['postgres']['server']}; each size copied into a fresh schema as `anima store migrate` does, "
+            f"postgres: server {result['postgres']['server']}; "
+            "each size copied into a fresh schema as `anima store migrate` does, "
             "then the index built; top 10 in common: of the first SQLite backend's hits (exact vectors, BM25)"
         )
 
@@ -347,7 +362,8 @@ def bench_serve(
         "anima serve",
         "llama_cpp.server, anima's prompts",
         "llama_cpp.server",
-        title=f"{result['users']} users × {result['questions_per_user']} questions × {result['rounds']} rounds · think {result['think_s']} s · {result['model']} · max_tokens {result['max_tokens']}",
+        title=f"{result['users']} users × {result['questions_per_user']} questions × {result['rounds']} rounds · "
+        f"think {result['think_s']} s · {result['model']} · max_tokens {result['max_tokens']}",
     )
     for key in (
         "requests_per_s",
@@ -369,12 +385,14 @@ def bench_serve(
     out.print(table)
     errors = {side: sum(r["errors"] for r in sides[side]["rounds"]) for side in sides}
     out.print(
-        f"errors: {errors}; anima: memory {result['memory']}, guard {result['guard']}; learning per round (done/queued/failed): "
+        f"errors: {errors}; anima: memory {result['memory']}, guard {result['guard']}; "
+        "learning per round (done/queued/failed): "
         + ", ".join(f"{x.get('done')}/{x.get('queued')}/{x.get('failed')}" for x in result["learning"])
     )
     for name, ratio in result["ratios"].items():
         out.print(
-            f"{name}: requests/s {fmt(ratio['requests_per_s'])}, tokens/s {fmt(ratio['tokens_per_s'])}, first-token p50 {fmt(ratio['first_token_p50'])}"
+            f"{name}: requests/s {fmt(ratio['requests_per_s'])}, tokens/s {fmt(ratio['tokens_per_s'])}, "
+            f"first-token p50 {fmt(ratio['first_token_p50'])}"
         )
 
 
@@ -412,7 +430,8 @@ def bench_soak(
 def _print_soak(result: dict, classes: tuple[str, ...]) -> None:
     ms = lambda v: "-" if v is None else f"{v:,.0f}"
     table = Table(
-        title=f"soak · {result['model']} · {result['clients']} clients, {result['users']} users · {result['duration_s']} s · max_waiting {result['max_waiting']}",
+        title=f"soak · {result['model']} · {result['clients']} clients, {result['users']} users · "
+        f"{result['duration_s']} s · max_waiting {result['max_waiting']}",
         caption="5xx: a 5xx status, or a stream broken after its 200; latency: of the 2xx answers",
     )
     for name in ("kind", "requests", *classes, "p50 ms", "p95 ms"):
@@ -422,12 +441,14 @@ def _print_soak(result: dict, classes: tuple[str, ...]) -> None:
     out.print(table)
     rl, rss, sec = result["rate_limited"], result["rss"], result["secrets"]
     out.print(
-        f"{result['requests']} requests, {result['requests_per_s']}/s; 429: {rl['count']} ({rl['with_retry_after']} with Retry-After, {rl['without_retry_after']} without)"
+        f"{result['requests']} requests, {result['requests_per_s']}/s; "
+        f"429: {rl['count']} ({rl['with_retry_after']} with Retry-After, {rl['without_retry_after']} without)"
     )
     for e in result["server_errors"]["examples"]:
         out.print(f"  5xx on {e['kind']} (HTTP {e['status']}): {e['body']}", highlight=False)
     out.print(
-        f"server memory (MB, {rss['samples']} samples): first {rss['first_mb']}, last {rss['last_mb']}, max {rss['max_mb']}; second half {rss['slope_mb_per_min']} MB/min"
+        f"server memory (MB, {rss['samples']} samples): first {rss['first_mb']}, last {rss['last_mb']}, "
+        f"max {rss['max_mb']}; second half {rss['slope_mb_per_min']} MB/min"
     )
     out.print(
         f"secrets: {sec['secrets']} searched for in {sec['searched_files']} files: {len(sec['hits'])} found"
@@ -490,8 +511,10 @@ def _print_faults(result: dict, activities: tuple[str, ...]) -> None:
         "activity",
         "rounds it ran in",
         "kills while in flight",
-        title=f"faults · {result['model']} · {result['kills']} kills · up to {result['max_round_s']} s each · seed {result['seed']} · {result['duration_s']} s",
-        caption="in flight: a request or ingest process running; learning: the server quiet with messages not yet learned;\n"
+        title=f"faults · {result['model']} · {result['kills']} kills · up to {result['max_round_s']} s each · "
+        f"seed {result['seed']} · {result['duration_s']} s",
+        caption="in flight: a request or ingest process running; "
+        "learning: the server quiet with messages not yet learned;\n"
         "scheduler: a reminder due and not yet in the inbox",
     )
     for a in activities:

@@ -27,7 +27,8 @@ def list_(as_json: bool = JsonOpt) -> None:
     config = load_config()
     if not config.mcp:
         out.print(
-            f'no MCP servers configured: add a [mcp.NAME] table with command = "..." (or url = "...") to {config_path()}',
+            'no MCP servers configured: add a [mcp.NAME] table with command = "..." (or url = "...") '
+            f"to {config_path()}",
             highlight=False,
         )
         return
@@ -73,7 +74,8 @@ def serve(
 
     app = http_app(build(config), accounts())
     err.print(
-        f"anima MCP server on http://127.0.0.1:{http}/mcp (send `Authorization: Bearer <key>`, a key of user '{config.user}')",
+        f"anima MCP server on http://127.0.0.1:{http}/mcp "
+        f"(send `Authorization: Bearer <key>`, a key of user '{config.user}')",
         highlight=False,
     )
     uvicorn.run(app, host="127.0.0.1", port=http, log_level="warning")

@@ -196,7 +196,8 @@ def daemon(interval: float = typer.Option(30.0, "--interval", help="Seconds betw
         for item in added:
             if item.notify != "sent":
                 out.print(
-                    f"[dim]{rm.local_now():%H:%M}[/dim] in the inbox ({'held' if item.notify == 'pending' else 'not notified'}):",
+                    f"[dim]{rm.local_now():%H:%M}[/dim] in the inbox "
+                    f"({'held' if item.notify == 'pending' else 'not notified'}):",
                     highlight=False,
                 )
                 _print(item)

@@ -77,7 +77,8 @@ def serve(
     with err.status("loading models..."):
         server = Server(config, registry, **container.shared(), max_waiting=max_waiting)
     out.print(
-        f"anima serving on http://{host}:{port}/v1 (OpenAI-compatible; {'API keys required' if registry.any_made() else 'single user, no keys'})"
+        f"anima serving on http://{host}:{port}/v1 "
+        f"(OpenAI-compatible; {'API keys required' if registry.any_made() else 'single user, no keys'})"
     )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     out.print(f"web page: http://{shown}:{port}/ (log in with your API key)")

@@ -37,7 +37,8 @@ def migrate(
     else:
         copied = ", ".join(f"{n:,} {table}" for table, n in report.rows.items())
         out.print(
-            f"copied to {report.schema} at {escape(where(to))}: {copied} in {report.load_s:.1f} s; vectors indexed in {report.index_s:.1f} s",
+            f"copied to {report.schema} at {escape(where(to))}: {copied} in {report.load_s:.1f} s; "
+            f"vectors indexed in {report.index_s:.1f} s",
             highlight=False,
         )
         table = Table(
@@ -46,7 +47,8 @@ def migrate(
             "PostgreSQL",
             "",
             title=f"check of the copy of {report.user}'s store",
-            caption="not checked: they differ by design (HNSW is approximate; Porter vs Snowball stems, BM25 vs ts_rank)",
+            caption="not checked: they differ by design "
+            "(HNSW is approximate; Porter vs Snowball stems, BM25 vs ts_rank)",
         )
         for c in report.checks:
             table.add_row(
@@ -61,7 +63,8 @@ def migrate(
             out.print(f"not copied (no PostgreSQL tables for them yet; they stay in the file): {left}", highlight=False)
         if report.committed:
             out.print(
-                "[green]passed[/green]: committed. To use it, set store.url to this URL (config.toml, or ANIMA_STORE__URL)."
+                "[green]passed[/green]: committed. "
+                "To use it, set store.url to this URL (config.toml, or ANIMA_STORE__URL)."
             )
         else:
             out.print("[red]failed[/red]: the copy was rolled back; PostgreSQL keeps nothing of it.")

@@ -66,7 +66,8 @@ def do(
     if changes and not yes:
         answer = (
             typer.prompt(
-                f"{len(changes)} step(s) change something (files in {folder}, tools marked *). Run? [y]es / [e]dit / [n]o",
+                f"{len(changes)} step(s) change something (files in {folder}, tools marked *). "
+                "Run? [y]es / [e]dit / [n]o",
                 default="n",
             )
             .strip()
@@ -118,7 +119,9 @@ def do(
         return
     failed = [s for s in plan.steps if not s.ok]
     out.print(
-        f"{len(plan.steps) - len(failed)}/{len(plan.steps)} steps done; saved in {folder}/ (result.md{', ' if any(s.output for s in plan.steps) else ''}{', '.join(s.output for s in plan.steps if s.output and s.ok)})",
+        f"{len(plan.steps) - len(failed)}/{len(plan.steps)} steps done; saved in {folder}/ "
+        f"(result.md{', ' if any(s.output for s in plan.steps) else ''}"
+        f"{', '.join(s.output for s in plan.steps if s.output and s.ok)})",
         highlight=False,
         markup=False,
     )
@@ -141,5 +144,6 @@ def show(plan, toolbox) -> None:
         from anima.assistant.tasks import MAX_EXPANDED
 
         err.print(
-            f"[yellow]{plan.left_out} more step(s) were left out[/yellow]: a task runs at most {MAX_EXPANDED}; split the file and run the rest as another task"
+            f"[yellow]{plan.left_out} more step(s) were left out[/yellow]: a task runs at most {MAX_EXPANDED}; "
+            "split the file and run the rest as another task"
         )

@@ -98,7 +98,8 @@ def _chatgpt(conversations: list[dict]) -> list[HistoryMessage]:
                 when = datetime.fromtimestamp(float(message["create_time"]), tz=timezone.utc)
             except (TypeError, ValueError, OverflowError, OSError) as exc:
                 raise BadInput(
-                    f"message {str(message.get('id'))[:40]!r} has an unreadable create_time {str(message['create_time'])[:40]!r}",
+                    f"message {str(message.get('id'))[:40]!r} has an unreadable create_time "
+                    f"{str(message['create_time'])[:40]!r}",
                     "it is seconds since 1970, as ChatGPT exports it",
                 ) from exc
             ref = message.get("id")

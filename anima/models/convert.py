@@ -118,7 +118,10 @@ def _read_vocab(path: Path) -> list[str]:
 
 
 def convert_bert_to_gguf(src: Path, dest: Path) -> None:
-    """src: folder with model.safetensors, config.json, vocab.txt (and optionally 1_Pooling/config.json). Writes dest atomically (dest + '.part' then rename)."""
+    (
+        """src: folder with model.safetensors, config.json, vocab.txt (and optionally 1_Pooling/config.json). """
+        """Writes dest atomically (dest + '.part' then rename)."""
+    )
     src, dest = Path(src), Path(dest)
     config = _read_json(src / "config.json")
     tok_config = _read_json(src / "tokenizer_config.json", required=False)

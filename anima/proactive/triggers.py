@@ -131,7 +131,8 @@ def memory_dates(store, now: datetime, settings, late: datetime | None = None) -
             "date",
             f"{_in_days(n).capitalize()} ({day:%a %d %b}): {m.text}",
             f"you may need {need}" if need else "",
-            f'from your memory #{m.id} "{m.text}"; dates are raised {settings.lookahead_days} days ahead (proactive.lookahead_days)',
+            f'from your memory #{m.id} "{m.text}"; '
+            f"dates are raised {settings.lookahead_days} days ahead (proactive.lookahead_days)",
             key=f"date:{m.id}@{day.isoformat()}",
             data={"memory_id": m.id, "date": day.isoformat()},
             relevance=BASE["date"],

@@ -180,7 +180,8 @@ class AnimaOptions(BaseModel):
     )
     show_prompt: bool = Field(
         False,
-        description="Return the exact messages the model was given (persona, recalled memories, the clock) as `anima.prompt`.",
+        description="Return the exact messages the model was given (persona, recalled memories, the clock) "
+        "as `anima.prompt`.",
     )
 
 
@@ -607,7 +608,10 @@ def _sse(
             ref = uuid.uuid4().hex[:8]
             log.error("internal error %s in a streamed reply: %s: %s", ref, type(exc).__name__, exc)
             log.debug("internal error %s", ref, exc_info=exc)
-            yield f"data: {json.dumps({'error': {'message': f'internal error (id {ref})', 'type': 'server_error', 'code': 'internal_error'}})}\n\n"
+            error = {
+                "error": {"message": f"internal error (id {ref})", "type": "server_error", "code": "internal_error"}
+            }
+            yield f"data: {json.dumps(error)}\n\n"
             return
         t = reply.turn
         yield event({}, finish or t.finish_reason or "stop")
@@ -617,7 +621,15 @@ def _sse(
                 "completion_tokens": t.completion_tokens,
                 "total_tokens": t.prompt_tokens + t.completion_tokens,
             }
-            yield f"data: {json.dumps({'id': ident, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': usage})}\n\n"
+            usage_chunk = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            yield f"data: {json.dumps(usage_chunk)}\n\n"
         yield "data: [DONE]\n\n"
     finally:
         reply.close()  # a client that went away stops the generation; the partial turn is logged

@@ -28,7 +28,10 @@ from anima.errors import NotFound
 
 WEB = Path(__file__).parent / "web"
 # Reports may carry inline styles and SVG charts; no script runs, here or in a report.
-CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
 
 
 def mount(app: FastAPI, server, user: Callable[..., str]) -> None:

@@ -41,7 +41,8 @@ class Accounts:
         self._lock = threading.Lock()
         with self._lock, transaction(self.db):
             self.db.execute(
-                "CREATE TABLE IF NOT EXISTS api_keys (key_hash TEXT PRIMARY KEY, user TEXT NOT NULL, key_prefix TEXT NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS api_keys (key_hash TEXT PRIMARY KEY, user TEXT NOT NULL, "
+                "key_prefix TEXT NOT NULL, "
                 "created_at TEXT NOT NULL DEFAULT (datetime('now')), revoked INTEGER NOT NULL DEFAULT 0)"
             )
 

@@ -84,7 +84,8 @@ def _open(path: Path, key: Key | None) -> Connection:
         if key:
             raise WrongPassphrase(
                 f"cannot decrypt {path}: wrong key or passphrase (from {key.source}), or the file is damaged",
-                "set ANIMA_PASSPHRASE to the passphrase it was made with, or restore its key file; the file was not changed",
+                "set ANIMA_PASSPHRASE to the passphrase it was made with, or restore its key file; "
+                "the file was not changed",
             ) from exc
         raise StoreError(
             f"{path} is not a readable database (encrypted, or damaged)",

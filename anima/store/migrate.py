@@ -167,7 +167,8 @@ def refuse_unless_empty(target: PgStore) -> None:
 
         listed = ", ".join(f"{n} {t}" for t, n in held.items())
         raise StoreError(
-            f"the PostgreSQL schema {target.schema} at {where(target.url)} already holds data ({listed}); nothing was copied",
+            f"the PostgreSQL schema {target.schema} at {where(target.url)} already holds data ({listed}); "
+            "nothing was copied",
             "a migration only fills an empty schema: migrate another user, or remove this one's data first",
         )
 
@@ -182,7 +183,10 @@ def _read_rows(source: Store, table: str) -> Iterator[list[dict]]:
     full-text index holds (an episode's may name its speaker) and the vector as text."""
     query = f"SELECT * FROM {table} ORDER BY id"
     if table in ("episodes", "memories"):
-        query = f"SELECT t.*, coalesce(f.text, t.text) AS index_text FROM {table} t LEFT JOIN fts_{table} f ON f.rowid = t.id ORDER BY t.id"
+        query = (
+            f"SELECT t.*, coalesce(f.text, t.text) AS index_text FROM {table} t "
+            f"LEFT JOIN fts_{table} f ON f.rowid = t.id ORDER BY t.id"
+        )
     cursor = source.db.execute(query)
     while rows := cursor.fetchmany(CHUNK):
         chunk = [dict(r) for r in rows]

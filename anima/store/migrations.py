@@ -129,7 +129,8 @@ def m008_goals_notes(db: Connection) -> None:
     )
     db.execute("CREATE INDEX milestones_goal ON milestones(goal_id, position)")
     db.execute(
-        "CREATE TABLE notes (id INTEGER PRIMARY KEY, title TEXT NOT NULL DEFAULT '', text TEXT NOT NULL, created_at TEXT NOT NULL)"
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, title TEXT NOT NULL DEFAULT '', text TEXT NOT NULL, "
+        "created_at TEXT NOT NULL)"
     )
     db.execute("CREATE VIRTUAL TABLE fts_notes USING fts5(text, tokenize='porter unicode61')")
 
@@ -159,7 +160,8 @@ def m010_documents(db: Connection) -> None:
         "CREATE TABLE doc_files (path TEXT PRIMARY KEY, root TEXT NOT NULL, mtime REAL NOT NULL, size INTEGER NOT NULL)"
     )
     db.execute(
-        "CREATE VIRTUAL TABLE doc_passages USING fts5(path UNINDEXED, cite UNINDEXED, chunk UNINDEXED, line_start UNINDEXED, line_end UNINDEXED, text, tokenize='porter unicode61')"
+        "CREATE VIRTUAL TABLE doc_passages USING fts5(path UNINDEXED, cite UNINDEXED, chunk UNINDEXED, "
+        "line_start UNINDEXED, line_end UNINDEXED, text, tokenize='porter unicode61')"
     )
 
 
@@ -209,7 +211,8 @@ def m007_jobs_inbox(db: Connection) -> None:
 def migrate(db: Connection) -> list[str]:
     """Apply what has not run yet; returns the names applied."""
     db.execute(
-        "CREATE TABLE IF NOT EXISTS _anima_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))"
+        "CREATE TABLE IF NOT EXISTS _anima_migrations "
+        "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))"
     )
     done = {row[0] for row in db.execute("SELECT name FROM _anima_migrations")}
     applied = []

@@ -285,7 +285,8 @@ class PgStore:
         nearest = "SELECT id, embedding <=> %s::vector AS d FROM {} WHERE embedding IS NOT NULL ORDER BY d LIMIT %s"
         if exact:  # a materialized CTE is computed whole: no index can stop the scan early
             nearest = (
-                "WITH scored AS MATERIALIZED (SELECT id, embedding <=> %s::vector AS d FROM {} WHERE embedding IS NOT NULL)"
+                "WITH scored AS MATERIALIZED "
+                "(SELECT id, embedding <=> %s::vector AS d FROM {} WHERE embedding IS NOT NULL)"
                 " SELECT id, d FROM scored ORDER BY d LIMIT %s"
             )
         with self.transaction() as db:  # SET LOCAL: for this search only

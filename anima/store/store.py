@@ -272,7 +272,8 @@ class Store:
         if not q:
             return []
         rows = self.db.execute(
-            f"SELECT rowid, bm25(fts_{table}) AS s FROM fts_{table} WHERE fts_{table} MATCH ? ORDER BY s, rowid LIMIT ?",
+            f"SELECT rowid, bm25(fts_{table}) AS s FROM fts_{table} WHERE fts_{table} MATCH ? "
+            "ORDER BY s, rowid LIMIT ?",
             (q, k),
         )
         return [(int(r[0]), -float(r[1])) for r in rows]
@@ -320,7 +321,8 @@ class Store:
         found = {}
         for e in self.episodes(ids):
             row = self.db.execute(
-                "SELECT id FROM episodes WHERE id > ? AND source = ? AND coalesce(conversation_id, -1) = coalesce(?, -1) "
+                "SELECT id FROM episodes WHERE id > ? AND source = ? "
+                "AND coalesce(conversation_id, -1) = coalesce(?, -1) "
                 "AND ts <= strftime('%Y-%m-%dT%H:%M:%S', ?, '+1 hour') || 'z' ORDER BY id LIMIT 1",
                 (e.id, e.source, e.conversation_id, e.ts[:19]),
             ).fetchone()
@@ -360,7 +362,8 @@ class Store:
     def person_names(self) -> list[str]:
         """Subjects of current memories other than the user: the people anima knows."""
         rows = self.db.execute(
-            "SELECT DISTINCT subject FROM memories WHERE valid_to IS NULL AND lower(subject) NOT IN ('user', 'the user', 'me', '')"
+            "SELECT DISTINCT subject FROM memories "
+            "WHERE valid_to IS NULL AND lower(subject) NOT IN ('user', 'the user', 'me', '')"
         ).fetchall()
         return [r[0] for r in rows]
 

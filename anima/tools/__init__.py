@@ -104,7 +104,8 @@ def check_arguments(schema: dict[str, Any], arguments: dict[str, Any]) -> None:
 
 
 _COMMON = frozenset(
-    "a an and are as at be by can do for from get give how i in is it me my of on or please the this to what when with you your".split()
+    "a an and are as at be by can do for from get give how i in is it me my of on or please "
+    "the this to what when with you your".split()
 )
 
 

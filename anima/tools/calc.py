@@ -121,7 +121,8 @@ _WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eig
 }
 _N = r"(?P<n>\d+|" + "|".join(_WORDS) + r")"
 _UNTIL = re.compile(
-    r"(?:how many\s+)?(?P<unit>days|weeks)\s+(?:are\s+there\s+|is\s+it\s+|left\s+)?(?:until|till|to|before)\s+(?P<x>.+)",
+    r"(?:how many\s+)?(?P<unit>days|weeks)\s+(?:are\s+there\s+|is\s+it\s+|left\s+)?"
+    r"(?:until|till|to|before)\s+(?P<x>.+)",
     re.I,
 )
 _SINCE = re.compile(r"(?:how many\s+)?days\s+(?:have\s+passed\s+|has\s+it\s+been\s+)?(?:since|after)\s+(?P<x>.+)", re.I)
@@ -220,11 +221,13 @@ def tools(ctx: ToolContext) -> list[Tool]:
                 "required": ["expression"],
             },
             calculator,
-            triggers=r"\d\s*[-+*/^x×÷%]\s*\d|\bcalculat|\bhow much is\b|\bpercent\b|\d\s*%\s*of\b|\bsqrt\b|\bsquare root\b",
+            triggers=r"\d\s*[-+*/^x×÷%]\s*\d|\bcalculat|\bhow much is\b|\bpercent\b|"
+            r"\d\s*%\s*of\b|\bsqrt\b|\bsquare root\b",
         ),
         Tool(
             "date_math",
-            "Date arithmetic: days until a date, days between two dates, a date N days/weeks/months after another, the weekday of a date.",
+            "Date arithmetic: days until a date, days between two dates, "
+            "a date N days/weeks/months after another, the weekday of a date.",
             {
                 "type": "object",
                 "properties": {
@@ -236,6 +239,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
                 "required": ["question"],
             },
             dates,
-            triggers=r"\bdays? (?:until|till|since|between|after|before)\b|\bweeks? (?:until|after|before)\b|\bweekday\b|\bwhat day\b",
+            triggers=r"\bdays? (?:until|till|since|between|after|before)\b|\bweeks? (?:until|after|before)\b|"
+            r"\bweekday\b|\bwhat day\b",
         ),
     ]

@@ -386,7 +386,8 @@ def tools(ctx: ToolContext) -> list[Tool]:
                 "required": ["when"],
             },
             calendar_on,
-            triggers=r"\bcalendar\b|\bschedule\b|what'?s on\b|\bmeetings?\b|\bappointments?\b|\bbusy\b|\bfree\b|\bmy (?:week|day|weekend)\b",
+            triggers=r"\bcalendar\b|\bschedule\b|what'?s on\b|\bmeetings?\b|\bappointments?\b|\bbusy\b|\bfree\b|"
+            r"\bmy (?:week|day|weekend)\b",
         ),
         Tool(
             "calendar_add",

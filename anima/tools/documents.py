@@ -19,7 +19,8 @@ from anima.store import query_words
 from anima.tools import Tool, ToolContext
 
 TEXT_SUFFIXES = frozenset(
-    ".txt .text .md .markdown .rst .org .tex .csv .tsv .json .jsonl .yaml .yml .toml .ini .cfg .conf .log .xml .html .htm .css "
+    ".txt .text .md .markdown .rst .org .tex .csv .tsv .json .jsonl .yaml .yml .toml .ini .cfg .conf .log "
+    ".xml .html .htm .css "
     ".py .js .ts .sh .c .h .cpp .hpp .java .go .rs .rb .php .sql .r .lua .pl .swift .kt".split()
 )
 SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages"})
