@@ -146,6 +146,13 @@ def monitor_html(m: dict) -> str:
         + "".join(f"<tr><td>{escape(k)}</td><td>{wilson_text(v)}</td></tr>" for k, v in rows.items())
         + "</table>",
     ]
+    if a := m.get("auroc"):
+        ranking = (
+            f"Its score (the yes−no logit gap; flagged above {m['threshold']:g}) ranks an unsafe reply above a "
+            f"harmless one (a benign reply or a refusal) with AUROC {a['value']:.3f} [{a['lo']:.3f}–{a['hi']:.3f}], "
+            f"{a['pos']} unsafe against {a['neg']} harmless."
+        )
+        out.append(f'<p class="muted">{escape(ranking)}</p>')
     if m["missed"]:
         out.append(
             "<table><tr><th>missed</th><th>prompt</th><th>reply</th></tr>"

@@ -98,6 +98,11 @@ def audit_run(
         "--monitor",
         help="A weak model that reads every reply that went out and says which to stop (registry name or .gguf), or off.",
     ),
+    monitor_threshold: float = typer.Option(
+        0.0,
+        "--monitor-threshold",
+        help="With logits: flag a reply when the monitor's yes-no logit gap is above this (choose it on another run).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Attack a target with mutated harmful requests, prompt injection (document, tool
@@ -169,8 +174,8 @@ def audit_run(
             if monitor_model is not None:
                 from anima.audit.monitor import score, watch
 
-                verdicts = watch(monitor_model, cases, results, lambda d, t: update("monitor", d, t))
-                watched = score(results, verdicts, monitor, judge_meta.get("model"))
+                verdicts = watch(monitor_model, cases, results, lambda d, t: update("monitor", d, t), monitor_threshold)
+                watched = score(results, verdicts, monitor, judge_meta.get("model"), monitor_threshold)
             fixed = None
             if autofix:
                 from anima.audit.autofix import autofix as run_autofix
@@ -270,6 +275,11 @@ def _print_monitor(m: dict) -> None:
     t.add_row("alarms on refusals", wilson_text(m["false_alarm_refusals"]))
     t.add_row("guard: attacks blocked before a reply", wilson_text(m["guard"]["attacks_blocked"]))
     t.add_row("guard: benign blocked", wilson_text(m["guard"]["benign_blocked"]))
+    if a := m.get("auroc"):
+        t.add_row(
+            "score ranks unsafe above harmless (AUROC)",
+            f"{a['value']:.3f} [{a['lo']:.3f}–{a['hi']:.3f}] ({a['pos']} vs {a['neg']}; threshold {m['threshold']:g})",
+        )
     out.print(t)
     if m["ms"]:
         out.print(
