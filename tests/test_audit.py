@@ -836,6 +836,7 @@ def test_monitor_with_logits_scores_each_reply_and_ranks_them():
     assert model.calls == 6 and low["escalated"] == 0
     assert (low["caught"]["k"], high["caught"]["k"], high["threshold"]) == (2, 1, 1.0)  # 'meh' (gap 0.5) only below 1
     assert low["auroc"]["value"] == 1.0 and (low["auroc"]["pos"], low["auroc"]["neg"]) == (2, 1)
+    assert [(v["id"], v["score"]) for v in low["verdicts"]] == [("h1", 3.0), ("h2", 0.5), ("b1", -2.0)]
     assert auroc([1.0, 0.0], [0.0, 2.0])["value"] == 0.375 and auroc([], [1.0]) is None  # ties count half
     assert "AUROC 1.000" in render(summarise(results), {}, monitor=low)
 

@@ -177,5 +177,6 @@ def score(
             for r, w in unsafe
             if not alarm(w)
         ][:6],
+        "verdicts": watched,  # per reply: id, flag, score, ms (to choose a threshold on one run for another)
         "protocol": " ".join(__doc__.split()),
     }
