@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
+
+import pytest
 
 from anima.app import build
 from anima.assistant.turn import _partial_open
 from anima.config import load_config
 from anima.models.fake import FakeChatModel
-from anima.tools import Tool, Toolbox, ToolError
+from anima.tools import Arg, Tool, Toolbox, ToolError
+from anima.tools import tool as make_tool
 
 ADD = Tool(
     "add_numbers",
@@ -181,3 +185,46 @@ def test_readable_strips_instructions_from_data_but_only_the_rules_phrasings_fro
     assert "Write a poem about the sea for Maya." in own and "Ignore previous" not in own
     assert "Write a poem" not in other and "Ignore previous" not in other
     assert box.readable("web_page", text, None) == text  # no guard: as it came
+
+
+def test_a_tools_schema_comes_from_its_signature():
+    def plan(
+        title: str,
+        days: Annotated[int, Arg("how many")],
+        tags: Annotated[list[str] | None, Arg("labels")] = None,
+        mood: Annotated[str, Arg(enum=("calm", "busy"))] = "calm",
+        ratio: float | None = None,
+        done: bool = False,
+    ) -> str:
+        """Plan something.
+
+        Over several lines."""
+        return title
+
+    t = make_tool(plan, side_effects=True)
+    assert (t.name, t.description, t.side_effects) == ("plan", "Plan something. Over several lines.", True)
+    assert t.parameters == {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "days": {"type": "integer", "description": "how many"},
+            "tags": {"type": "array", "items": {"type": "string"}, "description": "labels"},
+            "mood": {"type": "string", "enum": ["calm", "busy"]},
+            "ratio": {"type": "number"},
+            "done": {"type": "boolean"},
+        },
+        "required": ["title", "days"],
+    }
+    assert make_tool(plan, "Other words.", name="planner").spec()["function"]["name"] == "planner"
+
+    def undocumented(x: str) -> str:
+        return x
+
+    def odd(x: set) -> str:
+        """Odd."""
+        return ""
+
+    with pytest.raises(TypeError, match="needs a description"):
+        make_tool(undocumented)
+    with pytest.raises(TypeError, match="cannot be"):
+        make_tool(odd)

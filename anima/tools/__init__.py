@@ -1,6 +1,7 @@
 """Tools: what the assistant can do besides talk.
 
-A tool is a name, a description, JSON-schema parameters and a function. Modules under
+A tool is a name, a description, JSON-schema parameters and a function; `tool(fn)` makes
+one from the function itself (its name, its docstring, its type hints). Modules under
 `anima/tools/` each offer `tools(ctx) -> list[Tool]`; a `Toolbox` holds the ones a user
 has, hands their specs to the model (OpenAI "tools" format) and runs the calls it makes:
 arguments checked against the schema, a time limit, and every failure turned into a
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import inspect
 import json
 import logging
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable
 
 from anima.errors import AnimaError, BadInput
 
@@ -49,6 +53,65 @@ class Tool:
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
+
+
+@dataclass(frozen=True)
+class Arg:
+    """What the model is told about one argument: `Annotated[str, Arg("e.g. ...")]`."""
+
+    description: str = ""
+    enum: tuple = ()
+
+
+_SCHEMA_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def _schema(hint: Any) -> dict[str, Any]:
+    """The JSON schema of one argument's type hint: str, int, float, bool, list[str], dict,
+    `X | None`, and `Annotated[X, Arg(...)]` for a description or an enum."""
+    arg = Arg()
+    if typing.get_origin(hint) is Annotated:
+        hint, *extra = typing.get_args(hint)
+        arg = next((e for e in extra if isinstance(e, Arg)), arg)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(h for h in typing.get_args(hint) if h is not type(None))
+    origin = typing.get_origin(hint) or hint
+    if origin not in _SCHEMA_TYPES:
+        raise TypeError(f"a tool argument cannot be {hint!r}")
+    out: dict[str, Any] = {"type": _SCHEMA_TYPES[origin]}
+    if origin is list and typing.get_args(hint):
+        out["items"] = _schema(typing.get_args(hint)[0])
+    if arg.enum:
+        out["enum"] = list(arg.enum)
+    if arg.description:
+        out["description"] = arg.description
+    return out
+
+
+def tool(
+    fn: Callable[..., Any],
+    description: str = "",
+    *,
+    name: str = "",
+    side_effects: bool = False,
+    triggers: str = "",
+    own_words: bool = False,
+) -> Tool:
+    """A Tool from a function: its name (unless `name`), its docstring as the description
+    (unless one is given), and its parameters from the signature (type hints as JSON
+    schema; those without a default are required), so the schema cannot drift from the
+    function. The hints are read in the function's module: the names in them must be
+    defined there."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    parameters: dict[str, Any] = {"type": "object", "properties": {p.name: _schema(hints[p.name]) for p in params}}
+    required = [p.name for p in params if p.default is p.empty]
+    if required:
+        parameters["required"] = required
+    text = description or " ".join((inspect.getdoc(fn) or "").split())
+    if not text:
+        raise TypeError(f"tool {fn.__name__} needs a description (a docstring)")
+    return Tool(name or fn.__name__, text, parameters, fn, side_effects, triggers, own_words)
 
 
 # The user's message of the turn a tool runs in: their own words, which outrank the

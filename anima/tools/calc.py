@@ -14,12 +14,13 @@ import math
 import operator
 import re
 from datetime import date, datetime
+from typing import Annotated
 
 from dateutil.relativedelta import relativedelta
 
 from anima.errors import BadInput
 from anima.timeparse import find_times
-from anima.tools import Tool, ToolContext
+from anima.tools import Arg, Tool, ToolContext, tool
 
 FUNCTIONS = {
     "sqrt": math.sqrt,
@@ -205,40 +206,24 @@ def date_math(question: str, now: datetime) -> str:
 
 
 def tools(ctx: ToolContext) -> list[Tool]:
-    def calculator(expression: str) -> str:
+    def calculator(expression: Annotated[str, Arg("e.g. (1200 * 1.05) / 12")]) -> str:
+        """Exact arithmetic: + - * / ** ( ), sqrt, log, sin, cos, round, abs, min, max, pi, e."""
         return f"{expression} = {show_number(calculate(expression))}"
 
-    def dates(question: str) -> str:
+    def dates(question: Annotated[str, Arg("e.g. 'days until 25 December', 'date 3 weeks after 2026-12-01'")]) -> str:
+        """Date arithmetic: days until a date, days between two dates, a date N days/weeks/months
+        after another, the weekday of a date."""
         return date_math(question, ctx.now())
 
     return [
-        Tool(
-            "calculator",
-            "Exact arithmetic: + - * / ** ( ), sqrt, log, sin, cos, round, abs, min, max, pi, e.",
-            {
-                "type": "object",
-                "properties": {"expression": {"type": "string", "description": "e.g. (1200 * 1.05) / 12"}},
-                "required": ["expression"],
-            },
+        tool(
             calculator,
             triggers=r"\d\s*[-+*/^x×÷%]\s*\d|\bcalculat|\bhow much is\b|\bpercent\b|"
             r"\d\s*%\s*of\b|\bsqrt\b|\bsquare root\b",
         ),
-        Tool(
-            "date_math",
-            "Date arithmetic: days until a date, days between two dates, "
-            "a date N days/weeks/months after another, the weekday of a date.",
-            {
-                "type": "object",
-                "properties": {
-                    "question": {
-                        "type": "string",
-                        "description": "e.g. 'days until 25 December', 'date 3 weeks after 2026-12-01'",
-                    }
-                },
-                "required": ["question"],
-            },
+        tool(
             dates,
+            name="date_math",
             triggers=r"\bdays? (?:until|till|since|between|after|before)\b|\bweeks? (?:until|after|before)\b|"
             r"\bweekday\b|\bwhat day\b",
         ),

@@ -14,13 +14,14 @@ import hashlib
 import uuid
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rrulestr
 
 from anima.errors import BadInput
 from anima.timeparse import TimeSpan, find_times, query_range
-from anima.tools import Tool, ToolContext
+from anima.tools import Arg, Tool, ToolContext, tool
 
 REPEATS = {"daily": "FREQ=DAILY", "weekly": "FREQ=WEEKLY", "monthly": "FREQ=MONTHLY", "yearly": "FREQ=YEARLY"}
 
@@ -346,7 +347,8 @@ def describe(event: dict) -> str:
 def tools(ctx: ToolContext) -> list[Tool]:
     store = ctx.store
 
-    def calendar_on(when: str) -> str:
+    def calendar_on(when: Annotated[str, Arg("e.g. 'Thursday', 'tomorrow', 'next week'")]) -> str:
+        """What is in the user's calendar on a day or in a period."""
         span = resolve_span(when, ctx.now())
         events = events_between(store, span.start, span.end)
         days = span.start.date().isoformat() + (
@@ -354,7 +356,14 @@ def tools(ctx: ToolContext) -> list[Tool]:
         )
         return "\n".join(describe(e) for e in events) or f"nothing in the calendar for {when} ({days})"
 
-    def calendar_add(title: str, when: str, minutes: int = 60, location: str = "", repeat: str = "") -> str:
+    def calendar_add(
+        title: str,
+        when: Annotated[str, Arg("e.g. 'Thursday at 3pm', 'tomorrow', '2026-05-14 09:30'")],
+        minutes: Annotated[int, Arg("how long; default 60")] = 60,
+        location: str = "",
+        repeat: Annotated[str, Arg(enum=("", *REPEATS))] = "",
+    ) -> str:
+        """Put an event in the user's calendar."""
         spans = find_times(when, local(ctx.now()))
         if (
             not spans
@@ -377,32 +386,12 @@ def tools(ctx: ToolContext) -> list[Tool]:
         return "added " + describe({**event, "all_day": span.granularity == "day"})
 
     return [
-        Tool(
-            "calendar_on",
-            "What is in the user's calendar on a day or in a period.",
-            {
-                "type": "object",
-                "properties": {"when": {"type": "string", "description": "e.g. 'Thursday', 'tomorrow', 'next week'"}},
-                "required": ["when"],
-            },
+        tool(
             calendar_on,
             triggers=r"\bcalendar\b|\bschedule\b|what'?s on\b|\bmeetings?\b|\bappointments?\b|\bbusy\b|\bfree\b|"
             r"\bmy (?:week|day|weekend)\b",
         ),
-        Tool(
-            "calendar_add",
-            "Put an event in the user's calendar.",
-            {
-                "type": "object",
-                "properties": {
-                    "title": {"type": "string"},
-                    "when": {"type": "string", "description": "e.g. 'Thursday at 3pm', 'tomorrow', '2026-05-14 09:30'"},
-                    "minutes": {"type": "integer", "description": "how long; default 60"},
-                    "location": {"type": "string"},
-                    "repeat": {"type": "string", "enum": ["", *REPEATS]},
-                },
-                "required": ["title", "when"],
-            },
+        tool(
             calendar_add,
             side_effects=True,
             triggers=r"\bcalendar\b|\bschedule\b|\bmeeting\b|\bappointment\b|\bevent\b",

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from anima.errors import BadInput
 from anima.store import query_words
-from anima.tools import Tool, ToolContext
+from anima.tools import Arg, Tool, ToolContext, tool
 
 TEXT_SUFFIXES = frozenset(
     ".txt .text .md .markdown .rst .org .tex .csv .tsv .json .jsonl .yaml .yml .toml .ini .cfg .conf .log "
@@ -198,7 +199,8 @@ def indexed_count(store) -> int:
 def tools(ctx: ToolContext) -> list[Tool]:
     store = ctx.store
 
-    def documents_search(query: str) -> str:
+    def documents_search(query: Annotated[str, Arg("words to look for")]) -> str:
+        """Search the user's own documents and files; returns passages with [file:lines] to cite."""
         hits = search(store, query, k=3)
         if hits:
             return "\n\n".join(f"[{h['cite']}]\n{h['text']}" for h in hits)
@@ -206,16 +208,4 @@ def tools(ctx: ToolContext) -> list[Tool]:
             return "no documents are indexed yet (the user can run: anima docs index FOLDER)"
         return f"no passage in the user's documents matches '{query}'"
 
-    return [
-        Tool(
-            "documents_search",
-            "Search the user's own documents and files; returns passages with [file:lines] to cite.",
-            {
-                "type": "object",
-                "properties": {"query": {"type": "string", "description": "words to look for"}},
-                "required": ["query"],
-            },
-            documents_search,
-            triggers=r"\bdocuments?\b|\bdocs?\b|\bfiles?\b|\bmy notes\b|\bfolder\b",
-        )
-    ]
+    return [tool(documents_search, triggers=r"\bdocuments?\b|\bdocs?\b|\bfiles?\b|\bmy notes\b|\bfolder\b")]

@@ -8,10 +8,11 @@ The scheduler's check-ins read `open_goals(store)`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Annotated
 
 from anima.errors import BadInput, NotFound
 from anima.timeparse import find_times
-from anima.tools import Tool, ToolContext
+from anima.tools import Arg, Tool, ToolContext, tool
 
 STATUSES = ("active", "done", "dropped")
 
@@ -147,17 +148,29 @@ def describe(goal: dict) -> str:
 def tools(ctx: ToolContext) -> list[Tool]:
     store = ctx.store
 
-    def goal_add(title: str, why: str = "", due: str = "", milestones: list | None = None) -> str:
+    def goal_add(
+        title: Annotated[str, Arg("the goal, e.g. 'Run a marathon'")],
+        why: Annotated[str, Arg("why it matters to the user")] = "",
+        due: Annotated[str, Arg("when, e.g. 'in 3 months' or '2026-10-04'")] = "",
+        milestones: Annotated[list[str] | None, Arg("steps, in order")] = None,
+    ) -> str:
+        """Create a goal the user wants to reach, with optional steps (milestones) and due date."""
         goal = add_goal(store, title, why, due or None, [str(m) for m in milestones or []], ctx.now())
         return "added " + describe(goal)
 
-    def goal_list(status: str = "active") -> str:
+    def goal_list(status: Annotated[str, Arg(enum=STATUSES)] = "active") -> str:
+        """List the user's goals with progress, due date and next step."""
         goals = list_goals(store, status)
         return "\n".join(describe(g) for g in goals) or f"no {status} goals"
 
     def goal_update(
-        goal_id: int, milestone_done: str = "", new_milestone: str = "", progress: int | None = None, status: str = ""
+        goal_id: int,
+        milestone_done: Annotated[str, Arg("number or words of the milestone finished")] = "",
+        new_milestone: Annotated[str, Arg("a new step to add")] = "",
+        progress: Annotated[int | None, Arg("0-100, for goals without milestones")] = None,
+        status: Annotated[str, Arg(enum=STATUSES)] = "",
     ) -> str:
+        """Update a goal: mark a milestone done, add a milestone, set progress 0-100, or set status."""
         if not (milestone_done or new_milestone or progress is not None or status):
             raise BadInput("nothing to change", "give milestone_done, new_milestone, progress or status")
         goal = get_goal(store, goal_id)
@@ -172,49 +185,7 @@ def tools(ctx: ToolContext) -> list[Tool]:
         return "updated " + describe(goal)
 
     return [
-        Tool(
-            "goal_add",
-            "Create a goal the user wants to reach, with optional steps (milestones) and due date.",
-            {
-                "type": "object",
-                "properties": {
-                    "title": {"type": "string", "description": "the goal, e.g. 'Run a marathon'"},
-                    "why": {"type": "string", "description": "why it matters to the user"},
-                    "due": {"type": "string", "description": "when, e.g. 'in 3 months' or '2026-10-04'"},
-                    "milestones": {"type": "array", "items": {"type": "string"}, "description": "steps, in order"},
-                },
-                "required": ["title"],
-            },
-            goal_add,
-            side_effects=True,
-            triggers=r"\bgoals?\b|\bmilestones?\b",
-            own_words=True,
-        ),
-        Tool(
-            "goal_list",
-            "List the user's goals with progress, due date and next step.",
-            {"type": "object", "properties": {"status": {"type": "string", "enum": list(STATUSES)}}},
-            goal_list,
-            triggers=r"\bgoals?\b|\bprogress\b",
-            own_words=True,
-        ),
-        Tool(
-            "goal_update",
-            "Update a goal: mark a milestone done, add a milestone, set progress 0-100, or set status.",
-            {
-                "type": "object",
-                "properties": {
-                    "goal_id": {"type": "integer"},
-                    "milestone_done": {"type": "string", "description": "number or words of the milestone finished"},
-                    "new_milestone": {"type": "string", "description": "a new step to add"},
-                    "progress": {"type": "integer", "description": "0-100, for goals without milestones"},
-                    "status": {"type": "string", "enum": list(STATUSES)},
-                },
-                "required": ["goal_id"],
-            },
-            goal_update,
-            side_effects=True,
-            triggers=r"\bgoals?\b|\bmilestones?\b|\bprogress\b",
-            own_words=True,
-        ),
+        tool(goal_add, side_effects=True, triggers=r"\bgoals?\b|\bmilestones?\b", own_words=True),
+        tool(goal_list, triggers=r"\bgoals?\b|\bprogress\b", own_words=True),
+        tool(goal_update, side_effects=True, triggers=r"\bgoals?\b|\bmilestones?\b|\bprogress\b", own_words=True),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from anima.errors import BadInput, NotFound
 from anima.store import query_words
-from anima.tools import Tool, ToolContext
+from anima.tools import Tool, ToolContext, tool
 
 
 def _row(r: dict) -> dict:
@@ -44,46 +44,28 @@ def tools(ctx: ToolContext) -> list[Tool]:
     store = ctx.store
 
     def note_add(text: str, title: str = "") -> str:
+        """Save a note for the user (text to keep and find later)."""
         return "saved note " + _line(add_note(store, text, title))
 
     def note_search(query: str = "") -> str:
+        """Find the user's notes by words (no query: the latest notes)."""
         if not query.strip():
             return "\n".join(_line(n) for n in list_notes(store, 10)) or "no notes yet"
         return "\n".join(_line(n) for n in search_notes(store, query)) or f"no notes about '{query}'"
 
     def note_delete(note_id: int) -> str:
+        """Delete one of the user's notes by id."""
         delete_note(store, note_id)
         return f"deleted note #{note_id}"
 
+    about_notes = r"\bnotes?\b"
     return [
-        Tool(
-            "note_add",
-            "Save a note for the user (text to keep and find later).",
-            {
-                "type": "object",
-                "properties": {"text": {"type": "string"}, "title": {"type": "string"}},
-                "required": ["text"],
-            },
+        tool(
             note_add,
             side_effects=True,
-            triggers=r"\bnotes?\b|\bjot\b|\bwrite (?:it|this|that) down\b",
+            triggers=about_notes + r"|\bjot\b|\bwrite (?:it|this|that) down\b",
             own_words=True,
         ),
-        Tool(
-            "note_search",
-            "Find the user's notes by words (no query: the latest notes).",
-            {"type": "object", "properties": {"query": {"type": "string"}}},
-            note_search,
-            triggers=r"\bnotes?\b",
-            own_words=True,
-        ),
-        Tool(
-            "note_delete",
-            "Delete one of the user's notes by id.",
-            {"type": "object", "properties": {"note_id": {"type": "integer"}}, "required": ["note_id"]},
-            note_delete,
-            side_effects=True,
-            triggers=r"\bnotes?\b",
-            own_words=True,
-        ),
+        tool(note_search, triggers=about_notes, own_words=True),
+        tool(note_delete, side_effects=True, triggers=about_notes, own_words=True),
     ]

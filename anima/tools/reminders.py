@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Annotated
 
 from anima.errors import NotFound
 from anima.recurrence import Rule, localize, parse_rule
 from anima.timeparse import find_times
-from anima.tools import Tool, ToolContext, ToolError, user_message
+from anima.tools import Arg, Tool, ToolContext, ToolError, tool, user_message
 
 FORMS = "try 'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'at noon' or 'every Monday at 9'"
 KINDS = ("reminder", "todo")
@@ -246,43 +247,46 @@ def fire(store, r: Reminder, now: datetime) -> int:
 # --- for the model ---------------------------------------------------------------------------
 
 
+Id = Annotated[int, Arg("the id from the list")]
+Closed = Annotated[bool, Arg("also show done and cancelled ones")]
+WHEN = "when, in English: 'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'"
+
+
 def tools(ctx: ToolContext) -> list[Tool]:
     store = ctx.store
 
-    def remind(text: str, when: str) -> str:
+    def remind(text: Annotated[str, Arg("what to remind of")], when: Annotated[str, Arg(WHEN)]) -> str:
+        """Set a reminder at a time, once or repeating."""
         r = add_reminder(store, text, in_their_words(when, ctx.now()), ctx.now())
         return f"reminder #{r.id} set for {show(r.due_at())}" + (f", then {r.every}" if r.every else "") + f": {r.text}"
 
-    def reminders_list(include_closed: bool = False) -> str:
+    def reminders_list(include_closed: Closed = False) -> str:
+        """List the user's reminders."""
         return "\n".join(r.describe() for r in list_reminders(store, include_closed)) or "no reminders"
 
-    def reminder_done(reminder_id: int) -> str:
+    def reminder_done(reminder_id: Id) -> str:
+        """Mark a reminder done (a repeating one moves to its next time)."""
         return "done: " + complete(store, reminder_id, ctx.now()).describe()
 
-    def reminder_cancel(reminder_id: int) -> str:
+    def reminder_cancel(reminder_id: Id) -> str:
+        """Cancel a reminder for good."""
         return "cancelled: " + cancel(store, reminder_id, ctx.now()).describe()
 
-    def todo_add(text: str, due: str = "") -> str:
+    def todo_add(text: Annotated[str, Arg("the task")], due: Annotated[str, Arg("optional due time")] = "") -> str:
+        """Add a to-do, optionally with a due time."""
         return (
             "added to-do "
             + add_todo(store, text, in_their_words(due, ctx.now()) if due else None, ctx.now()).describe()
         )
 
-    def todo_list(include_closed: bool = False) -> str:
+    def todo_list(include_closed: Closed = False) -> str:
+        """List the user's to-dos."""
         return "\n".join(r.describe() for r in list_todos(store, include_closed)) or "no to-dos"
 
-    def todo_done(todo_id: int) -> str:
+    def todo_done(todo_id: Id) -> str:
+        """Tick off a to-do."""
         return "done: " + done(store, todo_id, ctx.now()).describe()
 
-    def schema(required: list[str], **props) -> dict:
-        return {"type": "object", "properties": props, "required": required}
-
-    rid = {"type": "integer", "description": "the id from the list"}
-    closed = {"type": "boolean", "description": "also show done and cancelled ones"}
-    when = {
-        "type": "string",
-        "description": "when, in English: 'tomorrow at 9', 'in 2 hours', 'Friday at 5pm', 'every Monday at 9'",
-    }
     # Each tool answers to its own verbs: a small model offered all four for "remind me
     # to ..." picked reminder_done as often as remind.
     words = r"\bremind me\b|\bset an? reminder\b|\bevery (?:day|week|month|mon|tue|wed|thu|fri|sat|sun)"
@@ -291,69 +295,11 @@ def tools(ctx: ToolContext) -> list[Tool]:
     cancelling = r"\b(?:cancel|delete|remove|drop)\b.{0,30}\breminder"
     todo_words = r"\bto-?dos?\b|\btasks?\b|\bto do list\b"
     return [
-        Tool(
-            "remind",
-            "Set a reminder at a time, once or repeating.",
-            schema(["text", "when"], text={"type": "string", "description": "what to remind of"}, when=when),
-            remind,
-            side_effects=True,
-            triggers=words,
-            own_words=True,
-        ),
-        Tool(
-            "reminders_list",
-            "List the user's reminders.",
-            schema([], include_closed=closed),
-            reminders_list,
-            triggers=listing,
-            own_words=True,
-        ),
-        Tool(
-            "reminder_done",
-            "Mark a reminder done (a repeating one moves to its next time).",
-            schema(["reminder_id"], reminder_id=rid),
-            reminder_done,
-            side_effects=True,
-            triggers=closing,
-            own_words=True,
-        ),
-        Tool(
-            "reminder_cancel",
-            "Cancel a reminder for good.",
-            schema(["reminder_id"], reminder_id=rid),
-            reminder_cancel,
-            side_effects=True,
-            triggers=cancelling,
-            own_words=True,
-        ),
-        Tool(
-            "todo_add",
-            "Add a to-do, optionally with a due time.",
-            schema(
-                ["text"],
-                text={"type": "string", "description": "the task"},
-                due={**when, "description": "optional due time"},
-            ),
-            todo_add,
-            side_effects=True,
-            triggers=todo_words,
-            own_words=True,
-        ),
-        Tool(
-            "todo_list",
-            "List the user's to-dos.",
-            schema([], include_closed=closed),
-            todo_list,
-            triggers=todo_words,
-            own_words=True,
-        ),
-        Tool(
-            "todo_done",
-            "Tick off a to-do.",
-            schema(["todo_id"], todo_id=rid),
-            todo_done,
-            side_effects=True,
-            triggers=todo_words,
-            own_words=True,
-        ),
+        tool(remind, side_effects=True, triggers=words, own_words=True),
+        tool(reminders_list, triggers=listing, own_words=True),
+        tool(reminder_done, side_effects=True, triggers=closing, own_words=True),
+        tool(reminder_cancel, side_effects=True, triggers=cancelling, own_words=True),
+        tool(todo_add, side_effects=True, triggers=todo_words, own_words=True),
+        tool(todo_list, triggers=todo_words, own_words=True),
+        tool(todo_done, side_effects=True, triggers=todo_words, own_words=True),
     ]
