@@ -10,9 +10,10 @@ import pytest
 from anima.app import build
 from anima.config import load_config
 from anima.errors import ConfigError
-from anima.models.base import Capabilities, Options, complete, split_tool_calls
+from anima.models.base import Capabilities, Options, complete
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.safety.egress import RedactingModel, check_allowed, is_local
+from anima.tools.calls import split_tool_calls
 
 
 @pytest.mark.parametrize(

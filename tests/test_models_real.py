@@ -332,7 +332,7 @@ def test_bench_serve_runs_three_servers_in_their_own_processes(anima_home, link_
 
 
 def test_default_model_calls_a_tool_through_its_template(default_model):
-    from anima.models.base import split_tool_calls
+    from anima.tools.calls import split_tool_calls
 
     weather = {
         "type": "function",

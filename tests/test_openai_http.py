@@ -119,7 +119,7 @@ def test_json_format_falls_back_to_json_object_schema_once():
 
 
 def test_streamed_tool_calls_become_tool_call_text():
-    from anima.models.base import split_tool_calls
+    from anima.tools.calls import split_tool_calls
 
     events = [
         {
@@ -153,7 +153,7 @@ def test_streamed_tool_calls_become_tool_call_text():
 
 
 def test_fenced_json_counts_as_a_call_only_for_offered_tools():
-    from anima.models.base import split_tool_calls
+    from anima.tools.calls import split_tool_calls
 
     text = 'Sure:\n```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```'
     assert split_tool_calls(text, {"get_weather"}) == (

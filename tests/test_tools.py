@@ -8,11 +8,11 @@ from typing import Annotated
 import pytest
 
 from anima.app import build
-from anima.assistant.turn import _partial_open
 from anima.config import load_config
 from anima.models.fake import FakeChatModel
 from anima.tools import Arg, Tool, Toolbox, ToolError
 from anima.tools import tool as make_tool
+from anima.tools.calls import partial_open
 
 ADD = Tool(
     "add_numbers",
@@ -78,8 +78,8 @@ def test_select_offers_only_the_tools_a_message_is_about():
 
 
 def test_partial_call_opening_is_held_back():
-    assert _partial_open("Let me check <tool") == 5
-    assert _partial_open("no call here") == 0
+    assert partial_open("Let me check <tool") == 5
+    assert partial_open("no call here") == 0
 
 
 def test_the_model_calls_a_tool_and_answers_from_its_result():
@@ -146,9 +146,9 @@ def test_a_clients_own_tools_replace_animas():
 
 def test_a_call_in_a_json_fence_counts_and_other_fences_stay_text():
     assert (
-        _partial_open("Here: ```js") == 5
-        and _partial_open('```json\n{"na') > 0
-        and _partial_open("```python\nprint(1)") == 0
+        partial_open("Here: ```js") == 5
+        and partial_open('```json\n{"na') > 0
+        and partial_open("```python\nprint(1)") == 0
     )
     fenced = 'Sure.\n```json\n{"name": "add_numbers", "arguments": {"a": 1, "b": 1}}\n```'
     model = FakeChatModel([fenced, "It is 2.", '```json\n{"total": 3}\n```'])
@@ -164,7 +164,7 @@ def test_a_bare_json_call_at_the_start_counts():
     c.assistant.toolbox = Toolbox([ADD])
     reply = c.assistant.reply("add 2 and 2")
     assert reply.text() == "Four." and reply.tool_results[0].content == "4"
-    assert _partial_open('{"na') == 4 and _partial_open("Sure, {") == 0
+    assert partial_open('{"na') == 4 and partial_open("Sure, {") == 0
 
 
 def test_readable_strips_instructions_from_data_but_only_the_rules_phrasings_from_the_users_own_words():

@@ -27,18 +27,12 @@ from anima.config import Config
 from anima.errors import BadInput
 from anima.memory import Hit, Learner, MemoryService
 from anima.memory.service import utcnow
-from anima.models.base import ChatModel, Chunk, Message, Options, Usage, split_tool_calls
+from anima.models.base import ChatModel, Chunk, Message, Options, Usage
 from anima.persona import Persona, get_persona
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
 from anima.tools import Toolbox, ToolResult, user_message
-
-CALL_OPEN = "<tool_call>"  # how Qwen/Hermes templates have the model start a tool call
-# ...and how small models often write one anyway: a JSON fence naming a tool
-_FENCED_CALL = re.compile(r'```(?:json)?\s*\{\s*"name"\s*:\s*"([^"]*)"|^\s*\{\s*"name"\s*:\s*"([^"]*)"')
-_FENCE_START = re.compile(
-    r'`{1,3}(?:j|js|jso|json)?\s*(?:\{\s*(?:"(?:n|na|nam|name|name")?\s*(?::\s*(?:"[\w-]*)?)?)?)?'
-)
+from anima.tools.calls import call_start, partial_open, split_calls
 
 CHECK_WINDOW = 600  # characters of the reply so far that the fast layer reads before a piece is shown
 _PIECE_END = re.compile(r"[.!?:;\n]\s*$")
@@ -315,9 +309,9 @@ class Reply:
                         yield chunk
                         continue
                     held += chunk.text
-                    at, opener = _call_start(held, offered)
+                    at, opener = call_start(held, offered)
                     if at < 0:
-                        keep = _partial_open(held)
+                        keep = partial_open(held)
                         if len(held) > keep:
                             before += held[: len(held) - keep]
                             yield Chunk(held[: len(held) - keep])
@@ -403,44 +397,3 @@ class Reply:
         note = ("\n\n[anima stopped this reply] " if shown else "") + refusal(verdict)
         parts[:] = [refusal(verdict)]
         yield note
-
-
-def _call_start(text: str, offered: list[str]) -> tuple[int, str]:
-    """Where a tool call starts in `text` (-1 if none yet) and the opening to prefill
-    the constrained call after."""
-    at = text.find(CALL_OPEN)
-    if at >= 0:
-        return at, CALL_OPEN + "\n"
-    fenced = _FENCED_CALL.search(text)
-    if fenced and (fenced.group(1) or fenced.group(2)) in offered:
-        return fenced.start(), "```json\n" if fenced.group(1) else ""
-    return -1, ""
-
-
-def _partial_open(text: str) -> int:
-    """How many characters at the end of `text` could still become a tool call's
-    opening: held back from the user until it is clear."""
-    for n in range(min(len(CALL_OPEN) - 1, len(text)), 0, -1):
-        if CALL_OPEN.startswith(text[-n:]):
-            return n
-    fence = text.rfind("`", 0, len(text)) if "`" in text[-60:] else -1
-    while fence > 0 and text[fence - 1] == "`":
-        fence -= 1
-    if fence >= 0 and _FENCE_START.fullmatch(text[fence:]):
-        return len(text) - fence
-    if _FENCE_START.fullmatch("```" + text.lstrip()):  # a bare JSON call, at the very start
-        return len(text)
-    return 0
-
-
-def split_calls(text: str, offered: list[str]) -> list[dict[str, Any] | None]:
-    """Calls written freely (backends that cannot prefill); None for one that does not parse."""
-    _, calls = split_tool_calls(text, set(offered))
-    if not calls:  # a bare JSON object
-        try:
-            call = json.loads(text.strip().removeprefix("```json").removesuffix("```"), strict=False)
-        except ValueError:
-            call = None
-        if isinstance(call, dict) and call.get("name") in offered:
-            calls = [{"name": call["name"], "arguments": call.get("arguments") or {}}]
-    return calls or [None]

@@ -9,7 +9,6 @@ read `capabilities.remote`, never the backend's name, so a new backend cannot sk
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from contextlib import contextmanager
@@ -141,35 +140,3 @@ def merge_system(messages: list[Message]) -> list[Message]:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system" and m.get("content"))
     rest = [m for m in messages if m["role"] != "system"]
     return ([{"role": "system", "content": system}] if system else []) + rest
-
-
-_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
-_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
-
-
-def split_tool_calls(text: str, names: set[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """Tool calls in a reply, written as the Qwen/Hermes chat templates ask:
-    `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`. Small models sometimes
-    write the same object in a ```json fence instead; that counts too when its name is
-    one of the offered tools (`names`). Returns the remaining text and the calls
-    ({"name", "arguments"}); a block that is not such a call stays text."""
-    calls = []
-
-    def take(match: re.Match, need_known: bool) -> str:
-        try:
-            call = json.loads(match.group(1), strict=False)
-        except ValueError:
-            return match.group(0)
-        if (
-            not isinstance(call, dict)
-            or not isinstance(call.get("name"), str)
-            or (need_known and call["name"] not in (names or ()))
-        ):
-            return match.group(0)
-        calls.append({"name": call["name"], "arguments": call.get("arguments") or {}})
-        return ""
-
-    rest = _TOOL_CALL.sub(lambda m: take(m, False), text)
-    if not calls and names:
-        rest = _FENCED.sub(lambda m: take(m, True), rest)
-    return rest.strip(), calls

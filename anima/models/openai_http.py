@@ -296,7 +296,7 @@ class OpenAIChatModel:
                     slot["arguments"] += fn.get("arguments") or ""
         if not done and finish is None:  # the connection closed cleanly, but in the middle of the reply
             raise _ServerDown(f"{base_url} closed the stream before the reply ended", "check the server's log")
-        for call in calls.values():  # the same shape the local models write (see split_tool_calls)
+        for call in calls.values():  # the same shape the local models write (see anima.tools.calls)
             text = json.dumps({"name": call["name"], "arguments": _json_or_text(call["arguments"])})
             yield Chunk(f"<tool_call>{text}</tool_call>")
         yield Chunk("", finish or "stop", usage)

@@ -34,11 +34,11 @@ from anima.assistant import personas
 from anima.config import USER_NAME, Config
 from anima.errors import AnimaError, BadInput, ContextTooLong, ModelNotFound, ModelUnavailable, NotFound
 from anima.models import ChatModel, Embedder
-from anima.models.base import split_tool_calls
 from anima.safety.guard import Guard
 from anima.server import web
 from anima.server.inbox import inbox_router
 from anima.store.accounts import Accounts
+from anima.tools.calls import split_tool_calls
 
 log = logging.getLogger("anima.server")
 
