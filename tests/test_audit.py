@@ -945,6 +945,16 @@ def test_thirds_are_disjoint_stratified_and_cover_every_item():
         assert abs(np.mean([labels[i] for i in part]) - 0.5) < 0.01
 
 
+def test_early_stopping_keeps_a_probe_from_memorising_its_labels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (120, 300))  # more features than items: any labels can be fitted
+    signal = (x[:, 0] > 0).astype(float)
+    noisy = np.where(rng.random(120) < 0.25, 1 - signal, signal)  # a quarter of the labels wrong
+    fits = lambda stop: np.mean((w2s.fit_probe(x, noisy, early_stop=stop)(x) >= 0.5) == noisy)  # noqa: E731
+    assert fits(False) == 1.0  # memorised, wrong labels and all
+    assert fits(True) < 0.95  # stopped before that, on a fifth held out with the same labels
+
+
 def test_weak_to_strong_on_features_with_a_known_gap():
     task, weak, strong = _synthetic()
     prompted = [y if i % 5 else None for i, y in enumerate(task.labels)]  # 20% abstain, the rest right

@@ -20,7 +20,9 @@ Two weak supervisors: a probe on the 0.5B model's hidden states trained on A's g
 labels (the paper's setting), and the 0.5B model prompted zero-shot (no training at all:
 AI labelling for AI). A prompted answer that is neither yes nor no is an abstention: it
 counts as wrong in the supervisor's accuracy and its item is left out of the student's
-training. Intervals: 95% bootstrap over the test items (resampled within each seed, the
+training. Every probe stops early (a fifth of its own training rows, with the labels it
+was given, picks the step): without it the student, 1,536 features on 166 items, fits
+its weak labels exactly and the confidence loss has nothing to act on. Intervals: 95% bootstrap over the test items (resampled within each seed, the
 same resample for every method, so PGR's interval carries their correlation).
 """
 
@@ -182,18 +184,33 @@ def prompted_labels(
 
 
 def fit_probe(
-    x: np.ndarray, y: np.ndarray, confidence: float = 0.0, l2: float = 1e-2, steps: int = 400, seed: int = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    confidence: float = 0.0,
+    l2: float = 1e-2,
+    steps: int = 400,
+    seed: int = 0,
+    early_stop: bool = False,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Logistic regression (Adam, full batch) on standardised features; returns P(yes).
     `confidence` > 0 adds Burns et al.'s auxiliary confidence loss: the target becomes
     (1 - a) * y + a * hardened(own prediction), with a ramped from 0 to `confidence` over
     the first fifth of training and the hardening threshold set so the student predicts
-    yes as often as its labels say yes."""
+    yes as often as its labels say yes. `early_stop`: a fifth of the rows (seeded) is
+    held out, with the labels as given (weak ones for a student: it never sees gold), and
+    the weights at the step where their loss was lowest are kept, so the probe cannot
+    simply memorise its labels."""
+    held = np.zeros(len(y), bool)
+    if early_stop and len(y) >= 10:
+        held[np.random.default_rng(seed + 7).permutation(len(y))[: len(y) // 5]] = True
+    x_val, y_val, x, y = x[held], y[held], x[~held], y[~held]
     mean, std = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / std
+    z_val = (x_val - mean) / std
     w, b = np.random.default_rng(seed).normal(0, 1e-3, z.shape[1]), 0.0
     m, v, mb, vb = np.zeros_like(w), np.zeros_like(w), 0.0, 0.0
     prior = float(np.mean(y))
+    best = (np.inf, w.copy(), b)
     for step in range(1, steps + 1):
         p = _sigmoid(z @ w + b)
         target = y
@@ -208,6 +225,13 @@ def fit_probe(
         lr = 0.01 * np.sqrt(1 - 0.999**step) / (1 - 0.9**step)
         w -= lr * m / (np.sqrt(v) + 1e-8)
         b -= lr * mb / (np.sqrt(vb) + 1e-8)
+        if held.any() and step % 10 == 0:
+            q = np.clip(_sigmoid(z_val @ w + b), 1e-7, 1 - 1e-7)
+            loss = float(-np.mean(y_val * np.log(q) + (1 - y_val) * np.log(1 - q)))
+            if loss < best[0]:
+                best = (loss, w.copy(), b)
+    if held.any():
+        _, w, b = best
     return lambda q: _sigmoid(((q - mean) / std) @ w + b)
 
 
@@ -237,6 +261,7 @@ def run_task(
     seeds: int = 5,
     confidence: float = 0.5,
     boot: int = 1000,
+    early_stop: bool = True,
 ) -> dict:
     """Every method's right/wrong on each seed's test third, then the bootstrap."""
     y = np.array(task.labels, float)
@@ -250,10 +275,10 @@ def run_task(
             right.setdefault(name, []).append(predicted == y[c])
 
         strong = lambda labels, rows, conf=0.0: (
-            fit_probe(strong_x[rows], labels, conf, seed=seed)(strong_x[c]) >= 0.5
+            fit_probe(strong_x[rows], labels, conf, seed=seed, early_stop=early_stop)(strong_x[c]) >= 0.5
         ).astype(float)
         add("ceiling", strong(y[b], b))
-        weak = fit_probe(weak_x[a], y[a], seed=seed)
+        weak = fit_probe(weak_x[a], y[a], seed=seed, early_stop=early_stop)
         add("weak probe", (weak(weak_x[c]) >= 0.5).astype(float))
         labels_b = (weak(weak_x[b]) >= 0.5).astype(float)
         weak_label_acc.setdefault("probe", []).append(float(np.mean(labels_b == y[b])))
@@ -271,6 +296,7 @@ def run_task(
         "n": len(task.labels),
         "test_per_seed": int(len(right["ceiling"][0])),
         "seeds": seeds,
+        "early_stop": early_stop,
         "accuracy": {name: _interval([r.mean() for r in rs], _boot(rs, boot)) for name, rs in right.items()},
         "weak_label_accuracy": {k: round(float(np.mean(v)), 4) for k, v in weak_label_acc.items()},
         "pgr": {},

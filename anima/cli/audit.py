@@ -389,6 +389,9 @@ def audit_oversight(
     locomo: Optional[Path] = typer.Option(
         None, "--locomo", help="LoCoMo file (default: ../shared/data/locomo/locomo_dev.json)."
     ),
+    early_stop: bool = typer.Option(
+        True, "--early-stop/--no-early-stop", help="Each probe keeps its best step on a fifth of its own rows."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Weak-to-strong generalisation (Burns et al. 2023) with linear probes on each model's
@@ -433,7 +436,9 @@ def audit_oversight(
                 asked = w2s.prompted_labels(
                     model, task.texts, lambda d, t=task: update(f"{t.name}: weak model answers", d, len(t.texts))
                 )
-            results.append(w2s.run_task(task, features["weak"], features["strong"], asked, seeds=seeds))
+            results.append(
+                w2s.run_task(task, features["weak"], features["strong"], asked, seeds=seeds, early_stop=early_stop)
+            )
     result = {
         "weak_model": weak,
         "strong_model": strong,
