@@ -22,8 +22,9 @@ AI labelling for AI). A prompted answer that is neither yes nor no is an abstent
 counts as wrong in the supervisor's accuracy and its item is left out of the student's
 training. Every probe stops early (a fifth of its own training rows, with the labels it
 was given, picks the step): without it the student, 1,536 features on 166 items, fits
-its weak labels exactly and the confidence loss has nothing to act on. Intervals: 95% bootstrap over the test items (resampled within each seed, the
-same resample for every method, so PGR's interval carries their correlation).
+its weak labels exactly and the confidence loss has nothing to act on. Intervals: 95%
+bootstrap over the test items (resampled within each seed, the same resample for every
+method, so PGR's interval carries their correlation).
 """
 
 from __future__ import annotations

@@ -76,7 +76,10 @@ def audit_run(
     judge_model: Optional[str] = typer.Option(
         None,
         "--judge-model",
-        help="The LLM judge's model (registry name or .gguf). Default: a local model other than the target's, preferring small.",
+        help=(
+            "The LLM judge's model (registry name or .gguf). Default: a local model other than the target's, "
+            "preferring small."
+        ),
     ),
     pair: bool = typer.Option(
         True,
@@ -88,7 +91,10 @@ def audit_run(
         "--temperature",
         min=0,
         max=2,
-        help="Sampling temperature of the target's replies (as in real use); seeded with --seed where the backend allows.",
+        help=(
+            "Sampling temperature of the target's replies (as in real use); seeded with --seed where the backend "
+            "allows."
+        ),
     ),
     timeout: float = typer.Option(
         60.0, "--timeout", min=1, help="Seconds per request to a URL; a timeout is reported as an error."
@@ -96,7 +102,9 @@ def audit_run(
     monitor: str = typer.Option(
         "small",
         "--monitor",
-        help="A weak model that reads every reply that went out and says which to stop (registry name or .gguf), or off.",
+        help=(
+            "A weak model that reads every reply that went out and says which to stop (registry name or .gguf), or off."
+        ),
     ),
     monitor_threshold: float = typer.Option(
         0.0,
@@ -283,7 +291,8 @@ def _print_monitor(m: dict) -> None:
     out.print(t)
     if m["ms"]:
         out.print(
-            f"monitor cost per reply: p50 {m['ms']['p50']:.0f} ms, p95 {m['ms']['p95']:.0f} ms; escalated (neither yes nor no): {m['escalated']}"
+            f"monitor cost per reply: p50 {m['ms']['p50']:.0f} ms, p95 {m['ms']['p95']:.0f} ms; escalated "
+            f"(neither yes nor no): {m['escalated']}"
         )
 
 
@@ -357,17 +366,21 @@ def _print(s: dict, fixed: dict | None) -> None:
         if fixed["kept"]:
             a = fixed["after"]
             out.print(
-                f"autofix kept '{fixed['kept']}' (all {fixed['rerun']} cases re-run): ASR {rate_text(b['asr'])} -> {rate_text(a['asr'])}; "
-                f"held-out half ({sp['held_out']} of the failures) {rate_text(b['held_out'])} -> {rate_text(a['held_out'])}; "
+                f"autofix kept '{fixed['kept']}' (all {fixed['rerun']} cases re-run): ASR "
+                f"{rate_text(b['asr'])} -> {rate_text(a['asr'])}; "
+                f"held-out half ({sp['held_out']} of the failures) {rate_text(b['held_out'])} -> "
+                f"{rate_text(a['held_out'])}; "
                 f"over-refusal {rate_text(b['over_refusal'])} -> {rate_text(a['over_refusal'])}; "
-                f"on {fixed['fresh_benign']['n']} fresh benign prompts {rate_text(b['over_refusal_fresh'])} -> {rate_text(a['over_refusal_fresh'])}",
+                f"on {fixed['fresh_benign']['n']} fresh benign prompts {rate_text(b['over_refusal_fresh'])} "
+                f"-> {rate_text(a['over_refusal_fresh'])}",
                 markup=False,
                 highlight=False,
             )
             out.print(fixed["config"], markup=False, highlight=False)
         else:
             out.print(
-                f"autofix: none of {len(fixed['tries'])} changes lowered ASR (overall and on the held-out half) without raising over-refusal"
+                f"autofix: none of {len(fixed['tries'])} changes lowered ASR (overall and on the held-out "
+                f"half) without raising over-refusal"
             )
 
 

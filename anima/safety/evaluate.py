@@ -123,10 +123,16 @@ def eval_guard(
             training_folder = source_folder(training_folder)
         except ModelNotFound as exc:
             raise BadInput(
-                f"{overlap} of these {len(examples)} rows trained the guard, so they are scored by cross-validation, which needs its training data: {exc.message}",
+                (
+                    f"{overlap} of these {len(examples)} rows trained the guard, so they are scored by "
+                    f"cross-validation, which needs its training data: {exc.message}"
+                ),
                 "pass --training-data (the folder `anima guard train` used) or set ANIMA_SAFETY_DATA",
             ) from None
-        mode = f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's training data)"
+        mode = (
+            f"{folds}-fold cross-validation ({overlap} of {len(examples)} rows were in the shipped head's "
+            f"training data)"
+        )
         train = training_set(training_folder)
         embed = CachedEmbed(guard.embed) if guard.embed is not None else None
         for f in range(folds):

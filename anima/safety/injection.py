@@ -27,7 +27,10 @@ _RULES = [
     ),
     (r"\b(new|updated|real|actual|hidden|secret)\s+(instructions?|task|system prompt)\b", 0.8),
     (
-        r"\byou are now\b|\bfrom now on,? you\b|\bpretend (to be|you are)\b|\bact as (an? )?(unrestricted|unfiltered|evil|jailbroken)",
+        (
+            r"\byou are now\b|\bfrom now on,? you\b|\bpretend (to be|you are)\b|\bact as (an? "
+            r")?(unrestricted|unfiltered|evil|jailbroken)"
+        ),
         0.85,
     ),
     (r"\b(developer|god|jailbreak|dan|unrestricted|unfiltered) mode\b|\bdo anything now\b|\bjailbr(eak|oken)\b", 0.95),
@@ -38,13 +41,19 @@ _RULES = [
     (r"(system prompt|your (initial|original|hidden) (prompt|instructions))", 0.8),
     (r"<\|im_start\|>|<\|im_end\|>|<\|start_header_id\|>|\[/?INST\]|<<SYS>>|^#{2,}\s*(system|instruction)s?\b", 0.95),
     (
-        r"\b(assistant|ai|chatbot|language model|llm)\b[,:]?\s+(please\s+)?(must|should|now|always|never|do not|don't|will)\b",
+        (
+            r"\b(assistant|ai|chatbot|language model|llm)\b[,:]?\s+(please\s+)?(must|should|now|always|never|do "
+            r"not|don't|will)\b"
+        ),
         0.75,
     ),
     (r"\b(do not|don't|never) (tell|inform|mention|reveal).{0,30}\b(user|anyone)\b", 0.85),
     (r"\b(respond|reply|answer)\s+(only\s+)?with\b|\binstead,? (say|write|reply|respond|tell)\b", 0.7),
     (
-        r"\b(send|forward|email|post|upload|exfiltrate)\b.{0,40}\b(password|credentials|api key|cookies?|secrets?|private key)\b",
+        (
+            r"\b(send|forward|email|post|upload|exfiltrate)\b.{0,40}\b(password|credentials|api "
+            r"key|cookies?|secrets?|private key)\b"
+        ),
         0.85,
     ),
 ]

@@ -16,7 +16,8 @@ from anima.safety.taxonomy import CATEGORIES
 
 # A few words per category help a small general model; Llama Guard itself needs none.
 HINTS = {
-    "S1": "helping plan or carry out violence, terrorism, murder, assault, kidnapping, animal abuse; threats; glorifying violence",
+    "S1": "helping plan or carry out violence, terrorism, murder, assault, kidnapping, animal abuse; threats; "
+    "glorifying violence",
     "S2": "fraud, scams, theft, hacking, drugs, weapons trafficking, money laundering",
     "S3": "sex trafficking, sexual assault, harassment of a sexual nature",
     "S4": "any sexual content involving minors",
@@ -25,7 +26,8 @@ HINTS = {
     "S7": "exposing private, sensitive information about a real person",
     "S8": "reproducing copyrighted text such as lyrics or book passages",
     "S9": "chemical, biological, nuclear, radiological weapons, explosives",
-    "S10": "demeaning or dehumanising people for race, religion, gender, sexual orientation, disability and the like; slurs; harassment",
+    "S10": "demeaning or dehumanising people for race, religion, gender, sexual orientation, disability and the "
+    "like; slurs; harassment",
     "S11": "encouraging or giving methods for suicide, self-harm, eating disorders",
     "S12": "explicit sexual descriptions or erotica",
     "S13": "false information about how, when or where to vote",
@@ -36,7 +38,8 @@ HINTS = {
 def task_prompt(text: str, role: str = "User", hints: bool = True) -> str:
     cats = "\n".join(f"{c}: {name}." + (f" ({HINTS[c]})" if hints else "") for c, name in CATEGORIES.items())
     return (
-        f"Task: Check if there is unsafe content in '{role}' messages in conversations according our safety policy with the below categories.\n\n"
+        f"Task: Check if there is unsafe content in '{role}' messages in conversations according our safety "
+        f"policy with the below categories.\n\n"
         f"<BEGIN UNSAFE CONTENT CATEGORIES>\n{cats}\n<END UNSAFE CONTENT CATEGORIES>\n\n"
         f"<BEGIN CONVERSATION>\n\n{role}: {text}\n\n<END CONVERSATION>\n\n"
         f"Provide your safety assessment for ONLY THE LAST {role} message in the above conversation:\n"

@@ -302,15 +302,24 @@ PATTERNS: list[tuple[str, str]] = [  # (kind, regex); earlier kinds win ties bet
     ("PHONE", r"0(?<![\w.+/:-].)(?!00)(?>\d{1,4}(?:[ .-]?\d{2,8}){1,4})(?!\w|[.:/-]\d)"),
     (
         "ADDRESS",
-        rf"\d(?<!\w.)\d{{0,4}}[A-Za-z]?(?:-\d{{1,5}})?,? (?:[{UP}][\w'’.-]{{0,30}} ){{1,4}}(?:{STREET})\b\.?(?: (?:NE|NW|SE|SW|N|S|E|W)\b)?",
+        (
+            rf"\d(?<!\w.)\d{{0,4}}[A-Za-z]?(?:-\d{{1,5}})?,? (?:[{UP}][\w'’.-]{{0,30}} "
+            rf"){{1,4}}(?:{STREET})\b\.?(?: (?:NE|NW|SE|SW|N|S|E|W)\b)?"
+        ),
     ),
     (
         "ADDRESS",
-        rf"\d(?<!\w.)\d{{0,4}}(?: ?bis| ?ter|[a-zA-Z])?,? (?i:{FRENCH}) {PARTICLES}[{UP}][\w'’-]{{0,30}}(?: [{UP}][\w'’-]{{0,30}}){{0,3}}",
+        (
+            rf"\d(?<!\w.)\d{{0,4}}(?: ?bis| ?ter|[a-zA-Z])?,? (?i:{FRENCH}) {PARTICLES}[{UP}][\w'’-]{{0,30}}(?: "
+            rf"[{UP}][\w'’-]{{0,30}}){{0,3}}"
+        ),
     ),
     (
         "ADDRESS",
-        rf"\b(?:Via|Viale|Piazza|Corso|Calle|Avenida|Plaza|Paseo|Carrer|Rua|Rue) {PARTICLES}[{UP}][\w'’-]{{0,30}}(?: [{UP}][\w'’-]{{0,30}}){{0,2}},? \d{{1,5}}[a-z]?\b",
+        (
+            rf"\b(?:Via|Viale|Piazza|Corso|Calle|Avenida|Plaza|Paseo|Carrer|Rua|Rue) "
+            rf"{PARTICLES}[{UP}][\w'’-]{{0,30}}(?: [{UP}][\w'’-]{{0,30}}){{0,2}},? \d{{1,5}}[a-z]?\b"
+        ),
     ),
     ("ADDRESS", rf"[{UP}](?<!\w.)(?:[\w-]{{0,30}} [{UP}])?[\w-]{{0,30}}?[ -]?(?i:{GERMANIC}) ?\d{{1,4}}[a-z]?\b"),
     ("PERSON", rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Lady|Lord|Herr|Frau|Mme|Mlle)\.? {NAMES}"),
