@@ -21,6 +21,15 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _svg_open(title: str, width: int, height: int) -> list[str]:
+    """A chart's opening tags and its title, as the first parts of its SVG."""
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" '
+        f'height="{height}" role="img" aria-label="{escape(title)}">',
+        f'<title>{escape(title)}</title><text x="0" y="16" font-weight="bold" font-size="13">{escape(title)}</text>',
+    ]
+
+
 def bar_chart(title: str, rows: dict[str, dict], labels: dict[str, str] | None = None, colour: str = "#c0392b") -> str:
     """Horizontal bars, one per row: the rate (0..1) with hits/n beside it."""
     labels = labels or {}
@@ -28,11 +37,7 @@ def bar_chart(title: str, rows: dict[str, dict], labels: dict[str, str] | None =
         return f'<p class="muted">{escape(title)}: no judged cases.</p>'
     bar_h, label_w, bar_w, value_w = 22, 190, 330, 190
     height = bar_h * len(rows) + 30
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{label_w + bar_w + value_w}" '
-        f'height="{height}" role="img" aria-label="{escape(title)}">',
-        f'<title>{escape(title)}</title><text x="0" y="16" font-weight="bold" font-size="13">{escape(title)}</text>',
-    ]
+    parts = _svg_open(title, label_w + bar_w + value_w, height)
     for i, (key, m) in enumerate(rows.items()):
         y = 26 + i * bar_h
         rate = m.get("rate") or 0.0
@@ -61,11 +66,7 @@ def interval_chart(title: str, accuracy: dict[str, dict]) -> str:
     """One row per method: the mean accuracy as a bar on 0..1, its 95% interval as a whisker."""
     bar_h, label_w, bar_w, value_w = 22, 210, 330, 150
     height = bar_h * len(accuracy) + 30
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{label_w + bar_w + value_w}" '
-        f'height="{height}" role="img" aria-label="{escape(title)}">',
-        f'<title>{escape(title)}</title><text x="0" y="16" font-weight="bold" font-size="13">{escape(title)}</text>',
-    ]
+    parts = _svg_open(title, label_w + bar_w + value_w, height)
     for i, (name, a) in enumerate(accuracy.items()):
         y = 26 + i * bar_h
         x = lambda v: label_w + round(bar_w * v, 1)
