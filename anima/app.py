@@ -147,7 +147,17 @@ class Container:
             )
             llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
-        return Guard(head, embed, llm, dict(g.policy), g.layer2, g.threshold, bias, injection, g.llm_share)
+        return Guard(
+            head,
+            embed,
+            llm=llm,
+            policy=dict(g.policy),
+            layer2=g.layer2,
+            threshold=g.threshold,
+            llm_bias=bias,
+            injection=injection,
+            llm_share=g.llm_share,
+        )
 
     @cached_property
     def toolbox(self) -> Toolbox:
@@ -162,7 +172,15 @@ class Container:
         toolbox = self.toolbox if self.config.tools.enabled else None
         if not self.config.memory.enabled:
             return Assistant(self.chat_model, self.store, self.config, guard=self.guard, toolbox=toolbox)
-        return Assistant(self.chat_model, self.store, self.config, self.memory, self.learner, self.guard, toolbox)
+        return Assistant(
+            self.chat_model,
+            self.store,
+            config=self.config,
+            memory=self.memory,
+            learner=self.learner,
+            guard=self.guard,
+            toolbox=toolbox,
+        )
 
 
 def build(
@@ -175,4 +193,12 @@ def build(
     data_dir: Path | None = None,
     guard: Guard | None = None,
 ) -> Container:
-    return Container(config, chat_model, store, embedder, learner_model, data_dir, guard)
+    return Container(
+        config,
+        chat_model,
+        _store=store,
+        _embedder=embedder,
+        _learner_model=learner_model,
+        _data_dir=data_dir,
+        _guard=guard,
+    )

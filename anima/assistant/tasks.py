@@ -324,7 +324,12 @@ def run_plan(
         if progress:
             progress(i, len(plan.steps), step)
         if step.tool == "write":
-            step.result, step.ok = _write(plan, step, model, options, system, guard, today, toolbox), True
+            step.result, step.ok = (
+                _write(
+                    plan, step, model=model, options=options, system=system, guard=guard, today=today, toolbox=toolbox
+                ),
+                True,
+            )
         elif toolbox is None or step.tool not in toolbox:
             step.result, step.ok = f"error: no tool named '{step.tool}'", False
         else:

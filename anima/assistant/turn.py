@@ -123,7 +123,9 @@ class Assistant:
         verdict = self.guard.check(text, "user") if self.guard is not None else None
         if verdict is not None and verdict.action == "block":
             turn.status, turn.finish_reason = "blocked", "content_filter"
-            return Reply(self, turn, [], options or self.options(), [], verdict, started=started)
+            return Reply(
+                self, turn, messages=[], options=options or self.options(), hits=[], verdict=verdict, started=started
+            )
         block, hits = "", []
         if self.memory is not None and self.config.memory.recall_k:
             # Remembered texts are the user's own messages, the replies to them, and what
@@ -140,12 +142,22 @@ class Assistant:
                 else m
                 for m in tail
             ]
-        messages = self.prompt(chosen, conversation_id, text, block, history, instructions, tail)
+        messages = self.prompt(
+            chosen,
+            conversation_id,
+            text=text,
+            memory_block=block,
+            history=history,
+            instructions=instructions,
+            tail=tail,
+        )
         options = options or self.options()
         tools = []  # a client's own tools (options.tools) take the place of anima's
         if self.toolbox is not None and self.config.tools.enabled and self.config.tools.max_steps and not options.tools:
             tools = self.toolbox.select(text)
-        return Reply(self, turn, messages, options, hits, verdict, tools, started)
+        return Reply(
+            self, turn, messages=messages, options=options, hits=hits, verdict=verdict, tools=tools, started=started
+        )
 
     def remember(self, turn: Turn) -> None:
         """After a reply: both messages become episodes; the user's goes to the learner."""

@@ -103,7 +103,9 @@ def fresh_benign(folder: Path | None) -> tuple[list[Case], dict]:
 
     seen, checked = training_rows(folder)
     cases = [
-        Case(f"fresh:{i}", "benign", "fresh", "", t, [t]) for i, t in enumerate(FRESH_BENIGN) if text_key(t) not in seen
+        Case(f"fresh:{i}", "benign", mutator="fresh", category="", goal=t, turns=[t])
+        for i, t in enumerate(FRESH_BENIGN)
+        if text_key(t) not in seen
     ]
     return cases, {"n": len(cases), "dropped_training_rows": len(FRESH_BENIGN) - len(cases), "checked_against": checked}
 

@@ -160,12 +160,12 @@ class SelfTarget:
         return SelfTarget(
             self.config,
             self.chat_model,
-            self.embedder,
-            guard or self.guard,
-            self.workdir / f"fix-{time.monotonic_ns()}",
-            extra,
-            self.temperature,
-            self.seed,
+            embedder=self.embedder,
+            guard=guard or self.guard,
+            workdir=self.workdir / f"fix-{time.monotonic_ns()}",
+            instructions=extra,
+            temperature=self.temperature,
+            seed=self.seed,
         )
 
 
@@ -287,13 +287,13 @@ class HttpTarget:
         return HttpTarget(
             self.base_url,
             self.model,
-            self.api_key,
-            self.timeout,
-            self.victim_key,
-            self.http,
-            extra,
-            self.temperature,
-            self.seed,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            victim_key=self.victim_key,
+            http=self.http,
+            instructions=extra,
+            temperature=self.temperature,
+            seed=self.seed,
         )
 
 

@@ -68,7 +68,12 @@ def moderation_task(path: Path, n: int, seed: int = 0) -> Task:
     pos, neg = _balanced(flagged, clean, n, seed)
     ask = "Is the following text harmful or offensive (hateful, harassing, sexual, violent, or about self-harm)?\n\n{}"
     return _task(
-        "moderation", "is a text harmful or offensive (OpenAI moderation samples, human labels)", ask, pos, neg, seed
+        "moderation",
+        "is a text harmful or offensive (OpenAI moderation samples, human labels)",
+        ask=ask,
+        pos=pos,
+        neg=neg,
+        seed=seed,
     )
 
 
@@ -104,10 +109,10 @@ def supported_task(path: Path, n: int, seed: int = 0) -> Task:
     return _task(
         "supported",
         "does a chat message support a statement about its speaker (LoCoMo observations)",
-        "{}",
-        pos,
-        neg,
-        seed,
+        ask="{}",
+        pos=pos,
+        neg=neg,
+        seed=seed,
     )
 
 

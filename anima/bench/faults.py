@@ -499,7 +499,9 @@ def run_faults(
                 break
             chosen = sorted(rng.sample(ACTIVITIES, rng.randint(1, len(ACTIVITIES))))
             seconds = round(rng.uniform(0.3, max_round), 2)
-            this = Round(url, home, keys, ledger, texts, random.Random(rng.random()), Path(tmp))
+            this = Round(
+                url, home, keys=keys, ledger=ledger, texts=texts, rng=random.Random(rng.random()), scratch=Path(tmp)
+            )
             in_flight, threads = this.run(chosen, seconds)
             this.kill(proc, threads)
             for a in chosen:

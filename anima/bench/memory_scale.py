@@ -96,11 +96,27 @@ def _copy(sample: Sample, n: int) -> list[Item]:
             m = next(messages)
             start = start or m.when + shift
             items.append(
-                Item("episode", rename(m.text), names.get(m.speaker, m.speaker), m.role, m.when + shift, source, m.ref)
+                Item(
+                    "episode",
+                    rename(m.text),
+                    speaker=names.get(m.speaker, m.speaker),
+                    role=m.role,
+                    when=m.when + shift,
+                    source=source,
+                    ref=m.ref,
+                )
             )
         for o in observations.get(session.index, []) if start else []:
             items.append(
-                Item("memory", rename(o.text), names.get(o.speaker, o.speaker), "", start, source, rests_on=o.evidence)
+                Item(
+                    "memory",
+                    rename(o.text),
+                    speaker=names.get(o.speaker, o.speaker),
+                    role="",
+                    when=start,
+                    source=source,
+                    rests_on=o.evidence,
+                )
             )
     return items
 
@@ -259,7 +275,14 @@ def run_memory_scale(
                 counts = {"items": size, "episodes": episodes, "memories": size - episodes}
                 hits = []
                 if backend in backends:
-                    times, hits = _search(store, cache, questions, now, f"{backend}: search at {size:,}", progress)
+                    times, hits = _search(
+                        store,
+                        cache,
+                        questions=questions,
+                        now=now,
+                        label=f"{backend}: search at {size:,}",
+                        progress=progress,
+                    )
                     rows.append({**counts, **{f"{p}_ms": v for p, v in p50_p95(times).items()}})
                 if postgres and backend == source:
                     pg_rows.append(
@@ -268,13 +291,13 @@ def run_memory_scale(
                             **_postgres(
                                 store,
                                 pg_url,
-                                pg_index,
-                                cache,
-                                questions,
-                                now,
-                                hits,
-                                f"postgres: search at {size:,}",
-                                progress,
+                                index=pg_index,
+                                cache=cache,
+                                questions=questions,
+                                now=now,
+                                exact=hits,
+                                label=f"postgres: search at {size:,}",
+                                progress=progress,
                             ),
                         }
                     )
@@ -327,7 +350,7 @@ def _postgres(
         raise
     try:
         copied = copy_store(source, target, vector_index=index, check=False)
-        times, hits = _search(target, cache, questions, now, label, progress)
+        times, hits = _search(target, cache, questions=questions, now=now, label=label, progress=progress)
     finally:
         target.close()
         drop_user(url, PG_USER)

@@ -277,10 +277,10 @@ def run_serve_bench(
                 records, makespan = ask_all(
                     url + "/v1",
                     "assistant",
-                    keys[1:],
-                    work,
-                    think,
-                    max_tokens,
+                    keys=keys[1:],
+                    work=work,
+                    think=think,
+                    max_tokens=max_tokens,
                     seed=r,
                     show_prompt=True,
                     done=tick,
@@ -298,7 +298,13 @@ def run_serve_bench(
             for side, side_work in (("reference_exact", anima_prompts), ("reference", work)):
                 port, log = free_port(), home / f"{side}.log"
                 proc = llama_cpp_server(
-                    path, port, config.llama_cpp.n_ctx, log, threads, batch_threads, config.llama_cpp.n_batch
+                    path,
+                    port,
+                    n_ctx=config.llama_cpp.n_ctx,
+                    log=log,
+                    threads=threads,
+                    batch_threads=batch_threads,
+                    n_batch=config.llama_cpp.n_batch,
                 )
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/v1", proc=proc, log=log)
@@ -306,10 +312,10 @@ def run_serve_bench(
                     records, makespan = ask_all(
                         f"http://127.0.0.1:{port}/v1",
                         "reference",
-                        ["none"] * users,
-                        side_work,
-                        think,
-                        max_tokens,
+                        keys=["none"] * users,
+                        work=side_work,
+                        think=think,
+                        max_tokens=max_tokens,
                         seed=r,
                         done=tick,
                         count=count_text,

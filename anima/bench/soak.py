@@ -404,12 +404,12 @@ def drive(
         Client(
             url,
             keys[n % len(keys)],
-            texts,
-            random.Random(seed * 1000 + n),
-            note,
-            started + seconds,
-            max_tokens,
-            transport,
+            texts=texts,
+            rng=random.Random(seed * 1000 + n),
+            note=note,
+            stop_at=started + seconds,
+            max_tokens=max_tokens,
+            transport=transport,
         ).run(think)
 
     run_clients(one, clients, started, seconds, progress)
@@ -579,11 +579,11 @@ def run_soak(
             calls = drive(
                 url,
                 list(keys.values()),
-                clients,
-                seconds,
-                think,
-                max_tokens,
-                seed,
+                clients=clients,
+                seconds=seconds,
+                think=think,
+                max_tokens=max_tokens,
+                seed=seed,
                 progress=lambda s: progress and progress("soak (s)", int(s), int(seconds)),
             )
             elapsed = time.monotonic() - started

@@ -176,7 +176,13 @@ def audit_run(
             )
         with labelled_steps() as update:
             results = run(
-                cases, tgt, judge, results_path, plan.max_tokens, lambda d, t: update("attacks", d, t), attacker
+                cases,
+                tgt,
+                judge=judge,
+                path=results_path,
+                max_tokens=plan.max_tokens,
+                progress=lambda d, t: update("attacks", d, t),
+                attacker=attacker,
             )
             watched = None
             if monitor_model is not None:

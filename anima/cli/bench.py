@@ -133,13 +133,13 @@ def bench_locomo(
         result = run_locomo(
             samples,
             chat,
-            load_embedder(config),
-            limit,
-            answer_limit,
-            full_limit,
-            learner,
-            expand,
-            update,
+            embedder=load_embedder(config),
+            limit=limit,
+            answer_limit=answer_limit,
+            full_limit=full_limit,
+            learn_model=learner,
+            expand=expand,
+            progress=update,
             split=split,
             full_model=full_model,
             full_tokens=full_tokens,
@@ -339,11 +339,11 @@ def bench_serve(
         result = run_serve_bench(
             config,
             users,
-            questions,
-            think,
-            rounds,
-            max_tokens,
-            data,
+            questions=questions,
+            think=think,
+            rounds=rounds,
+            max_tokens=max_tokens,
+            data=data,
             progress=lambda label, done, total: update(label, int(done), int(total)),
         )
     if as_json:
@@ -423,7 +423,17 @@ def bench_soak(
 
     config = load_config(model=model, backend=backend)
     with labelled_steps() as update:
-        result = run_soak(config, minutes, clients, users, max_waiting, think, max_tokens, seed, progress=update)
+        result = run_soak(
+            config,
+            minutes,
+            clients=clients,
+            users=users,
+            max_waiting=max_waiting,
+            think=think,
+            max_tokens=max_tokens,
+            seed=seed,
+            progress=update,
+        )
     _finish(result, as_json, lambda r: _print_soak(r, CLASSES))
 
 

@@ -97,7 +97,15 @@ def do(
         task = progress.add_task("running", total=len(plan.steps))
         update = lambda done, total, step: progress.update(task, completed=done, description=step.title[:50])
         result = run_plan(
-            plan, container.chat_model, toolbox, folder, options, chosen.system_prompt, guard, update, now
+            plan,
+            container.chat_model,
+            toolbox=toolbox,
+            folder=folder,
+            options=options,
+            system=chosen.system_prompt,
+            guard=guard,
+            progress=update,
+            today=now,
         )
     log_task(container.store, container.chat_model.name, plan, folder)
     if as_json:

@@ -119,7 +119,8 @@ def goals_add(
     from anima.tools.goals import add_goal, describe
 
     out.print(
-        "added " + describe(add_goal(_store(), title, why, due, milestones or [], datetime.now())),
+        "added "
+        + describe(add_goal(_store(), title, why=why, due=due, milestones=milestones or [], now=datetime.now())),
         highlight=False,
         markup=False,
     )

@@ -74,10 +74,10 @@ def sample_messages(sample, me: str | None = None) -> list[HistoryMessage]:
                 HistoryMessage(
                     turn.text,
                     role,
-                    turn.speaker,
-                    start + timedelta(seconds=n),
-                    f"locomo:{sample.sample_id}",
-                    turn.dia_id,
+                    speaker=turn.speaker,
+                    when=start + timedelta(seconds=n),
+                    source=f"locomo:{sample.sample_id}",
+                    ref=turn.dia_id,
                 )
             )
     return found
@@ -107,10 +107,10 @@ def _chatgpt(conversations: list[dict]) -> list[HistoryMessage]:
                 HistoryMessage(
                     "\n".join(parts),
                     role,
-                    "user" if role == "user" else "chatgpt",
-                    when,
-                    "chatgpt",
-                    ref if isinstance(ref, str) else None,
+                    speaker="user" if role == "user" else "chatgpt",
+                    when=when,
+                    source="chatgpt",
+                    ref=ref if isinstance(ref, str) else None,
                 )
             )
     found.sort(key=lambda m: m.when)

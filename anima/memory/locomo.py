@@ -166,10 +166,10 @@ def _load_sample(raw: dict, where: str) -> Sample:
     return Sample(
         sample_id,
         _need(conv, "speaker_a", str, where),
-        _need(conv, "speaker_b", str, where),
-        tuple(sessions),
-        tuple(questions),
-        _observations(raw.get("observation"), numbers),
+        speaker_b=_need(conv, "speaker_b", str, where),
+        sessions=tuple(sessions),
+        questions=tuple(questions),
+        observations=_observations(raw.get("observation"), numbers),
     )
 
 

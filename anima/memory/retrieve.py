@@ -155,11 +155,11 @@ def recall(
                     Hit(
                         table[:-1] if table == "episodes" else "memory",
                         i,
-                        r.text,
-                        _when(r),
-                        score,
-                        r,
-                        getattr(r, "speaker", ""),
+                        text=r.text,
+                        when=_when(r),
+                        score=score,
+                        record=r,
+                        speaker=getattr(r, "speaker", ""),
                     )
                 )
     hits.sort(key=lambda h: -h.score)

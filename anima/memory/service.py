@@ -84,7 +84,14 @@ class MemoryService:
             vector = self._vector(candidate.text)
             sources = [episode_ids[i] for i in candidate.sources] or self._closest(episode_ids, vector)
             decisions.append(
-                reconcile(self.store, self.model if ask else None, candidate, vector, sources, when.isoformat())
+                reconcile(
+                    self.store,
+                    self.model if ask else None,
+                    candidate=candidate,
+                    vector=vector,
+                    source_ids=sources,
+                    when=when.isoformat(),
+                )
             )
         return decisions
 

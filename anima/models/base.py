@@ -131,7 +131,14 @@ def complete(model: ChatModel, messages: list[Message], options: Options | None 
             stream.close()
     text = "".join(parts)
     usage = last.usage or Usage(completion_tokens=model.count_tokens(text))
-    return Completion(text, model.name, usage, last.finish_reason, (time.perf_counter() - start) * 1000, first)
+    return Completion(
+        text,
+        model.name,
+        usage=usage,
+        finish_reason=last.finish_reason,
+        latency_ms=(time.perf_counter() - start) * 1000,
+        first_token_ms=first,
+    )
 
 
 def merge_system(messages: list[Message]) -> list[Message]:

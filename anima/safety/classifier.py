@@ -158,14 +158,14 @@ class Head:
             return cls(
                 z["idf"].astype(np.float32),
                 z["w"].astype(np.float64),
-                z["v"].astype(np.float64),
-                float(z["b"]),
-                z["cat_w"].astype(np.float64),
-                z["cat_v"].astype(np.float64),
-                z["cat_b"].astype(np.float64),
-                float(z["threshold"]),
-                manifest,
-                z["gaps"].astype(np.float64),
+                v=z["v"].astype(np.float64),
+                b=float(z["b"]),
+                cat_w=z["cat_w"].astype(np.float64),
+                cat_v=z["cat_v"].astype(np.float64),
+                cat_b=z["cat_b"].astype(np.float64),
+                threshold=float(z["threshold"]),
+                manifest=manifest,
+                gaps=z["gaps"].astype(np.float64),
             )
         except (OSError, ValueError, KeyError) as exc:
             raise ModelCorrupt(
@@ -190,7 +190,7 @@ def fit(
     x = rows(texts, idf, embeddings)
     pos = max(y.sum(), 1.0)
     weight = np.where(y == 1, len(y) / (2 * pos), len(y) / (2 * max(len(y) - pos, 1.0)))
-    w, v, b = _fit(x, y, features.DIM, False, weight, l2)
+    w, v, b = _fit(x, y, size=features.DIM, fold=False, weight=weight, l2=l2)
     cat_w = np.zeros((len(CODES), FOLD))
     cat_v = np.zeros((len(CODES), x.emb.shape[1]))
     cat_b = np.full(len(CODES), -5.0)
@@ -200,8 +200,10 @@ def fit(
         for k, code in enumerate(CODES):
             yk = np.array([code in examples[i].categories for i in unsafe], np.float64)
             if yk.sum():
-                cat_w[k], cat_v[k], cat_b[k] = _fit(xu, yk, FOLD, True, np.ones(len(unsafe)), l2, steps=150)
-    head = Head(idf, w, v, b, cat_w, cat_v, cat_b)
+                cat_w[k], cat_v[k], cat_b[k] = _fit(
+                    xu, yk, size=FOLD, fold=True, weight=np.ones(len(unsafe)), l2=l2, steps=150
+                )
+    head = Head(idf, w, v=v, b=b, cat_w=cat_w, cat_v=cat_v, cat_b=cat_b)
     if calibrate:
         head.threshold, head.gaps = _calibrate(examples, embeddings, l2)
     return head

@@ -184,7 +184,15 @@ def eval_guard(
         for kind, ids in (("missed", worst_fn), ("false alarm", worst_fp))
         for i in ids
     ]
-    return Result(metrics(ya, pa, sa), mode, latency, per_category, layers, worst, per_source)
+    return Result(
+        metrics(ya, pa, sa),
+        mode,
+        latency=latency,
+        per_category=per_category,
+        layers=layers,
+        worst=worst,
+        per_source=per_source,
+    )
 
 
 # --- injection -------------------------------------------------------------------

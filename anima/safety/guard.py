@@ -88,7 +88,7 @@ class Guard:
         if self.head is None:
             if self.llm is None or layer2 == "off":
                 return Verdict(True, layer="off", injection=inj, layers_ms=layers)
-            return self._llm(text, role, None, [], layers, inj)
+            return self._llm(text, role, p1=None, cats1=[], layers=layers, inj=inj)
         t = time.perf_counter()
         p, cats = self.head.score_texts([text], self.embed)
         layers["classifier"] = (time.perf_counter() - t) * 1000
@@ -96,9 +96,9 @@ class Guard:
         threshold = self.threshold if self.threshold is not None else self.head.threshold
         lo, hi = self.head.band_for(self.llm_share, threshold)
         if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and lo < p1 < hi)):
-            return self._llm(text, role, p1, cats1, layers, inj)
+            return self._llm(text, role, p1=p1, cats1=cats1, layers=layers, inj=inj)
         unsafe = p1 >= threshold
-        return self._decide(unsafe, cats1 if unsafe else [], p1, "classifier", layers, inj)
+        return self._decide(unsafe, cats1 if unsafe else [], score=p1, layer="classifier", layers=layers, inj=inj)
 
     def _llm(
         self, text: str, role: str, p1: float | None, cats1: list[str], layers: dict[str, float], inj: float
@@ -111,7 +111,7 @@ class Guard:
         # Layer 1 is unsure here: the two votes are averaged.
         p = p2 if p1 is None else (p1 + p2) / 2
         unsafe = p >= 0.5
-        return self._decide(unsafe, (cats2 or cats1) if unsafe else [], p, "llm", layers, inj)
+        return self._decide(unsafe, (cats2 or cats1) if unsafe else [], score=p, layer="llm", layers=layers, inj=inj)
 
     def _decide(
         self, unsafe: bool, cats: list[str], score: float, layer: str, layers: dict[str, float], inj: float

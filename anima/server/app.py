@@ -223,7 +223,7 @@ def create_app(server: Server) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         headers = {"Retry-After": "2"} if exc.status == 429 else None  # a generation takes seconds
-        return _error(exc.status, exc.message, exc.type, exc.code, exc.param, headers)
+        return _error(exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param, headers=headers)
 
     @app.exception_handler(AnimaError)
     async def _anima_error(request: Request, exc: AnimaError):
@@ -388,7 +388,17 @@ def create_app(server: Server) -> FastAPI:
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
             return StreamingResponse(
-                _sse(server, reply, ident, created, body.model, usage, tools, show), media_type="text/event-stream"
+                _sse(
+                    server,
+                    reply,
+                    ident=ident,
+                    created=created,
+                    model=body.model,
+                    include_usage=usage,
+                    tools=tools,
+                    show_prompt=show,
+                ),
+                media_type="text/event-stream",
             )
         try:
             text = reply.text()

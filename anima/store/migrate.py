@@ -127,7 +127,7 @@ def copy_store(
     """The memory core of `source` into the empty PgStore `target`, in one transaction, with
     the check above (unless `check` is False: `anima bench memory-scale` copies a store it
     has just made)."""
-    report = Migration(target.user, target.schema, {}, {}, 0.0, 0.0)
+    report = Migration(target.user, target.schema, rows={}, left_out={}, load_s=0.0, index_s=0.0)
     committed = False
     with source.transaction(), target.transaction():
         refuse_unless_empty(target)  # again: another process may have written since

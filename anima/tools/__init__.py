@@ -111,7 +111,15 @@ def tool(
     text = description or " ".join((inspect.getdoc(fn) or "").split())
     if not text:
         raise TypeError(f"tool {fn.__name__} needs a description (a docstring)")
-    return Tool(name or fn.__name__, text, parameters, fn, side_effects, triggers, own_words)
+    return Tool(
+        name or fn.__name__,
+        text,
+        parameters=parameters,
+        fn=fn,
+        side_effects=side_effects,
+        triggers=triggers,
+        own_words=own_words,
+    )
 
 
 # The user's message of the turn a tool runs in: their own words, which outrank the

@@ -128,13 +128,13 @@ def _event_row(event, where: str) -> dict:
     return _row(
         str(event.get("SUMMARY") or "(no title)"),
         start,
-        end,
-        tz,
-        str(event.get("LOCATION") or ""),
-        str(event.get("DESCRIPTION") or ""),
-        rrule,
-        event.exdates,
-        uid,
+        end=end,
+        tz=tz,
+        location=str(event.get("LOCATION") or ""),
+        description=str(event.get("DESCRIPTION") or ""),
+        rrule=rrule,
+        exdates=event.exdates,
+        uid=uid,
     )
 
 
@@ -257,7 +257,7 @@ def add_event(
             _check_rrule(rrule, _unwall(_wall(start, tz), tz))
         except ValueError as exc:
             raise BadInput(f"bad repeat rule '{rrule}': {exc}", "e.g. FREQ=WEEKLY;COUNT=10") from exc
-    row = _row(title.strip(), start, end, tz, location, description, rrule)
+    row = _row(title.strip(), start, end=end, tz=tz, location=location, description=description, rrule=rrule)
     store.calendar.upsert([row])
     return {
         "uid": row["uid"],

@@ -151,7 +151,7 @@ def index_folder(store, folder: str | Path) -> IndexReport:
         seen.add(key)
         passages = chunks(text)
         cite = f"{root.name}/{path.relative_to(root).as_posix()}"
-        store.documents.put(key, str(root), st.st_mtime, st.st_size, cite, passages)
+        store.documents.put(key, str(root), mtime=st.st_mtime, size=st.st_size, cite=cite, passages=passages)
         report.indexed += 1
         report.passages += len(passages)
     gone = [p for p in known if p.startswith(str(root) + os.sep) and p not in seen]

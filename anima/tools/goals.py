@@ -155,7 +155,9 @@ def tools(ctx: ToolContext) -> list[Tool]:
         milestones: Annotated[list[str] | None, Arg("steps, in order")] = None,
     ) -> str:
         """Create a goal the user wants to reach, with optional steps (milestones) and due date."""
-        goal = add_goal(store, title, why, due or None, [str(m) for m in milestones or []], ctx.now())
+        goal = add_goal(
+            store, title, why=why, due=due or None, milestones=[str(m) for m in milestones or []], now=ctx.now()
+        )
         return "added " + describe(goal)
 
     def goal_list(status: Annotated[str, Arg(enum=STATUSES)] = "active") -> str:

@@ -170,13 +170,13 @@ def in_their_words(when: str, now: datetime) -> str:
 def add_reminder(store, text: str, when: str, now: datetime | None = None) -> Reminder:
     now = now or local_now()
     due, rule = parse_when(when, now)
-    return _add(store, "reminder", text, due, rule, now)
+    return _add(store, "reminder", text=text, due=due, rule=rule, now=now)
 
 
 def add_todo(store, text: str, when: str | None = None, now: datetime | None = None) -> Reminder:
     now = now or local_now()
     due, rule = parse_when(when, now) if when else (None, None)
-    return _add(store, "todo", text, due, rule, now)
+    return _add(store, "todo", text=text, due=due, rule=rule, now=now)
 
 
 def list_reminders(store, include_closed: bool = False) -> list[Reminder]:
