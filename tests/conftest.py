@@ -4,6 +4,7 @@ user's data dir (found before ANIMA_HOME is redirected)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -91,3 +92,29 @@ def postgres_url(tmp_path_factory):
     from tests.pg import start_server
 
     yield from start_server(tmp_path_factory.mktemp("postgres"))
+
+
+_pg_names = itertools.count()
+
+
+@pytest.fixture(params=["sqlcipher", "postgres"])
+def open_user(request, anima_home):
+    """A function opening a user's store on the backend under test (fresh users each test)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else ""
+    opened, names = [], {}  # on the one server, each test's users are new ones
+
+    def open_(user: str = "ann"):
+        name = names.setdefault(user, f"{user}_{next(_pg_names)}" if url else user)
+        from anima.store import open_store
+
+        opened.append(open_store(anima_home, name, url=url))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        store.close()
+    if url:
+        from anima.store.pg_db import drop_user
+
+        for name in names.values():
+            drop_user(url, name)

@@ -278,9 +278,10 @@ def test_learner_runs_in_background_and_survives_errors(memory, model):
     assert [m.text for m in memory.store.list_memories()] == ["Maya runs marathons."]
 
 
-def test_a_stopped_learner_drops_the_message_in_hand_and_the_queue(memory, model):
+def test_a_stopped_learner_keeps_the_message_in_hand_and_the_queue_for_the_next_start(memory, model):
     """stop() while a message waits for a quiet moment (a server's requests in flight):
-    it is not learned from after the stop, nor is anything queued; drain() returns."""
+    it is not learned from after the stop, nor is anything queued; drain() returns; both
+    stay in the store's queue, and the next learner learns from them."""
     import threading
 
     from anima.memory import Learner
@@ -295,8 +296,18 @@ def test_a_stopped_learner_drops_the_message_in_hand_and_the_queue(memory, model
     busy.clear()  # the server goes quiet only after the stop
     learner._thread.join(5)
     assert not learner._thread.is_alive()
-    assert learner.jobs.unfinished_tasks == 0  # so drain() returns at once
+    learner.drain()  # returns at once
     assert model.calls == [] and memory.store.list_memories() == [] and learner.done == 0
+    assert learner.pending() == 2  # kept, as after a kill -9
+    model.enqueue(
+        extraction(("I run marathons.", "fact", "user", "")),
+        extraction(("I have a dog named Rex.", "fact", "user", "")),
+    )
+    after = Learner(memory)
+    after.drain()
+    assert after.pending() == 0 and after.done == 2 and after.errors == []
+    assert sorted(m.text for m in memory.store.list_memories()) == ["I have a dog named Rex.", "I run marathons."]
+    after.stop()
 
 
 def test_learning_gives_the_model_up_at_the_next_token_when_a_request_comes_and_learns_again_later(memory):

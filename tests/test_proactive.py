@@ -472,3 +472,45 @@ def test_a_job_that_hangs_is_recorded_as_failed_and_the_rest_run_on(world):
     world.now += timedelta(minutes=1)
     s.tick()
     assert len(starts) == 2 and ran == [1, 1, 1]
+
+
+def test_two_schedulers_on_one_store_run_each_job_and_push_each_item_once(open_user):
+    """Two processes' schedulers sharing one user's store (here two connections, ticking
+    in two threads over the same minutes): every run of a job and every push happens in
+    exactly one of them, on SQLCipher and on PostgreSQL."""
+    import threading
+
+    config = load_config()
+    config.proactive.briefing_at = ""
+    config.proactive.max_per_hour = 1000
+    stores = [open_user("ann"), open_user("ann")]  # the same user, two connections
+    start = at("2024-05-08", "08:30")
+    for minute in range(1, 11):
+        rm.add_reminder(
+            stores[0], f"task {minute}", (start + timedelta(minutes=minute)).strftime("%Y-%m-%d %H:%M"), start
+        )
+    runs, delivered, lock = [], [], threading.Lock()
+
+    def count(store, now, settings, late):
+        with lock:
+            runs.append(now.replace(second=0))
+        return []
+
+    def ticker(store):
+        jobs = [
+            Job("count", count, every=timedelta(minutes=1)),
+            Job("reminders", due_reminders, every=timedelta(minutes=1)),
+        ]
+        s = Scheduler(store, config, deliver=lambda item: delivered.append(item.title), jobs=jobs)
+        for minute in range(0, 12):
+            for second in (0, 20, 40):  # both tick several times a minute, out of step
+                s.tick(start + timedelta(minutes=minute, seconds=second))
+
+    threads = [threading.Thread(target=ticker, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(runs) == [start + timedelta(minutes=m) for m in range(12)]  # each minute's run once
+    assert sorted(delivered) == sorted(f"task {m}" for m in range(1, 11))  # each reminder pushed once
+    assert len(inbox.items(stores[1], kind="reminder")) == 10

@@ -5,7 +5,6 @@ database, the HNSW index) are tested after."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime, timezone
 
 import numpy as np
@@ -13,29 +12,6 @@ import pytest
 
 from anima.errors import StoreError
 from anima.store import Episode, Memory, Turn, open_store
-
-_names = itertools.count()
-
-
-@pytest.fixture(params=["sqlcipher", "postgres"])
-def open_user(request, anima_home):
-    """A function opening a user's store on the backend under test (fresh users each test)."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else ""
-    opened, names = [], {}  # on the one server, each test's users are new ones
-
-    def open_(user: str = "ann"):
-        name = names.setdefault(user, f"{user}_{next(_names)}" if url else user)
-        opened.append(open_store(anima_home, name, url=url))
-        return opened[-1]
-
-    yield open_
-    for store in opened:
-        store.close()
-    if url:
-        from anima.store.pg_db import drop_user
-
-        for name in names.values():
-            drop_user(url, name)
 
 
 @pytest.fixture

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import asdict
 
 import pytest
 
-from anima.store import Memory, Store
+from anima.store import Memory
 from anima.store.sql import insert, update
 from anima.store.store import in_profile, profile_rank
 
 
 @pytest.fixture
-def store(tmp_path):
-    return Store(tmp_path / "t.db", vectors="numpy")
+def store(open_user):
+    """A user's store on each backend (SQLCipher, and PostgreSQL on a real server)."""
+    return open_user()
 
 
 # --- transactions --------------------------------------------------------------------------
@@ -212,3 +214,20 @@ def test_reminders_inbox_and_jobs(store):
         "2024-05-01T09:00:00",
         "boom",
     )
+
+
+def test_the_learn_queue_hands_each_message_to_one_taker_and_takes_back_a_dead_ones(open_user):
+    first, second = open_user("ann"), open_user("ann")  # two processes on one user's store
+    for episode in (3, 1, 2):
+        first.learn_queue.add(episode, f"message {episode}", "2024-05-01T09:00:00+00:00", "Ann")
+    first.learn_queue.add(1, "again", "2024-05-01T09:00:00+00:00", "Ann")  # queued once
+    a, b = first.learn_queue.take(lease=600), second.learn_queue.take(lease=600)
+    assert (a["episode_id"], a["text"], a["speaker"]) == (1, "message 1", "Ann") and b["episode_id"] == 2
+    assert second.learn_queue.take(lease=600)["episode_id"] == 3
+    assert first.learn_queue.take(lease=600) is None and first.learn_queue.count() == 3  # all held, none lost
+    second.learn_queue.done(2)
+    first.learn_queue.release(1)  # given back: taken again
+    assert second.learn_queue.take(lease=600)["episode_id"] == 1
+    time.sleep(0.01)
+    assert first.learn_queue.take(lease=0.005)["episode_id"] == 1  # its lease ran out: a dead process's message
+    assert first.learn_queue.count() == 2

@@ -143,7 +143,7 @@ def _print_stream(reply) -> None:
 def _finish_learning(container) -> None:
     """Wait for the background learner: what was said is distilled before we exit."""
     learner = container.assistant.learner
-    if learner is not None and learner.jobs.unfinished_tasks:
+    if learner is not None and learner.pending():
         with err.status("remembering..."):
             learner.drain()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -254,36 +253,54 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 class Learner:
-    """Runs `MemoryService.learn` on a background thread, one message at a time.
-    A failure is logged and skipped: learning never breaks a conversation. It starts a
-    message only when `idle()`, and gives the model up at the next token when `busy()`
-    (a request came in), then learns from that message again at the next quiet moment."""
+    """Runs `MemoryService.learn` on a background thread, one message at a time, from the
+    queue in the user's store (`store.learn_queue`): what is queued survives a stop or a
+    kill -9 and is learned from at the next start, and several processes on one store
+    share it. A failure is logged and skipped: learning never breaks a conversation. It
+    starts a message only when `idle()`, and gives the model up at the next token when
+    `busy()` (a request came in), then learns from that message again at the next quiet
+    moment."""
+
+    LEASE = 600.0  # seconds a taken message is held: one whose process died is taken again after this
 
     def __init__(
-        self, memory: MemoryService, idle: Callable[[], bool] = lambda: True, busy: Callable[[], bool] = lambda: False
+        self,
+        memory: MemoryService,
+        idle: Callable[[], bool] = lambda: True,
+        busy: Callable[[], bool] = lambda: False,
+        poll: float = 0.5,
     ):
         self.memory = memory
+        self.queue = memory.store.learn_queue
         self.idle = idle  # learning waits while this says the model is wanted elsewhere (a server's requests)
         self.busy = busy  # a request is in flight: learning in progress stops for it
-        self.jobs: queue.Queue = queue.Queue()
+        self.poll = poll  # seconds between looks at the queue when it is empty (another process may add)
         self.errors: list[str] = []
         self.done = 0  # messages learned from (or failed), for /api/health
         self.preempted = 0  # times learning gave way to a request
         self._stopped = False
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
         self._thread.start()
 
     def submit(self, episode_id: int, text: str, when: datetime, speaker: str = "the user") -> None:
-        self.jobs.put((episode_id, text, when, speaker))
+        self.queue.add(episode_id, text, when.isoformat(), speaker)
+        self._wake.set()
+
+    def pending(self) -> int:
+        """Messages queued or being learned from (by any process on this store)."""
+        return self.queue.count()
 
     def drain(self) -> None:
-        """Wait until every submitted message has been learned from."""
-        self.jobs.join()
+        """Wait until every queued message has been learned from (or the learner stopped)."""
+        while not self._stopped and self._thread.is_alive() and self.pending():
+            time.sleep(0.05)
 
     def stop(self) -> None:
         """Stop: a message already being learned from finishes; one still waiting for a
-        quiet moment, and everything queued, is not learned from (drain() returns)."""
+        quiet moment, and everything queued, stays queued for the next start."""
         self._stopped = True
+        self._wake.set()
 
     def _quiet(self) -> bool:
         """Wait for a quiet moment; False when stopped meanwhile."""
@@ -294,37 +311,40 @@ class Learner:
     def _run(self) -> None:
         while not self._stopped:
             try:
-                episode_id, text, when, speaker = self.jobs.get(timeout=0.5)
-            except queue.Empty:
+                job = self.queue.take(self.LEASE)
+            except AnimaError as exc:  # the store went away for a moment: look again later
+                log.warning("the learner cannot read its queue: %s", exc)
+                job = None
+            if job is None:
+                self._wake.wait(self.poll)
+                self._wake.clear()
                 continue
-            if not self._quiet():  # stopped while it waited: the message in hand is dropped too
-                self.jobs.task_done()
-                break
-            try:
-                while True:
-                    try:
-                        with giving_way(self.busy):
-                            self.memory.learn(episode_id, text, when, speaker)
-                        break
-                    except Preempted:  # a request came in: the same message again, at the next quiet moment
-                        self.preempted += 1
-                        if not self._quiet():
-                            break
-            except AnimaError as exc:
-                self.errors.append(str(exc))
-                log.warning("learning from message %s failed: %s", episode_id, exc)
-            except Exception as exc:  # a bug: keep the log, keep the conversation
-                self.errors.append(repr(exc))
-                log.exception("learning from message %s failed", episode_id)
-            finally:
-                self.done += 1
-                self.jobs.task_done()
-        while True:  # what is still queued is dropped, so that drain() does not wait for it
-            try:
-                self.jobs.get_nowait()
-            except queue.Empty:
+            if not self._quiet():  # stopped while it waited: the message stays queued
+                self.queue.release(job["episode_id"])
                 return
-            self.jobs.task_done()
+            self._learn(job)
+
+    def _learn(self, job: dict) -> None:
+        episode_id, when = job["episode_id"], datetime.fromisoformat(job["ts"])
+        try:
+            while True:
+                try:
+                    with giving_way(self.busy):
+                        self.memory.learn(episode_id, job["text"], when, job["speaker"])
+                    break
+                except Preempted:  # a request came in: the same message again, at the next quiet moment
+                    self.preempted += 1
+                    if not self._quiet():
+                        self.queue.release(episode_id)
+                        return
+        except AnimaError as exc:
+            self.errors.append(str(exc))
+            log.warning("learning from message %s failed: %s", episode_id, exc)
+        except Exception as exc:  # a bug: keep the log, keep the conversation
+            self.errors.append(repr(exc))
+            log.exception("learning from message %s failed", episode_id)
+        self.queue.done(episode_id)
+        self.done += 1
 
 
 def dumps(data: dict[str, Any]) -> str:

@@ -55,8 +55,9 @@ def get(store, item_id: int) -> Item:
     return Item(**row)
 
 
-def update(store, item_id: int, **changes) -> None:
-    store.inbox.update(item_id, **changes)
+def update(store, item_id: int, expect: dict | None = None, **changes) -> bool:
+    """Set columns; with `expect`, only while the item still has those values (False if not)."""
+    return store.inbox.update(item_id, expect, **changes)
 
 
 def items(store, status: str | None = None, kind: str | None = None, limit: int = 200) -> list[Item]:
@@ -72,14 +73,18 @@ def list_items(store, now: datetime, all: bool = False) -> list[Item]:
 
 def wake(store, now: datetime) -> list[Item]:
     """Snoozed items whose time has come become new again (and may notify again)."""
-    woken = [
+    due = [
         i
         for i in items(store, "snoozed", limit=10_000)
         if i.snooze_until and datetime.fromisoformat(i.snooze_until) <= now
     ]
-    for i in woken:
-        update(store, i.id, status="new", snooze_until=None, notify="pending", notified_at=None)
-    return woken
+    # Only while still snoozed: a second process waking it too must not make it pending again.
+    expect = {"status": "snoozed"}
+    return [
+        i
+        for i in due
+        if update(store, i.id, expect, status="new", snooze_until=None, notify="pending", notified_at=None)
+    ]
 
 
 def _mark(store, item_id: int, status: str, now: datetime, **more) -> Item:

@@ -7,6 +7,8 @@
 A tick runs every job whose time has come (each records its next run before it runs, so
 a job fires once even if it or anima then fails), wakes snoozed items, then pushes the
 pending inbox items the gate lets through (marked sent before they are delivered).
+Several processes may tick on one store (two `anima serve` on one PostgreSQL): each run
+of a job and each push is taken by a conditional UPDATE, so exactly one of them does it.
 
 Jobs survive restarts in the `jobs` table: one that came due while anima was off runs at
 the next tick; a daily one (the briefing) is listed in `missed` and its item says it was
@@ -92,8 +94,8 @@ class Scheduler:
 
     # --- the jobs table ---
 
-    def _saved(self) -> dict[str, datetime]:
-        return {name: datetime.fromisoformat(t) for name, t in self.store.jobs.next_runs().items()}
+    def _saved(self) -> dict[str, str]:
+        return self.store.jobs.next_runs()
 
     def _save(self, name: str, next_run: datetime, last_run: datetime | None = None, error: str | None = None) -> None:
         self.store.jobs.save(name, next_run.isoformat(), last_run and last_run.isoformat(), error)
@@ -109,10 +111,10 @@ class Scheduler:
         now = now or self.clock()
         saved, added = self._saved(), []
         for job in self.jobs:
-            due = saved.get(job.name)
-            if due is None:  # a new job: every-so-often ones run now, daily ones at their time
-                due = now if job.every is not None else job.following(now)
-                self._save(job.name, due)
+            if job.name not in saved:  # a new job: every-so-often ones run now, daily ones at their time
+                self.store.jobs.create(job.name, (now if job.every is not None else job.following(now)).isoformat())
+                saved = self._saved()  # as made, here or by another process sharing the store
+            due = datetime.fromisoformat(saved[job.name])
             if due > now:
                 continue
             late = due if job.at and now - due > GRACE else None  # reminders say for themselves
@@ -121,7 +123,10 @@ class Scheduler:
                 log.info("job %s was due %s: missed while anima was off; running it now", job.name, show(late))
             if job.name in self._running and not self._running[job.name].done():
                 continue  # its last run hangs still: not a second one beside it
-            self._save(job.name, job.following(now), now)  # recorded before it runs: it fires once
+            # Taken, and moved on, before it runs: it fires once, even with another process
+            # ticking on the same store (which then finds it taken, and skips it).
+            if not self.store.jobs.claim(job.name, saved[job.name], job.following(now).isoformat(), now.isoformat()):
+                continue
             try:
                 added += self._run(job, now, late)
             except Exception as exc:  # one job's failure must not stop the others
@@ -158,7 +163,9 @@ class Scheduler:
                 log.info("not pushing inbox item %s: %s", item.id, why)
                 inbox.update(self.store, item.id, notify="skipped")
                 continue
-            inbox.update(self.store, item.id, notify="sent", notified_at=now.isoformat())  # recorded before delivery
+            # Recorded before delivery, and only while still pending: of two processes, one delivers it.
+            if not inbox.update(self.store, item.id, {"notify": "pending"}, notify="sent", notified_at=now.isoformat()):
+                continue
             sent += 1
             item = inbox.get(self.store, item.id)
             try:

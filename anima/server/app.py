@@ -104,7 +104,7 @@ class Server:
         found: dict[str, Any] = {
             "learning": {
                 "done": sum(lr.done for lr in learners),
-                "queued": sum(lr.jobs.qsize() for lr in learners),
+                "queued": sum(lr.pending() for lr in learners),
                 "failed": sum(len(lr.errors) for lr in learners),
                 "gave_way": sum(lr.preempted for lr in learners),
             }

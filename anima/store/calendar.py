@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from anima.store.sql import insert
-
 if TYPE_CHECKING:
     from anima.store.store import Store
 
@@ -26,19 +24,19 @@ class Calendar:
 
     def upsert(self, events: list[dict]) -> None:
         """Add the events (dicts with the COLUMNS), all or none; one whose uid is known replaces it."""
-        with self._store.transaction() as db:
+        with self._store.transaction():
             for event in events:
                 row = {c: event[c] for c in COLUMNS}
                 row["exdates"] = json.dumps(row["exdates"])
-                insert(db, "events", row, conflict="uid", replace=[c for c in COLUMNS if c != "uid"])
+                self._store._insert("events", row, conflict="uid", replace=[c for c in COLUMNS if c != "uid"])
 
     def all(self) -> list[dict]:
         """Every event (id and the COLUMNS), by start."""
-        return [_event(r) for r in self._store._read("SELECT * FROM events ORDER BY start, id")]
+        return [_event(r) for r in self._store._select("SELECT * FROM events ORDER BY start, id")]
 
     def candidates(self, start: str, end: str) -> list[dict]:
         """The events that may fall in [start, end): every repeating one, and the others
         that start before `end` and end at or after `start` (wall times compared as text)."""
-        sql = "SELECT * FROM events WHERE rrule IS NOT NULL OR (start < ? AND end >= ?)"
-        rows = self._store._read(sql, (end, start))
+        sql = 'SELECT * FROM events WHERE rrule IS NOT NULL OR (start < ? AND "end" >= ?) ORDER BY start, id'
+        rows = self._store._select(sql, (end, start))
         return [_event(r) for r in rows]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from anima.store.sql import fts_query, insert
+from anima.store.sql import fts_query
 
 if TYPE_CHECKING:
     from anima.store.store import Store
@@ -19,31 +19,31 @@ class Documents:
 
     def files(self) -> dict[str, tuple[float, int]]:
         """Every indexed file: path -> (mtime, size)."""
-        rows = self._store._read("SELECT path, mtime, size FROM doc_files")
+        rows = self._store._select("SELECT path, mtime, size FROM doc_files")
         return {r["path"]: (r["mtime"], r["size"]) for r in rows}
 
     def count(self) -> int:
-        return self._store._read("SELECT count(*) AS n FROM doc_files")[0]["n"]
+        return self._store._select("SELECT count(*) AS n FROM doc_files")[0]["n"]
 
     def put(
         self, path: str, root: str, mtime: float, size: int, cite: str, passages: list[tuple[int, int, str]]
     ) -> None:
         """A file's passages, (first line, last line, text) in order, in place of those it had;
         `root`: the folder it was indexed under; `cite`: how it is named in answers."""
-        with self._store.transaction() as db:
-            db.execute("DELETE FROM doc_passages WHERE path = ?", (path,))
+        with self._store.transaction():
+            self._store._write("DELETE FROM doc_passages WHERE path = ?", (path,))
             for chunk, (first, last, text) in enumerate(passages):
                 row = {"path": path, "cite": cite, "chunk": chunk, "line_start": first, "line_end": last, "text": text}
-                insert(db, "doc_passages", row)
+                self._store._insert("doc_passages", row)
             row = {"path": path, "root": root, "mtime": mtime, "size": size}
-            insert(db, "doc_files", row, conflict="path", replace=["root", "mtime", "size"])
+            self._store._insert("doc_files", row, conflict="path", replace=["root", "mtime", "size"])
 
     def remove(self, paths: list[str]) -> None:
         """Forget these files and their passages."""
-        with self._store.transaction() as db:
+        with self._store.transaction():
             for path in paths:
-                db.execute("DELETE FROM doc_passages WHERE path = ?", (path,))
-                db.execute("DELETE FROM doc_files WHERE path = ?", (path,))
+                self._store._write("DELETE FROM doc_passages WHERE path = ?", (path,))
+                self._store._write("DELETE FROM doc_files WHERE path = ?", (path,))
 
     def search(self, query: str, k: int) -> list[dict]:
         """Passages sharing words with the query, best first: path, cite, line_start,
@@ -51,7 +51,7 @@ class Documents:
         q = fts_query(query)
         if not q:
             return []
-        rows = self._store._read(
+        rows = self._store._select(
             "SELECT path, cite, line_start, line_end, text, bm25(doc_passages) AS s, "
             "snippet(doc_passages, 5, '[', ']', ' … ', 24) AS snippet "
             "FROM doc_passages WHERE doc_passages MATCH ? ORDER BY s LIMIT ?",

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from anima.store.sql import insert, update
-
 if TYPE_CHECKING:
     from anima.store.store import Store
 
@@ -26,17 +24,17 @@ class Inbox:
     def add(self, item: dict) -> int | None:
         """A new item (its columns, `data` a dict); its id, or None when one with the same key is there."""
         row = {**item, "data": json.dumps(item["data"], ensure_ascii=False, default=str)}
-        with self._store.transaction() as db:
-            return insert(db, "inbox", row, conflict="key")
+        return self._store._insert("inbox", row, conflict="key")
 
     def get(self, item_id: int) -> dict | None:
-        found = self._store._read("SELECT * FROM inbox WHERE id = ?", (item_id,))
+        found = self._store._select("SELECT * FROM inbox WHERE id = ?", (item_id,))
         return _item(found[0]) if found else None
 
-    def update(self, item_id: int, **changes) -> None:
-        """Set some columns: status, snooze_until, acted_at, notify, notified_at..."""
-        with self._store.transaction() as db:
-            update(db, "inbox", changes, id=item_id)
+    def update(self, item_id: int, expect: dict | None = None, **changes) -> bool:
+        """Set some columns: status, snooze_until, acted_at, notify, notified_at...; with
+        `expect` (column -> value), only while the item still has those values (so that of
+        two processes one makes the change). False when nothing changed."""
+        return bool(self._store._update("inbox", changes, **(expect or {}), id=item_id))
 
     def list(self, status: str | None = None, kind: str | None = None, limit: int = 200) -> list[dict]:
         """Items, newest first; of one status and/or kind if given."""
@@ -46,5 +44,5 @@ class Inbox:
                 where.append(f"{column} = ?")
                 params.append(value)
         sql = f"SELECT * FROM inbox WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
-        rows = self._store._read(sql, (*params, limit))
+        rows = self._store._select(sql, (*params, limit))
         return [_item(r) for r in rows]

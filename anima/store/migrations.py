@@ -208,6 +208,15 @@ def m007_jobs_inbox(db: Connection) -> None:
     db.execute("CREATE INDEX inbox_status ON inbox(status, id)")
 
 
+@migration
+def m011_learn_queue(db: Connection) -> None:
+    # Messages waiting to be learned from; `taken_at` (unix seconds) while a process holds one.
+    db.execute(
+        "CREATE TABLE learn_queue (episode_id INTEGER PRIMARY KEY, text TEXT NOT NULL, ts TEXT NOT NULL, "
+        "speaker TEXT NOT NULL, queued_at REAL NOT NULL, taken_at REAL)"
+    )
+
+
 def migrate(db: Connection) -> list[str]:
     """Apply what has not run yet; returns the names applied."""
     db.execute(

@@ -2,7 +2,9 @@
 
 `PgStore` has the methods of `Store` for conversations and turns, episodes and memories
 (add, get, list, full-text and vector search, delete, profile), the meta values and the
-egress log; the other tables (`store.notes`, ...) are not here yet.
+egress log; and the other tables (`store.notes`, `store.reminders`, ...) through the same
+classes as SQLite's, which write SQL both backends run (`_select`, `_insert`, ...), full-text
+search apart (`PgNotes`, `PgDocuments`).
 
 Each user is a schema of their own, used through a role of their own (`pg_db.py` says how
 and what that does and does not stop).
@@ -26,18 +28,43 @@ import math
 import threading
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
 from anima.errors import StoreError
+from anima.store.calendar import Calendar
+from anima.store.documents import Documents
+from anima.store.goals import Goals
+from anima.store.inbox import Inbox
+from anima.store.jobs import Jobs
+from anima.store.learn_queue import LearnQueue
+from anima.store.notes import Notes
 from anima.store.pg_db import open_schema, schema_name, to_vector, where  # first: a missing psycopg is a StoreError
+from anima.store.reminders import Reminders
 from anima.store.sql import now, query_words
 from anima.store.store import USER_SUBJECTS, Conversation, Episode, Memory, Turn, in_profile, profile_rank
 
 _TABLES = {"episodes": Episode, "memories": Memory}
+
+
+def _placeholders(query: str) -> str:
+    """SQL written for both backends, with psycopg's placeholders instead of SQLite's `?`
+    (our own statements: none has a `?` or a `%` of its own)."""
+    assert "%" not in query, query
+    return query.replace("?", "%s")
+
+
+def matching(words: list[str]) -> sql.Composable:
+    """`(SELECT ...) AS query(q)`: q matches a tsvector holding any of the words."""
+    tsquery = sql.SQL(" || ").join(
+        [sql.SQL("plainto_tsquery({}::regconfig, %s)").format(sql.Literal(TS_CONFIG))] * len(words)
+    )
+    return sql.SQL("(SELECT {}) AS query(q)").format(tsquery)
+
+
 ID_TABLES = ("conversations", "turns", "episodes", "memories", "egress")  # each with an identity id
 TS_CONFIG = "anima_english"  # made in each user's schema by m003_episodes
 HNSW_EF_MAX = 1000  # pgvector's largest hnsw.ef_search
@@ -61,6 +88,9 @@ class PgStore:
         self.url, self.user, self.schema = url, user, schema_name(user)
         self._lock = threading.RLock()
         self.db = open_schema(url, self.schema)
+        self.notes, self.goals, self.calendar = PgNotes(self), Goals(self), Calendar(self)
+        self.documents, self.reminders = PgDocuments(self), Reminders(self)
+        self.inbox, self.jobs, self.learn_queue = Inbox(self), Jobs(self), LearnQueue(self)
 
     def close(self) -> None:
         self.db.close()
@@ -78,6 +108,47 @@ class PgStore:
     @_locked
     def _read(self, query: str, params: tuple | dict = ()) -> list[dict]:
         return self.db.execute(query, params).fetchall()
+
+    # --- what the tables' classes (notes.py, ...) use: the same as `Store`'s ----------
+
+    def _select(self, query: str, params: tuple = ()) -> list[dict]:
+        """A query written for both backends (`?` placeholders)."""
+        return self._read(_placeholders(query), params)
+
+    def _write(self, query: str, params: tuple = ()) -> int:
+        with self.transaction() as db:
+            return db.execute(_placeholders(query), params).rowcount
+
+    def _insert(self, table: str, row: dict, conflict: str | None = None, replace: Iterable[str] = ()) -> int | None:
+        """As `sql.insert`: the new id (None when a row with the same `conflict` value stays)."""
+        statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(map(sql.Identifier, row)),
+            sql.SQL(", ").join(map(sql.Placeholder, row)),
+        )
+        if conflict:
+            replace = list(replace)
+            action = sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in replace)
+            )
+            statement += sql.SQL(" ON CONFLICT ({}) {}").format(
+                sql.Identifier(conflict), action if replace else sql.SQL("DO NOTHING")
+            )
+        with self.transaction() as db:
+            found = db.execute(statement + sql.SQL(" RETURNING *"), row).fetchone()
+        return found.get("id") if found else None
+
+    def _update(self, table: str, changes: dict, **where) -> int:
+        assert changes and where, "an UPDATE needs changes and a WHERE"
+        statement = sql.SQL("UPDATE {} SET {} WHERE {}").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes),
+            sql.SQL(" AND ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder("where_" + c)) for c in where
+            ),
+        )
+        with self.transaction() as db:
+            return db.execute(statement, {**changes, **{f"where_{c}": v for c, v in where.items()}}).rowcount
 
     def meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM _anima_meta WHERE key = %s", (key,))
@@ -262,14 +333,10 @@ class PgStore:
         words = query_words(query)
         if not words:
             return []
-        tsquery = sql.SQL(" || ").join(
-            [sql.SQL("plainto_tsquery({}::regconfig, %s)").format(sql.Literal(TS_CONFIG))] * len(words)
-        )
         rows = self._read(
             sql.SQL(
-                "SELECT id, ts_rank(tsv, q, 1) AS s FROM {}, ({}) AS query(q)"
-                " WHERE tsv @@ q ORDER BY s DESC, id LIMIT %s"
-            ).format(sql.Identifier(table), sql.SQL("SELECT ") + tsquery),
+                "SELECT id, ts_rank(tsv, q, 1) AS s FROM {}, {} WHERE tsv @@ q ORDER BY s DESC, id LIMIT %s"
+            ).format(sql.Identifier(table), matching(words)),
             (*words, k),
         )
         return [(int(r["id"]), float(r["s"])) for r in rows]
@@ -418,3 +485,42 @@ class PgStore:
 
     def delete_episode(self, episode_id: int) -> bool:
         return self._delete("episodes", episode_id)
+
+
+class PgNotes(Notes):
+    """Notes whose words are a generated `tsv` column: the server keeps it."""
+
+    def _index(self, note_id: int, title: str, text: str) -> None:
+        pass
+
+    def _unindex(self, note_id: int) -> None:
+        pass
+
+    def search(self, query: str, k: int) -> list[dict]:
+        words = query_words(query)
+        if not words:
+            return []
+        return self._store._read(
+            sql.SQL(
+                "SELECT id, title, text, created_at, ts_rank(tsv, q, 1) AS score FROM notes, {}"
+                " WHERE tsv @@ q ORDER BY score DESC, id LIMIT %s"
+            ).format(matching(words)),
+            (*words, k),
+        )
+
+
+class PgDocuments(Documents):
+    def search(self, query: str, k: int) -> list[dict]:
+        """As SQLite's: matches in [brackets] in the snippet (`ts_headline`)."""
+        words = query_words(query)
+        if not words:
+            return []
+        options = 'StartSel=[, StopSel=], MaxWords=24, MinWords=8, ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "'
+        return self._store._read(
+            sql.SQL(
+                "SELECT path, cite, line_start, line_end, text, ts_rank(tsv, q, 1) AS score,"
+                " ts_headline({}::regconfig, text, q, {}) AS snippet"
+                " FROM doc_passages, {} WHERE tsv @@ q ORDER BY score DESC, id LIMIT %s"
+            ).format(sql.Literal(TS_CONFIG), sql.Literal(options), matching(words)),
+            (*words, k),
+        )

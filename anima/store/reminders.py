@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from anima.store.sql import insert, update
-
 if TYPE_CHECKING:
     from anima.store.store import Store
 
@@ -20,19 +18,17 @@ class Reminders:
 
     def get(self, reminder_id: int) -> dict | None:
         """id, kind, text, due, every, status, fired, created_at, done_at; None when there is none."""
-        found = self._store._read("SELECT * FROM reminders WHERE id = ?", (reminder_id,))
+        found = self._store._select("SELECT * FROM reminders WHERE id = ?", (reminder_id,))
         return found[0] if found else None
 
     def add(self, kind: str, text: str, due: str | None, every: str | None, created_at: str) -> int:
         """A new open reminder or to-do; returns its id."""
-        with self._store.transaction() as db:
-            row = {"kind": kind, "text": text, "due": due, "every": every, "created_at": created_at}
-            return insert(db, "reminders", row)
+        row = {"kind": kind, "text": text, "due": due, "every": every, "created_at": created_at}
+        return self._store._insert("reminders", row)
 
     def update(self, reminder_id: int, **changes) -> None:
         """Set some of: text, due, every, status, fired, done_at."""
-        with self._store.transaction() as db:
-            update(db, "reminders", changes, id=reminder_id)
+        self._store._update("reminders", changes, id=reminder_id)
 
     def list(self, kind: str | None = None, include_closed: bool = False) -> list[dict]:
         """Of one kind (both when None), open ones only unless `include_closed`; oldest first."""
@@ -42,4 +38,4 @@ class Reminders:
             params.append(kind)
         if not include_closed:
             where.append("status = 'open'")
-        return self._store._read(f"SELECT * FROM reminders WHERE {' AND '.join(where)} ORDER BY id", params)
+        return self._store._select(f"SELECT * FROM reminders WHERE {' AND '.join(where)} ORDER BY id", params)

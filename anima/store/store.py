@@ -18,7 +18,7 @@ import json
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from anima.errors import StoreError
 from anima.store.calendar import Calendar
@@ -28,6 +28,7 @@ from anima.store.goals import Goals
 from anima.store.inbox import Inbox
 from anima.store.jobs import Jobs
 from anima.store.keys import Key
+from anima.store.learn_queue import LearnQueue
 from anima.store.migrations import migrate
 from anima.store.notes import Notes
 from anima.store.reminders import Reminders
@@ -130,7 +131,7 @@ class Store:
         self._lock = threading.RLock()
         self.notes, self.goals, self.calendar = Notes(self), Goals(self), Calendar(self)
         self.documents, self.reminders = Documents(self), Reminders(self)
-        self.inbox, self.jobs = Inbox(self), Jobs(self)
+        self.inbox, self.jobs, self.learn_queue = Inbox(self), Jobs(self), LearnQueue(self)
         with self._lock:
             try:
                 migrate(self.db)
@@ -163,6 +164,26 @@ class Store:
     def _read(self, sql: str, params: tuple | dict = ()) -> list[dict]:
         """The rows of one query, as dicts (for the store's own tables, in this package)."""
         return [dict(r) for r in self.db.execute(sql, params)]
+
+    # --- what the tables' classes (notes.py, ...) use: the same on both backends ------
+    # SQL with `?` placeholders, written to run on SQLite and PostgreSQL alike.
+
+    _select = _read
+
+    def _write(self, sql: str, params: tuple = ()) -> int:
+        """Run one statement in a transaction (or the one open); returns the rows changed."""
+        with self.transaction() as db:
+            return db.execute(sql, params).rowcount
+
+    def _insert(self, table: str, row: dict, conflict: str | None = None, replace: Iterable[str] = ()) -> int | None:
+        """`sql.insert` in a transaction (or the one open)."""
+        with self.transaction() as db:
+            return insert(db, table, row, conflict, replace)
+
+    def _update(self, table: str, changes: dict, **where) -> int:
+        """`sql.update` in a transaction (or the one open)."""
+        with self.transaction() as db:
+            return update(db, table, changes, **where)
 
     @_locked
     def meta(self, key: str) -> str | None:
