@@ -120,6 +120,33 @@ def test_faults_kills_and_restarts_a_real_server_and_loses_nothing():
     assert sum(a["rounds"] for a in data["activities"].values()) >= 3
 
 
+def test_two_servers_on_one_postgresql_survive_kills_of_either_and_fire_each_job_once(postgres_url):
+    """Two real `anima serve` processes on one PostgreSQL, requests spread over both, one of
+    them killed with SIGKILL each round while the other serves on: nothing acknowledged is
+    lost, no reminder fires or is pushed twice, each store opens through both."""
+    result = runner.invoke(
+        app,
+        ["bench", "faults", "--backend", "fake", "--servers", "2", "--store", postgres_url]
+        + ["--kills", "4", "--max-round", "2", "--seed", "3", "--json"],
+    )
+    data = json.loads(result.stdout)
+    assert result.exit_code == 0 and data["failures"] == [], (result.output, data["problems"])
+    assert data["servers"] == 2 and data["store"] == "postgresql" and len(data["checks"]) == 5
+    assert {r["server"] for r in data["rounds"]} == {1, 2}  # each was killed at least once
+    assert sum(data["acknowledged"].values()) > 0 and all(not lines for lines in data["problems"].values())
+
+
+def test_pushes_counts_a_notification_pushed_twice():
+    pushes = faults.Pushes()
+    try:
+        for item in ({"id": 1, "kind": "reminder", "title": "a"}, {"id": 2, "kind": "reminder", "title": "b"}):
+            httpx.post(pushes.url, json={**item, "created": "t"})
+        httpx.post(pushes.url, json={"id": 1, "kind": "reminder", "title": "a", "created": "t"})
+    finally:
+        pushes.close()
+    assert pushes.doubled() == ["reminder 'a' (item 1) pushed 2 times"]
+
+
 def test_verify_reports_lost_writes_double_fires_and_a_store_that_does_not_answer(anima_home):
     from anima.proactive import inbox
 
@@ -174,6 +201,7 @@ def test_option_minimums_are_usage_errors():
         ["bench", "soak", "--clients", "0"],
         ["bench", "soak", "--minutes", "0"],
         ["bench", "faults", "--kills", "0"],
+        ["bench", "faults", "--servers", "0"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "Invalid value" in result.output, args

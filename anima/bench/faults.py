@@ -27,13 +27,21 @@ Each kill is counted under what was in flight at that moment: a request of an ac
 `quiet_s` and fewer messages learned (/api/health) than chat turns completed; an ingest
 process; scheduler: a reminder of ours due and not yet in the inbox (the job itself
 takes milliseconds once a minute: this is the window in which a kill can hurt it).
-A lost write, a double or missed fire, or a store that does not open fails the run
-(`failures`, exit 1).
+Every notification the scheduler pushes goes to a webhook receiver of ours: an item
+pushed twice fails the run too.
+
+With `servers=2` (and `store_url`, one PostgreSQL), two `anima serve` processes share the
+data dir and the store, each request goes to one of them at random, and each kill takes
+one of them while the other serves on: scheduled jobs must still fire once, the learner's
+queue (in the store) survives, and every check runs through both.
+A lost write, a double or missed fire, a double push, or a store that does not open fails
+the run (`failures`, exit 1).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import random
@@ -207,7 +215,7 @@ class Round:
 
     def __init__(
         self,
-        url: str,
+        urls: list[str],
         home: Home,
         keys: dict[str, str],
         ledger: Ledger,
@@ -216,8 +224,8 @@ class Round:
         scratch: Path,
         quiet_s: float = 2.0,
     ):
-        self.url, self.home, self.keys, self.ledger, self.texts, self.scratch, self.quiet_s = (
-            url,
+        self.urls, self.home, self.keys, self.ledger, self.texts, self.scratch, self.quiet_s = (
+            urls,
             home,
             keys,
             ledger,
@@ -251,8 +259,9 @@ class Round:
             self.errors.append(what)
 
     def http(self, user: str) -> httpx.Client:
+        """A client of one of the servers, chosen at random for each use."""
         return httpx.Client(
-            base_url=self.url,
+            base_url=random.choice(self.urls),
             headers={"Authorization": f"Bearer {self.keys[user]}"},
             timeout=httpx.Timeout(600.0, connect=5.0),
         )
@@ -287,10 +296,15 @@ class Round:
 
     def watch(self) -> None:
         """Every quarter second: the learners' progress, and the inbox while a reminder of ours is due."""
-        with httpx.Client(base_url=self.url, timeout=5) as http:
+        base = None
+        with httpx.Client(timeout=5) as http:
             while not self.done.wait(0.25):
                 with contextlib.suppress(httpx.HTTPError, ValueError):
-                    self.learned = (http.get("/api/health").json().get("learning") or {}).get("done", 0)
+                    done = sum(
+                        (http.get(url + "/api/health").json().get("learning") or {}).get("done", 0) for url in self.urls
+                    )
+                    base = done if base is None else base  # a server that lives on counts from before this round
+                    self.learned = done - base
                     now = local_now()
                     with self.ledger.lock:
                         waiting = {
@@ -300,7 +314,9 @@ class Round:
                         }
                     for user in waiting:
                         items = http.get(
-                            "/api/inbox", params={"all": "true"}, headers={"Authorization": f"Bearer {self.keys[user]}"}
+                            self.urls[0] + "/api/inbox",
+                            params={"all": "true"},
+                            headers={"Authorization": f"Bearer {self.keys[user]}"},
                         ).json()
                         with self.ledger.lock:
                             self.ledger.fired |= {
@@ -447,19 +463,55 @@ class Round:
 # --- the run -------------------------------------------------------------------------------
 
 
+class Pushes:
+    """A webhook receiver on loopback: every notification the servers push, kept."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(body or b"{}"))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/push"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def doubled(self) -> list[str]:
+        """Items pushed more than once (an item: its kind, title, creation time and id)."""
+        seen = Counter((p.get("kind"), p.get("title"), p.get("created"), p.get("id")) for p in self.received)
+        return [f"{kind} {title!r} (item {i}) pushed {n} times" for (kind, title, _, i), n in seen.items() if n > 1]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def run_faults(
     config,
     kills: int = 20,
     max_round: float = 6.0,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    servers: int = 1,
+    store_url: str = "",
 ) -> dict:
+    """`servers` processes of `anima serve` on one data dir (and, with `store_url`, one
+    PostgreSQL), each request sent to one of them at random; each kill takes one of them
+    (in turn) while the others serve on, and it is restarted on the next round."""
     rng, texts, ledger = random.Random(seed), Texts(), Ledger()
     activities = {a: {"rounds": 0, "kills_in_flight": 0} for a in ACTIVITIES}
     rounds, checks = [], []
     problems: dict[str, list[str]] = {
         "lost": [],
         "double_fires": [],
+        "double_pushes": [],
         "missed_fires": [],
         "unopened": [],
         "memory_list": [],
@@ -467,74 +519,113 @@ def run_faults(
     errors: list[str] = []
     idle_kills = 0
     started = time.monotonic()
+    pushes = Pushes()
+    # The scheduler checks every 2 s, so reminders fire inside the short rounds; every
+    # notification is pushed (no quiet hours, no rate limit) to our receiver.
+    proactive = config.proactive.model_copy(
+        update={"tick_s": 2.0, "webhook": pushes.url, "quiet_hours": "", "max_per_hour": 100_000}
+    )
+    config = config.model_copy(update={"proactive": proactive})
+    if store_url:
+        config = config.model_copy(update={"store": config.store.model_copy(update={"url": store_url})})
+    # Users named afresh for each run: on a shared PostgreSQL, their schemas are new ones.
+    run_id = "".join(random.Random().choices(string.ascii_lowercase, k=6))
     with tempfile.TemporaryDirectory(prefix="anima-faults-") as tmp:
-        # the scheduler checks every 2 s, so reminders fire inside the short rounds
-        home = new_home(
-            Path(tmp) / "home",
-            config.model_copy(update={"proactive": config.proactive.model_copy(update={"tick_s": 2.0})}),
-        )
-        keys = {u: add_user(home, u) for u in ("user1", "user2")}
-        log = home.path / "anima-serve.log"
+        home = new_home(Path(tmp) / "home", config)
+        keys = {f"{u}-{run_id}": add_user(home, f"{u}-{run_id}") for u in ("user1", "user2")}
+        logs = [home.path / f"anima-serve-{i}.log" for i in range(servers)]
+        procs: list[subprocess.Popen | None] = [None] * servers
+        urls = [""] * servers
 
-        def restart(n: int) -> tuple[subprocess.Popen | None, str]:
-            """Start the server and check everything; None when it does not come up."""
+        def start(i: int, n: int) -> bool:
+            """Start server i; False when it does not come up."""
             port = free_port()
-            proc, url = start_anima(home, port, log), f"http://127.0.0.1:{port}"
+            proc, urls[i] = start_anima(home, port, logs[i]), f"http://127.0.0.1:{port}"
             try:
-                wait_ready(url + "/v1", timeout=300, proc=proc, log=log, what="anima serve")
+                wait_ready(urls[i] + "/v1", timeout=300, proc=proc, log=logs[i], what=f"anima serve ({i + 1})")
             except AnimaError as exc:
                 stop(proc)
-                problems["unopened"].append(f"after kill {n}: the server did not start: {exc}")
-                return None, url
-            found = verify(url, keys, ledger)
+                problems["unopened"].append(f"after kill {n}: server {i + 1} did not start: {exc}")
+                return False
+            procs[i] = proc
+            return True
+
+        def check(n: int) -> None:
+            """Every acknowledged write, seen through each server."""
+            found: dict[str, list[str]] = {}
+            for url in urls:
+                for name, lines in verify(url, keys, ledger).items():
+                    found.setdefault(name, []).extend(lines)
             found["memory_list"] = memory_lists(home, list(keys))
             for name, lines in found.items():
                 problems[name] += [f"after kill {n}: {line}" for line in lines]
             checks.append({"after_kill": n, **{name: len(lines) for name, lines in found.items()}})
-            return proc, url
 
-        for n in range(kills):
-            proc, url = restart(n)
-            if proc is None:
-                break
-            chosen = sorted(rng.sample(ACTIVITIES, rng.randint(1, len(ACTIVITIES))))
-            seconds = round(rng.uniform(0.3, max_round), 2)
-            this = Round(
-                url, home, keys=keys, ledger=ledger, texts=texts, rng=random.Random(rng.random()), scratch=Path(tmp)
-            )
-            in_flight, threads = this.run(chosen, seconds)
-            this.kill(proc, threads)
-            for a in chosen:
-                activities[a]["rounds"] += 1
-            for a in in_flight:
-                activities[a]["kills_in_flight"] += 1
-            idle_kills += not in_flight
-            errors += this.errors
-            rounds.append(
-                {
-                    "kill": n + 1,
-                    "activities": chosen,
-                    "after_s": seconds,
-                    "in_flight": in_flight,
-                    "acknowledged": ledger.counts(),
-                }
-            )
-            if progress:
-                progress("kills", n + 1, kills)
-        else:
-            proc, url = restart(kills)
-            if proc is not None:
-                now = local_now()
-                problems["missed_fires"] = sorted(
-                    f"{u}: reminder {rid} due {when:%H:%M:%S} never fired"
-                    for (u, rid), when in ledger.due.items()
-                    if when < now - MISSED and (u, rid) not in ledger.fired
+        def restart(n: int) -> bool:
+            if not all(start(i, n) for i in range(servers) if procs[i] is None):
+                return False
+            check(n)
+            return True
+
+        try:
+            for n in range(kills):
+                if not restart(n):
+                    break
+                chosen = sorted(rng.sample(ACTIVITIES, rng.randint(1, len(ACTIVITIES))))
+                seconds = round(rng.uniform(0.3, max_round), 2)
+                victim = n % servers  # each in turn
+                this = Round(
+                    list(urls),
+                    home,
+                    keys=keys,
+                    ledger=ledger,
+                    texts=texts,
+                    rng=random.Random(rng.random()),
+                    scratch=Path(tmp),
                 )
-                stop(proc)
+                in_flight, threads = this.run(chosen, seconds)
+                this.kill(procs[victim], threads)
+                procs[victim] = None
+                for a in chosen:
+                    activities[a]["rounds"] += 1
+                for a in in_flight:
+                    activities[a]["kills_in_flight"] += 1
+                idle_kills += not in_flight
+                errors += this.errors
+                rounds.append(
+                    {
+                        "kill": n + 1,
+                        "server": victim + 1,
+                        "activities": chosen,
+                        "after_s": seconds,
+                        "in_flight": in_flight,
+                        "acknowledged": ledger.counts(),
+                    }
+                )
+                if progress:
+                    progress("kills", n + 1, kills)
+            else:
+                if restart(kills):
+                    now = local_now()
+                    problems["missed_fires"] = sorted(
+                        f"{u}: reminder {rid} due {when:%H:%M:%S} never fired"
+                        for (u, rid), when in ledger.due.items()
+                        if when < now - MISSED and (u, rid) not in ledger.fired
+                    )
+        finally:
+            for proc in procs:
+                if proc is not None:
+                    stop(proc)
+            pushes.close()
+            if store_url:
+                _drop_users(store_url, list(keys))
+    problems["double_pushes"] = pushes.doubled()
     due = [k for k, when in ledger.due.items() if when <= local_now()]
     result = {
         "model": config.model if config.backend != "fake" else "fake",
         "backend": config.backend,
+        "servers": servers,
+        "store": "postgresql" if store_url else "sqlcipher",
         "kills": len(rounds),
         "seed": seed,
         "max_round_s": max_round,
@@ -542,7 +633,12 @@ def run_faults(
         "activities": activities,
         "kills_with_nothing_in_flight": idle_kills,
         "acknowledged": ledger.counts(),
-        "scheduler": {"set": len(ledger.due), "due": len(due), "fired": sum(1 for k in due if k in ledger.fired)},
+        "scheduler": {
+            "set": len(ledger.due),
+            "due": len(due),
+            "fired": sum(1 for k in due if k in ledger.fired),
+            "pushed": len(pushes.received),
+        },
         "problems": problems,
         "checks": checks,
         "errors_while_up": {"count": len(errors), "examples": errors[:5]},
@@ -552,12 +648,22 @@ def run_faults(
     return result
 
 
+def _drop_users(url: str, users: list[str]) -> None:
+    """The run's users' schemas and roles, gone from the server."""
+    from anima.store.pg_db import drop_user
+
+    for user in users:
+        with contextlib.suppress(AnimaError):
+            drop_user(url, user)
+
+
 def failures(result: dict) -> list[str]:
     """What makes the run fail, one line each (empty: it passed)."""
     p = result["problems"]
     found = [f"{len(p['lost'])} acknowledged write(s) lost"] if p["lost"] else []
     found += [f"{len(p['double_fires'])} reminder(s) fired twice"] if p["double_fires"] else []
     found += [f"{len(p['missed_fires'])} reminder(s) never fired"] if p["missed_fires"] else []
+    found += [f"{len(p['double_pushes'])} notification(s) pushed twice"] if p.get("double_pushes") else []
     found += (
         [f"a store did not open {len(p['unopened']) + len(p['memory_list'])} time(s)"]
         if p["unopened"] or p["memory_list"]

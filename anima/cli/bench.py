@@ -500,6 +500,12 @@ def bench_faults(
         6.0, "--max-round", min=0.5, help="Longest a server lives before its kill, seconds (after it is up)."
     ),
     seed: int = typer.Option(0, "--seed"),
+    servers: int = typer.Option(
+        1, "--servers", min=1, max=4, help="anima serve processes on one data dir and store; each kill takes one."
+    ),
+    store: str = typer.Option(
+        "", "--store", help="postgresql://... : the servers share this PostgreSQL (default: SQLCipher files)."
+    ),
     model: Optional[str] = ModelOpt,
     backend: Optional[str] = BackendOpt,
     as_json: bool = JsonOpt,
@@ -510,9 +516,11 @@ def bench_faults(
     that does not open."""
     from anima.bench.faults import ACTIVITIES, run_faults
 
+    if store and not store.startswith(("postgresql://", "postgres://")):
+        raise BadInput("--store must be a postgresql:// URL", "e.g. postgresql://anima@localhost/anima")
     config = load_config(model=model, backend=backend)
     with labelled_steps() as update:
-        result = run_faults(config, kills, max_round, seed, progress=update)
+        result = run_faults(config, kills, max_round, seed, progress=update, servers=servers, store_url=store)
     _finish(result, as_json, lambda r: _print_faults(r, ACTIVITIES))
 
 
@@ -521,7 +529,8 @@ def _print_faults(result: dict, activities: tuple[str, ...]) -> None:
         "activity",
         "rounds it ran in",
         "kills while in flight",
-        title=f"faults · {result['model']} · {result['kills']} kills · up to {result['max_round_s']} s each · "
+        title=f"faults · {result['model']} · {result['servers']} server(s) on {result['store']} · "
+        f"{result['kills']} kills · up to {result['max_round_s']} s each · "
         f"seed {result['seed']} · {result['duration_s']} s",
         caption="in flight: a request or ingest process running; "
         "learning: the server quiet with messages not yet learned;\n"
@@ -539,12 +548,13 @@ def _print_faults(result: dict, activities: tuple[str, ...]) -> None:
     checks.add_row("lost", str(len(p["lost"])))
     checks.add_row("reminders fired twice", str(len(p["double_fires"])))
     checks.add_row("reminders due / fired / never fired", f"{s['due']} / {s['fired']} / {len(p['missed_fires'])}")
+    checks.add_row("notifications pushed / pushed twice", f"{s['pushed']} / {len(p['double_pushes'])}")
     checks.add_row(
         "store did not open (request / `anima memory list`)", f"{len(p['unopened'])} / {len(p['memory_list'])}"
     )
     checks.add_row("errors while the server was up", str(result["errors_while_up"]["count"]))
     out.print(checks)
-    for name in ("lost", "double_fires", "missed_fires", "unopened", "memory_list"):
+    for name in ("lost", "double_fires", "double_pushes", "missed_fires", "unopened", "memory_list"):
         for line in p[name][:5]:
             out.print(f"  {name}: {line}", highlight=False)
     for line in result["errors_while_up"]["examples"]:
