@@ -59,6 +59,8 @@ def fill(anima_home, user: str, n: int = 300) -> dict:
     store.delete_memory(mid)  # a gap: the next id must still follow the largest
     store.log_egress("https://api.example", 120, {"email": 2})
     store.notes.add("shopping", "milk")
+    store.reminders.add("reminder", "call mum", "2024-05-09T09:00:00+02:00", None, "2024-05-08T09:00:00+02:00")
+    store.documents.put("/d/a.md", "/d", 1.0, 10, "d/a.md", [(1, 2, "the tax return is due"), (4, 4, "holiday plans")])
     held = {
         "episodes": store.episodes(episodes),
         "memories": store.list_memories(include_invalid=True),
@@ -95,14 +97,31 @@ def test_a_store_is_copied_whole_with_its_ids_and_checked(anima_home, postgres_u
         anima_home, user, postgres_url, progress=lambda label, done, total: steps.append(label)
     )
     assert report.committed and report.ok
-    assert report.rows == {"conversations": 1, "turns": 20, "episodes": 300, "memories": 149, "egress": 1}
-    assert report.left_out == {"notes": 1}
+    core = {"conversations": 1, "turns": 20, "episodes": 300, "memories": 149, "egress": 1}
+    assert {t: n for t, n in report.rows.items() if n} == {
+        **core,
+        "notes": 1,
+        "reminders": 1,
+        "doc_files": 1,
+        "doc_passages": 2,
+    }
     assert {"episodes", "memories", "index vectors", "check memories"} <= set(steps)
     checks = {c.what: c for c in report.checks}
     assert checks["memories"].postgres == "149" and checks["episodes with a vector"].sqlite == "294"
     assert checks["episodes: vector search, top 10, every row scored"].postgres == "20 the same"
     assert checks["memories: text search finds the row by its text"].postgres == "20 found on both"
     assert read_back(postgres_url, user) == held  # every field, ids and provenance included
+
+    from anima.store.pg import PgStore
+
+    pg = PgStore(postgres_url, user)
+    try:  # the other tables: their rows, and their full text made by PostgreSQL
+        assert [n["text"] for n in pg.notes.search("milk", 5)] == ["milk"]
+        assert [r["text"] for r in pg.reminders.list()] == ["call mum"]
+        assert [h["snippet"] for h in pg.documents.search("holiday", 5)] == ["[holiday] plans"]
+        assert pg.notes.add("", "eggs") == 2  # the next id follows the copied ones
+    finally:
+        pg.close()
 
     from anima.store.pg import PgStore
 
@@ -165,7 +184,7 @@ def test_cli_migrates_and_prints_the_check(anima_home, postgres_url, user, monke
     assert result.exit_code == 0, result.output
     assert "copied to anima_" + user in result.stdout and "60 episodes" in result.stdout
     assert "vector search, top 10, every row scored" in result.stdout and "differs" not in result.stdout
-    assert "not copied (no PostgreSQL tables for them yet; they stay in the file): 1 notes" in result.stdout
+    assert "1 notes" in result.stdout and "2 doc_passages" in result.stdout and "0 inbox" not in result.stdout
     assert "passed" in result.stdout
     again = runner.invoke(app, ["store", "migrate", "--to", postgres_url, "--json"])
     assert again.exit_code == 1 and "already holds data" in again.stderr

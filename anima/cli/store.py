@@ -35,7 +35,7 @@ def migrate(
     if as_json:
         print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
     else:
-        copied = ", ".join(f"{n:,} {table}" for table, n in report.rows.items())
+        copied = ", ".join(f"{n:,} {table}" for table, n in report.rows.items() if n) or "nothing"
         out.print(
             f"copied to {report.schema} at {escape(where(to))}: {copied} in {report.load_s:.1f} s; "
             f"vectors indexed in {report.index_s:.1f} s",
@@ -58,9 +58,6 @@ def migrate(
                 "[dim]not checked[/dim]" if not c.checked else "[green]ok[/green]" if c.ok else "[red]differs[/red]",
             )
         out.print(table)
-        if report.left_out:
-            left = ", ".join(f"{n:,} {t}" for t, n in report.left_out.items())
-            out.print(f"not copied (no PostgreSQL tables for them yet; they stay in the file): {left}", highlight=False)
         if report.committed:
             out.print(
                 "[green]passed[/green]: committed. "

@@ -1,12 +1,13 @@
-"""`anima store migrate --to postgresql://...`: one user's memory core copied from their
+"""`anima store migrate --to postgresql://...`: one user's store copied from their
 SQLCipher file into their PostgreSQL schema (`pg.py`), then checked.
 
 What is copied: conversations, turns, episodes and memories (their vectors, validity
 and provenance, and the text full-text search sees), the egress log and the meta
-values. Ids are kept, so a memory's `source_ids` still name its episodes and a turn its
-conversation; each table's next id then follows the largest copied. The other tables
-(notes, goals, calendar, documents, reminders, inbox, jobs) have no PostgreSQL tables
-yet: they stay in the file, and the report says how many rows each holds.
+values; and every other table (notes, goals and milestones, calendar events, the
+document index, reminders, the inbox, the scheduler's jobs, the learner's queue), whose
+full text PostgreSQL makes itself. Ids are kept, so a memory's `source_ids` still name
+its episodes and a turn its conversation; each table's next id then follows the largest
+copied.
 
 The copy is one transaction on PostgreSQL, and the file is read in one transaction too
 (a consistent view; other writers wait). The user's schema must hold nothing yet: a
@@ -52,7 +53,19 @@ if TYPE_CHECKING:
     from anima.store.pg import PgStore
 
 CORE = ("conversations", "turns", "episodes", "memories", "egress")  # in the order their references need
-LEFT_OUT = ("notes", "goals", "milestones", "events", "doc_files", "reminders", "inbox", "jobs")
+TABLES = (
+    "notes",
+    "goals",
+    "milestones",
+    "events",
+    "doc_files",
+    "doc_passages",
+    "reminders",
+    "inbox",
+    "jobs",
+    "learn_queue",
+)
+KEYS = {"jobs": "name", "doc_files": "path", "learn_queue": "episode_id", "doc_passages": "rowid"}  # else: id
 SAMPLES, K, TIE, SEED = 20, 10, 1e-5, 0
 CHUNK = 1000
 
@@ -76,7 +89,6 @@ class Migration:
     user: str
     schema: str
     rows: dict[str, int]  # copied, per table
-    left_out: dict[str, int]  # rows of tables that were not copied (no PostgreSQL table yet)
     load_s: float
     index_s: float
     checks: list[Check] = field(default_factory=list)
@@ -127,12 +139,12 @@ def copy_store(
     """The memory core of `source` into the empty PgStore `target`, in one transaction, with
     the check above (unless `check` is False: `anima bench memory-scale` copies a store it
     has just made)."""
-    report = Migration(target.user, target.schema, rows={}, left_out={}, load_s=0.0, index_s=0.0)
+    report = Migration(target.user, target.schema, rows={}, load_s=0.0, index_s=0.0)
     committed = False
     with source.transaction(), target.transaction():
         refuse_unless_empty(target)  # again: another process may have written since
         t0 = time.perf_counter()
-        for table in CORE:
+        for table in (*CORE, *TABLES):
             report.rows[table] = _copy_table(source, target, table, progress)
         meta = {r["key"]: r["value"] for r in source._read("SELECT key, value FROM _anima_meta")}
         for key, value in meta.items():
@@ -148,7 +160,6 @@ def copy_store(
         report.index_s = time.perf_counter() - t0
         if progress:
             progress("index vectors", 1, 1)
-        report.left_out = {t: n for t in LEFT_OUT if (n := _count(source, t))}
         if check:
             report.checks = verify(source, target, progress)
         committed = report.ok
@@ -161,7 +172,7 @@ def copy_store(
 
 
 def refuse_unless_empty(target: PgStore) -> None:
-    held = {t: n for t in (*CORE, "_anima_meta") if (n := _count(target, t))}
+    held = {t: n for t in (*CORE, *TABLES, "_anima_meta") if (n := _count(target, t))}
     if held:
         from anima.store.pg_db import where
 
@@ -181,7 +192,9 @@ def _count(store, table: str, where: str = "TRUE") -> int:
 def _read_rows(source: Store, table: str) -> Iterator[list[dict]]:
     """The table's rows in chunks, oldest first; episodes and memories with the text their
     full-text index holds (an episode's may name its speaker) and the vector as text."""
-    query = f"SELECT * FROM {table} ORDER BY id"
+    query = f"SELECT * FROM {table} ORDER BY {KEYS.get(table, 'id')}"
+    if table == "doc_passages":  # an FTS5 table: its id is the rowid
+        query = "SELECT rowid AS id, path, cite, chunk, line_start, line_end, text FROM doc_passages ORDER BY rowid"
     if table in ("episodes", "memories"):
         query = (
             f"SELECT t.*, coalesce(f.text, t.text) AS index_text FROM {table} t "
@@ -219,7 +232,7 @@ def _copy_table(source: Store, target, table: str, progress: Progress | None) ->
 
 def verify(source: Store, target, progress: Progress | None = None) -> list[Check]:
     checks = []
-    for table in (*CORE, "_anima_meta"):
+    for table in (*CORE, *TABLES, "_anima_meta"):
         a, b = _count(source, table), _count(target, table)
         checks.append(Check("meta values" if table == "_anima_meta" else table, str(a), str(b), a == b))
     for table in ("episodes", "memories"):

@@ -65,7 +65,10 @@ def matching(words: list[str]) -> sql.Composable:
     return sql.SQL("(SELECT {}) AS query(q)").format(tsquery)
 
 
-ID_TABLES = ("conversations", "turns", "episodes", "memories", "egress")  # each with an identity id
+ID_TABLES = (  # each with an identity id
+    *("conversations", "turns", "episodes", "memories", "egress", "notes", "goals", "milestones", "events"),
+    *("doc_passages", "reminders", "inbox"),
+)
 TS_CONFIG = "anima_english"  # made in each user's schema by m003_episodes
 HNSW_EF_MAX = 1000  # pgvector's largest hnsw.ef_search
 
