@@ -5,12 +5,13 @@ database, the HNSW index) are tested after."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
-from anima.errors import StoreError
+from anima.errors import BadInput, StoreError
 from anima.store import Episode, Memory, Turn, open_store
 
 
@@ -338,3 +339,28 @@ def test_postgres_url_is_checked_and_bad_servers_are_store_errors(tmp_path):
         Config(store={"url": "mysql://x"})
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL at"):
         open_store(tmp_path, "ann", url=f"postgresql://anima:secret@/postgres?host={tmp_path}")
+
+
+@pytest.mark.parametrize("backend", ["sqlcipher", "postgres"])
+def test_accounts_add_find_list_and_revoke_keys_on_both_backends(request, anima_home, backend):
+    """The API keys: a file in the data dir, or a table in PostgreSQL that servers on
+    several machines share (two connections here, as two servers)."""
+    from anima.store.accounts import open_accounts
+
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else ""
+    one, two = open_accounts(anima_home, url), open_accounts(anima_home, url)
+    name = f"ann{next(_account_names)}"
+    assert not one.any_made() or url  # a shared server may hold other tests' keys
+    key = one.add(name)
+    assert two.user_for(key) == name and two.user_for(key + "x") is None
+    other = two.add(name)
+    mine = [a for a in one.list() if a.name == name]
+    assert sorted(a.key_prefix for a in mine) == sorted([key[:12], other[:12]]) and not any(a.revoked for a in mine)
+    assert one.any_active() and two.revoke(key[:12]) == 1 and one.user_for(key) is None
+    assert one.user_for(other) == name and one.revoke(name) == 1 and two.user_for(other) is None
+    assert all(a.revoked for a in two.list() if a.name == name) and one.any_made()
+    with pytest.raises(BadInput):
+        one.add("../etc")
+
+
+_account_names = itertools.count()

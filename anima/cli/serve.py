@@ -18,9 +18,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def accounts():
-    from anima.store.accounts import Accounts
+    """The accounts file in the data dir, or the table in PostgreSQL with `store.url`."""
+    from anima.store.accounts import open_accounts
 
-    return Accounts(data_dir() / "accounts.db")
+    return open_accounts(data_dir(), load_config().store.url)
 
 
 @users_app.command("add")
