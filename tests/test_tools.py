@@ -106,6 +106,29 @@ def test_the_model_calls_a_tool_and_answers_from_its_result():
     assert reply.turn.reply == text and reply.turn.status == "ok"
 
 
+def test_the_tool_loop_runs_on_its_own_with_any_chat_model():
+    """ToolLoop needs no assistant: a model, a toolbox, the options; the user's words
+    reach the tool, and a result's hidden instructions go through `injection`."""
+    from anima.models.base import Options
+    from anima.tools.calls import ToolLoop
+
+    class Injection:  # stands in for the guard's check
+        def neutralise(self, content, learned_too):
+            seen.append((content, learned_too))
+            return content, []
+
+    model = FakeChatModel(['<tool_call>{"name": "add_numbers", "arguments": {"a": 1, "b": 1}}</tool_call>', "It is 2."])
+    seen = []
+    loop = ToolLoop(
+        model, Toolbox([ADD]), Options(), ["add_numbers"], max_steps=1, user_text="1 + 1?", injection=Injection()
+    )
+    chunks = list(loop.stream([{"role": "user", "content": "1 + 1?"}]))
+    assert "".join(c.text for c in chunks) == "It is 2." and chunks[-1].finish_reason == "stop"
+    assert [(r.name, r.content) for r in loop.results] == [("add_numbers", "2")]
+    assert model.calls[1][0][-2]["content"] == "2" and model.calls[1][1].tools is None  # then it must answer
+    assert seen == [("2", True)]  # the result was read as data
+
+
 def test_tool_results_are_data_and_the_loop_is_bounded():
     looping = Tool(
         "fetch_page",

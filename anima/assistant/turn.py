@@ -15,13 +15,11 @@ Nothing runs in front of the first token that does not have to.
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Iterator
 
 from anima.config import Config
 from anima.errors import BadInput
@@ -31,8 +29,8 @@ from anima.models.base import ChatModel, Chunk, Message, Options, Usage
 from anima.persona import Persona, get_persona
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
-from anima.tools import Toolbox, ToolResult, user_message
-from anima.tools.calls import call_start, partial_open, split_calls
+from anima.tools import Toolbox, ToolResult
+from anima.tools.calls import ToolLoop
 
 CHECK_WINDOW = 600  # characters of the reply so far that the fast layer reads before a piece is shown
 _PIECE_END = re.compile(r"[.!?:;\n]\s*$")
@@ -290,118 +288,22 @@ class Reply:
             self.assistant.remember(turn)
 
     def _steps(self) -> Iterator[Chunk]:
-        """The model's reply, with the tool loop in front when tools are offered: the
-        text streams as it comes; when the model opens a tool call, the call itself is
-        generated under a grammar built from the tools' schemas (on backends that can
-        prefill; others write it freely and it is parsed), run, and its result goes back
-        as data for the next step. After `tools.max_steps` calls it must answer."""
-        model, box = self.assistant.model, self.assistant.toolbox
+        """The model's reply, through the tool loop when tools are offered (`ToolLoop`)."""
+        model, box, guard = self.assistant.model, self.assistant.toolbox, self.assistant.guard
         if not self.tools or box is None:
             yield from model.stream(self.messages, self.options)
             return
-        messages, steps, answer_now = list(self.messages), self.assistant.config.tools.max_steps, False
-        for step in range(steps + 1):
-            offered = [] if answer_now or step == steps else self.tools
-            if not offered and step:  # small models echo the last call; say plainly what is wanted now
-                messages.append(
-                    {
-                        "role": "user",
-                        "content": (
-                            "(The tool calls above have been carried out. Now answer my message in plain words, "
-                            "using their results. No more tool calls.)"
-                        ),
-                    }
-                )
-            options = replace(self.options, tools=box.specs(offered)) if offered else self.options
-            held, before, calls = "", "", None
-            stream = model.stream(messages, options)
-            try:
-                for chunk in stream:
-                    if not offered:
-                        yield chunk
-                        continue
-                    held += chunk.text
-                    at, opener = call_start(held, offered)
-                    if at < 0:
-                        keep = partial_open(held)
-                        if len(held) > keep:
-                            before += held[: len(held) - keep]
-                            yield Chunk(held[: len(held) - keep])
-                            held = held[len(held) - keep :]
-                        if chunk.finish_reason is not None:
-                            if held:
-                                yield Chunk(held)
-                            yield Chunk("", chunk.finish_reason, chunk.usage)
-                            return
-                        continue
-                    if held[:at]:
-                        before += held[:at]
-                        yield Chunk(held[:at])
-                    if model.capabilities.prefill:
-                        stream.close()
-                        calls = [self._constrained_call(messages, before + opener, offered)]
-                    else:
-                        rest = held[at:] + "".join(c.text for c in stream)
-                        calls = split_calls(rest, offered)
-                    break
-            finally:
-                stream.close()
-            if calls is None:  # the stream ended without a finish reason
-                return
-            done = {json.dumps([r.name, r.arguments], sort_keys=True) for r in self.tool_results}
-            calls = [c for c in calls if c is not None]
-            fresh = [c for c in calls if json.dumps([c["name"], c.get("arguments") or {}], sort_keys=True) not in done]
-            answer_now = bool(calls) and not fresh  # the same call again: it has its answer
-            if fresh or not calls:
-                messages += self._run_calls(before, fresh)
-
-    def _constrained_call(self, messages: list[Message], before: str, offered: list[str]) -> dict[str, Any] | None:
-        box = self.assistant.toolbox
-        schema = {
-            "anyOf": [
-                {
-                    "type": "object",
-                    "properties": {"name": {"const": name}, "arguments": box.tools[name].parameters},
-                    "required": ["name", "arguments"],
-                }
-                for name in offered
-            ]
-        }
-        options = replace(
-            self.options, tools=box.specs(offered), json_schema=schema, prefix=before, temperature=0.0, max_tokens=300
+        loop = ToolLoop(
+            model,
+            box,
+            self.options,
+            self.tools,
+            max_steps=self.assistant.config.tools.max_steps,
+            user_text=self.turn.user_text,
+            injection=guard.injection if guard is not None else None,
         )
-        text = "".join(c.text for c in self.assistant.model.stream(messages, options))
-        try:
-            call = json.loads(text, strict=False)
-        except ValueError:
-            return None
-        return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
-
-    def _run_calls(self, before: str, calls: list[dict[str, Any]]) -> list[Message]:
-        """Run the calls; the messages that tell the model what it asked and got back.
-        Results are data: instructions hidden in them are removed first."""
-        box, guard = self.assistant.toolbox, self.assistant.guard
-        if not calls:
-            return [
-                {"role": "assistant", "content": before},
-                {"role": "user", "content": "(That tool call was not valid JSON. Answer without tools.)"},
-            ]
-        said = {"role": "assistant", "content": before, "tool_calls": []}
-        results = []
-        for call in calls:
-            token = user_message.set(self.turn.user_text)
-            try:
-                result = box.call(call["name"], call.get("arguments") or {})
-            finally:
-                user_message.reset(token)
-            self.tool_results.append(result)
-            content = box.readable(result.name, result.content, guard.injection if guard is not None else None)
-            ident = f"call_{uuid.uuid4().hex[:12]}"
-            said["tool_calls"].append(
-                {"id": ident, "type": "function", "function": {"name": result.name, "arguments": result.arguments}}
-            )
-            results.append({"role": "tool", "tool_call_id": ident, "name": result.name, "content": content})
-        return [said, *results]
+        self.tool_results = loop.results
+        yield from loop.stream(self.messages)
 
     def _cut(self, parts: list[str], verdict: Verdict, shown: int) -> Iterator[str]:
         """The reply turned unsafe: the unsafe piece is never shown, the log keeps the
