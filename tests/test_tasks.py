@@ -152,15 +152,12 @@ def test_bad_inputs_are_one_line(tmp_path):
 
 
 def _cli(tmp_path, monkeypatch, *args, input=None, script=()):
-    import anima.cli.tasks as tasks_cli
+    from anima.cli.common import Parts
 
     model = FakeChatModel(list(script))
-    real_build = build
-    monkeypatch.setattr("anima.app.build", lambda config: real_build(config, chat_model=model))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ANIMA_BACKEND", "fake")
-    assert tasks_cli  # imported for the patch target above
-    return CliRunner().invoke(app, ["do", *args], input=input), model
+    return CliRunner().invoke(app, ["do", *args], input=input, obj=Parts(chat_model=model)), model
 
 
 def test_cli_asks_before_writing_and_cancel_runs_nothing(tmp_path, monkeypatch):

@@ -14,11 +14,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from anima import __version__
-from anima.app import build
 from anima.assistant.turn import check_input
 from anima.cli.audit import audit_app
 from anima.cli.bench import bench_app
-from anima.cli.common import AnimaGroup, JsonOpt, bytes_progress, err, is_utf8, not_utf8, one_line, out, read_stdin
+from anima.cli.common import (
+    AnimaGroup,
+    JsonOpt,
+    bytes_progress,
+    container_for,
+    err,
+    is_utf8,
+    not_utf8,
+    one_line,
+    out,
+    read_stdin,
+    use_parts,
+)
 from anima.cli.mcp import mcp_app
 from anima.cli.memory import memory_app
 from anima.cli.personas import personas_app
@@ -72,11 +83,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     logging.basicConfig(level=logging.WARNING)
+    use_parts(ctx.obj)  # a test's own chat model, embedder (common.Parts); nothing for a person
 
 
 # --- talking -----------------------------------------------------------------
@@ -97,7 +110,7 @@ def ask(
         text = read_stdin()
     config = load_config(model=model, backend=backend, persona=persona)
     check_input(text, config.persona)  # before the model loads
-    container = build(config)
+    container = container_for(config)
     reply = container.assistant.reply(
         text,
         persona=persona,
@@ -193,7 +206,7 @@ def chat(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     config = load_config(model=model, backend=backend, persona=persona)
     current = get_persona(config.persona).name
-    container = build(config)
+    container = container_for(config)
     with err.status(f"loading {config.model}..."):
         model_name = container.chat_model.name
     out.print(

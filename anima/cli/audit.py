@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,7 @@ import typer
 from rich.table import Table
 
 from anima.audit.targets import TEMPERATURE
-from anima.cli.common import AnimaGroup, JsonOpt, err, labelled_steps, out
+from anima.cli.common import AnimaGroup, JsonOpt, container_for, err, labelled_steps, out
 from anima.config import data_dir, load_config
 from anima.errors import BadInput
 from anima.models import ChatModel
@@ -117,10 +116,10 @@ def audit_run(
     result, memory), secret extraction and a cross-user leak; judge the replies; report
     attack success rate per hazard category and mutator, and over-refusal on benign
     prompts. Example: `anima audit run --target http://127.0.0.1:8787/v1 --model assistant --api-key K`."""
-    from anima.app import build
     from anima.audit.attacks import SUITES, build_cases, default_seeds, read_prompts
     from anima.audit.judge import Judge
-    from anima.audit.runner import Attacker, run, summarise
+    from anima.audit.runner import Attacker
+    from anima.audit.session import run_audit
     from anima.safety.data import safety_data_dir
 
     if suite not in SUITES:
@@ -140,7 +139,7 @@ def audit_run(
     run_dir = resume.parent if resume else data_dir() / "audit" / f"{stamp}-{'url' if is_url else 'self'}-{suite}"
     results_path = resume or run_dir / "results.jsonl"
 
-    container = build(load_config(model=None if is_url else model))
+    container = container_for(load_config(model=None if is_url else model))
     if is_url:
         from anima.models.openai_http import _Client
 
@@ -157,78 +156,53 @@ def audit_run(
     monitor_model = (
         _monitor_model(container, monitor) if monitor != "off" else None
     )  # before the run: a missing model fails fast
-    with tempfile.TemporaryDirectory(prefix="anima-audit-") as scratch:
+
+    def make_target(scratch: Path):
         if is_url:
             from anima.audit.targets import HttpTarget
 
-            tgt = HttpTarget(target, name, api_key, timeout, victim_key, temperature=temperature, seed=seed)
-        else:
-            from anima.audit.targets import SelfTarget
+            return HttpTarget(target, name, api_key, timeout, victim_key, temperature=temperature, seed=seed)
+        from anima.audit.targets import SelfTarget
 
-            tgt = SelfTarget(
-                container.config,
-                container.chat_model,
-                container.embedder,
-                container.guard,
-                Path(scratch),
-                temperature=temperature,
-                seed=seed,
-            )
-        with labelled_steps() as update:
-            results = run(
-                cases,
-                tgt,
-                judge=judge,
-                path=results_path,
-                max_tokens=plan.max_tokens,
-                progress=lambda d, t: update("attacks", d, t),
-                attacker=attacker,
-            )
-            watched = None
-            if monitor_model is not None:
-                from anima.audit.monitor import score, watch
+        return SelfTarget(
+            container.config,
+            container.chat_model,
+            container.embedder,
+            container.guard,
+            scratch,
+            temperature=temperature,
+            seed=seed,
+        )
 
-                verdicts = watch(monitor_model, cases, results, lambda d, t: update("monitor", d, t), monitor_threshold)
-                watched = score(results, verdicts, monitor, judge_meta.get("model"), monitor_threshold)
-            fixed = None
-            if autofix:
-                from anima.audit.autofix import autofix as run_autofix
-
-                fixed = run_autofix(
-                    cases,
-                    results,
-                    tgt,
-                    judge,
-                    plan.max_tokens,
-                    progress=lambda d, t: update("autofix", d, t),
-                    attacker=attacker,
-                    seed=seed,
-                    folder=folder,
-                )
-    summary = summarise(results)
-    meta = {
-        "target": tgt.name if is_url else f"self ({container.chat_model.name})",
-        "suite": suite,
-        "seed": seed,
-        "when": datetime.now().isoformat(timespec="seconds"),
-        "results": str(results_path),
-        "judge": judge_meta,
-        "temperature": temperature,
-        "sampling_seed": seed,
-        "pair": {"seeds": sum(c.mutator == "pair" for c in cases), "iters": plan.pair_iters} if attacker else None,
-    }
-    from anima.audit.report import render
-
-    oversight = _latest_oversight(data_dir() / "audit")
-    html = render(summary, meta, fixed, oversight, watched)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.html").write_text(html, encoding="utf-8")
-    (run_dir / "summary.json").write_text(
-        json.dumps(
-            {"meta": meta, "summary": summary, "monitor": watched, "autofix": fixed, "oversight": oversight}, indent=2
-        ),
-        encoding="utf-8",
-    )
+    with labelled_steps() as update:
+        done = run_audit(
+            cases,
+            make_target,
+            judge=judge,
+            plan=plan,
+            results_path=results_path,
+            run_dir=run_dir,
+            progress=update,
+            attacker=attacker,
+            monitor=(monitor_model, monitor, monitor_threshold),
+            autofix=autofix,
+            seed=seed,
+            folder=folder,
+            oversight_dir=data_dir() / "audit",
+            meta={
+                **({} if is_url else {"target": f"self ({container.chat_model.name})"}),
+                "suite": suite,
+                "seed": seed,
+                "judge": judge_meta,
+                "temperature": temperature,
+                "sampling_seed": seed,
+                "pair": {"seeds": sum(c.mutator == "pair" for c in cases), "iters": plan.pair_iters}
+                if attacker
+                else None,
+            },
+        )
+    summary, fixed, watched, html = done["summary"], done["autofix"], done["monitor"], done["html"]
+    meta, oversight = done["meta"], done["oversight"]
     if report is not None:
         try:
             report.write_text(html, encoding="utf-8")
@@ -300,18 +274,6 @@ def _print_monitor(m: dict) -> None:
             f"monitor cost per reply: p50 {m['ms']['p50']:.0f} ms, p95 {m['ms']['p95']:.0f} ms; escalated "
             f"(neither yes nor no): {m['escalated']}"
         )
-
-
-def _latest_oversight(folder: Path) -> dict | None:
-    """The newest `anima audit oversight` result, shown beside the red-team results."""
-    for path in sorted(folder.glob("oversight-*.json"), reverse=True):
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(result, dict) and "tasks" in result:
-            return result
-    return None
 
 
 def _judge_model(container, target_model: str, explicit: str | None, is_url: bool) -> tuple[ChatModel, dict]:

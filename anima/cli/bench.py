@@ -9,8 +9,7 @@ from typing import Literal, Optional
 import typer
 from rich.table import Table
 
-from anima.app import build
-from anima.cli.common import AnimaGroup, JsonOpt, labelled_steps, out
+from anima.cli.common import AnimaGroup, JsonOpt, container_for, labelled_steps, out
 from anima.config import load_config
 from anima.errors import BadInput
 
@@ -111,7 +110,7 @@ def bench_locomo(
     samples = load_locomo(data)  # before the models load: a wrong file or split is the likelier mistake
     select_split(samples, split)
     config = load_config(model=model, backend="llama_cpp")
-    chat = container_model = build(config).chat_model
+    chat = container_model = container_for(config).chat_model
     learner = None
     if learn:
         learner = (

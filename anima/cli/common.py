@@ -6,8 +6,9 @@ import contextlib
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -96,6 +97,33 @@ def _log_path() -> Path:
         except OSError:
             continue
     return Path("/tmp/anima.log")
+
+
+@dataclass
+class Parts:
+    """What the CLI's containers are built with besides the config: nothing, for a person;
+    a test hands in its own parts as the command line's object,
+    `CliRunner().invoke(app, args, obj=Parts(chat_model=fake))`, instead of patching `build`."""
+
+    chat_model: Any = None
+    embedder: Any = None
+
+
+_parts = Parts()  # of this invocation: set by the root callback from the context's object
+
+
+def use_parts(obj: Any) -> None:
+    """The root callback hands over the command line's object (Parts, or None)."""
+    global _parts
+    _parts = obj if isinstance(obj, Parts) else Parts()
+
+
+def container_for(config):
+    """The command's container for `config` (each part built when first used), with the
+    Parts the command line was invoked with."""
+    from anima.app import build
+
+    return build(config, chat_model=_parts.chat_model, embedder=_parts.embedder)
 
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")

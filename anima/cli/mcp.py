@@ -8,8 +8,7 @@ import json
 import typer
 from rich.markup import escape
 
-from anima.app import build
-from anima.cli.common import AnimaGroup, JsonOpt, err, out
+from anima.cli.common import AnimaGroup, JsonOpt, container_for, err, out
 from anima.config import config_path, load_config
 
 mcp_app = typer.Typer(
@@ -66,13 +65,13 @@ def serve(
 
     config = load_config()
     if http is None:
-        create_server(build(config)).run()
+        create_server(container_for(config)).run()
         return
     import uvicorn
 
     from anima.cli.serve import accounts
 
-    app = http_app(build(config), accounts())
+    app = http_app(container_for(config), accounts())
     err.print(
         f"anima MCP server on http://127.0.0.1:{http}/mcp "
         f"(send `Authorization: Bearer <key>`, a key of user '{config.user}')",

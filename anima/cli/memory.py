@@ -11,8 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from anima.app import build
-from anima.cli.common import MAX_INT, AnimaGroup, IdArg, JsonOpt, err, out, steps_progress
+from anima.cli.common import MAX_INT, AnimaGroup, IdArg, JsonOpt, container_for, err, out, steps_progress
 from anima.config import load_config
 from anima.errors import BadInput
 from anima.memory.service import dumps
@@ -27,7 +26,7 @@ def _memory(with_model: bool = False):
     learning, so that listing or editing never loads a model."""
     from anima.memory import MemoryService
 
-    container = build(load_config())
+    container = container_for(load_config())
     return container.memory if with_model else MemoryService(container.store, container.embedder)
 
 

@@ -11,8 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from anima.app import build
-from anima.cli.common import AnimaGroup, IdArg, JsonOpt, err, out
+from anima.cli.common import AnimaGroup, IdArg, JsonOpt, container_for, err, out
 from anima.config import load_config
 from anima.proactive import inbox
 from anima.tools import reminders as rm
@@ -28,7 +27,7 @@ AllOpt = typer.Option(False, "--all", help="Also show finished ones.")
 
 def _open():
     """The configured user's store and settings (no model is loaded)."""
-    container = build(load_config())
+    container = container_for(load_config())
     return container.store, container.config
 
 

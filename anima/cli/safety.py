@@ -9,8 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from anima.app import build
-from anima.cli.common import AnimaGroup, JsonOpt, err, out, read_stdin, steps_progress
+from anima.cli.common import AnimaGroup, JsonOpt, container_for, err, out, read_stdin, steps_progress
 from anima.config import load_config
 from anima.errors import BadInput
 
@@ -40,7 +39,7 @@ def guard_train(
             err.print(f"guard heads present and up to date in {heads_dir()}")
         return
     data = source_folder(data)  # before the embedder loads: a missing folder is the likelier mistake
-    container = build(load_config(guard={"enabled": False}))
+    container = container_for(load_config(guard={"enabled": False}))
     with err.status("training the guard...") as status:
         result = train_all(
             container.embedder.embed, data, progress=lambda step: status.update(f"training the guard: {step}")
@@ -69,7 +68,7 @@ def guard_check(
         text = read_stdin()
     if role not in ("user", "assistant"):
         raise BadInput(f"unknown role {role!r}", "use user or assistant")
-    guard = build(load_config()).guard
+    guard = container_for(load_config()).guard
     if guard is None:
         raise BadInput("the guard is off (guard.enabled = false)", "turn it on to check text")
     v = guard.check(text, role)  # type: ignore[arg-type]
@@ -130,7 +129,7 @@ def eval_guard(
             read_labelled(data, fmt, text_field, label_field, unsafe_values.split(",") if unsafe_values else None),
             limit,
         )
-    container = build(load_config(guard={"layer2": "off" if layers == "1" else layers}))
+    container = container_for(load_config(guard={"layer2": "off" if layers == "1" else layers}))
     guard = container.guard
     if guard is None:
         raise BadInput("the guard is off (guard.enabled = false)", "turn it on to evaluate it")
@@ -178,7 +177,7 @@ def eval_injection(
     from anima.safety.evaluate import bipia_cases, sample
     from anima.safety.evaluate import eval_injection as run
 
-    guard = build(load_config(guard={"layer2": "off"})).guard
+    guard = container_for(load_config(guard={"layer2": "off"})).guard
     if guard is None or guard.injection is None:
         raise BadInput("the injection detector is off (guard.enabled / guard.injection)", "turn them on to evaluate it")
     folder = (data.parent if (data / "email_train.jsonl").is_file() else data) if data.is_dir() else None

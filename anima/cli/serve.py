@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from anima.cli.common import AnimaGroup, JsonOpt, err, out
+from anima.cli.common import AnimaGroup, JsonOpt, container_for, err, out
 from anima.config import data_dir, load_config
 from anima.errors import BadInput
 
@@ -65,7 +65,6 @@ def serve(
     """Serve the OpenAI-compatible API (with memory) on HOST:PORT."""
     import uvicorn
 
-    from anima.app import build
     from anima.server import Server, create_app
 
     config = load_config(model=model)
@@ -74,7 +73,7 @@ def serve(
         raise BadInput(
             f"refusing to listen on {host} with no API keys", "run `anima users add NAME` first, or serve on 127.0.0.1"
         )
-    container = build(config)
+    container = container_for(config)
     with err.status("loading models..."):
         server = Server(config, registry, **container.shared(), max_waiting=max_waiting)
     out.print(

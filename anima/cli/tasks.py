@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from anima.cli.common import JsonOpt, err, out, steps_progress
+from anima.cli.common import JsonOpt, container_for, err, out, steps_progress
 from anima.config import load_config
 
 
@@ -35,7 +35,6 @@ def do(
     as_json: bool = JsonOpt,
 ) -> None:
     """Plan a multi-step task, show the plan, and run it with tools once approved."""
-    from anima.app import build
     from anima.assistant.tasks import attach, check_goal, load_plan, log_task, make_plan, run_plan, task_folder
     from anima.persona import get_persona
 
@@ -44,7 +43,7 @@ def do(
     plan = load_plan(plan_file) if plan_file else None
     if plan is None and not goal.strip():
         check_goal(goal, None)
-    container = build(config)
+    container = container_for(config)
     guard = container.guard
     check_goal(plan.goal if plan else goal, guard)
     now = datetime.now().astimezone()

@@ -11,8 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from anima.app import build
-from anima.cli.common import MAX_INT, AnimaGroup, IdArg, JsonOpt, out
+from anima.cli.common import MAX_INT, AnimaGroup, IdArg, JsonOpt, container_for, out
 from anima.config import load_config
 
 calendar_app = typer.Typer(cls=AnimaGroup, help="Import, export and ask your calendar (.ics).", no_args_is_help=True)
@@ -22,7 +21,7 @@ notes_app = typer.Typer(cls=AnimaGroup, help="Notes: write down, list, search.",
 
 
 def _store():
-    return build(load_config()).store
+    return container_for(load_config()).store
 
 
 def _print_json(value) -> None:
@@ -78,7 +77,7 @@ def docs_index(
 
     config = load_config()
     folders = [str(folder)] if folder else list(config.tools.documents)
-    for report in index_documents(build(config).store, folders):
+    for report in index_documents(container_for(config).store, folders):
         out.print(report.summary(), highlight=False, markup=False)
 
 
