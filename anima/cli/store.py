@@ -22,8 +22,9 @@ def migrate(
     to: str = typer.Option(..., "--to", help="The PostgreSQL server to copy into: postgresql://... (with pgvector)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Copy the user's memory core (conversations, turns, episodes, memories, egress log)
-    from their encrypted file into PostgreSQL, in one transaction, ids kept; then check
+    """Copy the user's store (conversations, episodes, memories, notes, goals, calendar,
+    documents, reminders, inbox, ...) from their encrypted file into PostgreSQL, in one
+    transaction, ids kept; then check
     the copy (row counts, sampled records and searches). Exit 1 when the check fails:
     nothing is kept then. The user's schema there must be empty."""
     from anima.store.migrate import copy_store, open_stores

@@ -4,7 +4,7 @@ A key is shown once, when it is made; only its SHA-256 is kept (keys are 256 ran
 bits, so a plain hash is enough: there is nothing to brute-force). The file holds
 no personal data, so it is plain SQLite; each user's own data lives in their own
 encrypted store. With `store.url` on PostgreSQL, the same table is in the schema
-`anima_accounts` there (`PgAccounts`), so that servers on several machines share it.
+`"anima-accounts"` there (`PgAccounts`), so that servers on several machines share it.
 """
 
 from __future__ import annotations
@@ -125,12 +125,16 @@ class PgAccounts(Accounts):
             )
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        from anima.store.pg_db import placeholders
+
         with self._lock:
-            return [tuple(r.values()) for r in self.db.execute(sql.replace("?", "%s"), params)]
+            return [tuple(r.values()) for r in self.db.execute(placeholders(sql), params)]
 
     def _change(self, sql: str, params: tuple = ()) -> int:
+        from anima.store.pg_db import placeholders
+
         with self._lock, self.db.transaction():
-            return self.db.execute(sql.replace("?", "%s"), params).rowcount
+            return self.db.execute(placeholders(sql), params).rowcount
 
 
 def open_accounts(data_dir: Path, url: str = "") -> Accounts:

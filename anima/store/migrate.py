@@ -65,7 +65,7 @@ TABLES = (
     "jobs",
     "learn_queue",
 )
-KEYS = {"jobs": "name", "doc_files": "path", "learn_queue": "episode_id", "doc_passages": "rowid"}  # else: id
+KEYS = {"jobs": "name", "doc_files": "path", "learn_queue": "episode_id"}  # else: id
 SAMPLES, K, TIE, SEED = 20, 10, 1e-5, 0
 CHUNK = 1000
 
@@ -136,7 +136,7 @@ def open_stores(data_dir: Path, user: str, url: str) -> Iterator[tuple[Store, Pg
 def copy_store(
     source: Store, target: PgStore, progress: Progress | None = None, vector_index: str = "hnsw", check: bool = True
 ) -> Migration:
-    """The memory core of `source` into the empty PgStore `target`, in one transaction, with
+    """Every table of `source` into the empty PgStore `target`, in one transaction, with
     the check above (unless `check` is False: `anima bench memory-scale` copies a store it
     has just made)."""
     report = Migration(target.user, target.schema, rows={}, load_s=0.0, index_s=0.0)

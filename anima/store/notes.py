@@ -1,6 +1,6 @@
 """Notes: short texts the user keeps (`notes`), each with an optional title, and their
 words in a full-text index to find them by (SQLite: `fts_notes`, BM25; PostgreSQL: a
-`tsv` column, `pg_tables.PgNotes`)."""
+`tsv` column, `pg.PgNotes`)."""
 
 from __future__ import annotations
 

@@ -42,19 +42,18 @@ from anima.store.inbox import Inbox
 from anima.store.jobs import Jobs
 from anima.store.learn_queue import LearnQueue
 from anima.store.notes import Notes
-from anima.store.pg_db import open_schema, schema_name, to_vector, where  # first: a missing psycopg is a StoreError
+from anima.store.pg_db import (  # first: a missing psycopg is a StoreError
+    open_schema,
+    placeholders,
+    schema_name,
+    to_vector,
+    where,
+)
 from anima.store.reminders import Reminders
 from anima.store.sql import now, query_words
 from anima.store.store import USER_SUBJECTS, Conversation, Episode, Memory, Turn, in_profile, profile_rank
 
 _TABLES = {"episodes": Episode, "memories": Memory}
-
-
-def _placeholders(query: str) -> str:
-    """SQL written for both backends, with psycopg's placeholders instead of SQLite's `?`
-    (our own statements: none has a `?` or a `%` of its own)."""
-    assert "%" not in query, query
-    return query.replace("?", "%s")
 
 
 def matching(words: list[str]) -> sql.Composable:
@@ -116,11 +115,11 @@ class PgStore:
 
     def _select(self, query: str, params: tuple = ()) -> list[dict]:
         """A query written for both backends (`?` placeholders)."""
-        return self._read(_placeholders(query), params)
+        return self._read(placeholders(query), params)
 
     def _write(self, query: str, params: tuple = ()) -> int:
         with self.transaction() as db:
-            return db.execute(_placeholders(query), params).rowcount
+            return db.execute(placeholders(query), params).rowcount
 
     def _insert(self, table: str, row: dict, conflict: str | None = None, replace: Iterable[str] = ()) -> int | None:
         """As `sql.insert`: the new id (None when a row with the same `conflict` value stays)."""
@@ -158,21 +157,12 @@ class PgStore:
         return rows[0]["value"] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO _anima_meta (key, value) VALUES (%s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        self._insert("_anima_meta", {"key": key, "value": value}, conflict="key", replace=["value"])
 
     # --- conversations and turns ----------------------------------------------
 
     def new_conversation(self, persona: str, title: str = "") -> int:
-        with self.transaction() as db:
-            return db.execute(
-                "INSERT INTO conversations (title, persona, created_at) VALUES (%s, %s, %s) RETURNING id",
-                (title, persona, now()),
-            ).fetchone()["id"]
+        return self._insert("conversations", {"title": title, "persona": persona, "created_at": now()})
 
     def conversations(self, limit: int = 50) -> list[Conversation]:
         rows = self._read(
@@ -183,17 +173,10 @@ class PgStore:
     def log_turn(self, turn: Turn) -> int:
         row = asdict(turn)
         del row["id"]
-        cols = sql.SQL(", ").join(map(sql.Identifier, row))
-        values = sql.SQL(", ").join(map(sql.Placeholder, row))
-        with self.transaction() as db:
-            turn.id = db.execute(
-                sql.SQL("INSERT INTO turns ({}) VALUES ({}) RETURNING id").format(cols, values), row
-            ).fetchone()["id"]
+        with self.transaction():
+            turn.id = self._insert("turns", row)
             if turn.status == "ok":  # an untitled conversation is named by its first question
-                db.execute(
-                    "UPDATE conversations SET title = %s WHERE id = %s AND title = ''",
-                    (turn.user_text[:60], turn.conversation_id),
-                )
+                self._update("conversations", {"title": turn.user_text[:60]}, id=turn.conversation_id, title="")
         return turn.id
 
     def turns(self, conversation_id: int, limit: int | None = None) -> list[Turn]:
@@ -421,11 +404,7 @@ class PgStore:
         return self._get("memories", ids)
 
     def log_egress(self, destination: str, chars: int, redacted: dict[str, int]) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO egress (ts, destination, chars, redacted) VALUES (%s, %s, %s, %s)",
-                (now(), destination, chars, Jsonb(redacted)),
-            )
+        self._insert("egress", {"ts": now(), "destination": destination, "chars": chars, "redacted": Jsonb(redacted)})
 
     def egress(self, limit: int = 100) -> list[dict]:
         return self._read("SELECT ts, destination, chars, redacted FROM egress ORDER BY id DESC LIMIT %s", (limit,))
@@ -478,10 +457,7 @@ class PgStore:
             )
 
     def invalidate_memory(self, memory_id: int, when: str | None = None) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE memories SET valid_to = %s, updated_at = %s WHERE id = %s", (when or now(), now(), memory_id)
-            )
+        self._update("memories", {"valid_to": when or now(), "updated_at": now()}, id=memory_id)
 
     def delete_memory(self, memory_id: int) -> bool:
         return self._delete("memories", memory_id)

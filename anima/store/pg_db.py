@@ -124,6 +124,13 @@ def drop_user(url: str, user: str) -> None:
         db.execute(sql.SQL("DROP ROLE {}").format(schema))
 
 
+def placeholders(query: str) -> str:
+    """SQL written for both backends, with psycopg's placeholders instead of SQLite's `?`
+    (our own statements: none has a `?` or a `%` of its own)."""
+    assert "%" not in query, query
+    return query.replace("?", "%s")
+
+
 def to_vector(vector) -> str | None:
     """pgvector's text form of the L2-normalised vector; None for a zero vector (no
     direction to compare), which is left out of vector search, as in SQLite."""
