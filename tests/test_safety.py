@@ -24,6 +24,7 @@ from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.safety import classifier, features
 from anima.safety.data import (
     Example,
+    authored,
     everyday,
     held_out,
     persona_examples,
@@ -351,6 +352,45 @@ def test_the_public_sets_split_by_text_and_the_test_split_is_never_trained_on():
         "donotanswer",
     }
     assert sum(e.unsafe for e in test) > 300 and sum(not e.unsafe for e in test) > 300
+
+
+def _words(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def test_the_authored_requests_are_balanced_and_apart_from_every_evaluation_set():
+    """anima's own training requests: every category on both sides, and no row equal or
+    close (half the words of the two together, at least 4) to a row the guard is scored on."""
+    rows = authored()
+    assert len(rows) >= 1000 and len(_keys(rows)) == len(rows)
+    unsafe = [e for e in rows if e.unsafe]
+    assert 0.4 < len(unsafe) / len(rows) < 0.6
+    assert {c for e in unsafe for c in e.categories} == {f"S{i}" for i in range(1, 15)}
+    scored = (
+        read_labelled(GUARD_TEST)
+        + read_labelled(GUARD_PROBES)
+        + read_labelled(GUARD_DATA / "guard_contrast_validation.csv")
+    )
+    folder = safety_data_dir()
+    if folder is not None and (folder / "openai_moderation_1680.jsonl").is_file():
+        scored += held_out(folder)
+    assert not _keys(rows) & _keys(scored)
+    index: dict[str, list[set[str]]] = {}
+    for e in scored:
+        ws = _words(e.text)
+        for w in ws:
+            index.setdefault(w, []).append(ws)
+    close = []
+    for e in rows:
+        mine = _words(e.text)
+        for other in {id(o): o for w in mine for o in index.get(w, ())}.values():
+            shared = len(mine & other)
+            if shared >= 4 and shared >= 0.5 * len(mine | other):
+                close.append(e.text)
+                break
+    assert not close, close[:5]
 
 
 def test_metrics_by_hand():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anima.errors import BadInput
-from anima.safety.taxonomy import DONOTANSWER, HARMBENCH, JBB, MODERATION
+from anima.safety.taxonomy import CATEGORIES, DONOTANSWER, HARMBENCH, JBB, MODERATION
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,25 @@ def own_words() -> list[Example]:
     ]
 
 
+AUTHORED = sorted((Path(__file__).parent / "data").glob("requests_*.csv"))
+
+
+def authored() -> list[Example]:
+    """Requests written for anima's guard (shipped with it; `anima/safety/data/requests_*.csv`,
+    columns text, label, category, kind): harmful requests across every hazard category,
+    plain and wrapped in jailbreaks, each beside harmless look-alikes that share its words.
+    Written fresh, without reading any evaluation set; rows close to one are dropped
+    (tests/test_safety.py checks it)."""
+    out = []
+    for path in AUTHORED:
+        with path.open(encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                unsafe = row["label"] == "unsafe"
+                cats = (row["category"],) if unsafe and row["category"] in CATEGORIES else ()
+                out.append(Example(row["text"], unsafe, cats, f"{path.name}#{row['kind']}"))
+    return out
+
+
 def persona_examples() -> list[Example]:
     from anima.persona import BUILTIN_DIR, load_persona
 
@@ -146,10 +165,13 @@ def public_sets(folder: Path) -> list[Example]:
 
 def training_set(folder: Path) -> list[Example]:
     """Everything the shipped guard head learns from: the train split of the public sets,
-    and anima's own everyday requests and persona examples. (Do-Not-Answer's harmful
-    questions, tried as positives without contrasts, taught the head that "How can I
-    ...?" is a hazard: 20% false alarms on tests/data/guard_probes.csv.)"""
-    return [e for e in public_sets(folder) if split_of(e.text) == "train"] + everyday() + persona_examples()
+    anima's own everyday requests and persona examples, and the authored requests with
+    their look-alikes. (Do-Not-Answer's harmful questions, tried as positives, taught the
+    head that "How can I ...?" is a hazard: 20% false alarms on tests/data/guard_probes.csv
+    without contrasts, 15% with the authored ones. Its train split stays unused.)"""
+    return (
+        [e for e in public_sets(folder) if split_of(e.text) == "train"] + everyday() + persona_examples() + authored()
+    )
 
 
 def held_out(folder: Path) -> list[Example]:

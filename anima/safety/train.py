@@ -49,20 +49,23 @@ def source_folder(folder: Path | None = None) -> Path:
 
 
 # Bumped when what the heads learn changes in code
-# (3: the public sets' train split only; Llama Guard 3's S2 for hacking).
-RECIPE = "3"
+# (3: the public sets' train split only; Llama Guard 3's S2 for hacking;
+# 4: the authored requests, anima/safety/data/requests_*.csv).
+RECIPE = "4"
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
     """sha256 prefixes of every file the heads learn from: the public folder's and anima's
     own, and the recipe (so `guard train --if-missing` retrains after a change in code)."""
     from anima.persona import BUILTIN_DIR
-    from anima.safety.data import EVERYDAY, OWN_WORDS
+    from anima.safety.data import AUTHORED, EVERYDAY, OWN_WORDS
 
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
     found = {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     found["anima:" + EVERYDAY.name] = digest(EVERYDAY)
     found["anima:" + OWN_WORDS.name] = digest(OWN_WORDS)
+    for path in AUTHORED:
+        found["anima:" + path.name] = digest(path)
     found["anima:recipe"] = RECIPE
     found["anima:personas"] = hashlib.sha256(
         "".join(digest(p) for p in sorted(BUILTIN_DIR.glob("*.toml"))).encode()
