@@ -168,7 +168,9 @@ def training_set(folder: Path) -> list[Example]:
     anima's own everyday requests and persona examples, and the authored requests with
     their look-alikes. (Do-Not-Answer's harmful questions, tried as positives, taught the
     head that "How can I ...?" is a hazard: 20% false alarms on tests/data/guard_probes.csv
-    without contrasts, 15% with the authored ones. Its train split stays unused.)"""
+    without contrasts, 15% with the authored ones; with a safe look-alike written for each
+    of them too, validation recall fell 0.88 -> 0.84 and false alarms rose 0.038 -> 0.054.
+    Its train split stays unused.)"""
     return (
         [e for e in public_sets(folder) if split_of(e.text) == "train"] + everyday() + persona_examples() + authored()
     )
