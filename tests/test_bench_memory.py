@@ -249,6 +249,28 @@ def test_locomo_run_on_a_tiny_file(tmp_path):
     assert 0 < result["context_tokens"]["anima"]["max"] <= 1000 and result["context_tokens"]["bm25"]["max"] > 0
 
 
+def test_learning_is_scored_beside_the_episodes_alone(tmp_path):
+    """With a learner, the report holds recall over the episodes alone too (the
+    ablation), and a learned memory counts for the turn it was learned from."""
+
+    def learner(messages):
+        numbered = re.findall(r"^(\d+)\. (\w+): (.*)$", messages[-1]["content"], re.M)
+        return "\n".join(f"{n}: {who} said: {text}" for n, who, text in numbered if "puppy" in text) or "none"
+
+    result = run_locomo(
+        tiny_locomo(tmp_path),
+        answering_model(),
+        FakeEmbedder(),
+        answer_limit=0,
+        full_limit=0,
+        learn_model=FakeChatModel([learner] * 10),
+    )
+    assert result["episodes_only"]["overall"]["n_recall"] == result["anima"]["overall"]["n_recall"] == 4
+    assert result["ingest"]["learn_seconds"] is not None
+    plain = run_locomo(tiny_locomo(tmp_path), answering_model(), FakeEmbedder(), answer_limit=0, full_limit=0)
+    assert "episodes_only" not in plain and plain["ingest"]["learn_seconds"] is None
+
+
 def test_full_context_answers_go_to_the_long_context_model_with_its_budget(tmp_path):
     chat, long = answering_model(), answering_model()
     result = run_locomo(

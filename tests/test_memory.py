@@ -76,7 +76,7 @@ def test_learning_stores_memories_with_provenance_and_resolved_dates(memory, mod
         and "Wednesday 2023-05-10" in user["content"]
         and "1. Maya: Next Friday" in user["content"]
     )
-    assert model.calls[0][1].json_schema is not None  # constrained output
+    assert model.calls[0][1].json_schema is None  # lines, no grammar: see extract.SYSTEM
 
 
 def test_a_bare_extraction_gets_its_kind_subject_and_date_from_its_sentence(memory, model):
@@ -171,6 +171,28 @@ def test_orders_to_an_assistant_are_told_from_facts_that_look_alike(text, order)
     from anima.memory.extract import _INSTRUCTION
 
     assert bool(_INSTRUCTION.search(text)) is order
+
+
+def test_memories_come_as_numbered_lines_each_tied_to_its_message(memory, model):
+    """The learner's own format: "N: sentence" per line, N the message it came from;
+    other lines (a preamble, "none", a stray bullet) are ignored."""
+    first = memory.observe("I start at Globex next Friday", when=NOW)
+    second = memory.observe("My brother Tom visits in June", when=NOW)
+    model.enqueue(
+        "Here are the memories:\n1: Maya starts a new job at Globex next Friday.\n"
+        "- 2: Maya's brother Tom will visit Maya in June.\nnone\n7: A message that does not exist."
+    )
+    memory._learn([first, second], [("Maya", "I start at Globex next Friday"), ("Maya", "My brother Tom visits")], NOW)
+    got = {m.text: (m.kind, m.subject, m.ref_date, m.source_ids) for m in memory.store.list_memories()}
+    assert got["Maya starts a new job at Globex next Friday."] == ("plan", "Maya", "2023-05-12", [first])
+    assert got["Maya's brother Tom will visit Maya in June."][3] == [second]
+    assert "A message that does not exist." in got  # kept, tied to the nearest message instead
+    assert len(got) == 3
+
+
+def test_a_reply_of_none_learns_nothing(memory, model):
+    model.enqueue("none")
+    assert memory.learn(memory.observe("hi!", when=NOW), "hi!", NOW) == []
 
 
 def test_unreadable_extraction_learns_nothing_and_breaks_nothing(memory, model):

@@ -13,7 +13,8 @@ For each conversation: a fresh encrypted store; every turn ingested as an episod
 with its session's timestamp (optionally also distilled into memories by the model,
 one batch call per chunk of a session); then, for every question, anima's hybrid
 recall (10 hits, fitted to the prompt budget as the assistant does) against a plain
-BM25 baseline over the raw turns (10 turns).
+BM25 baseline over the raw turns (10 turns). When memories were learned, recall over the
+episodes alone is scored too ("episodes_only"): the ablation of what learning adds.
 
 Recall counts turns against a budget of k, in the order the prompt shows them:
 - turn_recall@k: the question counts when all its evidence turns are among the first
@@ -58,7 +59,7 @@ from anima.errors import BadInput
 from anima.memory import MemoryService
 from anima.memory.ingest import sample_messages
 from anima.memory.locomo import CATEGORY_NAMES, Question, Sample, answer_f1, load_locomo
-from anima.memory.retrieve import Hit, fit, memory_block, profile
+from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
 from anima.models.base import ChatModel, Embedder, Options, complete
 from anima.store import Key, Store
 from anima.timeparse import parse_session_time
@@ -307,6 +308,10 @@ def opening_sessions(model: ChatModel, sample: Sample, tokens: int | None = None
     return ("\n".join(lines), inside) if inside else ("", set())
 
 
+def _provenance(hits: list[Hit], ref_of: dict[int, str]) -> list[list[str]]:
+    return [[ref_of[e] for e in h.episode_ids if e in ref_of] for h in hits]
+
+
 def _tokens(counts: list[int]) -> dict:
     return {"mean": round(statistics.mean(counts), 1), "max": max(counts)} if counts else {}
 
@@ -349,6 +354,8 @@ def run_locomo(
 
     rng = random.Random(SEED)
     systems: dict[str, list[Row]] = {"anima": [], "bm25": []}
+    if learn_model is not None:  # the ablation: what recall finds without what was learned
+        systems["episodes_only"] = []
     full: dict[str, list[float]] = {"full_context": [], "anima": [], "bm25": []}
     full_j: list[bool] = []
     full_j_anima: list[bool] = []
@@ -386,8 +393,7 @@ def run_locomo(
                 )  # what fits in the prompt is what counts
                 search_ms.append((time.perf_counter() - t0) * 1000)
                 bm25 = [ref_of[e] for e, _ in store.search_text("episodes", q.question, max(K)) if e in ref_of]
-                provenance = [[ref_of[e] for e in h.episode_ids if e in ref_of] for h in hits]
-                ours = score(q.category, evidence[key], shown_turns(hits, ref_of), provenance)
+                ours = score(q.category, evidence[key], shown_turns(hits, ref_of), _provenance(hits, ref_of))
                 base = score(q.category, evidence[key], bm25, [[d] for d in bm25])
                 block, lines = memory_block(prof, hits), _turn_lines(sample, bm25)
                 context_tokens["anima"].append(model.count_tokens(block))
@@ -407,6 +413,11 @@ def run_locomo(
                             full_j_anima.append(ours.j)
                 systems["anima"].append(ours)
                 systems["bm25"].append(base)
+                if "episodes_only" in systems:
+                    alone = fit(prof, recall(store, embedder, q.question, now, max(K), ("episodes",)), turns=max(K))
+                    systems["episodes_only"].append(
+                        score(q.category, evidence[key], shown_turns(alone, ref_of), _provenance(alone, ref_of))
+                    )
                 done_q += 1
                 if progress:
                     progress("questions", done_q, total_q)

@@ -173,12 +173,12 @@ def _print_locomo(result: dict) -> None:
     )
     rows = [("overall", "overall")] + [(str(c), f"{c} {name}") for c, name in CATEGORY_NAMES.items()]
     for key, label in rows:
-        for system in ("anima", "bm25"):
+        for system in [name for name in ("anima", "episodes_only", "bm25") if name in result]:
             r = result[system]["overall"] if key == "overall" else result[system]["by_category"][key]
             table.add_row(
                 label if system == "anima" else "",
                 f"{r['n']} ({r['n_recall']})",
-                system,
+                "anima, episodes only" if system == "episodes_only" else system,
                 fmt(r["turn_recall@5"]),
                 fmt(r["turn_recall@10"]),
                 fmt(r["session_recall@5"]),
