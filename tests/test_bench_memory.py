@@ -261,11 +261,12 @@ def test_learning_is_scored_beside_the_episodes_alone(tmp_path):
         tiny_locomo(tmp_path),
         answering_model(),
         FakeEmbedder(),
-        answer_limit=0,
+        answer_limit=3,
         full_limit=0,
         learn_model=FakeChatModel([learner] * 10),
     )
     assert result["episodes_only"]["overall"]["n_recall"] == result["anima"]["overall"]["n_recall"] == 4
+    assert result["episodes_only"]["overall"]["n_answered"] == result["anima"]["overall"]["n_answered"] == 3
     assert result["ingest"]["learn_seconds"] is not None
     plain = run_locomo(tiny_locomo(tmp_path), answering_model(), FakeEmbedder(), answer_limit=0, full_limit=0)
     assert "episodes_only" not in plain and plain["ingest"]["learn_seconds"] is None

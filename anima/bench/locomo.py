@@ -14,7 +14,8 @@ with its session's timestamp (optionally also distilled into memories by the mod
 one batch call per chunk of a session); then, for every question, anima's hybrid
 recall (10 hits, fitted to the prompt budget as the assistant does) against a plain
 BM25 baseline over the raw turns (10 turns). When memories were learned, recall over the
-episodes alone is scored too ("episodes_only"): the ablation of what learning adds.
+episodes alone is scored and answered too ("episodes_only"): the ablation of what
+learning adds.
 
 Recall counts turns against a budget of k, in the order the prompt shows them:
 - turn_recall@k: the question counts when all its evidence turns are among the first
@@ -415,9 +416,11 @@ def run_locomo(
                 systems["bm25"].append(base)
                 if "episodes_only" in systems:
                     alone = fit(prof, recall(store, embedder, q.question, now, max(K), ("episodes",)), turns=max(K))
-                    systems["episodes_only"].append(
-                        score(q.category, evidence[key], shown_turns(alone, ref_of), _provenance(alone, ref_of))
-                    )
+                    row = score(q.category, evidence[key], shown_turns(alone, ref_of), _provenance(alone, ref_of))
+                    if key in answering:
+                        said, row.f1 = _answer(model, sample, q, memory_block(prof, alone), rng)
+                        row.j = judge(model, q, said) if judged else None
+                    systems["episodes_only"].append(row)
                 done_q += 1
                 if progress:
                     progress("questions", done_q, total_q)
