@@ -251,7 +251,7 @@ def test_locomo_run_on_a_tiny_file(tmp_path):
 
 def test_learning_is_scored_beside_the_episodes_alone(tmp_path):
     """With a learner, the report holds recall over the episodes alone too (the
-    ablation), and a learned memory counts for the turn it was learned from."""
+    ablation), answered as often as anima with its memories."""
 
     def learner(messages):
         numbered = re.findall(r"^(\d+)\. (\w+): (.*)$", messages[-1]["content"], re.M)
