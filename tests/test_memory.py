@@ -190,6 +190,14 @@ def test_memories_come_as_numbered_lines_each_tied_to_its_message(memory, model)
     assert len(got) == 3
 
 
+def test_an_echo_of_the_numbered_input_is_not_a_memory(memory, model):
+    """A model that repeats its input ("1. Maya: I ...") stores nothing from that line."""
+    first = memory.observe("I have a peanut allergy", when=NOW)
+    model.enqueue("1. Maya: I have a peanut allergy\n1: Maya has a peanut allergy.")
+    memory._learn([first], [("Maya", "I have a peanut allergy")], NOW)
+    assert [m.text for m in memory.store.list_memories()] == ["Maya has a peanut allergy."]
+
+
 def test_a_reply_of_none_learns_nothing(memory, model):
     model.enqueue("none")
     assert memory.learn(memory.observe("hi!", when=NOW), "hi!", NOW) == []

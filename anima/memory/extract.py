@@ -120,9 +120,12 @@ def extract(
     opts = options or Options(max_tokens=60 + 60 * min(len(messages), 6), temperature=0.0)
     reply = complete(model, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], opts)
     found = []
+    speakers = {speaker for speaker, _ in messages}
     for item in _items(reply.text):
         fact = str(item.get("text", "")).strip()
         if len(fact) < 4 or _INSTRUCTION.search(fact):
+            continue
+        if fact.partition(":")[0].strip() in speakers:  # "1. Maya: I ..." is the input echoed, not a memory
             continue
         sources = sorted({n - 1 for n in item.get("from") or [] if isinstance(n, int) and 1 <= n <= len(messages)})
         if not sources and len(messages) == 1:
