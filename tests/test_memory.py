@@ -349,7 +349,7 @@ def test_learning_gives_the_model_up_at_the_next_token_when_a_request_comes_and_
     from anima.memory import Learner
 
     request = threading.Event()
-    consumed, closed = [], []
+    consumed, closed, arrived = [], [], []
     reply = extraction(("Maya runs marathons.", "fact", "Maya", ""))
 
     class Model(FakeChatModel):
@@ -358,6 +358,7 @@ def test_learning_gives_the_model_up_at_the_next_token_when_a_request_comes_and_
             try:
                 for n, piece in enumerate([reply[i : i + 8] for i in range(0, len(reply), 8)]):
                     if attempt == 0 and n == 2:
+                        arrived.append(time.monotonic())
                         request.set()  # a request comes in while the first attempt writes
                     consumed.append((attempt, n))
                     yield Chunk(piece)
@@ -367,12 +368,14 @@ def test_learning_gives_the_model_up_at_the_next_token_when_a_request_comes_and_
 
     memory.model = Model()
     learner = Learner(memory, idle=lambda: not request.is_set(), busy=request.is_set)
+    learner.busy_since = lambda: arrived[0] if request.is_set() else None
     learner.submit(memory.observe("I run marathons", when=NOW), "I run marathons", NOW)
     deadline = time.monotonic() + 5
     while not closed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert closed == [0] and max(n for a, n in consumed if a == 0) == 2  # stopped at the token the request came in
     assert memory.store.list_memories() == [] and learner.preempted == 1
+    assert len(learner.gave_way_ms) == 1 and 0 <= learner.gave_way_ms[0] < 1000  # measured from the arrival
     request.clear()  # the request is answered: quiet again
     learner.drain()
     assert [m.text for m in memory.store.list_memories()] == ["Maya runs marathons."] and learner.errors == []

@@ -115,6 +115,37 @@ def test_a_background_generation_gives_the_model_up_at_the_next_token(default_mo
     assert waited < 1.0, waited  # one decode step is ~50 ms on this CPU
 
 
+def test_a_background_prompt_is_read_in_slices_and_given_up_between_them(default_model):
+    """A request that comes while the learner still reads a long prompt (~12 s of
+    prefill here) waits for one slice of it (~0.3 s), not for the whole prompt."""
+    import threading
+
+    from anima.models.base import Preempted, giving_way
+
+    request, outcome = threading.Event(), {}
+    long = " ".join(f"Note {n}: the blue heron came back to the pond on day {n}." for n in range(80))
+
+    def learn() -> None:
+        try:
+            with giving_way(request.is_set):
+                complete(default_model, [{"role": "user", "content": long + " Summarise."}], Options(max_tokens=4))
+            outcome["finished"] = True
+        except Preempted:
+            outcome["preempted"] = True
+
+    assert default_model.count_tokens(long) > 1000
+    background = threading.Thread(target=learn)
+    background.start()
+    time.sleep(2)  # reading the prompt
+    request.set()
+    asked = time.perf_counter()
+    with default_model.lock:
+        waited = time.perf_counter() - asked
+    background.join(30)
+    assert outcome == {"preempted": True}
+    assert waited < 1.0, waited
+
+
 def test_prompt_longer_than_context_is_context_too_long(small_model):
     with pytest.raises(ContextTooLong, match="context window is 512"):
         list(small_model.stream([{"role": "user", "content": "word " * 2000}], Options(max_tokens=8)))

@@ -363,9 +363,17 @@ def test_learning_waits_while_requests_are_in_flight(anima_home):
     server = Server(config, Accounts(anima_home / "accounts.db"), FakeChatModel(), FakeEmbedder())
     learner = server.container("local").assistant.learner
     assert learner is not None and learner.idle == server.idle
+    assert learner.busy_since() is None
+    before = time.monotonic()
     server.admit()
     assert not learner.idle()
+    since = learner.busy_since()
+    assert since is not None and before <= since <= time.monotonic()  # what a give-way is timed from
+    server.admit()  # a second request meanwhile: still timed from the first
+    assert learner.busy_since() == since
     server.release()
+    server.release()
+    assert learner.busy_since() is None
     assert not learner.idle()  # a quiet moment first: the next request may be right behind
     server.quiet_s = 0.0
     assert learner.idle()

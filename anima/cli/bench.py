@@ -385,8 +385,11 @@ def bench_serve(
     errors = {side: sum(r["errors"] for r in sides[side]["rounds"]) for side in sides}
     out.print(
         f"errors: {errors}; anima: memory {result['memory']}, guard {result['guard']}; "
-        "learning per round (done/queued/failed): "
-        + ", ".join(f"{x.get('done')}/{x.get('queued')}/{x.get('failed')}" for x in result["learning"])
+        "learning per round (done/queued/failed, gave way: times, slowest ms): "
+        + ", ".join(
+            f"{x.get('done')}/{x.get('queued')}/{x.get('failed')}, {x.get('gave_way')} {x.get('gave_way_ms_max')}"
+            for x in result["learning"]
+        )
     )
     for name, ratio in result["ratios"].items():
         out.print(

@@ -66,6 +66,9 @@ class MemoryService:
             conversation_id=conversation_id,
         )
         said = f"{speaker}: {text}" if speaker else text  # "what did Ana say about X" finds Ana's turns
+        # Tried and left (2026-12-04): the message before it in the full-text entry too, so an
+        # answer is found by its question's words. Turn recall@10 on LoCoMo's tune split 0.705 ->
+        # 0.739, on the report split 0.699 -> 0.701 (multi-hop 0.16 -> 0.12): it did not carry over.
         return self.store.add_episode(episode, self._vector(said), said)
 
     def learn(self, episode_id: int, text: str, when: datetime, speaker: str = "User") -> list[Decision]:
@@ -278,6 +281,8 @@ class Learner:
         self.errors: list[str] = []
         self.done = 0  # messages learned from (or failed), for /api/health
         self.preempted = 0  # times learning gave way to a request
+        self.busy_since: Callable[[], float | None] = lambda: None  # when the request in flight came (monotonic)
+        self.gave_way_ms: list[float] = []  # from a request's arrival to the model given up, each time
         self._stopped = False
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
@@ -334,6 +339,8 @@ class Learner:
                     break
                 except Preempted:  # a request came in: the same message again, at the next quiet moment
                     self.preempted += 1
+                    if (since := self.busy_since()) is not None:
+                        self.gave_way_ms.append((time.monotonic() - since) * 1000)
                     if not self._quiet():
                         self.queue.release(episode_id)
                         return

@@ -110,13 +110,18 @@ def giving_way(wanted: Callable[[], bool]):
         _background.wanted = before
 
 
+def wanted_elsewhere() -> Callable[[], bool] | None:
+    """Inside `giving_way` on this thread: the check whether a request wants the model."""
+    return getattr(_background, "wanted", None)
+
+
 def complete(model: ChatModel, messages: list[Message], options: Options | None = None) -> Completion:
     """Run `model.stream` to the end and join the pieces."""
     start = time.perf_counter()
     parts: list[str] = []
     first = None
     last = Chunk("")
-    wanted = getattr(_background, "wanted", None)
+    wanted = wanted_elsewhere()
     stream = model.stream(messages, options or Options())
     try:
         for chunk in stream:

@@ -92,6 +92,7 @@ class Server:
         self._slots = threading.Semaphore(1 + self.max_waiting)
         self._active = 0  # requests admitted and not finished
         self._last_busy = 0.0
+        self._busy_since = 0.0  # when the requests in flight began to be (monotonic)
 
     def stop_learning(self) -> None:
         for container in self._users.values():
@@ -107,6 +108,7 @@ class Server:
                 "queued": sum(lr.pending() for lr in learners),
                 "failed": sum(len(lr.errors) for lr in learners),
                 "gave_way": sum(lr.preempted for lr in learners),
+                "gave_way_ms_max": max((round(ms, 1) for lr in learners for ms in lr.gave_way_ms), default=None),
             }
         }
         if (cache := getattr(self.chat_model, "cache", None)) is not None:
@@ -115,6 +117,10 @@ class Server:
 
     def in_flight(self) -> int:
         return self._active
+
+    def busy_since(self) -> float | None:
+        """When the requests now in flight began to be (monotonic); None when there are none."""
+        return self._busy_since if self._active else None
 
     def idle(self) -> bool:
         """No request in flight for `quiet_s`: back-to-back requests leave no gap to learn in."""
@@ -136,6 +142,7 @@ class Server:
                 if container.assistant.learner is not None:
                     container.assistant.learner.idle = self.idle  # learn between requests, never in front of one
                     container.assistant.learner.busy = self.in_flight
+                    container.assistant.learner.busy_since = self.busy_since
                 self._users[user] = container
             return self._users[user]
 
@@ -148,6 +155,8 @@ class Server:
                 "queue_full",
             )
         with self._users_lock:
+            if self._active == 0:
+                self._busy_since = time.monotonic()
             self._active += 1
 
     def release(self) -> None:
