@@ -263,12 +263,8 @@ class LlamaCppChatModel:
         and stops between slices when a request wants the model, so the request waits for
         one slice, not the whole prompt; what was read stays in the KV cache. The last
         token is left for `create_completion`, which skips the prefix already read."""
-        llm, same = self.llm, 0
-        for old, new in zip(llm.input_ids[: llm.n_tokens], tokens):
-            if old != new:
-                break
-            same += 1
-        llm.n_tokens = min(same, len(tokens) - 1)
+        llm = self.llm
+        llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
         while llm.n_tokens < len(tokens) - 1:
             if wanted():
                 raise Preempted(f"{self.name} was wanted for a request")
@@ -287,12 +283,7 @@ class LlamaCppChatModel:
         ids = {w: self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False)[0] for w in words}
         with self.lock:
             llm = self.llm
-            same = 0
-            for old, new in zip(llm.input_ids[: llm.n_tokens], tokens):
-                if old != new:
-                    break
-                same += 1
-            llm.n_tokens = min(same, len(tokens) - 1)  # at least one token to evaluate
+            llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)  # one to evaluate
             llm.eval(tokens[llm.n_tokens :])
             logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
             return {w: float(logits[i]) for w, i in ids.items()}
