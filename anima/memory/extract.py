@@ -102,6 +102,20 @@ _INSTRUCTION = re.compile(
 )
 
 
+# A message that speaks to the other person and not of its speaker ("You'll be an awesome
+# mom!", "What got you into running?") is not read by the model: no first-person word, and
+# a second-person word or a question. On LoCoMo's tune split that is 26% of the messages
+# and 5.6% of the turns that some question rests on (report split: 23% and 6.3%); those
+# turns stay searchable as episodes.
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|we've|us|our|ours)\b", re.IGNORECASE)
+_SECOND_PERSON = re.compile(r"\b(?:you|you're|you've|you'd|you'll|your|yours|yourself|y'all)\b", re.IGNORECASE)
+
+
+def of_its_speaker(text: str) -> bool:
+    """Whether a message may say something about its speaker (see above)."""
+    return bool(_FIRST_PERSON.search(text)) or not (_SECOND_PERSON.search(text) or text.rstrip().endswith("?"))
+
+
 @dataclass
 class Candidate:
     text: str

@@ -18,7 +18,7 @@ from types import UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from anima.errors import AnimaError, BadInput, NotFound
-from anima.memory.extract import extract
+from anima.memory.extract import extract, of_its_speaker
 from anima.memory.reconcile import Decision, reconcile
 from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
 from anima.models.base import ChatModel, Embedder, Preempted, giving_way
@@ -79,8 +79,10 @@ class MemoryService:
         self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime, ask: bool = True
     ) -> list[Decision]:
         """`ask`: let the model settle a new memory that is close to an old one (see reconcile)."""
-        if self.model is None:
+        keep = [i for i, (_, text) in enumerate(messages) if of_its_speaker(text)]
+        if self.model is None or not keep:
             return []
+        episode_ids, messages = [episode_ids[i] for i in keep], [messages[i] for i in keep]
         decisions = []
         for candidate in extract(self.model, messages, when):
             vector = self._vector(candidate.text)
