@@ -106,7 +106,9 @@ _INSTRUCTION = re.compile(
 # mom!", "What got you into running?") is not read by the model: no first-person word, and
 # a second-person word or a question. On LoCoMo's tune split that is 26% of the messages
 # and 5.6% of the turns that some question rests on (report split: 23% and 6.3%); those
-# turns stay searchable as episodes.
+# turns stay searchable as episodes. Conv-30 (tune, 1.5B model, chunks of 6) was learned in
+# 427 s instead of 653 s, turn recall@10 with the memories 0.695 against 0.648 (chunks of 8:
+# 478 s, 0.657); conv-42 (report) in 637 s instead of 930 s (README).
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|me|my|mine|myself|we|we're|we've|us|our|ours)\b", re.IGNORECASE)
 _SECOND_PERSON = re.compile(r"\b(?:you|you're|you've|you'd|you'll|your|yours|yourself|y'all)\b", re.IGNORECASE)
 
