@@ -284,7 +284,7 @@ class Learner:
         self.done = 0  # messages learned from (or failed), for /api/health
         self.preempted = 0  # times learning gave way to a request
         self.busy_since: Callable[[], float | None] = lambda: None  # when the request in flight came (monotonic)
-        self.gave_way_ms: list[float] = []  # from a request's arrival to the model given up, each time
+        self.gave_way_ms_max: float | None = None  # slowest give-way, from the request's arrival
         self._stopped = False
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="anima-learner", daemon=True)
@@ -342,7 +342,8 @@ class Learner:
                 except Preempted:  # a request came in: the same message again, at the next quiet moment
                     self.preempted += 1
                     if (since := self.busy_since()) is not None:
-                        self.gave_way_ms.append((time.monotonic() - since) * 1000)
+                        ms = (time.monotonic() - since) * 1000
+                        self.gave_way_ms_max = max(ms, self.gave_way_ms_max or 0.0)
                     if not self._quiet():
                         self.queue.release(episode_id)
                         return

@@ -108,7 +108,9 @@ class Server:
                 "queued": sum(lr.pending() for lr in learners),
                 "failed": sum(len(lr.errors) for lr in learners),
                 "gave_way": sum(lr.preempted for lr in learners),
-                "gave_way_ms_max": max((round(ms, 1) for lr in learners for ms in lr.gave_way_ms), default=None),
+                "gave_way_ms_max": max(
+                    (round(lr.gave_way_ms_max, 1) for lr in learners if lr.gave_way_ms_max is not None), default=None
+                ),
             }
         }
         if (cache := getattr(self.chat_model, "cache", None)) is not None:
