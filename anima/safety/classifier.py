@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,14 @@ EMBED_CHARS = 256  # the embedding sees the start of a message: ~60 tokens keep 
 FOLD = 1 << 14  # the category heads read the n-grams folded into this many slots
 CODES = list(CATEGORIES)
 FORMAT = 2
+# A piece of a long message counts as unsafe above threshold + (1 - threshold) * this.
+# Chosen on validation data: the 400 rows of tests/data/guard_contrast_validation.csv
+# each wrapped in a long template (a persona preamble, a novel's set-up, a professor's
+# credentials, a week of notes, a developer-mode header) and 255 windows of LoCoMo chat.
+# Harmful rows caught when wrapped, harmless wrapped rows flagged, chat windows flagged:
+# whole message only 0.325 / 0.042 / 0.004; pieces at the threshold 0.938 / 0.179 /
+# 0.043; at 0.7 of the way 0.738 / 0.050 / 0.004 (0.5: 0.825 / 0.058 / 0.020).
+PIECE_MARGIN = 0.7
 
 Embed = Callable[[list[str]], list[list[float]]]
 
@@ -108,6 +117,19 @@ class Head:
 
     def score_texts(self, texts: Sequence[str], embed: Embed | None) -> tuple[np.ndarray, list[list[str]]]:
         return self.score(texts, embed_start(embed, texts, self.v.shape[0]))
+
+    def score_long(self, text: str, embed: Embed | None) -> tuple[float, list[str]]:
+        """P(unsafe) of a message read whole and in pieces (`pieces`), the highest, so a
+        request inside a long template is read about as it would be alone. A piece is
+        short and out of context, so it must score higher to count (PIECE_MARGIN)."""
+        p, cats = self.score_texts([text, *pieces(text)], embed)
+        t = self.threshold
+        cut = t + (1 - t) * PIECE_MARGIN
+        # a piece's score on the whole message's scale: `cut` lands on the threshold
+        q = np.where(p < cut, p * t / cut, t + (p - cut) * (1 - t) / (1 - cut))
+        q[0] = p[0]
+        best = int(np.argmax(q))
+        return float(q[best]), cats[best]
 
     def score(
         self, texts: Sequence[str], embeddings: np.ndarray, categories: bool = True
@@ -238,6 +260,31 @@ def _calibrate(examples: list[Example], embeddings: np.ndarray, l2: float, k: in
     threshold = _best_threshold(p, y)
     gaps = np.percentile(np.abs(p - threshold), np.arange(101))
     return threshold, gaps
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?:;>])\s+|\n+")
+
+
+def pieces(text: str, size: int = EMBED_CHARS, limit: int = 8) -> list[str]:
+    """A long message cut at sentence ends into runs of about `size` characters, at most
+    `limit` of them (kept evenly across the text); none for a message that short.
+    Read whole, a long message's embedding sees only its start and its n-grams are
+    diluted by the rest: a harmful request at the end of a role-play preamble scored as
+    the preamble did."""
+    readable = features.readable(text)
+    if len(readable) <= size * 5 // 4:
+        return []
+    runs: list[str] = []
+    for sentence in (s.strip() for s in _SENTENCE_END.split(readable)):
+        if not sentence:
+            continue
+        if runs and len(runs[-1]) + 1 + len(sentence) <= size:
+            runs[-1] += " " + sentence
+        else:
+            runs.append(sentence)
+    if len(runs) > limit:
+        runs = [runs[round(i * (len(runs) - 1) / (limit - 1))] for i in range(limit)]
+    return runs
 
 
 def embed_start(embed: Embed | None, texts: Sequence[str], dim: int = 0) -> np.ndarray:

@@ -90,9 +90,8 @@ class Guard:
                 return Verdict(True, layer="off", injection=inj, layers_ms=layers)
             return self._llm(text, role, p1=None, cats1=[], layers=layers, inj=inj)
         t = time.perf_counter()
-        p, cats = self.head.score_texts([text], self.embed)
+        p1, cats1 = self.head.score_long(text, self.embed)
         layers["classifier"] = (time.perf_counter() - t) * 1000
-        p1, cats1 = float(p[0]), cats[0]
         threshold = self.threshold if self.threshold is not None else self.head.threshold
         lo, hi = self.head.band_for(self.llm_share, threshold)
         if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and lo < p1 < hi)):
