@@ -90,7 +90,11 @@ class Guard:
                 return Verdict(True, layer="off", injection=inj, layers_ms=layers)
             return self._llm(text, role, p1=None, cats1=[], layers=layers, inj=inj)
         t = time.perf_counter()
-        p1, cats1 = self.head.score_long(text, self.embed)
+        if role == "user":  # pieces find a request inside a long message (validated on requests only)
+            p1, cats1 = self.head.score_long(text, self.embed)
+        else:
+            p, cats = self.head.score_texts([text], self.embed)
+            p1, cats1 = float(p[0]), cats[0]
         layers["classifier"] = (time.perf_counter() - t) * 1000
         threshold = self.threshold if self.threshold is not None else self.head.threshold
         lo, hi = self.head.band_for(self.llm_share, threshold)
