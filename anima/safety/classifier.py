@@ -27,12 +27,12 @@ FOLD = 1 << 14  # the category heads read the n-grams folded into this many slot
 CODES = list(CATEGORIES)
 FORMAT = 2
 # A piece of a long message counts as unsafe above threshold + (1 - threshold) * this.
-# Chosen on validation data: the 400 rows of tests/data/guard_contrast_validation.csv
-# each wrapped in a long template (a persona preamble, a novel's set-up, a professor's
-# credentials, a week of notes, a developer-mode header) and 255 windows of LoCoMo chat.
-# Harmful rows caught when wrapped, harmless wrapped rows flagged, chat windows flagged:
-# whole message only 0.325 / 0.042 / 0.004; pieces at the threshold 0.938 / 0.179 /
-# 0.043; at 0.7 of the way 0.738 / 0.050 / 0.004 (0.5: 0.825 / 0.058 / 0.020).
+# Chosen on validation data (scripts/guard_pieces.py): the 400 rows of
+# tests/data/guard_contrast_validation.csv each wrapped in a long template, and 255
+# windows of LoCoMo chat. Harmful wrapped rows caught / harmless wrapped rows flagged /
+# chat windows flagged: whole message only 0.325 / 0.042 / 0.004; pieces at the
+# threshold (0) 0.938 / 0.179 / 0.043; 0.5: 0.850 / 0.058 / 0.024; 0.7: 0.719 / 0.050 /
+# 0.004; 0.9: 0.487 / 0.042 / 0.004.
 PIECE_MARGIN = 0.7
 
 Embed = Callable[[list[str]], list[list[float]]]
