@@ -110,12 +110,11 @@ def main() -> None:
     for name, items in sets.items():
         whole, joined, piece = [], [], []
         for text, _ in items:
-            parts = classifier.joined(text)
-            cut = classifier.pieces(text)
-            p = head.score_texts([text, *parts, *cut], embed)[0]
+            read, cut = head.readings(text)  # as the guard reads it
+            p = head.score_texts(read + cut, embed)[0]
             whole.append(p[0])
-            joined.append(max(p[: 1 + len(parts)]))
-            piece.append(max(p[1 + len(parts) :], default=0.0))
+            joined.append(max(p[: len(read)]))
+            piece.append(max(p[len(read) :], default=0.0))
         y = np.array([u for _, u in items])
         scores[name] = (np.array(whole), np.array(joined), np.array(piece), y)
 

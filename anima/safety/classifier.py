@@ -34,6 +34,7 @@ FORMAT = 2
 # threshold (0) 0.938 / 0.179 / 0.043; 0.5: 0.850 / 0.058 / 0.024; 0.7: 0.719 / 0.050 /
 # 0.004; 0.9: 0.487 / 0.042 / 0.004.
 PIECE_MARGIN = 0.7
+EMBEDDED_PIECES = 8  # pieces of a longer message are ranked by their n-grams; these many are read
 
 Embed = Callable[[list[str]], list[list[float]]]
 
@@ -118,12 +119,23 @@ class Head:
     def score_texts(self, texts: Sequence[str], embed: Embed | None) -> tuple[np.ndarray, list[list[str]]]:
         return self.score(texts, embed_start(embed, texts, self.v.shape[0]))
 
+    def readings(self, text: str) -> tuple[list[str], list[str]]:
+        """What `score_long` reads: the message and its joined parts (a request put back
+        together counts as it is), and the pieces, at most EMBEDDED_PIECES of them (the
+        embedding is the cost: the pieces' n-grams pick which get one)."""
+        runs = pieces(text)
+        if len(runs) > EMBEDDED_PIECES:
+            x = rows(runs, self.idf, np.zeros((len(runs), 0)))
+            keep = np.sort(np.argsort(-x.dot(self.w, np.zeros(0)), kind="stable")[:EMBEDDED_PIECES])
+            runs = [runs[i] for i in keep]
+        return [text, *joined(text)], runs
+
     def score_long(self, text: str, embed: Embed | None) -> tuple[float, list[str]]:
         """P(unsafe) of a message read whole and in pieces (`pieces`), the highest, so a
         request inside a long template is read about as it would be alone. A piece is
         short and out of context, so it must score higher to count (PIECE_MARGIN)."""
-        whole = [text, *joined(text)]  # a request put back together counts as it is
-        p, cats = self.score_texts(whole + pieces(text), embed)
+        whole, runs = self.readings(text)
+        p, cats = self.score_texts(whole + runs, embed)
         t = self.threshold
         cut = t + (1 - t) * PIECE_MARGIN
         # a piece's score on the whole message's scale: `cut` lands on the threshold
@@ -267,7 +279,7 @@ _ASSIGNED = re.compile(r"\b\w{1,12}\s*=\s*[\"\u201c']([^\"\u201d']{1,300})[\"\u2
 _SENTENCE_END = re.compile(r"(?<=[.!?:;>])\s+|\n+")
 
 
-def pieces(text: str, size: int = EMBED_CHARS, limit: int = 8) -> list[str]:
+def pieces(text: str, size: int = EMBED_CHARS, limit: int = 64) -> list[str]:
     """A long message cut at sentence ends into runs of about `size` characters, at most
     `limit` of them (kept evenly across the text); none for a message that short.
     Read whole, a long message's embedding sees only its start and its n-grams are
