@@ -27,7 +27,7 @@ FOLD = 1 << 14  # the category heads read the n-grams folded into this many slot
 CODES = list(CATEGORIES)
 FORMAT = 2
 # A piece of a long message counts as unsafe above threshold + (1 - threshold) * this.
-# Chosen on validation data (scripts/guard_pieces.py): the 400 rows of
+# Chosen on validation data (scripts/guard_pieces.py, heads of f31edd6): the 400 rows of
 # tests/data/guard_contrast_validation.csv each wrapped in a long template, and 255
 # windows of LoCoMo chat. Harmful wrapped rows caught / harmless wrapped rows flagged /
 # chat windows flagged: whole message only 0.325 / 0.042 / 0.004; pieces at the
