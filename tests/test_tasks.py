@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -231,9 +232,9 @@ class FlagsEverything:
     """An injection head that calls every sentence an instruction (as the real one does
     with plain requests: "Write a poem about the sea." scored >= 0.5)."""
 
-    def score_texts(self, texts, embed):
-        import numpy as np
+    v = np.zeros(1)  # embedding width
 
+    def score(self, texts, embeddings, categories=True):
         return np.ones(len(texts)), None
 
 

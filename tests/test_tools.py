@@ -196,7 +196,9 @@ def test_readable_strips_instructions_from_data_but_only_the_rules_phrasings_fro
     from anima.safety.injection import InjectionDetector
 
     class FlagsEverything:
-        def score_texts(self, texts, embed):
+        v = np.zeros(1)  # embedding width
+
+        def score(self, texts, embeddings, categories=True):
             return np.ones(len(texts)), None
 
     detector = InjectionDetector(FlagsEverything(), lambda texts: [[0.0]] * len(texts))

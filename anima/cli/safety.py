@@ -169,12 +169,18 @@ def eval_injection(
     label_field: Optional[str] = typer.Option(None, "--label-field"),
     unsafe_values: Optional[str] = typer.Option(None, "--unsafe-values", help="Label values meaning injected."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1),
+    insert: Optional[Path] = typer.Option(
+        None,
+        "--insert",
+        help="A text file of attack instructions, one per line: each document of --data (all clean) "
+        "is scored as is and with one of them inserted.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Precision, recall, F1 and FPR of the injection detector on documents with and
     without an inserted instruction."""
-    from anima.safety.data import read_labelled
-    from anima.safety.evaluate import bipia_cases, sample
+    from anima.safety.data import read_labelled, text_lines
+    from anima.safety.evaluate import bipia_cases, inserted_cases, sample
     from anima.safety.evaluate import eval_injection as run
 
     guard = container_for(load_config(guard={"layer2": "off"})).guard
@@ -194,6 +200,14 @@ def eval_injection(
             limit,
         )
         types = ctx = None
+        if insert is not None:
+            attacks = text_lines(insert)
+            if any(c.unsafe for c in cases) or not attacks:
+                raise BadInput(
+                    f"--insert needs clean documents in {data.name} and attack lines in {insert.name}",
+                    "give a file of clean documents and a text file of one instruction per line",
+                )
+            cases = inserted_cases(cases, attacks)
     with steps_progress() as progress:
         task = progress.add_task("scoring", total=len(cases))
         result = run(

@@ -251,6 +251,11 @@ def _lines(path: Path) -> list[str]:
         raise BadInput(f"cannot read {path} as UTF-8 text: {exc}", "give a CSV or JSONL text file") from exc
 
 
+def text_lines(path: Path) -> list[str]:
+    """The lines of a text file, without blank lines and `#` comments."""
+    return [line.strip() for line in _lines(path) if not line.lstrip().startswith("#")]
+
+
 def _csv(path: Path) -> list[dict[str, str]]:
     try:
         with path.open(newline="", encoding="utf-8") as f:

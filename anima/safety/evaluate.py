@@ -208,6 +208,17 @@ def insert(context: str, attack: str, where: str) -> str:
     return "\n".join(lines[:mid] + [attack] + lines[mid:])
 
 
+def inserted_cases(docs: list[Example], attacks: list[str]) -> list[Example]:
+    """Each clean document once as is and once with an attack instruction inserted (the
+    attacks in turn; at the start, middle and end in turn): a held-out injection test
+    from any set of documents and any list of attacks."""
+    cases = []
+    for i, doc in enumerate(docs):
+        attacked = insert(doc.text, attacks[i % len(attacks)], ("start", "middle", "end")[i % 3])
+        cases += [Example(doc.text, False, (), doc.source), Example(attacked, True, (), doc.source)]
+    return cases
+
+
 def bipia_cases(
     folder: Path, limit: int | None = None, seed: int = 0, folds: int = 5
 ) -> tuple[list[Example], list[str], list[str]]:

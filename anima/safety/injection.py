@@ -1,12 +1,15 @@
 """Prompt injection: instructions hidden in text that should be data (tool results,
 documents, web pages, stored memories), and jailbreak framing in the user's own text.
 
-Two signals, per sentence, the larger wins:
+Per sentence, the largest of:
 - rules: the phrasings attacks keep reusing ("ignore previous instructions", "you are
   now", "developer mode", chat-template tokens, ...);
-- a head (same features as the guard's layer 1) trained to tell instructions aimed at
-  an AI from the sentences of ordinary emails and answers (BIPIA's attack instructions
-  against its clean contexts).
+- in data only: a head (same features as the guard's layer 1) trained to tell
+  instructions aimed at an AI from the sentences of ordinary emails and answers
+  (BIPIA's attack instructions against its clean contexts), discounted by how well the
+  sentence fits the rest of the text (an inserted instruction is off-topic; a to-do in
+  a to-do list is not); text about "your answer" or "your reply" (it is aimed at
+  whoever writes one); and a question off the text's topic.
 `neutralise` removes the flagged sentences before the model sees the text.
 """
 
@@ -18,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from anima.safety.classifier import Embed, Head
+from anima.safety.classifier import Embed, Head, embed_start
 
 _RULES = [
     (
@@ -58,6 +61,18 @@ _RULES = [
     ),
 ]
 _COMPILED = [(re.compile(p, re.IGNORECASE | re.MULTILINE), w) for p, w in _RULES]
+# Data that talks about the reply its reader will write is talking to the assistant
+# (a user's own words may: "in your answer, use bullet points").
+_YOUR_REPLY = re.compile(
+    r"\byour (answer|reply|response|output)s?\b"
+    r"|\b(answer|reply|respond)\b.{0,20}\b(in|using|with|without)\b.{0,30}"
+    r"\b(language|letters|numbers|symbols|spaces|emojis?|cipher|format)\b",
+    re.IGNORECASE,
+)
+YOUR_REPLY_SCORE = 0.9
+# A question that does not fit the text around it (cosine to the rest below this), in a
+# text of at least OFF_TOPIC_TEXT sentences (in a short email the question is the email).
+OFF_TOPIC, OFF_TOPIC_SCORE, OFF_TOPIC_TEXT = 0.15, 0.6, 4
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 MAX_SEGMENTS = 64
 
@@ -71,11 +86,24 @@ def rule_score(text: str) -> float:
     return max((w for rx, w in _COMPILED if rx.search(text)), default=0.0)
 
 
+def coherence(emb: np.ndarray) -> np.ndarray:
+    """How well each sentence fits the others: the cosine of its embedding to the mean of
+    the rest (0 when there is no rest, or no embedding)."""
+    n = len(emb)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True) if n else np.zeros((0, 1))
+    if n < 2 or not norms.all():
+        return np.zeros(n)
+    unit = emb / norms
+    rest = unit.sum(0) - unit
+    rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-9)
+    return (unit * rest).sum(1)
+
+
 @dataclass
 class InjectionDetector:
     head: Head | None = None
     embed: Embed | None = None
-    threshold: float = 0.5
+    threshold: float = 0.45  # chosen on BIPIA leave-attack-type-out CV (validation): FPR 0.020 there
 
     def segment_scores(self, text: str, learned_too: bool = True) -> list[tuple[str, float]]:
         segs = segments(text)
@@ -83,7 +111,14 @@ class InjectionDetector:
             return []
         learned = np.zeros(len(segs))
         if self.head is not None and learned_too:
-            learned = self.head.score_texts(segs, self.embed)[0]
+            emb = embed_start(self.embed, segs, self.head.v.shape[0])
+            fit = coherence(emb)
+            learned = self.head.score(segs, emb, categories=False)[0] * (1 - np.clip(fit, 0, 1))
+            for i, s in enumerate(segs):
+                if _YOUR_REPLY.search(s):
+                    learned[i] = max(learned[i], YOUR_REPLY_SCORE)
+                if s.endswith("?") and fit[i] < OFF_TOPIC and len(segs) >= OFF_TOPIC_TEXT:
+                    learned[i] = max(learned[i], OFF_TOPIC_SCORE)
         return [(s, max(rule_score(s), float(p))) for s, p in zip(segs, learned)]
 
     def score(self, text: str) -> float:
