@@ -28,8 +28,20 @@ END:VCALENDAR
 """
 
 
+class OnFriday(datetime):
+    """A fixed clock: the plan's prompts carry today's date and the calendar's week, so
+    the seeded model writes the same plan whatever day the suite runs (on Saturday
+    2026-12-05 it planned six one-line write steps)."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2026, 12, 4, 10, 0, tzinfo=tz)
+
+
 def test_a_plan_with_tools_runs_to_the_end(link_models, tmp_path, monkeypatch):
     link_models("default", "minilm")
+    for module in ("anima.cli.tasks", "anima.assistant.tasks", "anima.tools"):
+        monkeypatch.setattr(f"{module}.datetime", OnFriday)
     config = load_config(memory={"learn": False}, generation={"seed": 7, "max_tokens": 300})
     store = build(config).store
     goals.add_goal(
@@ -40,7 +52,7 @@ def test_a_plan_with_tools_runs_to_the_end(link_models, tmp_path, monkeypatch):
         milestones=["run 10 km", "long run of 25 km", "long run of 32 km"],
     )
     ics = tmp_path / "week.ics"
-    ics.write_text(ICS.format(day=datetime.now().strftime("%Y%m%d")))
+    ics.write_text(ICS.format(day=OnFriday.now().strftime("%Y%m%d")))
     calendar.import_ics(store, ics)
     store.close()
     monkeypatch.chdir(tmp_path)
