@@ -8,8 +8,9 @@ Per sentence, the largest of:
   instructions aimed at an AI from the sentences of ordinary emails and answers
   (BIPIA's attack instructions against its clean contexts), discounted by how well the
   sentence fits the rest of the text (an inserted instruction is off-topic; a to-do in
-  a to-do list is not); text about "your answer" or "your reply" (it is aimed at
-  whoever writes one); and a question off the text's topic.
+  a to-do list is not); text about "your answer" or "your reply" or what to tell "the
+  user" (it is aimed at whoever writes the reply); and a question, or a sentence about
+  "the user", off the text's topic.
 `neutralise` removes the flagged sentences before the model sees the text.
 """
 
@@ -61,18 +62,31 @@ _RULES = [
     ),
 ]
 _COMPILED = [(re.compile(p, re.IGNORECASE | re.MULTILINE), w) for p, w in _RULES]
-# Data that talks about the reply its reader will write is talking to the assistant
-# (a user's own words may: "in your answer, use bullet points").
-_YOUR_REPLY = re.compile(
-    r"\byour (answer|reply|response|output)s?\b"
-    r"|\b(answer|reply|respond)\b.{0,20}\b(in|using|with|without)\b.{0,30}"
-    r"\b(language|letters|numbers|symbols|spaces|emojis?|cipher|format)\b",
-    re.IGNORECASE,
-)
-YOUR_REPLY_SCORE = 0.9
-# A question that does not fit the text around it (cosine to the rest below this), in a
-# text of at least OFF_TOPIC_TEXT sentences (in a short email the question is the email).
-OFF_TOPIC, OFF_TOPIC_SCORE, OFF_TOPIC_TEXT = 0.15, 0.6, 4
+# Rules for data only (a user's own words may say "in your answer, use bullet points").
+# Data that talks about the reply its reader will write, or tells its reader what to
+# tell the user, is talking to the assistant.
+_DATA_RULES = [
+    (
+        r"\byour (answers?|repl(y|ies)|responses?|outputs?|summary|summaries)\b"
+        r"|\b(answer|reply|respond)\b.{0,20}\b(in|using|with|without)\b.{0,30}"
+        r"\b(language|letters|numbers|symbols|spaces|emojis?|cipher|format)\b",
+        0.9,
+    ),
+    (
+        r"\b(tell|ask|inform|notify|remind|convince|persuade|warn|advise|urge)\s+(the|this|every|any|each)\s+"
+        r"(user|reader)s?\b|\bwhoever (reads|is reading)\b|\bany \w+ you (produce|generate|write)\b"
+        r"|\b(the|any|every|each)\s+(ai|assistant|agent|llm|chatbot|bot)s?\s+"
+        r"(reading|processing|that reads|who reads)\b",
+        0.9,
+    ),
+    (r"\b(whatever|regardless of what|no matter what)\b.{0,30}\b(says?|said|shows?|wrote|writes)\b", 0.8),
+]
+_DATA_COMPILED = [(re.compile(p, re.IGNORECASE), w) for p, w in _DATA_RULES]
+# Off the text's topic (cosine to the rest below the bar), in a text of at least
+# OFF_TOPIC_TEXT sentences (in a short email the question is the email): a question, or
+# a sentence about "the user" in the third person.
+OFF_TOPIC_TEXT, OFF_TOPIC_SCORE = 4, 0.6
+_OFF_TOPIC = [(re.compile(r"\?$"), 0.15), (re.compile(r"\bthe user('s|s)?\b", re.IGNORECASE), 0.3)]
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 MAX_SEGMENTS = 64
 
@@ -115,10 +129,10 @@ class InjectionDetector:
             fit = coherence(emb)
             learned = self.head.score(segs, emb, categories=False)[0] * (1 - np.clip(fit, 0, 1))
             for i, s in enumerate(segs):
-                if _YOUR_REPLY.search(s):
-                    learned[i] = max(learned[i], YOUR_REPLY_SCORE)
-                if s.endswith("?") and fit[i] < OFF_TOPIC and len(segs) >= OFF_TOPIC_TEXT:
-                    learned[i] = max(learned[i], OFF_TOPIC_SCORE)
+                rules = [w for rx, w in _DATA_COMPILED if rx.search(s)]
+                if len(segs) >= OFF_TOPIC_TEXT:
+                    rules += [OFF_TOPIC_SCORE for rx, bar in _OFF_TOPIC if fit[i] < bar and rx.search(s)]
+                learned[i] = max([learned[i], *rules])
         return [(s, max(rule_score(s), float(p))) for s, p in zip(segs, learned)]
 
     def score(self, text: str) -> float:
