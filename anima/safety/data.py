@@ -83,10 +83,7 @@ def everyday() -> list[Example]:
     """Ordinary requests to a personal assistant (shipped with anima): the public sets'
     harmful side is mostly short imperative requests and their benign side mostly long
     texts, so without these "plan my week around my marathon training" looked unsafe."""
-    lines = EVERYDAY.read_text(encoding="utf-8").splitlines()
-    return [
-        Example(line.strip(), False, (), EVERYDAY.name) for line in lines if line.strip() and not line.startswith("#")
-    ]
+    return [Example(line, False, (), EVERYDAY.name) for line in text_lines(EVERYDAY)]
 
 
 OWN_WORDS = Path(__file__).parent / "data" / "own_words.txt"
@@ -95,10 +92,7 @@ OWN_WORDS = Path(__file__).parent / "data" / "own_words.txt"
 def own_words() -> list[Example]:
     """Sentences of the user's own to-dos, notes and how-tos (shipped with anima; written
     by the local model): imperative, yet data, not instructions to the assistant."""
-    lines = OWN_WORDS.read_text(encoding="utf-8").splitlines()
-    return [
-        Example(line.strip(), False, (), OWN_WORDS.name) for line in lines if line.strip() and not line.startswith("#")
-    ]
+    return [Example(line, False, (), OWN_WORDS.name) for line in text_lines(OWN_WORDS)]
 
 
 AUTHORED = sorted((Path(__file__).parent / "data").glob("requests_*.csv"))

@@ -103,10 +103,11 @@ def rule_score(text: str) -> float:
 def coherence(emb: np.ndarray) -> np.ndarray:
     """How well each sentence fits the others: the cosine of its embedding to the mean of
     the rest (0 when there is no rest, or no embedding)."""
-    n = len(emb)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True) if n else np.zeros((0, 1))
-    if n < 2 or not norms.all():
-        return np.zeros(n)
+    if len(emb) < 2:
+        return np.zeros(len(emb))
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    if not norms.all():
+        return np.zeros(len(emb))
     unit = emb / norms
     rest = unit.sum(0) - unit
     rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-9)
