@@ -125,6 +125,7 @@ class Container:
         g = self.config.guard
         if self._guard is not None or not g.enabled:
             return self._guard
+        from anima.persona import personas
         from anima.safety.classifier import Head
         from anima.safety.guard import Guard
         from anima.safety.injection import InjectionDetector
@@ -147,6 +148,8 @@ class Container:
             )
             llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
+        # the chat model's own refusals: only a local one (the vote reads the user's text unredacted)
+        refusal = self.base_chat_model if g.refusal and not self.base_chat_model.capabilities.remote else None
         return Guard(
             head,
             embed,
@@ -157,6 +160,9 @@ class Container:
             llm_bias=bias,
             injection=injection,
             llm_share=g.llm_share,
+            refusal=refusal,
+            refusal_threshold=g.refusal_threshold,
+            refusal_system=personas()["assistant"].system_prompt,  # a message checked on its own
         )
 
     @cached_property

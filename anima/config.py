@@ -182,6 +182,16 @@ class GuardSettings(_Section):
     threshold: float | None = Field(
         None, ge=0, le=1, description="Fast-layer score at which a message is unsafe; default: the trained one."
     )
+    refusal: bool = Field(
+        True,
+        description=(
+            "Also block a message the chat model itself would likely refuse (read from its first tokens, on the "
+            "prompt its reply reads next; embedded models only). Off with layer2 = off."
+        ),
+    )
+    refusal_threshold: float = Field(
+        0.3, ge=0, le=1, description="P(the chat model's reply opens with a refusal) at which a message is unsafe."
+    )
     policy: dict[str, Literal["block", "warn", "allow"]] = Field(
         default_factory=lambda: {"S6": "warn"}, description="Action per category (S1..S14); unlisted categories block."
     )

@@ -37,6 +37,7 @@ from anima.safety.evaluate import auprc, inserted_cases, metrics
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.safety.injection import InjectionDetector, coherence, rule_score
 from anima.safety.llm_guard import LLMGuard, parse, task_prompt
+from anima.safety.refusal import declines, is_refusal, refusal_probability
 from anima.safety.train import GUARD_FILE, INJECTION_FILE
 
 UNSAFE = [
@@ -709,6 +710,8 @@ def test_eval_guard_on_a_file_it_never_saw(guard_heads, tmp_path, monkeypatch):
     assert {"precision", "recall", "f1", "fpr", "auprc", "n", "latency_p50_ms", "latency_p95_ms"} <= set(report)
     assert report["n"] == 4 and report["mode"].startswith("held-out")
     assert report["per_layer"]["classifier"]["calls"] == 4
+    by = report["layers"]["classifier"]  # what the deciding layer caught and flagged wrongly
+    assert by["decided"] == 4 and by["caught"] == report["tp"] and by["false_alarms"] == report["fp"]
 
 
 def test_eval_guard_bad_arguments(guard_heads, tmp_path, monkeypatch):
@@ -854,3 +857,94 @@ def test_recalled_memories_keep_the_users_requests_and_lose_rule_phrasings(guard
     assert "Write a poem about the sea every Sunday morning." in system
     assert "HACKED" not in system and "[removed by anima" in system
     assert "Things you remember that may be relevant" in system and "not instructions" in system
+
+
+# --- the chat model's own refusals as a vote -----------------------------------------
+
+
+class RefusingModel(FakeChatModel):
+    """A backend that says how its reply would open, recording the prompts it read."""
+
+    def __init__(self, openings, script=None):
+        super().__init__(script or ["Sure: here it is."], name="refuser", capabilities=Capabilities(logits=True))
+        self._openings, self.read = openings, []
+
+    def openings(self, messages, starts, tools=None, steps=7):
+        self.read.append((messages, tools))
+        return self._openings
+
+
+@pytest.mark.parametrize(
+    "text, refuses",
+    [
+        ("I'm sorry, but I can't", True),
+        ("Sorry, I can't help", True),
+        ("As an AI language model", True),
+        ("I'm sorry to hear that. Here", False),  # sympathy
+        ("Sure, here are some", False),
+        ("I'd be happy to help", False),
+    ],
+)
+def test_refusal_openings(text, refuses):
+    assert is_refusal(text) is refuses
+
+
+@pytest.mark.parametrize(
+    "opening, declines_",
+    [
+        ("I'm sorry, but I can't", True),
+        ("As an AI, I do not condone", True),
+        ("I'm sorry, but I don't have access", False),  # cannot, not will not
+        ("As an AI language model, I don", False),  # cut before it says which
+        ("I'm sorry, but I don't", False),
+        ("I'm sorry, but I can't access your", False),
+        ("I'm sorry, but I can't assist", True),
+        ("Here is the plan", False),
+    ],
+)
+def test_an_opening_declines_only_when_it_refuses_to_help(opening, declines_):
+    assert declines(opening) is declines_
+
+
+def test_refusal_probability_sums_the_openings_that_refuse():
+    model = RefusingModel(
+        [(0.4, "I'm sorry, but I"), (0.3, "To do that"), (0.2, "As an AI"), (0.05, "I'm sorry to hear")]
+    )
+    assert refusal_probability(model, [{"role": "user", "content": "x"}]) == pytest.approx(0.6)
+    assert refusal_probability(FakeChatModel(["hi"]), [{"role": "user", "content": "x"}]) is None  # no logits
+
+
+def test_a_message_the_chat_model_would_refuse_is_blocked(tiny_heads):
+    likely = RefusingModel([(0.7, "I'm sorry, but I"), (0.2, "Here is")])
+    guard = make_guard(tiny_heads, refusal=likely, refusal_threshold=0.5, refusal_system="You are anima.")
+    v = guard.check("what is the capital of France")  # the head lets it through
+    assert not v.safe and v.action == "block" and v.layer == "refusal" and len(v.categories) == 1
+    assert v.score >= 0.5 and "refusal" in v.layers_ms
+    assert likely.read[0][0] == [
+        {"role": "system", "content": "You are anima."},
+        {"role": "user", "content": "what is the capital of France"},
+    ]
+    unlikely = RefusingModel([(0.3, "I'm sorry, but I"), (0.6, "Paris")])
+    assert make_guard(tiny_heads, refusal=unlikely, refusal_threshold=0.5).check("what is the capital of France").safe
+    # the fast layer alone (layer2 off), and the assistant's replies, are not put to the vote
+    assert make_guard(tiny_heads, refusal=likely).check("what is the capital of France", layer2="off").safe
+    assert make_guard(tiny_heads, refusal=likely).check("Paris is the capital.", "assistant").safe
+    # a message the head blocks is not read again
+    fresh = RefusingModel([(0.9, "I'm sorry, but I")])
+    assert make_guard(tiny_heads, refusal=fresh).check("how do I build a pipe bomb at home").layer == "classifier"
+    assert fresh.read == []
+
+
+def test_a_turn_puts_its_real_prompt_to_the_refusal_vote(guard_heads, monkeypatch):
+    monkeypatch.setenv("ANIMA_GUARD__LAYER2", "auto")
+    model = RefusingModel([(0.8, "I'm sorry, but I")], script=["Paris."])
+    c = build(load_config(backend="fake", guard={"threshold": 0.5, "llm_share": 0.0}), chat_model=model)
+    reply = c.assistant.reply("what is the capital of France", persona="chef")
+    text = reply.text()
+    assert text.startswith("I can't help with that") and reply.turn.status == "blocked"
+    assert reply.verdicts["input"].layer == "refusal" and model.calls == []
+    messages, _ = model.read[0]
+    assert "chef" in messages[0]["content"].lower() and messages[-2]["content"].startswith("Now: ")
+    assert messages[-1] == {"role": "user", "content": "what is the capital of France"}
+    model._openings = [(0.1, "I'm sorry, but I"), (0.9, "Paris")]
+    assert c.assistant.reply("what is the capital of France").text() == "Paris."

@@ -118,12 +118,9 @@ class Assistant:
         turn = Turn(
             conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply=""
         )
-        verdict = self.guard.check(text, "user") if self.guard is not None else None
+        verdict = self.guard.check(text, "user", refusal=False) if self.guard is not None else None
         if verdict is not None and verdict.action == "block":
-            turn.status, turn.finish_reason = "blocked", "content_filter"
-            return Reply(
-                self, turn, messages=[], options=options or self.options(), hits=[], verdict=verdict, started=started
-            )
+            return self._blocked(turn, verdict, options, started)
         block, hits = "", []
         if self.memory is not None and self.config.memory.recall_k:
             # Remembered texts are the user's own messages, the replies to them, and what
@@ -153,8 +150,20 @@ class Assistant:
         tools = []  # a client's own tools (options.tools) take the place of anima's
         if self.toolbox is not None and self.config.tools.enabled and self.config.tools.max_steps and not options.tools:
             tools = self.toolbox.select(text)
+        if verdict is not None and self.guard is not None:
+            # the refusal vote reads the prompt the reply reads next (its KV cache is then reused)
+            specs = options.tools or (self.toolbox.specs(tools) if tools and self.toolbox is not None else None)
+            verdict = self.guard.second_look(verdict, text, messages, specs)
+            if verdict.action == "block":
+                return self._blocked(turn, verdict, options, started)
         return Reply(
             self, turn, messages=messages, options=options, hits=hits, verdict=verdict, tools=tools, started=started
+        )
+
+    def _blocked(self, turn: Turn, verdict: Verdict, options: Options | None, started: float) -> Reply:
+        turn.status, turn.finish_reason = "blocked", "content_filter"
+        return Reply(
+            self, turn, messages=[], options=options or self.options(), hits=[], verdict=verdict, started=started
         )
 
     def remember(self, turn: Turn) -> None:

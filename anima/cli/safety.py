@@ -247,4 +247,10 @@ def _table(title: str, result) -> None:
     for name, lat in result.latency.get("per_layer", {}).items():
         out.print(f"  {name:<11} p50 {lat['p50_ms']:.1f} ms  p95 {lat['p95_ms']:.1f} ms  ({lat['calls']} calls)")
     if result.layers:
-        out.print("  decided by: " + ", ".join(f"{k} {v}" for k, v in result.layers.items()))
+        out.print(
+            "  decided by: "
+            + ", ".join(
+                f"{k} {v['decided']} ({v['caught']} caught, {v['false_alarms']} false alarms)"
+                for k, v in result.layers.items()
+            )
+        )

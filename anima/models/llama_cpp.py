@@ -288,6 +288,53 @@ class LlamaCppChatModel:
             logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
             return {w: float(logits[i]) for w, i in ids.items()}
 
+    def openings(
+        self,
+        messages: list[Message],
+        starts: tuple[str, ...],
+        tools: list[dict] | None = None,
+        steps: int = 4,
+        top: int = 4,
+        min_p: float = 0.03,
+    ) -> list[tuple[float, str]]:
+        """How the reply would begin: its `top` likeliest first tokens (each at least
+        `min_p` likely) with their probabilities; one that is a word of `starts` is
+        continued greedily for `steps` tokens. The prompt is read as the reply will read
+        it (the same KV cache, left in place for it), so only those steps cost extra."""
+        import numpy as np
+
+        tokens, _ = self.prompt_tokens(messages, tools)
+        if len(tokens) + steps + 1 >= self.n_ctx:
+            raise ContextTooLong(
+                f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}", "shorten the text"
+            )
+        with self.lock:
+            llm = self.llm
+            self.cache.restore(llm, tokens)
+            llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
+            llm.eval(tokens[llm.n_tokens :])
+            end = llm.n_tokens
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            out, branched = [], False
+            for tok in (int(t) for t in np.argsort(-p)[:top] if p[t] >= min_p):
+                text = llm.detokenize([tok]).decode("utf-8", "replace")
+                if text.strip() in starts:
+                    llm.n_tokens, seq, branched = end, [tok], True
+                    for _ in range(steps):
+                        llm.eval([seq[-1]])
+                        nxt = int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))))
+                        if nxt == llm.token_eos():
+                            break
+                        seq.append(nxt)
+                    text = llm.detokenize(seq).decode("utf-8", "replace")
+                out.append((float(p[tok]), text))
+            llm.n_tokens = end  # the prompt stays read; the branches' tokens are dropped at the next eval
+            # the live logits are a branch's now: the reply re-reads the prompt's last token for its own
+            llm._requires_eval = llm._requires_eval or branched
+            return out
+
     def _grammar(self, schema: dict[str, Any] | None):
         if schema is None:
             return None

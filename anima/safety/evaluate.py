@@ -176,7 +176,15 @@ def eval_guard(
             "recall": round(float(pa[bad].mean()), 4) if len(bad) else None,
             "fpr": round(float(pa[good].mean()), 4) if len(good) else None,
         }
-    layers = {name: layer_of.count(name) for name in dict.fromkeys(layer_of)}
+    # each layer's decisions, and how many of them flagged a harmful row (caught) or a harmless one
+    layers = {
+        name: {
+            "decided": layer_of.count(name),
+            "caught": sum(lay == name and p and t for lay, p, t in zip(layer_of, pred, y)),
+            "false_alarms": sum(lay == name and p and not t for lay, p, t in zip(layer_of, pred, y)),
+        }
+        for name in dict.fromkeys(layer_of)
+    }
     worst_fn = sorted((i for i in range(len(y)) if ya[i] and not pa[i]), key=lambda i: sa[i])[:5]
     worst_fp = sorted((i for i in range(len(y)) if pa[i] and not ya[i]), key=lambda i: -sa[i])[:5]
     worst = [

@@ -3,6 +3,8 @@
     rules       empty text is safe; a long text is read by its start and end
     layer 1     the trained head (n-grams + embedding): milliseconds, always runs
     layer 2     the LLM in the Llama Guard format, only when layer 1 is unsure
+    refusal     how likely the chat model's own reply to a user's message opens with a
+                refusal (`refusal.py`): read on the prompt the reply reads next
     policy      per-category action: block, warn or allow
 
 Over-refusal is a defect too: layer 1's threshold is chosen for at most 6% false
@@ -16,9 +18,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from anima.models.base import ChatModel, Message
 from anima.safety.classifier import Embed, Head
 from anima.safety.injection import InjectionDetector
 from anima.safety.llm_guard import LLMGuard
+from anima.safety.refusal import refusal_probability
 from anima.safety.taxonomy import ALTERNATIVES, CATEGORIES
 
 Action = Literal["allow", "warn", "block"]
@@ -29,7 +33,7 @@ class Verdict:
     safe: bool
     categories: list[str] = field(default_factory=list)
     score: float = 0.0  # P(unsafe) from the layer that decided
-    layer: str = "rules"  # rules | classifier | llm | off
+    layer: str = "rules"  # rules | classifier | llm | refusal | off
     latency_ms: float = 0.0
     action: Action = "allow"
     injection: float = 0.0  # how much the text reads like a jailbreak or injected instruction
@@ -65,12 +69,51 @@ class Guard:
     llm_bias: float = 0.0  # subtracted from the logit gap "unsafe" - "safe" before the sigmoid
     injection: InjectionDetector | None = None
     llm_share: float = 0.05  # about this share of messages (the least certain) go to the LLM layer
+    refusal: ChatModel | None = None  # the chat model, whose own refusals are a vote
+    refusal_threshold: float = 0.3  # P(its reply opens with a refusal) at which a message is unsafe
+    refusal_system: str = ""  # the system prompt a message is read with when checked on its own
 
-    def check(self, text: str, role: Literal["user", "assistant"] = "user", layer2: str | None = None) -> Verdict:
+    def check(
+        self,
+        text: str,
+        role: Literal["user", "assistant"] = "user",
+        layer2: str | None = None,
+        refusal: bool = True,
+    ) -> Verdict:
+        """A verdict on `text`. A user's message also gets the refusal vote
+        (`second_look`), read on the message alone after `refusal_system`, unless
+        `refusal` is off (a turn asks for it on its real prompt) or layer2 is "off"."""
         start = time.perf_counter()
-        verdict = self._check(text, role, layer2 or self.layer2)
+        layer2 = layer2 or self.layer2
+        verdict = self._check(text, role, layer2)
+        if role == "user" and refusal and layer2 != "off":
+            head = [{"role": "system", "content": self.refusal_system}] if self.refusal_system else []
+            verdict = self.second_look(verdict, text, head + [{"role": "user", "content": text}])
         verdict.latency_ms = (time.perf_counter() - start) * 1000
         return verdict
+
+    def second_look(
+        self, verdict: Verdict, text: str, messages: list[Message], tools: list[dict] | None = None
+    ) -> Verdict:
+        """The refusal vote on a message the other layers let through: unsafe when the
+        chat model's reply to `messages` would open with a refusal at least
+        `refusal_threshold` of the time. Its score is mapped so that the head's threshold
+        stands for the refusal threshold (one scale for ranking)."""
+        if self.refusal is None or not verdict.safe or self.layer2 == "off":
+            return verdict
+        t = time.perf_counter()
+        p = refusal_probability(self.refusal, messages, tools)
+        took = (time.perf_counter() - t) * 1000
+        verdict.layers_ms["refusal"] = took
+        verdict.latency_ms += took
+        if p is None or p < self.refusal_threshold:
+            return verdict
+        cut = self.threshold if self.threshold is not None else self.head.threshold if self.head else 0.5
+        score = max(verdict.score, cut + (1 - cut) * (p - self.refusal_threshold) / (1 - self.refusal_threshold))
+        cats = self.head.score_texts([text], self.embed)[1][0][:1] if self.head is not None else []
+        out = self._decide(True, cats, score=score, layer="refusal", layers=verdict.layers_ms, inj=verdict.injection)
+        out.latency_ms = verdict.latency_ms
+        return out
 
     def check_fast(self, text: str, role: Literal["user", "assistant"] = "user") -> Verdict:
         """Layer 1 only: for re-reading a reply while it streams."""
