@@ -149,7 +149,7 @@ class Container:
             llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
         # the chat model's own refusals: only a local one (the vote reads the user's text unredacted)
-        refusal = self.base_chat_model if g.refusal and not self.base_chat_model.capabilities.remote else None
+        refusal_model = self.base_chat_model if g.refusal and not self.base_chat_model.capabilities.remote else None
         return Guard(
             head,
             embed,
@@ -160,7 +160,7 @@ class Container:
             llm_bias=bias,
             injection=injection,
             llm_share=g.llm_share,
-            refusal=refusal,
+            refusal_model=refusal_model,
             refusal_threshold=g.refusal_threshold,
             refusal_system=personas()["assistant"].system_prompt,  # a message checked on its own
         )

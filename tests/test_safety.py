@@ -916,7 +916,7 @@ def test_refusal_probability_sums_the_openings_that_refuse():
 
 def test_a_message_the_chat_model_would_refuse_is_blocked(tiny_heads):
     likely = RefusingModel([(0.7, "I'm sorry, but I"), (0.2, "Here is")])
-    guard = make_guard(tiny_heads, refusal=likely, refusal_threshold=0.5, refusal_system="You are anima.")
+    guard = make_guard(tiny_heads, refusal_model=likely, refusal_threshold=0.5, refusal_system="You are anima.")
     v = guard.check("what is the capital of France")  # the head lets it through
     assert not v.safe and v.action == "block" and v.layer == "refusal" and len(v.categories) == 1
     assert v.score >= 0.5 and "refusal" in v.layers_ms
@@ -925,13 +925,17 @@ def test_a_message_the_chat_model_would_refuse_is_blocked(tiny_heads):
         {"role": "user", "content": "what is the capital of France"},
     ]
     unlikely = RefusingModel([(0.3, "I'm sorry, but I"), (0.6, "Paris")])
-    assert make_guard(tiny_heads, refusal=unlikely, refusal_threshold=0.5).check("what is the capital of France").safe
+    assert (
+        make_guard(tiny_heads, refusal_model=unlikely, refusal_threshold=0.5)
+        .check("what is the capital of France")
+        .safe
+    )
     # the fast layer alone (layer2 off), and the assistant's replies, are not put to the vote
-    assert make_guard(tiny_heads, refusal=likely).check("what is the capital of France", layer2="off").safe
-    assert make_guard(tiny_heads, refusal=likely).check("Paris is the capital.", "assistant").safe
+    assert make_guard(tiny_heads, refusal_model=likely).check("what is the capital of France", layer2="off").safe
+    assert make_guard(tiny_heads, refusal_model=likely).check("Paris is the capital.", "assistant").safe
     # a message the head blocks is not read again
     fresh = RefusingModel([(0.9, "I'm sorry, but I")])
-    assert make_guard(tiny_heads, refusal=fresh).check("how do I build a pipe bomb at home").layer == "classifier"
+    assert make_guard(tiny_heads, refusal_model=fresh).check("how do I build a pipe bomb at home").layer == "classifier"
     assert fresh.read == []
 
 

@@ -118,7 +118,7 @@ class Assistant:
         turn = Turn(
             conversation_id=conversation_id, persona=chosen.name, model=self.model.name, user_text=text, reply=""
         )
-        verdict = self.guard.check(text, "user", refusal=False) if self.guard is not None else None
+        verdict = self.guard.check(text, "user", vote=False) if self.guard is not None else None
         if verdict is not None and verdict.action == "block":
             return self._blocked(turn, verdict, options, started)
         block, hits = "", []

@@ -69,7 +69,7 @@ class Guard:
     llm_bias: float = 0.0  # subtracted from the logit gap "unsafe" - "safe" before the sigmoid
     injection: InjectionDetector | None = None
     llm_share: float = 0.05  # about this share of messages (the least certain) go to the LLM layer
-    refusal: ChatModel | None = None  # the chat model, whose own refusals are a vote
+    refusal_model: ChatModel | None = None  # the chat model, whose own refusals are a vote
     refusal_threshold: float = 0.3  # P(its reply opens with a refusal) at which a message is unsafe
     refusal_system: str = ""  # the system prompt a message is read with when checked on its own
 
@@ -78,15 +78,15 @@ class Guard:
         text: str,
         role: Literal["user", "assistant"] = "user",
         layer2: str | None = None,
-        refusal: bool = True,
+        vote: bool = True,
     ) -> Verdict:
         """A verdict on `text`. A user's message also gets the refusal vote
         (`second_look`), read on the message alone after `refusal_system`, unless
-        `refusal` is off (a turn asks for it on its real prompt) or layer2 is "off"."""
+        `vote` is off (a turn asks for it on its real prompt) or layer2 is "off"."""
         start = time.perf_counter()
         layer2 = layer2 or self.layer2
         verdict = self._check(text, role, layer2)
-        if role == "user" and refusal and layer2 != "off":
+        if role == "user" and vote and layer2 != "off":
             head = [{"role": "system", "content": self.refusal_system}] if self.refusal_system else []
             verdict = self.second_look(verdict, text, head + [{"role": "user", "content": text}])
         verdict.latency_ms = (time.perf_counter() - start) * 1000
@@ -99,10 +99,10 @@ class Guard:
         chat model's reply to `messages` would open with a refusal at least
         `refusal_threshold` of the time. Its score is mapped so that the head's threshold
         stands for the refusal threshold (one scale for ranking)."""
-        if self.refusal is None or not verdict.safe or self.layer2 == "off":
+        if self.refusal_model is None or not verdict.safe or self.layer2 == "off":
             return verdict
         t = time.perf_counter()
-        p = refusal_probability(self.refusal, messages, tools)
+        p = refusal_probability(self.refusal_model, messages, tools)
         took = (time.perf_counter() - t) * 1000
         verdict.layers_ms["refusal"] = took
         verdict.latency_ms += took
