@@ -148,8 +148,10 @@ class Container:
             )
             llm = LLMGuard(model, None if g.llm_format == "auto" else g.llm_format == "llama-guard")
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
-        # the chat model's own refusals: only a local one (the vote reads the user's text unredacted)
-        refusal_model = self.base_chat_model if g.refusal and not self.base_chat_model.capabilities.remote else None
+        # the chat model's own refusals: only a local one (the vote reads the user's text
+        # unredacted), and not loaded at all when the vote is off
+        vote = g.refusal and g.layer2 != "off"
+        refusal_model = self.base_chat_model if vote and not self.base_chat_model.capabilities.remote else None
         return Guard(
             head,
             embed,

@@ -952,3 +952,12 @@ def test_a_turn_puts_its_real_prompt_to_the_refusal_vote(guard_heads, monkeypatc
     assert messages[-1] == {"role": "user", "content": "what is the capital of France"}
     model._openings = [(0.1, "I'm sorry, but I"), (0.9, "Paris")]
     assert c.assistant.reply("what is the capital of France").text() == "Paris."
+
+
+def test_the_chat_model_is_not_loaded_for_a_guard_without_the_vote(guard_heads):
+    c = build(load_config(backend="fake", guard={"layer2": "off"}), chat_model=RefusingModel([]))
+    assert c.guard.refusal_model is None and "base_chat_model" not in c.__dict__  # never loaded
+    c = build(load_config(backend="fake", guard={"layer2": "auto"}), chat_model=RefusingModel([]))
+    assert c.guard.refusal_model is c.base_chat_model
+    c = build(load_config(backend="fake", guard={"layer2": "auto", "refusal": False}), chat_model=RefusingModel([]))
+    assert c.guard.refusal_model is None
