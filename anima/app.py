@@ -150,8 +150,7 @@ class Container:
         bias = 0.0 if llm is not None and llm.llama_guard else g.llm_bias
         # the chat model's own refusals: only a local one (the vote reads the user's text
         # unredacted), and not loaded at all when the vote is off
-        vote = g.refusal and g.layer2 != "off"
-        refusal_model = self.base_chat_model if vote and not self.base_chat_model.capabilities.remote else None
+        refusal_model = self.base_chat_model if g.votes and not self.base_chat_model.capabilities.remote else None
         return Guard(
             head,
             embed,

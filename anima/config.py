@@ -199,6 +199,11 @@ class GuardSettings(_Section):
         True, description="Remove instructions hidden in recalled memories and tool results; flag jailbreak framing."
     )
 
+    @property
+    def votes(self) -> bool:
+        """Whether the chat model's own refusals are a vote (it needs the LLM layers on)."""
+        return self.enabled and self.refusal and self.layer2 != "off"
+
     @field_validator("policy")
     @classmethod
     def _known_categories(cls, policy: dict[str, str]) -> dict[str, str]:

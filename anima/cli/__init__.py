@@ -393,7 +393,7 @@ def _guard_state(config) -> str:
         return "off (guard.enabled = false)"
     if not (heads_dir() / GUARD_FILE).is_file():
         return "not trained: run `anima guard train`"
-    vote = config.guard.refusal and config.guard.layer2 != "off" and config.backend == "llama_cpp"
+    vote = config.guard.votes and config.backend == "llama_cpp"
     refusal = f"; refusal vote at {config.guard.refusal_threshold}" if vote else ""
     return f"on; fast layer in {heads_dir()}; LLM layer {config.guard.layer2}{refusal}"
 

@@ -273,8 +273,6 @@ class LlamaCppChatModel:
     def first_token_logits(self, messages: list[Message], words: list[str]) -> dict[str, float]:
         """The logit of each word's first token as the reply's first token (how Llama
         Guard scores: P("unsafe") at the first position). Reuses the cached prefix."""
-        import numpy as np
-
         tokens, _ = self.prompt_tokens(messages)
         if len(tokens) + 1 >= self.n_ctx:
             raise ContextTooLong(
@@ -282,11 +280,22 @@ class LlamaCppChatModel:
             )
         ids = {w: self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False)[0] for w in words}
         with self.lock:
-            llm = self.llm
-            llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)  # one to evaluate
-            llm.eval(tokens[llm.n_tokens :])
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+            logits = self._read_prompt(tokens)
             return {w: float(logits[i]) for w, i in ids.items()}
+
+    def _read_prompt(self, tokens: list[int]):
+        """Read `tokens` past the prefix already in the KV cache (at least the last one,
+        so the logits are live) and return the logits of the next token. Hold the lock."""
+        llm = self.llm
+        llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
+        llm.eval(tokens[llm.n_tokens :])
+        return self._logits()
+
+    def _logits(self):
+        """The live logits of the last token read (a view into llama.cpp's buffer)."""
+        import numpy as np
+
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
 
     def openings(
         self,
@@ -311,10 +320,8 @@ class LlamaCppChatModel:
         with self.lock:
             llm = self.llm
             self.cache.restore(llm, tokens)
-            llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
-            llm.eval(tokens[llm.n_tokens :])
+            logits = self._read_prompt(tokens).astype(np.float64)
             end = llm.n_tokens
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
             p = np.exp(logits - logits.max())
             p /= p.sum()
             out, branched = [], False
@@ -324,7 +331,7 @@ class LlamaCppChatModel:
                     llm.n_tokens, seq, branched = end, [tok], True
                     for _ in range(steps):
                         llm.eval([seq[-1]])
-                        nxt = int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))))
+                        nxt = int(np.argmax(self._logits()))
                         if nxt == llm.token_eos():
                             break
                         seq.append(nxt)
