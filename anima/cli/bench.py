@@ -63,6 +63,56 @@ def bench_overhead(
     out.print(f"anima side: memory {result['memory']}; guard {result['guard']}; timing {result['timing']}")
 
 
+@bench_app.command("give-way")
+def bench_giveway(
+    model: Optional[str] = ModelOpt,
+    requests: int = typer.Option(20, "--requests", min=1, help="Requests sent while the learner works."),
+    min_gap: float = typer.Option(0.5, "--min-gap", min=0.0, help="Shortest wait (s) before a request comes."),
+    max_gap: float = typer.Option(10.0, "--max-gap", min=0.0, help="Longest wait (s) before a request comes."),
+    max_tokens: int = typer.Option(16, "--max-tokens", min=2, help="Tokens each request generates."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="LoCoMo file: messages to learn from, questions to ask (default: ../shared/data)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """How long a request waits for the model while the learner works, beside one
+    decode step and the same request on an idle model."""
+    from anima.bench.giveway import run_giveway
+    from anima.bench.stores import conversations
+
+    if max_gap < min_gap:
+        raise BadInput(f"--max-gap {max_gap} is below --min-gap {min_gap}", "give --max-gap >= --min-gap")
+    conversations(data, 1)  # a missing or wrong file is one line before the model loads
+    config = load_config(model=model, backend="llama_cpp")
+    with labelled_steps() as update:
+        result = run_giveway(
+            config,
+            n_requests=requests,
+            min_gap=min_gap,
+            max_gap=max_gap,
+            max_tokens=max_tokens,
+            data=data,
+            progress=update,
+        )
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    ms = lambda s: f"{s['p50']} / {s['p95']} / {s['max']}"
+    table = Table("", "n", "p50 / p95 / max (ms)", title=f"give-way · {result['model']} · {result['conversation']}")
+    table.add_row("[bold]request waits for the model[/bold]", str(result["requests"]), ms(result["give_way_ms"]))
+    for phase, s in result["give_way_ms_by_phase"].items():
+        table.add_row(f"  learner was {phase}", str(s["n"]), ms(s))
+    table.add_row("one decode step (reference)", "", ms(result["decode_step_ms"]))
+    for side, s in result["first_token_ms"].items():
+        table.add_row(f"request's first token, {side}", str(result["requests"]), ms(s))
+    out.print(table)
+    out.print(
+        f"{result['within_one_step']} of {result['requests']} requests waited at most one decode step (its p50); "
+        f"the learner learned from {result['learned_messages']} messages, "
+        f"gave way {result['learner_gave_way']} times"
+    )
+
+
 @bench_app.command("locomo")
 def bench_locomo(
     data: Path = typer.Option(..., "--data", help="A LoCoMo JSON file, e.g. ../shared/data/locomo/locomo_dev.json."),

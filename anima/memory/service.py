@@ -262,8 +262,8 @@ class Learner:
     queue in the user's store (`store.learn_queue`): what is queued survives a stop or a
     kill -9 and is learned from at the next start, and several processes on one store
     share it. A failure is logged and skipped: learning never breaks a conversation. It
-    starts a message only when `idle()`, and gives the model up at the next token when
-    `busy()` (a request came in), then learns from that message again at the next quiet
+    starts a message only when `idle()`, and gives the model up within milliseconds when
+    `busy()` (a request came in; see `giving_way`), then learns from that message again at the next quiet
     moment."""
 
     LEASE = 600.0  # seconds a taken message is held: one whose process died is taken again after this
@@ -303,11 +303,14 @@ class Learner:
         while not self._stopped and self._thread.is_alive() and self.pending():
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0.0) -> None:
         """Stop: a message already being learned from finishes; one still waiting for a
-        quiet moment, and everything queued, stays queued for the next start."""
+        quiet moment, and everything queued, stays queued for the next start. `wait`:
+        seconds to wait for the thread to end."""
         self._stopped = True
         self._wake.set()
+        if wait:
+            self._thread.join(wait)
 
     def _quiet(self) -> bool:
         """Wait for a quiet moment; False when stopped meanwhile."""

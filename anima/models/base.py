@@ -99,9 +99,10 @@ _background = threading.local()
 
 @contextmanager
 def giving_way(wanted: Callable[[], bool]):
-    """Generations on this thread stop at the next token once `wanted()` says the model
-    is needed elsewhere (a request came in), raising `Preempted`: background work (the
-    learner) delays a request by one decode step at most, never by a whole generation."""
+    """Generations on this thread stop once `wanted()` says the model is needed
+    elsewhere (a request came in), raising `Preempted`: the embedded model inside
+    llama.cpp's computation (milliseconds), others at the next token. Background work
+    (the learner) delays a request by less than a decode step, never by a generation."""
     before = getattr(_background, "wanted", None)
     _background.wanted = wanted
     try:

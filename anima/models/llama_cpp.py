@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -124,10 +125,57 @@ class PromptCache:
             self.entries.popitem(last=False)
 
 
-# Tokens per prompt slice for background work. Measured on the default model, 2 cores, a
-# 384-token prompt: read whole 101 tok/s (3.8 s); in slices of 64 / 32 / 16 tokens 95 / 93 /
-# 80 tok/s, a slice taking 0.68 / 0.34 / 0.20 s (a decode step ~0.05 s).
-PREFILL_SLICE = 32
+_LOG_FILTER: list = []  # the C log callback, kept alive
+
+
+def _quiet_aborts(llama_cpp) -> None:
+    """llama.cpp logs an aborted decode as an error ("decode: removing memory module
+    entries ..."); for background work giving way that is the plan, not an error. Every
+    other line goes to llama-cpp-python's own logger as before."""
+    if _LOG_FILTER:
+        return
+    from llama_cpp._logger import llama_log_callback
+
+    def log(level: int, text: bytes, data) -> None:
+        if b"removing memory module entries" not in (text or b""):
+            llama_log_callback(level, text, data)
+
+    _LOG_FILTER.append(llama_cpp.llama_log_callback(log))
+    llama_cpp.llama_log_set(_LOG_FILTER[0], None)
+
+
+class _Abort:
+    """llama.cpp's abort callback for one context: while background work runs, the
+    graph computation asks `wanted()` between its nodes (every few milliseconds) and
+    stops when a request wants the model, so a request waits for one node, not for a
+    decode step or a slice of the prompt. Foreground work runs without the callback.
+
+    Before (2026-12-05), background work read its prompt in slices of 32 tokens and
+    stopped between them: a request waited up to a slice (~0.34 s on the default model,
+    2 cores; a decode step ~0.05 s), and the prompt was read at 93 tok/s, not 101."""
+
+    def __init__(self, llm):
+        llama_cpp, _ = _import_llama_cpp()
+        self._set = lambda fn: llama_cpp.llama_set_abort_callback(llm._ctx.ctx, fn, None)
+        self._wanted: Callable[[], bool] = lambda: False
+        # one C function pointer for the context's life: ctypes must keep it alive
+        self._fn = llama_cpp.ggml_abort_callback(lambda _data: bool(self._wanted()))
+        self._none = llama_cpp.ggml_abort_callback()  # NULL: no callback
+        _quiet_aborts(llama_cpp)
+
+    @contextmanager
+    def on(self, wanted: Callable[[], bool], name: str) -> Iterator[None]:
+        self._wanted = wanted
+        self._set(self._fn)
+        try:
+            yield
+        except RuntimeError as exc:  # llama_decode returned 2: aborted by the callback
+            if "returned 2" in str(exc) and wanted():
+                raise Preempted(f"{name} was wanted for a request") from exc
+            raise
+        finally:
+            self._set(self._none)
+            self._wanted = lambda: False
 
 
 class LlamaCppChatModel:
@@ -162,6 +210,7 @@ class LlamaCppChatModel:
         )
         self._grammars: dict[str, Any] = {}
         self.cache = PromptCache()
+        self._abort = _Abort(self.llm) if not vocab_only else None
         # One generation at a time in the whole process: two contexts (the chat's and the
         # learner's, each keeping its own KV cache warm) would only fight over the cores.
         self.lock = _COMPUTE
@@ -233,42 +282,30 @@ class LlamaCppChatModel:
                 if stopped.is_set():  # the reader left while this waited for the lock
                     return
                 self.cache.restore(self.llm, tokens)
-                if wanted is not None:
-                    self._read_slices(tokens, wanted)
                 parts, finish = [], None
-                for event in self.llm.create_completion(
-                    prompt=tokens,
-                    max_tokens=options.max_tokens,
-                    temperature=options.temperature,
-                    top_p=options.top_p,
-                    stop=options.stop + stop,
-                    seed=options.seed,
-                    grammar=self._grammar(options.json_schema),
-                    stream=True,
-                ):
-                    if stopped.is_set():
-                        return
-                    choice = event["choices"][0]
-                    finish = choice.get("finish_reason") or finish
-                    if choice["text"]:
-                        parts.append(choice["text"])
-                        pieces.put(Chunk(choice["text"]))
+                # background work (`giving_way`) stops inside llama.cpp when a request comes
+                with self._abort.on(wanted, self.name) if wanted is not None else nullcontext():
+                    for event in self.llm.create_completion(
+                        prompt=tokens,
+                        max_tokens=options.max_tokens,
+                        temperature=options.temperature,
+                        top_p=options.top_p,
+                        stop=options.stop + stop,
+                        seed=options.seed,
+                        grammar=self._grammar(options.json_schema),
+                        stream=True,
+                    ):
+                        if stopped.is_set():
+                            return
+                        choice = event["choices"][0]
+                        finish = choice.get("finish_reason") or finish
+                        if choice["text"]:
+                            parts.append(choice["text"])
+                            pieces.put(Chunk(choice["text"]))
                 self.cache.save(self.llm)
             pieces.put(Chunk("", finish or "stop", Usage(len(tokens), self.count_tokens("".join(parts)))))
         except BaseException as exc:  # handed to the reader, raised there
             pieces.put(exc)
-
-    def _read_slices(self, tokens: list[int], wanted: Callable[[], bool]) -> None:
-        """Background work (`giving_way`) reads its prompt PREFILL_SLICE tokens at a time
-        and stops between slices when a request wants the model, so the request waits for
-        one slice, not the whole prompt; what was read stays in the KV cache. The last
-        token is left for `create_completion`, which skips the prefix already read."""
-        llm = self.llm
-        llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
-        while llm.n_tokens < len(tokens) - 1:
-            if wanted():
-                raise Preempted(f"{self.name} was wanted for a request")
-            llm.eval(tokens[llm.n_tokens : min(llm.n_tokens + PREFILL_SLICE, len(tokens) - 1)])
 
     def first_token_logits(self, messages: list[Message], words: list[str]) -> dict[str, float]:
         """The logit of each word's first token as the reply's first token (how Llama
