@@ -144,8 +144,9 @@ def extract(
         if fact.partition(":")[0].strip() in speakers:  # "1. Maya: I ..." is the input echoed, not a memory
             continue
         sources = sorted({n - 1 for n in item.get("from") or [] if isinstance(n, int) and 1 <= n <= len(messages)})
-        if not sources and len(messages) == 1:
-            sources = [0]
+        sources = grounded(fact, sources, [text for _, text in messages], speakers)
+        if sources is None:  # said by none of the messages: the prompt's example, or made up
+            continue
         speaker = messages[sources[0] if sources else 0][0]
         subject = str(item.get("subject") or _subject(fact, speaker)).strip()
         phrase = str(item.get("when") or fact)  # a model that names the time phrase on its own is believed
@@ -153,6 +154,40 @@ def extract(
         kind = item.get("kind") if item.get("kind") in KINDS else _kind(fact, ref_date, when)
         found.append(Candidate(fact, kind, subject, ref_date, sources))
     return found
+
+
+# Words too common to show where a memory came from (plus the speakers' names, which the
+# model puts in front of every memory).
+_COMMON = set(
+    "the and but for with that this these those have has had was were are is be been being not can cannot "
+    "will would could should she he her his him they them their there then than what when where who why how "
+    "about into from your you our out just also very really too some any all one its i'm i've we me my mine "
+    "yes yeah wow hey thanks thank did does do get got said says".split()
+)
+
+
+def _words(text: str, names: set[str]) -> set[str]:
+    """A text's telling words, cut to five letters ("painted" and "painting" meet)."""
+    return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _COMMON | names}
+
+
+def grounded(fact: str, sources: list[int], texts: list[str], speakers: set[str]) -> list[int] | None:
+    """The messages a memory rests on: those it cites if it shares a telling word with
+    them; else the one message it shares the most with (the small model often cites the
+    wrong number); None when it shares none with any. On LoCoMo conv-26 and conv-41 (tune
+    split, 813 memories learned by the 1.5B model), 217 memories shared no word with the
+    message they cited and 19 with none of the messages near it ("Melanie cannot eat
+    gluten": the prompt's example; "Caroline's brother Tom will visit Caroline in June").
+    Re-pointed and pruned, turn recall@10 with the memories went 0.667 -> 0.682 (the
+    episodes alone 0.697). The price: an inference that shares no word with what was said
+    ("I'm celiac" -> "cannot eat gluten") is not kept."""
+    names = {n.lower() for n in speakers}
+    mine = _words(fact, names)
+    overlap = [len(mine & _words(t, names)) for t in texts]
+    if sources and any(overlap[i] for i in sources):
+        return sources
+    best = max(range(len(texts)), key=lambda i: overlap[i], default=None)
+    return [best] if best is not None and overlap[best] else None
 
 
 def _items(reply: str) -> list[dict]:
