@@ -178,6 +178,32 @@ def test_orders_to_an_assistant_are_told_from_facts_that_look_alike(text, order)
     assert bool(_INSTRUCTION.search(text)) is order
 
 
+@pytest.mark.parametrize(
+    "text, asked",
+    [
+        ("The user asks how to kill a stuck Python process on Linux.", True),
+        ("Melanie asked Caroline about her weekend.", True),
+        ("The user wants to know what time the museum opens.", True),
+        ("Maya wondered whether the train runs on Sundays.", True),
+        ("Maya asked her boss for a raise.", False),
+        ("The user is asking for a quiet room at the hotel.", False),
+        ("Ana knows how to sail.", False),
+    ],
+)
+def test_a_question_someone_asked_is_not_a_memory(text, asked):
+    from anima.memory.extract import _ASKED
+
+    assert bool(_ASKED.search(text)) is asked
+
+
+def test_a_question_the_user_asked_does_not_reach_the_profile(memory, model):
+    asked = "How do I kill a stuck Python process on Linux? I'm on Debian."
+    eid = memory.observe(asked, when=NOW)
+    model.enqueue("1: The user asks how to kill a stuck Python process on Linux.\n1: The user is on Debian.")
+    memory.learn(eid, asked, NOW)
+    assert [m.text for m in memory.store.list_memories()] == ["The user is on Debian."]
+
+
 def test_memories_come_as_numbered_lines_each_tied_to_its_message(memory, model):
     """The learner's own format: "N: sentence" per line, N the message it came from;
     other lines (a preamble, "none", a stray bullet) are ignored."""

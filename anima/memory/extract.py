@@ -102,6 +102,17 @@ _INSTRUCTION = re.compile(
 )
 
 
+# A question someone asked is not something to know about them, and a profile line "The
+# user asks how to kill a stuck process" made the model answer that old question in every
+# later reply (seen in `anima serve`, 2026-12-05). An event that only uses the verb stays:
+# "Maya asked her boss for a raise".
+_ASKED = re.compile(
+    r"\b(?:asks?|asked|asking|inquires?|inquired|wonders?|wondered|wants to know|wanted to know)\b"
+    r"(?:\s+\w+)?\s+(?:how|what|why|where|when|who|whom|which|whether|if|about)\b",
+    re.IGNORECASE,
+)
+
+
 # A message that speaks to the other person and not of its speaker ("You'll be an awesome
 # mom!", "What got you into running?") is not read by the model: no first-person word, and
 # a second-person word or a question. On LoCoMo's tune split that is 26% of the messages
@@ -139,7 +150,7 @@ def extract(
     speakers = {speaker for speaker, _ in messages}
     for item in _items(reply.text):
         fact = str(item.get("text", "")).strip()
-        if len(fact) < 4 or _INSTRUCTION.search(fact):
+        if len(fact) < 4 or _INSTRUCTION.search(fact) or _ASKED.search(fact):
             continue
         if fact.partition(":")[0].strip() in speakers:  # "1. Maya: I ..." is the input echoed, not a memory
             continue
