@@ -204,6 +204,18 @@ def test_a_question_the_user_asked_does_not_reach_the_profile(memory, model):
     assert [m.text for m in memory.store.list_memories()] == ["The user is on Debian."]
 
 
+def test_advice_written_in_a_memorys_place_is_not_a_memory(memory, model):
+    asked = "How do I list the biggest files in a folder on Linux? Ana says du is best."
+    eid = memory.observe(asked, when=NOW)
+    model.enqueue(
+        "1: To list the biggest files in a folder on Linux, use the `ls -lh` command.\n"
+        "1: Try du to list the biggest files.\n1: You can list the biggest files with du.\n"
+        "1: Ana says du lists the biggest files best."
+    )
+    memory.learn(eid, asked, NOW)
+    assert [m.text for m in memory.store.list_memories()] == ["Ana says du lists the biggest files best."]
+
+
 def test_memories_come_as_numbered_lines_each_tied_to_its_message(memory, model):
     """The learner's own format: "N: sentence" per line, N the message it came from;
     other lines (a preamble, "none", a stray bullet) are ignored."""

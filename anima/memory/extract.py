@@ -158,6 +158,8 @@ def extract(
         sources = grounded(fact, sources, [text for _, text in messages], speakers)
         if sources is None:  # said by none of the messages: the prompt's example, or made up
             continue
+        if _ADVICE.match(fact):
+            continue
         speaker = messages[sources[0] if sources else 0][0]
         subject = str(item.get("subject") or _subject(fact, speaker)).strip()
         phrase = str(item.get("when") or fact)  # a model that names the time phrase on its own is believed
@@ -199,6 +201,16 @@ def grounded(fact: str, sources: list[int], texts: list[str], speakers: set[str]
         return sources
     best = max(range(len(texts)), key=lambda i: overlap[i], default=None)
     return [best] if best is not None and overlap[best] else None
+
+
+# The model sometimes answers a question in a memory's place ("To list the biggest files,
+# use `ls -lh`.", "Try placing basil in a sunny spot."): advice, not a memory. A memory
+# opens with who it is about; these openings never name anyone.
+_ADVICE = re.compile(
+    r"^\s*(?:to|try|use|using|make|consider|you|your|here|if|for|please|check|run|add|keep|avoid|set|install"
+    r"|open|type|first|simply|just)\b",
+    re.IGNORECASE,
+)
 
 
 def _items(reply: str) -> list[dict]:
