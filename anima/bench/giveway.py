@@ -34,10 +34,9 @@ from anima.config import Config
 from anima.memory import MemoryService
 from anima.memory.extract import SYSTEM
 from anima.memory.service import Learner
-from anima.models import load_embedder
+from anima.models import load_chat_model, load_embedder
 from anima.models.base import Options, complete
 from anima.models.llama_cpp import LlamaCppChatModel
-from anima.models.registry import resolve
 from anima.store import Store
 
 SEED = 7
@@ -61,13 +60,8 @@ def run_giveway(
     data: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
-    model = LlamaCppChatModel(
-        resolve(config.model),
-        name=config.model,
-        n_ctx=config.llama_cpp.n_ctx,
-        n_threads=config.llama_cpp.n_threads,
-        n_batch=config.llama_cpp.n_batch,
-    )
+    model = load_chat_model(config)
+    assert isinstance(model, LlamaCppChatModel), "this bench times the embedded model (backend llama_cpp)"
     embedder = load_embedder(config)
     persona = get_persona(config.persona)
     (sample,) = conversations(data, 1)

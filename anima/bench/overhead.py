@@ -32,9 +32,8 @@ from anima.assistant import get_persona
 from anima.bench import percentile
 from anima.bench.stores import BENCH_KEY, conversations, copy_store, fill, questions
 from anima.config import Config
-from anima.models import load_embedder
+from anima.models import load_chat_model, load_embedder
 from anima.models.llama_cpp import LlamaCppChatModel
-from anima.models.registry import resolve
 from anima.store import Store
 
 PROMPTS = [
@@ -61,13 +60,8 @@ def run_overhead(
     data: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
-    model = LlamaCppChatModel(
-        resolve(config.model),
-        name=config.model,
-        n_ctx=config.llama_cpp.n_ctx,
-        n_threads=config.llama_cpp.n_threads,
-        n_batch=config.llama_cpp.n_batch,
-    )
+    model = load_chat_model(config)
+    assert isinstance(model, LlamaCppChatModel), "this bench times the embedded model (backend llama_cpp)"
     embedder = load_embedder(config)
     persona = get_persona(config.persona)
     config.memory.learn = False
