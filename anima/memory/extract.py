@@ -113,6 +113,16 @@ _ASKED = re.compile(
 )
 
 
+# The model sometimes answers a question in a memory's place ("To list the biggest files,
+# use `ls -lh`.", "Try placing basil in a sunny spot."): advice, not a memory. A memory
+# opens with who it is about; these openings never name anyone.
+_ADVICE = re.compile(
+    r"^\s*(?:to|try|use|using|make|consider|you|your|here|if|for|please|check|run|add|keep|avoid|set|install"
+    r"|open|type|first|simply|just)\b",
+    re.IGNORECASE,
+)
+
+
 # A message that speaks to the other person and not of its speaker ("You'll be an awesome
 # mom!", "What got you into running?") is not read by the model: no first-person word, and
 # a second-person word or a question. On LoCoMo's tune split that is 26% of the messages
@@ -150,7 +160,7 @@ def extract(
     speakers = {speaker for speaker, _ in messages}
     for item in _items(reply.text):
         fact = str(item.get("text", "")).strip()
-        if len(fact) < 4 or _INSTRUCTION.search(fact) or _ASKED.search(fact):
+        if len(fact) < 4 or _INSTRUCTION.search(fact) or _ASKED.search(fact) or _ADVICE.match(fact):
             continue
         if fact.partition(":")[0].strip() in speakers:  # "1. Maya: I ..." is the input echoed, not a memory
             continue
@@ -158,9 +168,7 @@ def extract(
         sources = grounded(fact, sources, [text for _, text in messages], speakers)
         if sources is None:  # said by none of the messages: the prompt's example, or made up
             continue
-        if _ADVICE.match(fact):
-            continue
-        speaker = messages[sources[0] if sources else 0][0]
+        speaker = messages[sources[0]][0]
         subject = str(item.get("subject") or _subject(fact, speaker)).strip()
         phrase = str(item.get("when") or fact)  # a model that names the time phrase on its own is believed
         ref_date = refers_to(phrase, when, "plan" if _PLAN.search(fact) else "")
@@ -201,16 +209,6 @@ def grounded(fact: str, sources: list[int], texts: list[str], speakers: set[str]
         return sources
     best = max(range(len(texts)), key=lambda i: overlap[i], default=None)
     return [best] if best is not None and overlap[best] else None
-
-
-# The model sometimes answers a question in a memory's place ("To list the biggest files,
-# use `ls -lh`.", "Try placing basil in a sunny spot."): advice, not a memory. A memory
-# opens with who it is about; these openings never name anyone.
-_ADVICE = re.compile(
-    r"^\s*(?:to|try|use|using|make|consider|you|your|here|if|for|please|check|run|add|keep|avoid|set|install"
-    r"|open|type|first|simply|just)\b",
-    re.IGNORECASE,
-)
 
 
 def _items(reply: str) -> list[dict]:

@@ -263,8 +263,8 @@ class Learner:
     kill -9 and is learned from at the next start, and several processes on one store
     share it. A failure is logged and skipped: learning never breaks a conversation. It
     starts a message only when `idle()`, and gives the model up within milliseconds when
-    `busy()` (a request came in; see `giving_way`), then learns from that message again at the next quiet
-    moment."""
+    `busy()` (a request came in; see `giving_way`), then learns from that message again at
+    the next quiet moment."""
 
     LEASE = 600.0  # seconds a taken message is held: one whose process died is taken again after this
 
