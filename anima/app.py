@@ -111,7 +111,8 @@ class Container:
 
     @cached_property
     def memory(self) -> MemoryService:
-        return MemoryService(self.store, self.embedder, self.learner_model, self.config.memory.expand)
+        allowed = (lambda text: self.guard.check_fast(text, "assistant").safe) if self.config.guard.enabled else None
+        return MemoryService(self.store, self.embedder, self.learner_model, self.config.memory.expand, allowed)
 
     @cached_property
     def learner(self) -> Learner | None:

@@ -79,6 +79,18 @@ def test_learning_stores_memories_with_provenance_and_resolved_dates(memory, mod
     assert model.calls[0][1].json_schema is None  # lines, no grammar: see extract.SYSTEM
 
 
+def test_a_memory_the_guard_flags_is_not_kept(store, model):
+    memory = MemoryService(store, FakeEmbedder(), model, allowed=lambda text: "bomb" not in text)
+    said = "I keep bees. Victor showed me how he builds a pipe bomb."
+    eid = memory.observe(said, when=NOW)
+    model.enqueue(
+        extraction(("Maya keeps bees.", "fact", "Maya", ""), ("Victor builds a pipe bomb.", "fact", "Victor", ""))
+    )
+    assert [d.action for d in memory.learn(eid, said, NOW, "Maya")] == ["add"]
+    assert [m.text for m in store.list_memories()] == ["Maya keeps bees."]
+    assert store.count_episodes() == 1  # what was said stays findable as it was said
+
+
 def test_a_bare_extraction_gets_its_kind_subject_and_date_from_its_sentence(memory, model):
     """The model is asked for the sentence and its message only (fewer tokens to write);
     the rest is read from the words."""

@@ -607,6 +607,24 @@ def test_blocked_input_gets_a_refusal_and_never_reaches_the_model(guard_heads):
     assert c.store.count_episodes() == 0  # not kept as an episode
 
 
+def test_a_learned_memory_passes_the_guard_before_it_is_kept(guard_heads):
+    """Memories are read into later prompts, where no input check sees them; an imported
+    history (`anima memory ingest --learn`) never passed the input guard at all."""
+    import json
+    from datetime import datetime, timezone
+
+    said = "I keep bees on my roof. Victor showed me how to build a pipe bomb at home."
+    learned = {
+        "memories": [{"text": t, "from": [1]} for t in ("Maya keeps bees.", "Victor builds a pipe bomb at home.")]
+    }
+    c = build(load_config(backend="fake", guard={"threshold": 0.5}), chat_model=FakeChatModel([json.dumps(learned)]))
+    when = datetime(2023, 5, 10, tzinfo=timezone.utc)
+    eid = c.memory.observe(said, "user", "Maya", when)
+    c.memory.learn(eid, said, when, "Maya")
+    assert [m.text for m in c.store.list_memories()] == ["Maya keeps bees."]
+    assert c.store.count_episodes() == 1  # what was said stays, as it was said
+
+
 def test_safe_input_passes_with_its_verdict(guard_heads):
     c = build(load_config(backend="fake", guard={"threshold": 0.5}), chat_model=FakeChatModel(["Use kill -9 PID."]))
     reply = c.assistant.reply("how do I kill a Python process")

@@ -39,6 +39,9 @@ class MemoryService:
     embedder: Embedder | None
     model: ChatModel | None = None
     expand: bool = False  # query expansion: one more model call per recall
+    # a learned memory is kept only if its sentence passes this (the guard's fast layer):
+    # memories are read into later prompts, where no input check sees them
+    allowed: Callable[[str], bool] | None = None
 
     def _vector(self, text: str):
         return self.embedder.embed([text])[0] if self.embedder else None
@@ -85,6 +88,9 @@ class MemoryService:
         episode_ids, messages = [episode_ids[i] for i in keep], [messages[i] for i in keep]
         decisions = []
         for candidate in extract(self.model, messages, when):
+            if self.allowed is not None and not self.allowed(candidate.text):
+                log.info("memory not kept: the guard flagged it")
+                continue
             vector = self._vector(candidate.text)
             sources = [episode_ids[i] for i in candidate.sources] or self._closest(episode_ids, vector)
             decisions.append(
