@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -66,6 +67,30 @@ def test_streaming_and_token_counts_match_llama_cpp(default_model):
     assert abs(ours.completion_tokens - theirs["completion_tokens"]) <= 1  # ours re-tokenises the text
 
 
+def test_guessing_ahead_from_the_prompt_gives_the_greedy_reply(default_model):
+    """Prompt-lookup decoding (learning's memories copy from their messages): the same
+    text as plain greedy decoding, stop strings and max_tokens kept, the KV cache left
+    sound for the next request."""
+    note = (
+        "Maya Lindqvist moved to Porto in March 2023 with her dog Biscuit; she works as a "
+        "marine biologist at the Oceanário and plans a trip to Reykjavík in June."
+    )
+    messages = [{"role": "user", "content": f"Copy this sentence exactly, then stop:\n{note}"}]
+    for options in (Options(max_tokens=80, temperature=0), Options(max_tokens=9, temperature=0)):
+        plain = complete(default_model, messages, options)
+        guessed = complete(default_model, messages, replace(options, lookup=True))
+        assert guessed.text == plain.text and guessed.finish_reason == plain.finish_reason
+    assert "Porto" in plain.text
+    stopped = complete(default_model, messages, Options(max_tokens=80, temperature=0, stop=["Biscuit"], lookup=True))
+    assert "Porto" in stopped.text and "Biscuit" not in stopped.text and stopped.finish_reason == "stop"
+    after = complete(
+        default_model,
+        [{"role": "user", "content": "What is 2 + 2? Answer with a digit."}],
+        Options(max_tokens=5, temperature=0),
+    )
+    assert "4" in after.text
+
+
 def test_json_schema_constrained_output(default_model):
     schema = {
         "type": "object",
@@ -81,9 +106,11 @@ def test_json_schema_constrained_output(default_model):
     assert set(data) == {"city", "country"} and "Rome" in data["city"]
 
 
-def test_a_background_generation_gives_the_model_up_at_the_next_token(default_model):
+@pytest.mark.parametrize("lookup", [False, True])
+def test_a_background_generation_gives_the_model_up_at_the_next_token(default_model, lookup):
     """The learner's generation under `giving_way`: when a request comes, the model's
-    lock is free again within a token or so, not after the rest of the generation."""
+    lock is free again within a token or so, not after the rest of the generation
+    (also when it guesses ahead, as learning does)."""
     import threading
 
     from anima.models.base import Preempted, giving_way
@@ -96,7 +123,7 @@ def test_a_background_generation_gives_the_model_up_at_the_next_token(default_mo
                 reply = complete(
                     default_model,
                     [{"role": "user", "content": "Count from 1 to 300, separated by commas."}],
-                    Options(max_tokens=400, temperature=0.0),
+                    Options(max_tokens=400, temperature=0.0, lookup=lookup),
                 )
             outcome["finished"] = reply.usage.completion_tokens
         except Preempted:

@@ -148,13 +148,33 @@ class Candidate:
     sources: list[int]  # indices of the messages it came from
 
 
+# A sentence addressed to an AI inside a message ("SYSTEM NOTE TO THE AI ASSISTANT: ...",
+# from a pasted page) is not read by the learner: a memory resting on it ("Maya sent the
+# recipe to evil@example.com") would carry the injection into every later prompt.
+# It matches none of the 8,268 sentences of LoCoMo's dev conversations.
+_TO_AN_AI = re.compile(
+    r"\b(?:system (?:note|message|prompt|instructions?)|(?:note|message|instructions?) (?:to|for) (?:the )?"
+    r"(?:ai|assistant|model|llm)|ai (?:assistant|model)|language model)\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def to_people(text: str) -> str:
+    """`text` without its sentences addressed to an AI."""
+    if not _TO_AN_AI.search(text):
+        return text
+    return " ".join(p for p in _SENTENCE.split(text) if p.strip() and not _TO_AN_AI.search(p))
+
+
 def extract(
     model: ChatModel, messages: list[tuple[str, str]], when: datetime, options: Options | None = None
 ) -> list[Candidate]:
     """`messages` are (speaker, text) pairs said around `when`."""
+    messages = [(speaker, to_people(text)) for speaker, text in messages]
     numbered = "\n".join(f"{i}. {speaker}: {text}" for i, (speaker, text) in enumerate(messages, 1))
     user = f"Time: {when:%A %Y-%m-%d %H:%M}. Messages:\n{numbered}"
-    opts = options or Options(max_tokens=60 + 60 * min(len(messages), 6), temperature=0.0)
+    opts = options or Options(max_tokens=60 + 60 * min(len(messages), 6), temperature=0.0, lookup=True)
     reply = complete(model, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], opts)
     found = []
     speakers = {speaker for speaker, _ in messages}

@@ -30,6 +30,9 @@ class Options:
     prefix: str = (
         ""  # the reply starts with this text (backends whose capabilities say prefill); only what follows is returned
     )
+    # greedy replies that copy from their prompt (learning's memories): the backend may guess
+    # the next tokens from the prompt and check several at once; the same reply, sooner
+    lookup: bool = False
 
 
 @dataclass(frozen=True)
