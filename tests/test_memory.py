@@ -232,7 +232,7 @@ def test_advice_written_in_a_memorys_place_is_not_a_memory(memory, model):
     model.enqueue(
         "1: To list the biggest files in a folder on Linux, use the `ls -lh` command.\n"
         "1: Try du to list the biggest files.\n1: You can list the biggest files with du.\n"
-        "1: Ana says du lists the biggest files best."
+        "1: Get du to list the biggest files in a folder.\n1: Ana says du lists the biggest files best."
     )
     memory.learn(eid, asked, NOW)
     assert [m.text for m in memory.store.list_memories()] == ["Ana says du lists the biggest files best."]

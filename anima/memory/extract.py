@@ -116,9 +116,13 @@ _ASKED = re.compile(
 # The model sometimes answers a question in a memory's place ("To list the biggest files,
 # use `ls -lh`.", "Try placing basil in a sunny spot."): advice, not a memory. A memory
 # opens with who it is about; these openings never name anyone.
+# (None of the 1,210 memory-like `observation` lines of LoCoMo's dev conversations opens
+# with one of these words; "Plant a variety of flowers that attract bees." was learned from
+# "I keep bees on my roof. What should I plant for them?" in `anima serve`, 2026-12-05.)
 _ADVICE = re.compile(
     r"^\s*(?:to|try|use|using|make|consider|you|your|here|if|for|please|check|run|add|keep|avoid|set|install"
-    r"|open|type|first|simply|just)\b",
+    r"|open|type|first|simply|just|plant|grow|water|buy|choose|pick|look|start|go|visit|read|write|get|take"
+    r"|find|ask|call|place|put|feed|wear|eat|drink|spend|join|focus|talk|practi[cs]e|learn|stay|be|do|don't)\b",
     re.IGNORECASE,
 )
 
