@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from anima.models.base import ChatModel, Options, complete
+from anima.safety.injection import SENTENCE_BREAK
 from anima.store import KINDS
 from anima.timeparse import find_times, resolve_date
 
@@ -161,14 +162,13 @@ _TO_AN_AI = re.compile(
     r"(?:ai|assistant|model|llm)|ai (?:assistant|model)|language model)\b",
     re.IGNORECASE,
 )
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def to_people(text: str) -> str:
     """`text` without its sentences addressed to an AI."""
     if not _TO_AN_AI.search(text):
         return text
-    return " ".join(p for p in _SENTENCE.split(text) if p.strip() and not _TO_AN_AI.search(p))
+    return " ".join(p for p in SENTENCE_BREAK.split(text) if p.strip() and not _TO_AN_AI.search(p))
 
 
 def extract(

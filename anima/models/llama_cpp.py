@@ -48,12 +48,6 @@ def _load(path: Path, **kwargs: Any):
         ) from exc
 
 
-def llama_eog(llm, token: int) -> bool:
-    """Whether `token` ends the reply (end of turn, end of text)."""
-    llama_cpp, _ = _import_llama_cpp()
-    return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token))
-
-
 def _shared(a, b) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -338,20 +332,28 @@ class LlamaCppChatModel:
         935 s with this."""
         import numpy as np
 
+        llama_cpp, _ = _import_llama_cpp()
         llm, n_vocab = self.llm, self.llm.n_vocab()
+        vocab = llm._model.vocab
+        ends = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))  # end of turn or of text
         logits = self._read_prompt(tokens)
         seen: dict[tuple[int, ...], int] = {}  # an n-gram -> where what followed it starts
         context = list(tokens)
-        for j in range(len(context)):
+
+        def index(j: int) -> None:
+            """The 2- and 3-grams just before token j are followed by it."""
             for n in (2, 3):
                 if j >= n:
                     seen[tuple(context[j - n : j])] = j
+
+        for j in range(len(context)):
+            index(j)
         out: list[int] = []
         sent, finish = "", None
         hold = max((len(s) for s in stops), default=1) - 1
         while finish is None:
             nxt = int(np.argmax(logits))
-            if llama_eog(llm, nxt):
+            if ends(nxt):
                 finish, step, keep = "stop", [], 0
             elif len(out) + 1 >= max_tokens:
                 finish, step, keep = "length", [nxt], 1
@@ -370,13 +372,12 @@ class LlamaCppChatModel:
                 llm.n_tokens = n_past + keep
                 logits = rows[keep - 1]
             for token in step[:keep]:
-                if llama_eog(llm, token):
+                if ends(token):
                     finish = "stop"
                     break
                 out.append(token)
                 context.append(token)
-                for n in (2, 3):
-                    seen[tuple(context[-1 - n : -1])] = len(context) - 1
+                index(len(context) - 1)
             if finish is None and len(out) >= max_tokens:  # a kept guess filled the reply
                 finish = "length"
             text = llm.detokenize(out).decode("utf-8", "ignore")

@@ -87,12 +87,12 @@ _DATA_COMPILED = [(re.compile(p, re.IGNORECASE), w) for p, w in _DATA_RULES]
 # a sentence about "the user" in the third person.
 OFF_TOPIC_TEXT, OFF_TOPIC_SCORE = 4, 0.6
 _OFF_TOPIC = [(re.compile(r"\?$"), 0.15), (re.compile(r"\bthe user('s|s)?\b", re.IGNORECASE), 0.3)]
-_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 MAX_SEGMENTS = 64
 
 
 def segments(text: str) -> list[str]:
-    parts = [p.strip() for p in _SPLIT.split(text) if p and len(p.strip()) > 3]
+    parts = [p.strip() for p in SENTENCE_BREAK.split(text) if p and len(p.strip()) > 3]
     return parts[:MAX_SEGMENTS]
 
 
