@@ -360,6 +360,24 @@ def test_bench_overhead_runs(anima_home, link_models):
     assert filled["raw"]["prompt_tokens_mean"] < filled["anima"]["prompt_tokens_mean"]
 
 
+def test_bench_guard_times_the_same_turns_with_the_guard_off_and_on(anima_home, link_models, real_guard_heads):
+    link_models("small", "minilm")
+    proc = subprocess.run(
+        [ANIMA, "bench", "guard", "--model", "small", "--prompts", "2", "--max-tokens", "8", "--json"],
+        capture_output=True,
+        text=True,
+        env=env_with_home(anima_home),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["prompts"] == 2 and set(data["groups"]) == {"benign", "harmful", "all"}
+    every = data["groups"]["all"]
+    assert every["n"] == 2 and every["first_off_ms"]["p50"] > 0 and every["first_on_ms"]["p50"] > 0
+    assert every["fast_layer_ms"]["p50"] > 0  # the guard ran on the guarded side
+    assert "test split" in data["split"]
+
+
 def test_bench_give_way_runs_a_learner_and_requests(anima_home, link_models):
     link_models("small", "minilm")
     proc = subprocess.run(
@@ -549,4 +567,13 @@ def test_the_models_own_refusal_is_read_from_its_openings_and_the_reply_is_uncha
     openings = default_model.openings(harmful, STARTS)  # "I" / "As" continued: the branches were decoded
     assert any(len(text.split()) > 1 for _, text in openings)
     assert all(0 < p <= 1 for p, _ in openings) and sum(p for p, _ in openings) <= 1.0001
+    # the likeliest opening ("I'm sorry, ...") stays decoded for the reply, which goes on from it
+    assert default_model._opening is not None and default_model._opening[1]
     assert complete(default_model, harmful, opts).text == plain
+    assert default_model._opening is None
+    # a sampled reply opens with it too; another prompt's reply does not
+    default_model.openings(harmful, STARTS)
+    kept = default_model.llm.detokenize(default_model._opening[1]).decode()
+    assert complete(default_model, harmful, Options(max_tokens=24, temperature=0.7, seed=3)).text.startswith(kept)
+    default_model.openings(harmful, STARTS)
+    assert complete(default_model, everyday, opts).text != plain and default_model._opening is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -887,9 +888,23 @@ class RefusingModel(FakeChatModel):
         super().__init__(script or ["Sure: here it is."], name="refuser", capabilities=Capabilities(logits=True))
         self._openings, self.read = openings, []
 
-    def openings(self, messages, starts, tools=None, steps=7):
+    def openings(self, messages, starts, tools=None, steps=7, settled=None):
+        """As the real backend: start words continued likeliest first while `settled`
+        says the rest may matter; those not continued come back as their first word."""
         self.read.append((messages, tools))
-        return self._openings
+        out, done, self.continued = [], [], 0
+        first = lambda text: re.match(r"\w+", text).group()  # "I'm sorry" opens with the token "I"
+        branches = [(p, text) for p, text in self._openings if first(text) in starts]
+        for p, text in self._openings:
+            if (p, text) in branches:
+                i = branches.index((p, text))
+                if i and settled is not None and settled(done, sum(q for q, _ in branches[i:])):
+                    text = first(text)
+                else:
+                    self.continued += 1
+                    done.append((p, text))
+            out.append((p, text))
+        return out
 
 
 @pytest.mark.parametrize(
@@ -930,6 +945,27 @@ def test_refusal_probability_sums_the_openings_that_refuse():
     )
     assert refusal_probability(model, [{"role": "user", "content": "x"}]) == pytest.approx(0.6)
     assert refusal_probability(FakeChatModel(["hi"]), [{"role": "user", "content": "x"}]) is None  # no logits
+
+
+@pytest.mark.parametrize(
+    "openings, continued, p",
+    [
+        # the likeliest refuses: P is past the threshold whatever the rest say
+        ([(0.5, "I'm sorry, but I can't"), (0.2, "As an AI"), (0.1, "Sorry, I can't")], 1, 0.5),
+        # the likeliest does not, and the rest cannot reach the threshold
+        ([(0.7, "I'd be happy to"), (0.2, "As an AI"), (0.05, "Sorry, I can't")], 1, 0.0),
+        # undecided after the first: the next one is read, then it is settled
+        ([(0.2, "I'm sorry, but I can't"), (0.15, "As an AI, I cannot"), (0.1, "Sorry, I can't")], 2, 0.35),
+    ],
+)
+def test_the_vote_stops_continuing_openings_once_the_decision_is_settled(openings, continued, p):
+    model = RefusingModel(openings)
+    got = refusal_probability(model, [{"role": "user", "content": "x"}], threshold=0.3)
+    assert model.continued == continued and got == pytest.approx(p)
+    # without a threshold every opening is read: P is exact
+    full = RefusingModel(openings)
+    exact = refusal_probability(full, [{"role": "user", "content": "x"}])
+    assert full.continued == 3 and (exact >= 0.3) == (got >= 0.3)
 
 
 def test_a_message_the_chat_model_would_refuse_is_blocked(tiny_heads):

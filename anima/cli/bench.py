@@ -63,6 +63,57 @@ def bench_overhead(
     out.print(f"anima side: memory {result['memory']}; guard {result['guard']}; timing {result['timing']}")
 
 
+@bench_app.command("guard")
+def bench_guard(
+    model: Optional[str] = ModelOpt,
+    prompts: int = typer.Option(40, "--prompts", min=2, help="Prompts (half benign, half harmful), each run twice."),
+    max_tokens: int = typer.Option(48, "--max-tokens", min=1, help="Tokens generated per reply."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """What the guard adds to a turn: the same prompts answered with the guard off and on
+    (same model, greedy, caches cleared), the difference to the first piece and to the end."""
+    from anima.bench.guard import run_guard_cost
+    from anima.safety.data import safety_data_dir
+
+    folder = data or safety_data_dir()
+    if folder is None or not folder.is_dir():
+        raise BadInput(
+            f"no safety data folder at {folder or '../shared/data/safety'}", "pass --data or set ANIMA_SAFETY_DATA"
+        )
+    config = load_config(model=model, backend="llama_cpp")
+    with labelled_steps() as update:
+        result = run_guard_cost(config, folder, n_prompts=prompts, max_tokens=max_tokens, progress=update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    out.print(
+        f"guard cost in a turn · {result['model']} · {result['guard']} · {result['prompts']} prompts · "
+        f"max_tokens {result['max_tokens']}"
+    )
+    out.print(f"prompts: {result['split']}; {result['timing']}")
+    table = Table("", "n", "blocked", "1st off", "1st on", "added 1st", "added end", "fast", "LLM", "vote")
+    table.title = "ms, p50 / p95: 1st = first piece shown, with the guard off / on; added = on - off per prompt"
+    cell = lambda d: "–" if d["p50"] is None else f"{d['p50']:.0f}/{d['p95']:.0f}"
+    for name, g in result["groups"].items():
+        table.add_row(
+            name,
+            str(g["n"]),
+            str(g["blocked"]),
+            cell(g["first_off_ms"]),
+            cell(g["first_on_ms"]),
+            f"[bold]{cell(g['added_first_ms'])}[/bold]",
+            cell(g["added_end_ms"]),
+            cell(g["fast_layer_ms"]),
+            cell(g["llm_layer_ms"]),
+            cell(g["refusal_vote_ms"]),
+        )
+    out.print(table)
+    out.print("the refusal vote's time includes reading the prompt, which the reply then reuses")
+
+
 @bench_app.command("give-way")
 def bench_giveway(
     model: Optional[str] = ModelOpt,

@@ -8,6 +8,7 @@ llama.cpp still reuses the KV cache for a shared prefix (persona, profile).
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
 import threading
@@ -210,6 +211,8 @@ class LlamaCppChatModel:
         )
         self._grammars: dict[str, Any] = {}
         self.cache = PromptCache()
+        # (prompt tokens, opening tokens, ended): a greedy opening `openings` left in the KV cache
+        self._opening: tuple[list[int], list[int], bool] | None = None
         self._abort = _Abort(self.llm) if not vocab_only else None
         # One generation at a time in the whole process: two contexts (the chat's and the
         # learner's, each keeping its own KV cache warm) would only fight over the cores.
@@ -285,21 +288,30 @@ class LlamaCppChatModel:
                 parts, finish = [], None
                 # background work (`giving_way`) stops inside llama.cpp when a request comes
                 with self._abort.on(wanted, self.name) if wanted is not None else nullcontext():
+                    opening = self._kept_opening(tokens, options, options.stop + stop)
                     if options.lookup and options.temperature == 0 and options.json_schema is None:
                         events = self._lookup(tokens, options.max_tokens, options.stop + stop)
+                    elif opening is not None and opening[2]:  # the opening is the whole reply
+                        events = iter([(opening[1], "stop")])
                     else:
-                        events = (
-                            (e["choices"][0]["text"], e["choices"][0].get("finish_reason"))
-                            for e in self.llm.create_completion(
-                                prompt=tokens,
-                                max_tokens=options.max_tokens,
-                                temperature=options.temperature,
-                                top_p=options.top_p,
-                                stop=options.stop + stop,
-                                seed=options.seed,
-                                grammar=self._grammar(options.json_schema),
-                                stream=True,
-                            )
+                        # a reply whose opening the refusal vote already decoded (greedily)
+                        # goes on from it: those tokens are not decoded twice
+                        seq, text, _ = opening or ([], "", False)
+                        events = itertools.chain(
+                            [(text, None)] if text else [],
+                            (
+                                (e["choices"][0]["text"], e["choices"][0].get("finish_reason"))
+                                for e in self.llm.create_completion(
+                                    prompt=tokens + seq,
+                                    max_tokens=options.max_tokens - len(seq),
+                                    temperature=options.temperature,
+                                    top_p=options.top_p,
+                                    stop=options.stop + stop,
+                                    seed=options.seed,
+                                    grammar=self._grammar(options.json_schema),
+                                    stream=True,
+                                )
+                            ),
                         )
                     for text, reason in events:
                         if stopped.is_set():
@@ -424,11 +436,17 @@ class LlamaCppChatModel:
         steps: int = 4,
         top: int = 4,
         min_p: float = 0.03,
+        settled: Callable[[list[tuple[float, str]], float], bool] | None = None,
     ) -> list[tuple[float, str]]:
         """How the reply would begin: its `top` likeliest first tokens (each at least
         `min_p` likely) with their probabilities; one that is a word of `starts` is
-        continued greedily for `steps` tokens. The prompt is read as the reply will read
-        it (the same KV cache, left in place for it), so only those steps cost extra."""
+        continued greedily for `steps` tokens, likeliest first, until
+        `settled(the continued openings, the probability of the start words not continued
+        yet)` says the rest cannot matter (those are returned as their first word). The
+        prompt is read as the reply will read it (the same KV cache, left in place for it).
+        When the likeliest first token is a start word, its continuation is left in the KV
+        cache too, and a reply to this prompt opens with it (`_decode`): those steps are
+        the reply's own, only the other branches cost extra."""
         import numpy as np
 
         tokens, _ = self.prompt_tokens(messages, tools)
@@ -443,23 +461,60 @@ class LlamaCppChatModel:
             end = llm.n_tokens
             p = np.exp(logits - logits.max())
             p /= p.sum()
-            out, branched = [], False
-            for tok in (int(t) for t in np.argsort(-p)[:top] if p[t] >= min_p):
-                text = llm.detokenize([tok]).decode("utf-8", "replace")
-                if text.strip() in starts:
-                    llm.n_tokens, seq, branched = end, [tok], True
-                    for _ in range(steps):
-                        llm.eval([seq[-1]])
-                        nxt = int(np.argmax(self._logits()))
-                        if nxt == llm.token_eos():
-                            break
-                        seq.append(nxt)
-                    text = llm.detokenize(seq).decode("utf-8", "replace")
-                out.append((float(p[tok]), text))
-            llm.n_tokens = end  # the prompt stays read; the branches' tokens are dropped at the next eval
-            # the live logits are a branch's now: the reply re-reads the prompt's last token for its own
-            llm._requires_eval = llm._requires_eval or branched
-            return out
+            ranked = [int(t) for t in np.argsort(-p)[:top] if p[t] >= min_p]
+            texts = {t: llm.detokenize([t]).decode("utf-8", "replace") for t in ranked}
+            branches = [t for t in ranked if texts[t].strip() in starts]
+            done: list[tuple[float, str]] = []
+            kept: list[int] = []  # the greedy opening, when the likeliest token starts one
+            kept_ended = False
+            for i, tok in enumerate(branches):
+                if i and settled is not None and settled(done, float(sum(p[t] for t in branches[i:]))):
+                    break
+                llm.n_tokens, seq, ended = end, [tok], False
+                for _ in range(steps):
+                    llm.eval([seq[-1]])
+                    nxt = int(np.argmax(self._logits()))
+                    if nxt == llm.token_eos():
+                        ended = True
+                        break
+                    seq.append(nxt)
+                texts[tok] = llm.detokenize(seq).decode("utf-8", "replace")
+                done.append((float(p[tok]), texts[tok]))
+                if tok == ranked[0]:
+                    kept, kept_ended = seq, ended
+            self._opening = None
+            if kept:
+                read = kept if kept_ended else kept[:-1]  # the tokens whose KV the reply reuses
+                if llm.n_tokens != end + len(read) or llm.input_ids[end : llm.n_tokens].tolist() != read:
+                    llm.n_tokens = end  # another branch came after it: read it again, in one batch
+                    llm.eval(read)
+                self._opening = (tokens, kept, kept_ended)
+            else:
+                llm.n_tokens = end  # the prompt stays read; the branches' tokens are dropped at the next eval
+            # the live logits are a branch's now: the reply re-reads the last token for its own
+            llm._requires_eval = llm._requires_eval or bool(branches)
+            return [(float(p[t]), texts[t]) for t in ranked]
+
+    def _kept_opening(
+        self, tokens: list[int], options: Options, stops: list[str]
+    ) -> tuple[list[int], str, bool] | None:
+        """The greedy opening `openings` left in the KV cache for exactly this prompt, if it
+        is still there and the reply may open with it: (its tokens, its text, whether the
+        model ended the reply there). Hold the lock."""
+        if self._opening is None:
+            return None
+        prompt, seq, ended = self._opening
+        self._opening = None
+        llm = self.llm
+        read = seq if ended else seq[:-1]
+        if prompt != tokens or llm.n_tokens != len(tokens) + len(read) or options.json_schema is not None:
+            return None
+        if llm.input_ids[: llm.n_tokens].tolist() != tokens + read or len(seq) >= options.max_tokens:
+            return None
+        text = llm.detokenize(seq).decode("utf-8", "replace")
+        if "\ufffd" in text or any(s and s in text for s in stops):  # a character cut in two, or a stop inside
+            return None
+        return seq, text, ended
 
     def _grammar(self, schema: dict[str, Any] | None):
         if schema is None:

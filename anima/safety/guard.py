@@ -102,7 +102,7 @@ class Guard:
         if self.refusal_model is None or not verdict.safe or self.layer2 == "off":
             return verdict
         t = time.perf_counter()
-        p = refusal_probability(self.refusal_model, messages, tools)
+        p = refusal_probability(self.refusal_model, messages, tools, self.refusal_threshold)
         took = (time.perf_counter() - t) * 1000
         verdict.layers_ms["refusal"] = took
         verdict.latency_ms += took

@@ -3,8 +3,9 @@
 A small instruct model refuses many plainly harmful requests by itself ("I'm sorry, but
 I can't..."). How likely its reply is to open that way is one more vote for the guard,
 and a cheap one: the prompt it reads is the one the reply reads next (the same KV
-cache), and only the openings that could be refusals ("I", "As", "Sorry",
-"Unfortunately") are continued for a few tokens.
+cache), only the openings that could be refusals ("I", "As", "Sorry", "Unfortunately")
+are continued for a few tokens, and only while they could still change the decision;
+the likeliest opening, continued, is the reply's own first tokens.
 """
 
 from __future__ import annotations
@@ -66,13 +67,22 @@ def declines(opening: str) -> bool:
     return bool(opening) and is_refusal(opening) and not _UNABLE.search(opening)
 
 
-def refusal_probability(model: ChatModel, messages: list[Message], tools: list[dict] | None = None) -> float | None:
+def refusal_probability(
+    model: ChatModel, messages: list[Message], tools: list[dict] | None = None, threshold: float | None = None
+) -> float | None:
     """P(the model's reply to `messages` opens with a refusal), from its likeliest first
-    tokens; None when the backend cannot say (no logits)."""
+    tokens; None when the backend cannot say (no logits). With `threshold`, openings stop
+    being continued once the rest cannot move P across it: P is then exact only as far as
+    which side of the threshold it is on (at or above it, it may be an underestimate)."""
     if not model.capabilities.logits or not hasattr(model, "openings"):
         return None
+
+    def settled(done: list[tuple[float, str]], pending: float) -> bool:
+        declined = sum(p for p, opening in done if declines(opening))
+        return threshold is not None and (declined >= threshold or declined + pending < threshold)
+
     try:
-        openings = model.openings(messages, STARTS, tools, steps=STEPS)
+        openings = model.openings(messages, STARTS, tools, steps=STEPS, settled=settled)
     except ContextTooLong:  # the reply cannot be read either: it says so itself
         return None
     return sum(p for p, opening in openings if declines(opening))

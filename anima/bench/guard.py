@@ -1,0 +1,148 @@
+"""`anima bench guard`: what the guard adds to a turn, measured in the turn.
+
+One process, one loaded model, a new empty store for every call, learning off. Each
+prompt is answered twice by `Assistant.reply()` as `anima ask` runs it: with the guard
+off, and with it on as configured (fast layer, the LLM layer where the fast layer is
+unsure, the refusal vote on the reply's own prompt, the streamed reply held back and
+checked piece by piece, the full check at the end). Greedy decoding and the same
+max_tokens on both sides, so a reply the guard lets through is the same reply; before
+every call the KV cache and the PromptCache are cleared; the order alternates. The
+guard's cost is the difference per prompt: to the first piece shown, and to the end of
+the reply (a blocked prompt: to its refusal, against the unguarded reply's end).
+
+Prompts: chat-length rows (at most `max_chars`) of the public safety sets' test split,
+which the guard never trained on, harmful and benign, in a fixed order (by a hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from anima.app import build
+from anima.bench import percentile
+from anima.bench.stores import BENCH_KEY
+from anima.config import Config
+from anima.models import load_chat_model, load_embedder
+from anima.models.llama_cpp import LlamaCppChatModel
+from anima.safety.data import held_out
+from anima.store import Store
+
+
+def prompts(folder: Path, n: int, max_chars: int) -> list[tuple[str, bool]]:
+    """`n` test-split rows, half benign and half harmful: (text, harmful)."""
+    rows = [e for e in held_out(folder) if len(e.text.strip()) <= max_chars]
+    rows.sort(key=lambda e: hashlib.sha1(e.text.encode("utf-8", "surrogatepass")).hexdigest())
+    harmful = [(e.text, True) for e in rows if e.unsafe][: n // 2]
+    benign = [(e.text, False) for e in rows if not e.unsafe][: n - len(harmful)]
+    return [p for pair in zip(benign, harmful) for p in pair] + benign[len(harmful) :] + harmful[len(benign) :]
+
+
+def run_guard_cost(
+    config: Config,
+    folder: Path,
+    n_prompts: int = 40,
+    max_tokens: int = 48,
+    max_chars: int = 500,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    model = load_chat_model(config)
+    assert isinstance(model, LlamaCppChatModel), "this bench times the embedded model (backend llama_cpp)"
+    embedder = load_embedder(config)
+    config.memory.learn = False
+    on = config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": True})}, deep=True)
+    off = config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": False})}, deep=True)
+    guard = build(on, chat_model=model, embedder=embedder).guard
+    chosen = prompts(folder, n_prompts, max_chars)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        calls = iter(range(10**6))
+
+        def turn(text: str, guarded: bool) -> dict:
+            store = Store(Path(tmp) / f"{next(calls)}.db", BENCH_KEY)
+            container = build(
+                on if guarded else off,
+                chat_model=model,
+                store=store,
+                embedder=embedder,
+                guard=guard if guarded else None,
+            )
+            assistant = container.assistant
+            options = assistant.options(max_tokens=max_tokens, temperature=0.0)
+            model.llm.reset()
+            model.cache.entries.clear()
+            model._opening = None
+            start = time.perf_counter()
+            reply = assistant.reply(text, options=options)
+            first, parts = None, []
+            for piece in reply:
+                first = first or time.perf_counter() - start
+                parts.append(piece)
+            end = time.perf_counter() - start
+            store.close()
+            verdict = reply.verdicts.get("input")
+            return {
+                "first_ms": (first or end) * 1000,
+                "end_ms": end * 1000,
+                "blocked": reply.turn.status == "blocked",
+                "layers": dict(verdict.layers_ms) if verdict is not None else {},
+            }
+
+        turn("What is the capital of France?", True), turn("What is the capital of France?", False)  # warm-up
+        rows, total = [], 2 * len(chosen)
+        for i, (text, harmful) in enumerate(chosen):
+            sides = {}
+            for guarded in (True, False) if i % 2 == 0 else (False, True):
+                sides[guarded] = turn(text, guarded)
+                if progress:
+                    progress("guard on / off", 2 * i + len(sides), total)
+            rows.append({"harmful": harmful, "on": sides[True], "off": sides[False]})
+
+    groups = {"benign": [r for r in rows if not r["harmful"]], "harmful": [r for r in rows if r["harmful"]]}
+    groups["all"] = rows
+    return {
+        "model": config.model,
+        "guard": f"layer2 {config.guard.layer2}, refusal vote {'on' if guard and guard.refusal_model else 'off'}",
+        "prompts": len(rows),
+        "max_tokens": max_tokens,
+        "split": f"test split of the public safety sets (never trained on), rows of at most {max_chars} characters",
+        "timing": "from reply() to the first piece shown / to the end; greedy, caches cleared before each call",
+        "groups": {name: _summary(g) for name, g in groups.items() if g},
+        "rows": [
+            {
+                "text": text[:80],
+                "harmful": r["harmful"],
+                "blocked": r["on"]["blocked"],
+                "added_first_ms": round(r["on"]["first_ms"] - r["off"]["first_ms"], 1),
+                "added_end_ms": round(r["on"]["end_ms"] - r["off"]["end_ms"], 1),
+                "layers_ms": {k: round(v, 1) for k, v in r["on"]["layers"].items()},
+            }
+            for (text, _), r in zip(chosen, rows)
+        ],
+    }
+
+
+def _summary(rows: list[dict]) -> dict:
+    def ms(values: list[float]) -> dict:
+        return {
+            "p50": round(statistics.median(values), 1) if values else None,
+            "p95": percentile(values, 0.95),
+            "max": round(max(values), 1) if values else None,
+        }
+
+    layer = lambda name: [r["on"]["layers"][name] for r in rows if name in r["on"]["layers"]]
+    return {
+        "n": len(rows),
+        "blocked": sum(r["on"]["blocked"] for r in rows),
+        "first_off_ms": ms([r["off"]["first_ms"] for r in rows]),
+        "first_on_ms": ms([r["on"]["first_ms"] for r in rows]),
+        "added_first_ms": ms([r["on"]["first_ms"] - r["off"]["first_ms"] for r in rows]),
+        "added_end_ms": ms([r["on"]["end_ms"] - r["off"]["end_ms"] for r in rows]),
+        "fast_layer_ms": ms(layer("classifier")),
+        "llm_layer_ms": ms(layer("llm")),
+        "refusal_vote_ms": ms(layer("refusal")),
+    }
