@@ -577,3 +577,16 @@ def test_the_models_own_refusal_is_read_from_its_openings_and_the_reply_is_uncha
     assert complete(default_model, harmful, Options(max_tokens=24, temperature=0.7, seed=3)).text.startswith(kept)
     default_model.openings(harmful, STARTS)
     assert complete(default_model, everyday, opts).text != plain and default_model._opening is None
+    # an opening seen before is guessed and checked in one batch: the same openings, fewer steps
+    default_model._seen.clear()
+    evals = []
+    ctx = default_model.llm._ctx
+    ctx.decode = lambda batch, _decode=ctx.decode: evals.append(1) or _decode(batch)
+    try:
+        first = default_model.openings(harmful, STARTS)
+        stepped = len(evals)
+        again = default_model.openings(harmful, STARTS)
+    finally:
+        del ctx.decode
+    assert [t for _, t in again] == [t for _, t in first]
+    assert len(evals) - stepped < stepped  # the second read guessed its branches

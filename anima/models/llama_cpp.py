@@ -213,6 +213,7 @@ class LlamaCppChatModel:
         self.cache = PromptCache()
         # (prompt tokens, opening tokens, ended): a greedy opening `openings` left in the KV cache
         self._opening: tuple[list[int], list[int], bool] | None = None
+        self._seen: dict[int, dict[tuple[int, ...], int]] = {}  # first token -> openings after it, counted
         self._abort = _Abort(self.llm) if not vocab_only else None
         # One generation at a time in the whole process: two contexts (the chat's and the
         # learner's, each keeping its own KV cache warm) would only fight over the cores.
@@ -470,14 +471,7 @@ class LlamaCppChatModel:
             for i, tok in enumerate(branches):
                 if i and settled is not None and settled(done, float(sum(p[t] for t in branches[i:]))):
                     break
-                llm.n_tokens, seq, ended = end, [tok], False
-                for _ in range(steps):
-                    llm.eval([seq[-1]])
-                    nxt = int(np.argmax(self._logits()))
-                    if nxt == llm.token_eos():
-                        ended = True
-                        break
-                    seq.append(nxt)
+                seq, ended = self._branch(tok, end, steps)
                 texts[tok] = llm.detokenize(seq).decode("utf-8", "replace")
                 done.append((float(p[tok]), texts[tok]))
                 if tok == ranked[0]:
@@ -494,6 +488,49 @@ class LlamaCppChatModel:
             # the live logits are a branch's now: the reply re-reads the last token for its own
             llm._requires_eval = llm._requires_eval or bool(branches)
             return [(float(p[t]), texts[t]) for t in ranked]
+
+    def _branch(self, tok: int, end: int, steps: int) -> tuple[list[int], bool]:
+        """The reply's greedy opening after the prompt's `end` tokens if its first token
+        were `tok`: `tok` and `steps` more tokens (fewer when the model ends the reply),
+        and whether it ended. Openings repeat ("I'm sorry, but I can't assist with
+        that"), so at each step the rest of the likeliest opening seen before that began
+        the same way is guessed and read in the same batch, kept as far as the model picks
+        the same tokens: the same opening, in fewer steps. Hold the lock."""
+        import numpy as np
+
+        llm, eos, n_vocab = self.llm, self.llm.token_eos(), self.llm.n_vocab()
+        seen = self._seen.setdefault(tok, {})
+        seq = [tok]  # the KV cache holds all but its last token
+        while len(seq) <= steps:
+            done = tuple(seq[1:])
+            like = [c for c in seen if len(c) > len(done) and c[: len(done)] == done]
+            guess = list(max(like, key=seen.__getitem__)[len(done) :]) if like else []
+            batch = [seq[-1], *guess[: steps - len(seq)]]
+            n_past = end + len(seq) - 1
+            llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), n_vocab))
+            read = 1  # tokens of the batch whose KV stands: the first, then each correct guess
+            while read < len(batch) and int(np.argmax(rows[read - 1])) == batch[read]:
+                read += 1
+            llm.input_ids[n_past : n_past + read] = batch[:read]
+            llm.n_tokens = n_past + read
+            seq[-1:] = batch[:read]
+            nxt = int(np.argmax(rows[read - 1]))
+            if nxt == eos:
+                return self._saw(tok, seq), True
+            seq.append(nxt)
+        return self._saw(tok, seq), False
+
+    def _saw(self, tok: int, seq: list[int]) -> list[int]:
+        """Count an opening seen after `tok` (at most 256 kept per first token)."""
+        seen = self._seen[tok]
+        key = tuple(seq[1:])
+        seen[key] = seen.get(key, 0) + 1
+        if len(seen) > 256:
+            del seen[min(seen, key=seen.__getitem__)]
+        return seq
 
     def _kept_opening(
         self, tokens: list[int], options: Options, stops: list[str]
