@@ -327,30 +327,20 @@ def test_chat_ctrl_c_in_a_real_process(anima_home, link_models):
     assert "Traceback" not in proc.stderr.read()
 
 
-def test_bench_overhead_runs(anima_home, link_models):
-    link_models("small", "minilm")
+def bench_json(anima_home, *args: str) -> dict:
+    """`anima bench ARGS --json` in a process of its own: its JSON, after it exited 0."""
     proc = subprocess.run(
-        [
-            ANIMA,
-            "bench",
-            "overhead",
-            "--model",
-            "small",
-            "--prompts",
-            "2",
-            "--max-tokens",
-            "8",
-            "--rounds",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env_with_home(anima_home),
-        timeout=300,
+        [ANIMA, "bench", *args, "--json"], capture_output=True, text=True, env=env_with_home(anima_home), timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_bench_overhead_runs(anima_home, link_models):
+    link_models("small", "minilm")
+    data = bench_json(
+        anima_home, "overhead", "--model", "small", "--prompts", "2", "--max-tokens", "8", "--rounds", "1"
+    )
     empty, filled = data["scenarios"].values()
     for sc in (empty, filled):
         assert sc["raw"]["completion_tokens"] > 0 and sc["anima"]["completion_tokens"] > 0
@@ -362,15 +352,7 @@ def test_bench_overhead_runs(anima_home, link_models):
 
 def test_bench_guard_times_the_same_turns_with_the_guard_off_and_on(anima_home, link_models, real_guard_heads):
     link_models("small", "minilm")
-    proc = subprocess.run(
-        [ANIMA, "bench", "guard", "--model", "small", "--prompts", "2", "--max-tokens", "8", "--json"],
-        capture_output=True,
-        text=True,
-        env=env_with_home(anima_home),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = bench_json(anima_home, "guard", "--model", "small", "--prompts", "2", "--max-tokens", "8")
     assert data["prompts"] == 2 and set(data["groups"]) == {"benign", "harmful", "all"}
     every = data["groups"]["all"]
     assert every["n"] == 2 and every["first_off_ms"]["p50"] > 0 and every["first_on_ms"]["p50"] > 0
@@ -380,15 +362,7 @@ def test_bench_guard_times_the_same_turns_with_the_guard_off_and_on(anima_home, 
 
 def test_bench_give_way_runs_a_learner_and_requests(anima_home, link_models):
     link_models("small", "minilm")
-    proc = subprocess.run(
-        [ANIMA, "bench", "give-way", "--model", "small", "--requests", "2", "--max-gap", "2", "--json"],
-        capture_output=True,
-        text=True,
-        env=env_with_home(anima_home),
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = bench_json(anima_home, "give-way", "--model", "small", "--requests", "2", "--max-gap", "2")
     assert data["requests"] == 2 and sum(p["n"] for p in data["give_way_ms_by_phase"].values()) == 2
     assert data["decode_step_ms"]["p50"] > 0
     assert data["first_token_ms"]["idle model"]["p50"] > 0 and data["first_token_ms"]["learner working"]["p50"] > 0
