@@ -38,7 +38,7 @@ from anima.safety.evaluate import auprc, inserted_cases, metrics
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.safety.injection import InjectionDetector, coherence, rule_score
 from anima.safety.llm_guard import LLMGuard, parse, task_prompt
-from anima.safety.refusal import declines, is_refusal, refusal_probability
+from anima.safety.refusal import STARTS, declines, is_refusal, refusal_probability
 from anima.safety.train import GUARD_FILE, INJECTION_FILE
 
 UNSAFE = [
@@ -898,7 +898,8 @@ class RefusingModel(FakeChatModel):
         for p, text in self._openings:
             if (p, text) in branches:
                 i = branches.index((p, text))
-                if i and settled is not None and settled(done, sum(q for q, _ in branches[i:])):
+                top = (p, text) == self._openings[0]  # the reply's own opening: always continued
+                if not top and settled is not None and settled(done, sum(q for q, _ in branches[i:])):
                     text = first(text)
                 else:
                     self.continued += 1
@@ -956,6 +957,8 @@ def test_refusal_probability_sums_the_openings_that_refuse():
         ([(0.7, "I'd be happy to"), (0.2, "As an AI"), (0.05, "Sorry, I can't")], 1, 0.0),
         # undecided after the first: the next one is read, then it is settled
         ([(0.2, "I'm sorry, but I can't"), (0.15, "As an AI, I cannot"), (0.1, "Sorry, I can't")], 2, 0.35),
+        # the likeliest is no refusal opener, and those that are cannot reach the threshold
+        ([(0.6, "Sure, here"), (0.2, "I'm sorry, but I can't"), (0.05, "As an AI")], 0, 0.0),
     ],
 )
 def test_the_vote_stops_continuing_openings_once_the_decision_is_settled(openings, continued, p):
@@ -965,7 +968,8 @@ def test_the_vote_stops_continuing_openings_once_the_decision_is_settled(opening
     # without a threshold every opening is read: P is exact
     full = RefusingModel(openings)
     exact = refusal_probability(full, [{"role": "user", "content": "x"}])
-    assert full.continued == 3 and (exact >= 0.3) == (got >= 0.3)
+    openers = sum(re.match(r"\w+", text).group() in STARTS for _, text in openings)
+    assert full.continued == openers and (exact >= 0.3) == (got >= 0.3)
 
 
 def test_a_message_the_chat_model_would_refuse_is_blocked(tiny_heads):

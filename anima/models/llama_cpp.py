@@ -443,7 +443,8 @@ class LlamaCppChatModel:
         `min_p` likely) with their probabilities; one that is a word of `starts` is
         continued greedily for `steps` tokens, likeliest first, until
         `settled(the continued openings, the probability of the start words not continued
-        yet)` says the rest cannot matter (those are returned as their first word). The
+        yet)` says the rest cannot matter (those are returned as their first word; the
+        likeliest token's own branch is always continued). The
         prompt is read as the reply will read it (the same KV cache, left in place for it).
         When the likeliest first token is a start word, its continuation is left in the KV
         cache too, and a reply to this prompt opens with it (`_decode`): those steps are
@@ -469,7 +470,8 @@ class LlamaCppChatModel:
             kept: list[int] = []  # the greedy opening, when the likeliest token starts one
             kept_ended = False
             for i, tok in enumerate(branches):
-                if i and settled is not None and settled(done, float(sum(p[t] for t in branches[i:]))):
+                # the likeliest token's branch is the reply's own opening: always decoded
+                if tok != ranked[0] and settled is not None and settled(done, float(sum(p[t] for t in branches[i:]))):
                     break
                 seq, ended = self._branch(tok, end, steps)
                 texts[tok] = llm.detokenize(seq).decode("utf-8", "replace")
