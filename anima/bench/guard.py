@@ -75,7 +75,6 @@ def run_guard_cost(
             options = assistant.options(max_tokens=max_tokens, temperature=0.0)
             model.llm.reset()
             model.cache.entries.clear()
-            model._opening = None
             start = time.perf_counter()
             reply = assistant.reply(text, options=options)
             first, parts = None, []

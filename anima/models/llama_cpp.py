@@ -346,7 +346,7 @@ class LlamaCppChatModel:
         import numpy as np
 
         llama_cpp, _ = _import_llama_cpp()
-        llm, n_vocab = self.llm, self.llm.n_vocab()
+        llm = self.llm
         vocab = llm._model.vocab
         ends = lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))  # end of turn or of text
         logits = self._read_prompt(tokens)
@@ -373,17 +373,7 @@ class LlamaCppChatModel:
             else:
                 at = seen.get(tuple(context[-2:] + [nxt])) or seen.get(tuple(context[-1:] + [nxt]))
                 step = [nxt] + (context[at : at + self.LOOKUP_DRAFT] if at else [])[: max_tokens - len(out) - 1]
-                n_past = llm.n_tokens
-                llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
-                llm._batch.set_batch(batch=step, n_past=n_past, logits_all=True)
-                llm._ctx.decode(llm._batch)
-                rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(step), n_vocab))
-                keep = 1
-                while keep < len(step) and int(np.argmax(rows[keep - 1])) == step[keep]:
-                    keep += 1
-                llm.input_ids[n_past : n_past + keep] = step[:keep]
-                llm.n_tokens = n_past + keep
-                logits = rows[keep - 1]
+                keep, logits = self._read_guessed(step, llm.n_tokens)
             for token in step[:keep]:
                 if ends(token):
                     finish = "stop"
@@ -401,6 +391,25 @@ class LlamaCppChatModel:
             if len(ready) > len(sent) or finish:
                 yield ready[len(sent) :], finish
                 sent = ready
+
+    def _read_guessed(self, batch: list[int], n_past: int):
+        """Read `batch` (a token, then tokens guessed to follow it) after the first `n_past`
+        tokens in one step, and keep it as far as the model would have picked the same
+        tokens: how many of it stand in the KV cache now (at least the first), and the
+        logits after the last of those. Hold the lock."""
+        import numpy as np
+
+        llm = self.llm
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), llm.n_vocab()))
+        keep = 1
+        while keep < len(batch) and int(np.argmax(rows[keep - 1])) == batch[keep]:
+            keep += 1
+        llm.input_ids[n_past : n_past + keep] = batch[:keep]
+        llm.n_tokens = n_past + keep
+        return keep, rows[keep - 1]
 
     def first_token_logits(self, messages: list[Message], words: list[str]) -> dict[str, float]:
         """The logit of each word's first token as the reply's first token (how Llama
@@ -500,7 +509,7 @@ class LlamaCppChatModel:
         the same tokens: the same opening, in fewer steps. Hold the lock."""
         import numpy as np
 
-        llm, eos, n_vocab = self.llm, self.llm.token_eos(), self.llm.n_vocab()
+        eos = self.llm.token_eos()
         seen = self._seen.setdefault(tok, {})
         seq = [tok]  # the KV cache holds all but its last token
         while len(seq) <= steps:
@@ -508,18 +517,9 @@ class LlamaCppChatModel:
             like = [c for c in seen if len(c) > len(done) and c[: len(done)] == done]
             guess = list(max(like, key=seen.__getitem__)[len(done) :]) if like else []
             batch = [seq[-1], *guess[: steps - len(seq)]]
-            n_past = end + len(seq) - 1
-            llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
-            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
-            llm._ctx.decode(llm._batch)
-            rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), n_vocab))
-            read = 1  # tokens of the batch whose KV stands: the first, then each correct guess
-            while read < len(batch) and int(np.argmax(rows[read - 1])) == batch[read]:
-                read += 1
-            llm.input_ids[n_past : n_past + read] = batch[:read]
-            llm.n_tokens = n_past + read
+            read, logits = self._read_guessed(batch, end + len(seq) - 1)
             seq[-1:] = batch[:read]
-            nxt = int(np.argmax(rows[read - 1]))
+            nxt = int(np.argmax(logits))
             if nxt == eos:
                 return self._saw(tok, seq), True
             seq.append(nxt)
