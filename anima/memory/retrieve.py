@@ -163,7 +163,7 @@ def recall(
                     )
                 )
     hits.sort(key=lambda h: -h.score)
-    hits = _distinct(hits)[:k]
+    hits = _news(_distinct(hits))[:k]
     replies = store.replies([h.id for h in hits if h.kind == "episode"])
     for h in hits:
         h.reply = replies.get(h.id) if h.kind == "episode" and "?" in h.text else None
@@ -191,6 +191,25 @@ def _distinct(hits: list[Hit]) -> list[Hit]:
         elif h.when and (not first[key].when or h.when < first[key].when):
             first[key] = h
     return [first[k] for k in order]
+
+
+def _news(hits: list[Hit]) -> list[Hit]:
+    """The hits that show a message not already shown above them. A memory learned from
+    messages that are hits above it, or a message a memory above it was learned from,
+    adds nothing the prompt does not hold and takes a place from another message: the
+    small model's memories are mostly their message said again. Turn / session recall@10
+    with the memories the 1.5B model learned, before -> after (the episodes alone): tune
+    split (conv-26, -30) 0.679 / 0.858 -> 0.695 / 0.874 (0.715 / 0.851); report split
+    (conv-42) 0.669 / 0.792 -> 0.689 / 0.808 (0.692 / 0.800)."""
+    shown: set[int] = set()
+    kept = []
+    for h in hits:
+        ids = set(h.episode_ids)
+        if ids and ids <= shown:
+            continue
+        shown |= ids
+        kept.append(h)
+    return kept
 
 
 def _when(record: Memory | Episode) -> str:
