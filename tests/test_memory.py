@@ -326,6 +326,18 @@ def test_messages_that_say_nothing_of_their_speaker_are_left_out_of_the_learner_
     assert memory._learn(ids[2:], said[2:], NOW) == [] and len(model.calls) == calls  # no call at all
 
 
+def test_the_learner_reads_what_a_message_tells_not_what_it_asks(memory, model):
+    said = [("Maya", "I keep bees on my roof in Lisbon. What should I plant for them?")]
+    ids = [memory.observe(said[0][1], speaker="Maya", when=NOW)]
+    model.enqueue("1: Maya keeps bees on her roof in Lisbon.")
+    memory._learn(ids, said, NOW)
+    assert model.calls[-1][0][-1]["content"].endswith("Messages:\n1. Maya: I keep bees on my roof in Lisbon.")
+    calls = len(model.calls)
+    asked = [("Maya", "Where do I keep my bees?"), ("Maya", "What do you remember about my bees?")]
+    ids = [memory.observe(text, speaker=who, when=NOW) for who, text in asked]
+    assert memory._learn(ids, asked, NOW) == [] and len(model.calls) == calls  # nothing told: no call at all
+
+
 def test_a_reply_of_none_learns_nothing(memory, model):
     model.enqueue("none")
     assert memory.learn(memory.observe("hi!", when=NOW), "hi!", NOW) == []

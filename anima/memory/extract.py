@@ -171,6 +171,16 @@ def to_people(text: str) -> str:
     return " ".join(p for p in SENTENCE_BREAK.split(text) if p.strip() and not _TO_AN_AI.search(p))
 
 
+def told(text: str) -> str:
+    """What a message tells: its sentences that are not questions. A question says what
+    its speaker wants to know, not something to know about them, and the small model
+    answers it in a memory's place: "Where do I keep my bees?" was learned as "The user
+    keeps their bees in a hive." (`anima serve`, 2026-12-06)."""
+    if "?" not in text:
+        return text
+    return " ".join(p for p in SENTENCE_BREAK.split(text) if p.strip() and not p.rstrip().endswith("?"))
+
+
 def extract(
     model: ChatModel, messages: list[tuple[str, str]], when: datetime, options: Options | None = None
 ) -> list[Candidate]:

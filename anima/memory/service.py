@@ -18,7 +18,7 @@ from types import UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from anima.errors import AnimaError, BadInput, NotFound
-from anima.memory.extract import extract, of_its_speaker
+from anima.memory.extract import extract, of_its_speaker, told
 from anima.memory.reconcile import Decision, reconcile
 from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
 from anima.models.base import ChatModel, Embedder, Preempted, giving_way
@@ -82,7 +82,8 @@ class MemoryService:
         self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime, ask: bool = True
     ) -> list[Decision]:
         """`ask`: let the model settle a new memory that is close to an old one (see reconcile)."""
-        keep = [i for i, (_, text) in enumerate(messages) if of_its_speaker(text)]
+        keep = [i for i, (_, text) in enumerate(messages) if of_its_speaker(text) and told(text)]
+        messages = [(speaker, told(text)) for speaker, text in messages]
         if self.model is None or not keep:
             return []
         episode_ids, messages = [episode_ids[i] for i in keep], [messages[i] for i in keep]
