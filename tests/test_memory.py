@@ -322,6 +322,7 @@ def test_messages_that_say_nothing_of_their_speaker_are_left_out_of_the_learner_
     assert [(m.text, m.source_ids) for m in memory.store.list_memories()] == [
         ("Sam started running on his doctor's advice.", [ids[1]])
     ]
+    assert model.calls[-1][1].stop == ["\n2:"]  # one message read: a line citing a second is a loop
     calls = len(model.calls)
     assert memory._learn(ids[2:], said[2:], NOW) == [] and len(model.calls) == calls  # no call at all
 
