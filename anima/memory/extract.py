@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 from anima.models.base import ChatModel, Options, complete
 from anima.safety.injection import SENTENCE_BREAK
@@ -166,9 +167,7 @@ _TO_AN_AI = re.compile(
 
 def to_people(text: str) -> str:
     """`text` without its sentences addressed to an AI."""
-    if not _TO_AN_AI.search(text):
-        return text
-    return " ".join(p for p in SENTENCE_BREAK.split(text) if p.strip() and not _TO_AN_AI.search(p))
+    return _without(text, _TO_AN_AI.search) if _TO_AN_AI.search(text) else text
 
 
 def told(text: str) -> str:
@@ -176,9 +175,12 @@ def told(text: str) -> str:
     its speaker wants to know, not something to know about them, and the small model
     answers it in a memory's place: "Where do I keep my bees?" was learned as "The user
     keeps their bees in a hive." (`anima serve`, 2026-12-06)."""
-    if "?" not in text:
-        return text
-    return " ".join(p for p in SENTENCE_BREAK.split(text) if p.strip() and not p.rstrip().endswith("?"))
+    return _without(text, lambda sentence: sentence.rstrip().endswith("?")) if "?" in text else text
+
+
+def _without(text: str, unwanted: Callable[[str], object]) -> str:
+    """`text` without its sentences that are `unwanted`."""
+    return " ".join(p for p in SENTENCE_BREAK.split(text) if p.strip() and not unwanted(p))
 
 
 def extract(

@@ -82,11 +82,11 @@ class MemoryService:
         self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime, ask: bool = True
     ) -> list[Decision]:
         """`ask`: let the model settle a new memory that is close to an old one (see reconcile)."""
-        keep = [i for i, (_, text) in enumerate(messages) if of_its_speaker(text) and told(text)]
-        messages = [(speaker, told(text)) for speaker, text in messages]
+        said = [told(text) for _, text in messages]
+        keep = [i for i, (_, text) in enumerate(messages) if of_its_speaker(text) and said[i]]
         if self.model is None or not keep:
             return []
-        episode_ids, messages = [episode_ids[i] for i in keep], [messages[i] for i in keep]
+        episode_ids, messages = [episode_ids[i] for i in keep], [(messages[i][0], said[i]) for i in keep]
         decisions = []
         for candidate in extract(self.model, messages, when):
             if self.allowed is not None and not self.allowed(candidate.text):
