@@ -49,8 +49,8 @@ class LlamaCppSettings(_Section):
         None,
         ge=1,
         description=(
-            "CPU threads for generation; default: llama-cpp-python's, half the CPUs (2 measured slower than 1 under "
-            "load on 2 cores)."
+            "CPU threads for generation; default: every core while no other work (embedding, the guard) wants "
+            "one, half of them while some does."
         ),
     )
     n_batch: int = Field(512, ge=8, description="Prompt tokens evaluated per batch.")

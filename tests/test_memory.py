@@ -11,6 +11,7 @@ from anima.app import build
 from anima.config import load_config
 from anima.errors import BadInput
 from anima.memory import MemoryService
+from anima.memory.extract import extract
 from anima.memory.ingest import read_history
 from anima.models.base import Chunk
 from anima.models.fake import FakeChatModel, FakeEmbedder
@@ -337,6 +338,22 @@ def test_the_learner_reads_what_a_message_tells_not_what_it_asks(memory, model):
     asked = [("Maya", "Where do I keep my bees?"), ("Maya", "What do you remember about my bees?")]
     ids = [memory.observe(text, speaker=who, when=NOW) for who, text in asked]
     assert memory._learn(ids, asked, NOW) == [] and len(model.calls) == calls  # nothing told: no call at all
+
+
+def test_the_learner_stops_reading_a_reply_that_repeats_a_line():
+    class Counting(FakeChatModel):
+        pulled = 0
+
+        def stream(self, messages, options):
+            for chunk in super().stream(messages, options):
+                self.pulled += 1
+                yield chunk
+
+    looping = "1: Maya keeps bees.\n" + "1: Maya keeps bees on her roof.\n" * 30
+    model = Counting([looping])
+    found = extract(model, [("Maya", "I keep bees on my roof.")], NOW)
+    assert sorted(c.text for c in found) == ["Maya keeps bees on her roof.", "Maya keeps bees."]
+    assert model.pulled < 25  # 3 lines of 5-7 words, not the 30 copies
 
 
 def test_a_reply_of_none_learns_nothing(memory, model):

@@ -91,6 +91,27 @@ def test_guessing_ahead_from_the_prompt_gives_the_greedy_reply(default_model):
     assert "4" in after.text
 
 
+def test_a_decode_runs_on_every_core_unless_other_work_wants_one(default_model):
+    import llama_cpp
+
+    from anima.models.base import OTHER_WORK
+
+    ctx = default_model.llm._ctx.ctx
+    messages = [{"role": "user", "content": "Name three colours, one per line."}]
+    options = Options(max_tokens=12, temperature=0)
+    threads = lambda: (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx))
+    seen, text = [], ""
+    for chunk in default_model.stream(messages, options):
+        seen.append(threads())
+        text += chunk.text
+    assert set(seen[1:]) == {(os.cpu_count(),) * 2}
+    with OTHER_WORK.held():
+        busy = [threads() for _ in default_model.stream(messages, options)]
+        assert busy[1:] and set(busy[1:]) == {default_model._few}
+    assert complete(default_model, messages, options).text == text  # a token is the same on any threads
+    assert threads() == (os.cpu_count(),) * 2
+
+
 def test_json_schema_constrained_output(default_model):
     schema = {
         "type": "object",

@@ -190,13 +190,15 @@ def extract(
     messages = [(speaker, to_people(text)) for speaker, text in messages]
     numbered = "\n".join(f"{i}. {speaker}: {text}" for i, (speaker, text) in enumerate(messages, 1))
     user = f"Time: {when:%A %Y-%m-%d %H:%M}. Messages:\n{numbered}"
-    # A line citing a message that does not exist is the model running on in a loop ("7:
-    # Joanna expressed her desire for pets." / "8: Nate shared more pet care tips." ... to
-    # the token limit, for 6 messages): it stops there. LoCoMo conv-42 (report split), 16
-    # chunks: one such loop wrote 420 tokens, 34 of the 217 s the 16 took.
+    # A line citing a message that does not exist, or a line written twice, is the model
+    # running on in a loop ("7: Joanna expressed her desire for pets." / "8: Nate shared
+    # more pet care tips." ...; "2: Caroline's brother Tom was inspired by ..." again and
+    # again) to the token limit: it stops there. LoCoMo conv-42 (report split), 16 chunks:
+    # one such loop wrote 420 tokens, 34 of the 217 s the 16 took.
     stop = [f"\n{len(messages) + 1}:"]
     opts = options or Options(max_tokens=60 + 60 * min(len(messages), 6), temperature=0.0, lookup=True, stop=stop)
-    reply = complete(model, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], opts)
+    prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    reply = complete(model, prompt, opts, until=_looping)
     found = []
     speakers = {speaker for speaker, _ in messages}
     for item in _items(reply.text):
@@ -216,6 +218,13 @@ def extract(
         kind = item.get("kind") if item.get("kind") in KINDS else _kind(fact, ref_date, when)
         found.append(Candidate(fact, kind, subject, ref_date, sources))
     return found
+
+
+def _looping(text: str) -> bool:
+    """Whether the reply so far has a line it already wrote: greedy decoding that repeats
+    a line goes on repeating it."""
+    lines = [" ".join(line.lower().split()) for line in text.split("\n")[:-1] if line.strip()]
+    return len(lines) != len(set(lines))
 
 
 # Words too common to show where a memory came from (plus the speakers' names, which the
@@ -263,7 +272,7 @@ def _items(reply: str) -> list[dict]:
             return []
         return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
     found = []
-    for line in reply.splitlines():
+    for line in dict.fromkeys(reply.splitlines()):  # a line written twice, once
         if m := _LINE.match(line):
             found.append({"text": m.group(2), "from": [int(n) for n in m.group(1).split(",")]})
     return found

@@ -114,13 +114,42 @@ def giving_way(wanted: Callable[[], bool]):
         _background.wanted = before
 
 
+class OtherWork:
+    """Work of this process outside a model's decode that wants a core now (embedding a
+    query or a message for recall and the guard's fast layer). A local decode runs on
+    every core while there is none and leaves it one while there is: on 2 cores, llama.cpp
+    threads that must wait for a descheduled partner at every step slow both down."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self.n += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.n -= 1
+
+
+OTHER_WORK = OtherWork()
+
+
 def wanted_elsewhere() -> Callable[[], bool] | None:
     """Inside `giving_way` on this thread: the check whether a request wants the model."""
     return getattr(_background, "wanted", None)
 
 
-def complete(model: ChatModel, messages: list[Message], options: Options | None = None) -> Completion:
-    """Run `model.stream` to the end and join the pieces."""
+def complete(
+    model: ChatModel,
+    messages: list[Message],
+    options: Options | None = None,
+    until: Callable[[str], bool] | None = None,
+) -> Completion:
+    """Run `model.stream` to the end, or until `until(the text so far)`, and join the pieces."""
     start = time.perf_counter()
     parts: list[str] = []
     first = None
@@ -135,6 +164,9 @@ def complete(model: ChatModel, messages: list[Message], options: Options | None 
                 first = (time.perf_counter() - start) * 1000
             parts.append(chunk.text)
             last = chunk
+            if until is not None and chunk.text and until("".join(parts)):
+                last = Chunk("", "stop")
+                break
     finally:
         if hasattr(stream, "close"):  # a backend's decode stops at its next token
             stream.close()
