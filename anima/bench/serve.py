@@ -236,7 +236,7 @@ def run_serve_bench(
 
     from anima.bench.stores import conversations, default_data
     from anima.bench.stores import questions as questions_of
-    from anima.models.llama_cpp import LlamaCppChatModel
+    from anima.models.llama_cpp import LlamaCppChatModel, cores
     from anima.models.registry import resolve
 
     data = data or default_data()
@@ -246,11 +246,11 @@ def run_serve_bench(
     tokenizer = LlamaCppChatModel(path, vocab_only=True)  # counts prompt tokens the same way for every server
     count = lambda messages: len(tokenizer.prompt_tokens(messages)[0])
     count_text = tokenizer.count_tokens
-    cpus = os.cpu_count() or 1
     # anima decodes on every core while nothing else wants one (LlamaCppChatModel._pace),
-    # so the reference gets every core too (on 2 cores: 0.29 requests/s against 0.19 on
-    # llama-cpp-python's default of 1 for a token, 2026-12-06, one round each)
-    threads = batch_threads = config.llama_cpp.n_threads or cpus
+    # so the reference gets every core too (2 cores: 0.29 requests/s on 2 threads, 0.19 on
+    # 1, 2026-12-06, one round each)
+    threads = config.llama_cpp.n_threads or cores()
+    batch_threads = config.llama_cpp.n_threads or os.cpu_count() or 1
     per_round: dict[str, list[dict]] = {side: [] for side in SIDES}
     learning: list[dict] = []
     total = rounds * len(SIDES) * users * questions

@@ -60,6 +60,16 @@ def _load(path: Path, **kwargs: Any):
         ) from exc
 
 
+def cores() -> int:
+    """The physical cores this process may run on: a decode thread on a core's second
+    hardware thread only waits for the first."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    siblings = {
+        p.read_text().strip() for p in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology/thread_siblings_list")
+    }
+    return max(1, min(cpus, len(siblings) or cpus))
+
+
 def _shared(a, b) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -209,11 +219,12 @@ class LlamaCppChatModel:
         )
         # Threads: `n_threads` when set; else every core while no other work wants one
         # (OTHER_WORK), and llama-cpp-python's default (half the CPUs) while some does.
+        # A batch is read on every hardware thread (llama-cpp-python's default) either way.
         # On this 2-core VM one token took 165 ms on 1 thread and 95 ms on 2.
         llama_cpp, chat_format = _import_llama_cpp()
         ctx = self.llm._ctx.ctx if not vocab_only else None
         self._few = (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) if ctx else (1, 1)
-        self._all = self._few if n_threads else (os.cpu_count() or 1,) * 2
+        self._all = self._few if n_threads else (cores(), self._few[1])
         self._now = self._few
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
