@@ -3,6 +3,7 @@ user's controls, ingest. The scripted model plays the extractor and the judge.""
 
 import json
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +14,7 @@ from anima.errors import BadInput
 from anima.memory import MemoryService
 from anima.memory.extract import extract
 from anima.memory.ingest import read_history
-from anima.models.base import Chunk
+from anima.models.base import Capabilities, Chunk, Options, complete, complete_all
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.store import Key, Store
 
@@ -172,6 +173,56 @@ def test_history_is_learned_in_short_chunks_of_a_session_without_asking_the_mode
     assert len(model.calls) == 3  # 6 + 2 messages on the first day, 1 on the next: no reconcile call among them
     assert [len(call[0][1]["content"].split("\n")) - 1 for call in model.calls] == [6, 2, 1]
     assert [d.action for d in decisions] == ["add", "add"]  # close (FakeEmbedder), not the same words: both kept
+
+
+class TogetherModel(FakeChatModel):
+    """A scripted model that decodes greedy replies together (`parallel`), as the
+    embedded one does: it keeps how many prompts each call brought."""
+
+    def __init__(self, parallel: int):
+        super().__init__(capabilities=Capabilities(parallel=parallel))
+        self.together: list[int] = []
+
+    def complete_together(self, prompts, until=None):
+        self.together.append(len(prompts))
+        return [complete(self, messages, options, until) for messages, options in prompts]
+
+
+def test_a_history_goes_to_a_model_that_decodes_together_in_calls_of_several_chunks(store):
+    """Chunks are the same as one by one (same prompts, same order), sent four groups of
+    `parallel` a call, and the memories come back to the chunk they were read from."""
+    from anima.memory.ingest import HistoryMessage
+
+    model = TogetherModel(parallel=2)
+    memory = MemoryService(store, FakeEmbedder(), model)
+    start = NOW.replace(tzinfo=None)
+    history = [
+        HistoryMessage(f"I visited city number {n}.", "user", "Maya", start + timedelta(hours=2 * n), "t", str(n))
+        for n in range(10)
+    ]
+    items = [(memory.observe(m.text, speaker="Maya", when=m.when), m) for m in history]
+    model.enqueue(*[f"1: Maya visited city number {n}." for n in range(10)])
+    seen = []
+    decisions = memory.learn_history(items, progress=lambda done, total: seen.append((done, total)))
+    assert model.together == [8, 2] and seen == [(8, 10), (10, 10)]
+    assert [call[0][1]["content"].rsplit(": ", 1)[1] for call in model.calls] == [m.text for m in history]
+    learned = {m.text: m.source_ids for m in memory.store.list_memories()}
+    assert [d.action for d in decisions] == ["add"] * 10
+    assert learned == {f"Maya visited city number {n}.": [eid] for n, (eid, _) in enumerate(items)}
+
+
+def test_only_greedy_replies_are_decoded_together():
+    model = TogetherModel(parallel=4)
+    prompt = [{"role": "user", "content": "hi"}]
+    greedy = Options(max_tokens=8, temperature=0.0)
+    assert [c.text for c in complete_all(model, [(prompt, greedy)] * 3)] == ["You said: hi"] * 3
+    assert model.together == [3]
+    complete_all(model, [(prompt, greedy), (prompt, Options(max_tokens=8, temperature=0.7))])
+    complete_all(model, [(prompt, replace(greedy, json_schema={"type": "object"}))])
+    complete_all(model, [(prompt, greedy)])  # one is decoded apart too (the learner's own context)
+    assert model.together == [3, 1] and len(model.calls) == 7
+    one_by_one = FakeChatModel()  # a backend without it (parallel 1): one after another
+    assert [c.text for c in complete_all(one_by_one, [(prompt, greedy)] * 2)] == ["You said: hi"] * 2
 
 
 def test_instructions_inside_a_message_are_not_stored(memory, model):

@@ -18,7 +18,7 @@ import pytest
 from anima.app import build
 from anima.config import load_config
 from anima.errors import ContextTooLong, ModelCorrupt
-from anima.models.base import Options, complete
+from anima.models.base import Options, complete, complete_all
 from anima.models.llama_cpp import LlamaCppChatModel, LlamaCppEmbedder
 from anima.models.openai_http import OpenAIChatModel
 from tests.conftest import real_model
@@ -88,6 +88,50 @@ def test_guessing_ahead_from_the_prompt_gives_the_greedy_reply(default_model):
         [{"role": "user", "content": "What is 2 + 2? Answer with a digit."}],
         Options(max_tokens=5, temperature=0),
     )
+    assert "4" in after.text
+
+
+def test_replies_decoded_together_are_the_greedy_replies(default_model):
+    """`complete_all` on the embedded model (learning's chunks): more prompts than
+    sequences, so a sequence whose reply ends takes the next prompt; each reply is the one
+    `complete` gives alone; stop strings, max_tokens and `until` hold per reply; the
+    shared prefix stays read for the next call; the model's own context is untouched."""
+    from anima.models.llama_cpp import _Together
+
+    ask = lambda text: [{"role": "user", "content": text}]
+    greedy = Options(max_tokens=60, temperature=0)
+    prompts = [
+        (ask("Count from 1 to 12, separated by commas."), greedy),
+        (ask("Name the seven days of the week, one per line."), replace(greedy, stop=["Thursday"])),
+        (ask("Count from 1 to 12, separated by commas."), greedy),
+        (ask("Write the alphabet in capital letters, separated by spaces."), replace(greedy, max_tokens=5)),
+        (ask("List the twelve months of the year, one per line."), greedy),
+    ]
+    until = lambda text: "October" in text
+    alone = [complete(default_model, messages, options, until) for messages, options in prompts]
+    before = default_model._together
+    default_model._together = _Together(default_model.llm, 2, 2048, default_model._all)  # 2 sequences, 5 prompts
+    try:
+        together = complete_all(default_model, prompts, until)
+        prefix = default_model._together.prefix
+        assert len(prefix) > 10  # the chat template's opening, kept in sequence 0
+        again = complete_all(default_model, prompts[:2], until)
+    finally:
+        default_model._together = before
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert (
+        [c.finish_reason for c in together]
+        == [c.finish_reason for c in alone]
+        == ["stop", "stop", "stop", "length", "stop"]
+    )
+    assert "12" in together[0].text and "Wednesday" in together[1].text and "Thursday" not in together[1].text
+    assert together[3].usage.completion_tokens == 5 and "October" in together[4].text
+    assert "November" not in together[4].text
+    assert [c.text for c in again] == [c.text for c in alone[:2]]
+    big = Options(max_tokens=default_model.TOGETHER_CTX, temperature=0, stop=["3"])  # cannot fit: decoded alone
+    long = complete_all(default_model, [(prompts[0][0], big)] * 2)
+    assert [c.text for c in long] == [complete(default_model, prompts[0][0], big).text] * 2
+    after = complete(default_model, ask("What is 2 + 2? Answer with a digit."), Options(max_tokens=5, temperature=0))
     assert "4" in after.text
 
 
@@ -200,6 +244,49 @@ def test_a_background_prompt_read_stops_inside_llama_cpp_and_leaves_the_model_so
     assert outcome == {"preempted": True}
     assert waited < 0.25, waited  # slices of 32 tokens took ~0.34 s; a decode step ~0.05 s
     assert complete(default_model, ask, Options(max_tokens=24, temperature=0.0)).text == expected
+
+
+@pytest.mark.parametrize("busy", ["reading", "writing"])
+def test_replies_decoded_together_give_the_model_up_inside_llama_cpp(default_model, busy):
+    """The learner's replies decoded together (`complete_all`) stop for a request as a
+    single decode does: within a graph node, whether llama.cpp is reading their prompts or
+    writing their tokens; the next call gives the replies an untouched context gives."""
+    import threading
+
+    from anima.models.base import Preempted, giving_way
+
+    note = " ".join(f"Note {n}: the blue heron came back to the pond on day {n}." for n in range(30))
+    prompts = [
+        (
+            [{"role": "user", "content": f"{note} Copy notes {n} to {n + 9}, one per line."}],
+            Options(max_tokens=200, temperature=0),
+        )
+        for n in range(4)
+    ]
+    expected = [c.text for c in complete_all(default_model, prompts)]
+    if busy == "reading":  # the shared notes (~500 tokens, ~5 s) are read again; else only each prompt's end
+        default_model._together.prefix = []
+    request, outcome = threading.Event(), {}
+
+    def learn() -> None:
+        try:
+            with giving_way(request.is_set):
+                complete_all(default_model, prompts)
+            outcome["finished"] = True
+        except Preempted:
+            outcome["preempted"] = True
+
+    background = threading.Thread(target=learn)
+    background.start()
+    time.sleep(1.0 if busy == "reading" else 2.0)
+    request.set()
+    asked = time.perf_counter()
+    with default_model.lock:
+        waited = time.perf_counter() - asked
+    background.join(30)
+    assert outcome == {"preempted": True}
+    assert waited < 0.25, waited  # a step of four tokens ~0.11 s; a prompt's read ~4 s
+    assert [c.text for c in complete_all(default_model, prompts)] == expected
 
 
 def test_prompt_longer_than_context_is_context_too_long(small_model):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from anima.models.base import ChatModel, Options, complete
+from anima.models.base import ChatModel, Options, complete_all
 from anima.safety.injection import SENTENCE_BREAK
 from anima.store import KINDS
 from anima.timeparse import find_times, resolve_date
@@ -187,7 +187,20 @@ def extract(
     model: ChatModel, messages: list[tuple[str, str]], when: datetime, options: Options | None = None
 ) -> list[Candidate]:
     """`messages` are (speaker, text) pairs said around `when`."""
-    messages = [(speaker, to_people(text)) for speaker, text in messages]
+    return extract_all(model, [(messages, when)], options)[0]
+
+
+def extract_all(
+    model: ChatModel, chunks: list[tuple[list[tuple[str, str]], datetime]], options: Options | None = None
+) -> list[list[Candidate]]:
+    """`extract` for each (messages, when) chunk, the model's replies decoded together
+    where it can (`complete_all`)."""
+    chunks = [([(speaker, to_people(text)) for speaker, text in messages], when) for messages, when in chunks]
+    replies = complete_all(model, [_prompt(messages, when, options) for messages, when in chunks], until=_looping)
+    return [_read(reply.text, messages, when) for reply, (messages, when) in zip(replies, chunks)]
+
+
+def _prompt(messages: list[tuple[str, str]], when: datetime, options: Options | None) -> tuple[list, Options]:
     numbered = "\n".join(f"{i}. {speaker}: {text}" for i, (speaker, text) in enumerate(messages, 1))
     user = f"Time: {when:%A %Y-%m-%d %H:%M}. Messages:\n{numbered}"
     # A line citing a message that does not exist, or a line written twice, is the model
@@ -197,11 +210,14 @@ def extract(
     # one such loop wrote 420 tokens, 34 of the 217 s the 16 took.
     stop = [f"\n{len(messages) + 1}:"]
     opts = options or Options(max_tokens=60 + 60 * min(len(messages), 6), temperature=0.0, lookup=True, stop=stop)
-    prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
-    reply = complete(model, prompt, opts, until=_looping)
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}], opts
+
+
+def _read(reply: str, messages: list[tuple[str, str]], when: datetime) -> list[Candidate]:
+    """The candidates of the model's `reply` to `messages`."""
     found = []
     speakers = {speaker for speaker, _ in messages}
-    for item in _items(reply.text):
+    for item in _items(reply):
         fact = str(item.get("text", "")).strip()
         if len(fact) < 4 or _INSTRUCTION.search(fact) or _ASKED.search(fact) or _ADVICE.match(fact):
             continue

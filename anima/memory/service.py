@@ -18,7 +18,7 @@ from types import UnionType
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from anima.errors import AnimaError, BadInput, NotFound
-from anima.memory.extract import extract, of_its_speaker, told
+from anima.memory.extract import extract_all, of_its_speaker, told
 from anima.memory.reconcile import Decision, reconcile
 from anima.memory.retrieve import Hit, fit, memory_block, profile, recall
 from anima.models.base import ChatModel, Embedder, Preempted, giving_way
@@ -82,28 +82,38 @@ class MemoryService:
         self, episode_ids: list[int], messages: list[tuple[str, str]], when: datetime, ask: bool = True
     ) -> list[Decision]:
         """`ask`: let the model settle a new memory that is close to an old one (see reconcile)."""
-        said = [told(text) for _, text in messages]
-        keep = [i for i, (_, text) in enumerate(messages) if of_its_speaker(text) and said[i]]
-        if self.model is None or not keep:
+        return self._learn_all([(episode_ids, messages, when)], ask)
+
+    def _learn_all(self, chunks: list[tuple[list[int], list[tuple[str, str]], datetime]], ask: bool) -> list[Decision]:
+        """`_learn` for each (episode ids, messages, when) chunk, the model reading them
+        together where it can (`extract_all`)."""
+        read = []
+        for episode_ids, messages, when in chunks:
+            said = [told(text) for _, text in messages]
+            keep = [i for i, (_, text) in enumerate(messages) if of_its_speaker(text) and said[i]]
+            if keep:
+                read.append(([episode_ids[i] for i in keep], [(messages[i][0], said[i]) for i in keep], when))
+        if self.model is None or not read:
             return []
-        episode_ids, messages = [episode_ids[i] for i in keep], [(messages[i][0], said[i]) for i in keep]
         decisions = []
-        for candidate in extract(self.model, messages, when):
-            if self.allowed is not None and not self.allowed(candidate.text):
-                log.info("memory not kept: the guard flagged it")
-                continue
-            vector = self._vector(candidate.text)
-            sources = [episode_ids[i] for i in candidate.sources] or self._closest(episode_ids, vector)
-            decisions.append(
-                reconcile(
-                    self.store,
-                    self.model if ask else None,
-                    candidate=candidate,
-                    vector=vector,
-                    source_ids=sources,
-                    when=when.isoformat(),
+        found = extract_all(self.model, [(messages, when) for _, messages, when in read])
+        for (episode_ids, _, when), candidates in zip(read, found):
+            for candidate in candidates:
+                if self.allowed is not None and not self.allowed(candidate.text):
+                    log.info("memory not kept: the guard flagged it")
+                    continue
+                vector = self._vector(candidate.text)
+                sources = [episode_ids[i] for i in candidate.sources] or self._closest(episode_ids, vector)
+                decisions.append(
+                    reconcile(
+                        self.store,
+                        self.model if ask else None,
+                        candidate=candidate,
+                        vector=vector,
+                        source_ids=sources,
+                        when=when.isoformat(),
+                    )
                 )
-            )
         return decisions
 
     def _closest(self, episode_ids: list[int], vector) -> list[int]:
@@ -120,7 +130,8 @@ class MemoryService:
         (messages less than an hour apart), instead of one per message. The small model
         mixes people up and cites the wrong message in longer chunks, so chunks are short.
         A memory close to an old one is kept beside it rather than settled by the model
-        (see reconcile): on a long history those calls would cost more than the reading."""
+        (see reconcile): on a long history those calls would cost more than the reading.
+        Chunks go to the model in groups it decodes together (`capabilities.parallel`)."""
         chunks, current = [], []
         for eid, m in items:
             if current and (len(current) >= chunk or (m.when - current[-1][1].when).total_seconds() > 3600):
@@ -129,12 +140,16 @@ class MemoryService:
             current.append((eid, m))
         chunks += [current] if current else []
         decisions = []
-        for n, part in enumerate(chunks, 1):
-            decisions += self._learn(
-                [eid for eid, _ in part], [(m.speaker, m.text) for _, m in part], part[0][1].when, ask=False
+        # several groups a call: a reply that ends frees its sequence for the next chunk
+        together = 4 * max(1, self.model.capabilities.parallel) if self.model is not None else 1
+        for n in range(0, len(chunks), together):
+            group = chunks[n : n + together]
+            decisions += self._learn_all(
+                [([eid for eid, _ in part], [(m.speaker, m.text) for _, m in part], part[0][1].when) for part in group],
+                ask=False,
             )
             if progress:
-                progress(n, len(chunks))
+                progress(n + len(group), len(chunks))
         return decisions
 
     def recall(self, query: str, now: datetime | None = None, k: int = 8) -> list[Hit]:

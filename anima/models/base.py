@@ -45,6 +45,7 @@ class Capabilities:
     prefill: bool = False  # honours Options.prefix
     logits: bool = False  # has first_token_logits(messages, words) -> {word: logit}
     n_ctx: int = 0  # context window in tokens; 0 when unknown
+    parallel: int = 1  # greedy replies it decodes together (`complete_all`); 1: one after another
 
 
 @dataclass
@@ -180,6 +181,26 @@ def complete(
         latency_ms=(time.perf_counter() - start) * 1000,
         first_token_ms=first,
     )
+
+
+def complete_all(
+    model: ChatModel,
+    prompts: list[tuple[list[Message], Options]],
+    until: Callable[[str], bool] | None = None,
+) -> list[Completion]:
+    """`complete` for each (messages, options), in order. Greedy replies (temperature 0,
+    no schema, no tools) go to a backend's `complete_together` when it has one (`parallel`
+    > 1): the embedded model decodes them together in a context of their own, which keeps
+    their shared prefix read and leaves the chat's KV cache alone. Each reply is the one
+    `complete` gives, up to rounding."""
+    together = getattr(model, "complete_together", None)
+    if (
+        together is not None
+        and model.capabilities.parallel > 1
+        and all(o.temperature == 0 and o.json_schema is None and not o.tools and not o.prefix for _, o in prompts)
+    ):
+        return together(prompts, until)
+    return [complete(model, messages, options, until) for messages, options in prompts]
 
 
 def merge_system(messages: list[Message]) -> list[Message]:
