@@ -172,11 +172,10 @@ def test_json_schema_constrained_output(default_model):
     assert set(data) == {"city", "country"} and "Rome" in data["city"]
 
 
-@pytest.mark.parametrize("lookup", [False, True])
-def test_a_background_generation_gives_the_model_up_at_the_next_token(default_model, lookup):
-    """The learner's generation under `giving_way`: when a request comes, the model's
-    lock is free again within a token or so, not after the rest of the generation
-    (also when it guesses ahead, as learning does)."""
+def request_during(model, work, after: float) -> tuple[dict, float]:
+    """Run `work()` as background work (`giving_way`) and, `after` seconds in, let a
+    request want the model: how the work ended, and how long the request waited for the
+    model's lock (what its generation waits for)."""
     import threading
 
     from anima.models.base import Preempted, giving_way
@@ -186,24 +185,33 @@ def test_a_background_generation_gives_the_model_up_at_the_next_token(default_mo
     def learn() -> None:
         try:
             with giving_way(request.is_set):
-                reply = complete(
-                    default_model,
-                    [{"role": "user", "content": "Count from 1 to 300, separated by commas."}],
-                    Options(max_tokens=400, temperature=0.0, lookup=lookup),
-                )
-            outcome["finished"] = reply.usage.completion_tokens
+                outcome["finished"] = work()
         except Preempted:
             outcome["preempted"] = True
 
     background = threading.Thread(target=learn)
     background.start()
-    time.sleep(4)  # the prompt is read and it is writing: ~400 tokens would take ~20 s more
+    time.sleep(after)
     assert background.is_alive()
     request.set()
     asked = time.perf_counter()
-    with default_model.lock:  # what a request's generation waits for
+    with model.lock:
         waited = time.perf_counter() - asked
     background.join(30)
+    return outcome, waited
+
+
+@pytest.mark.parametrize("lookup", [False, True])
+def test_a_background_generation_gives_the_model_up_at_the_next_token(default_model, lookup):
+    """The learner's generation under `giving_way`: when a request comes, the model's
+    lock is free again within a token or so, not after the rest of the generation
+    (also when it guesses ahead, as learning does)."""
+    count = [{"role": "user", "content": "Count from 1 to 300, separated by commas."}]
+    outcome, waited = request_during(
+        default_model,
+        lambda: complete(default_model, count, Options(max_tokens=400, temperature=0.0, lookup=lookup)),
+        after=4,  # the prompt is read and it is writing: ~400 tokens would take ~20 s more
+    )
     assert outcome == {"preempted": True}
     assert waited < 0.25, waited  # one decode step is ~50 ms on this CPU
 
@@ -213,34 +221,17 @@ def test_a_background_prompt_read_stops_inside_llama_cpp_and_leaves_the_model_so
     prefill here) waits for llama.cpp's abort callback (a graph node, a few ms), not
     for the prompt or a slice of it; and the next reply is the one an untouched model
     gives."""
-    import threading
-
-    from anima.models.base import Preempted, giving_way
-
     ask = [{"role": "user", "content": "Name three rivers in Europe."}]
     expected = complete(default_model, ask, Options(max_tokens=24, temperature=0.0)).text
-    request, outcome = threading.Event(), {}
     long = " ".join(f"Note {n}: the blue heron came back to the pond on day {n}." for n in range(80))
-
-    def learn() -> None:
-        try:
-            with giving_way(request.is_set):
-                complete(default_model, [{"role": "user", "content": long + " Summarise."}], Options(max_tokens=4))
-            outcome["finished"] = True
-        except Preempted:
-            outcome["preempted"] = True
-
     assert default_model.count_tokens(long) > 1000
     default_model.llm.reset()
     default_model.cache.entries.clear()
-    background = threading.Thread(target=learn)
-    background.start()
-    time.sleep(2)  # reading the prompt: its first 512-token batch
-    request.set()
-    asked = time.perf_counter()
-    with default_model.lock:
-        waited = time.perf_counter() - asked
-    background.join(30)
+    outcome, waited = request_during(
+        default_model,
+        lambda: complete(default_model, [{"role": "user", "content": long + " Summarise."}], Options(max_tokens=4)),
+        after=2,  # reading the prompt: its first 512-token batch
+    )
     assert outcome == {"preempted": True}
     assert waited < 0.25, waited  # slices of 32 tokens took ~0.34 s; a decode step ~0.05 s
     assert complete(default_model, ask, Options(max_tokens=24, temperature=0.0)).text == expected
@@ -251,10 +242,6 @@ def test_replies_decoded_together_give_the_model_up_inside_llama_cpp(default_mod
     """The learner's replies decoded together (`complete_all`) stop for a request as a
     single decode does: within a graph node, whether llama.cpp is reading their prompts or
     writing their tokens; the next call gives the replies an untouched context gives."""
-    import threading
-
-    from anima.models.base import Preempted, giving_way
-
     note = " ".join(f"Note {n}: the blue heron came back to the pond on day {n}." for n in range(30))
     prompts = [
         (
@@ -266,24 +253,9 @@ def test_replies_decoded_together_give_the_model_up_inside_llama_cpp(default_mod
     expected = [c.text for c in complete_all(default_model, prompts)]
     if busy == "reading":  # the shared notes (~500 tokens, ~5 s) are read again; else only each prompt's end
         default_model._together.prefix = []
-    request, outcome = threading.Event(), {}
-
-    def learn() -> None:
-        try:
-            with giving_way(request.is_set):
-                complete_all(default_model, prompts)
-            outcome["finished"] = True
-        except Preempted:
-            outcome["preempted"] = True
-
-    background = threading.Thread(target=learn)
-    background.start()
-    time.sleep(1.0 if busy == "reading" else 2.0)
-    request.set()
-    asked = time.perf_counter()
-    with default_model.lock:
-        waited = time.perf_counter() - asked
-    background.join(30)
+    outcome, waited = request_during(
+        default_model, lambda: complete_all(default_model, prompts), after=1.0 if busy == "reading" else 2.0
+    )
     assert outcome == {"preempted": True}
     assert waited < 0.25, waited  # a step of four tokens ~0.11 s; a prompt's read ~4 s
     assert [c.text for c in complete_all(default_model, prompts)] == expected
