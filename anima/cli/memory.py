@@ -191,7 +191,9 @@ def import_(path: str = typer.Argument(..., help="A file from `anima memory expo
 def ingest(
     path: Path = typer.Argument(..., help="A LoCoMo-style JSON file or a ChatGPT conversations.json export."),
     learn: bool = typer.Option(
-        False, "--learn", help="Also distil memories with the model (slow: one call per message)."
+        False,
+        "--learn",
+        help="Also distil memories with the model (slow: about 70 s per 100 messages, default model, 2 cores).",
     ),
     speaker: Optional[str] = typer.Option(None, "--me", help="Your name in a LoCoMo file (default: its speaker_a)."),
 ) -> None:
