@@ -74,6 +74,11 @@ def cores() -> int:
     return max(1, min(cpus, len(siblings) or cpus))
 
 
+def _first_stop(text: str, stops: list[str]) -> int:
+    """Where the first of `stops` begins in `text`, or -1."""
+    return min((at for at in (text.find(s) for s in stops if s) if at >= 0), default=-1)
+
+
 def _shared(a, b) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -268,6 +273,14 @@ class LlamaCppChatModel:
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
         return tokens, stop
 
+    def _fits(self, tokens: list[int]) -> None:
+        """A prompt with room left for at least one token of its reply, else ContextTooLong."""
+        if len(tokens) + 1 >= self.n_ctx:
+            raise ContextTooLong(
+                f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}",
+                "shorten the message, or raise llama_cpp.n_ctx",
+            )
+
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(prefill=True, logits=True, n_ctx=self.n_ctx, parallel=self.PARALLEL)
@@ -276,11 +289,7 @@ class LlamaCppChatModel:
         tokens, stop = self.prompt_tokens(messages, options.tools)
         if options.prefix:
             tokens = tokens + self.llm.tokenize(options.prefix.encode("utf-8"), add_bos=False, special=True)
-        if len(tokens) + 1 >= self.n_ctx:
-            raise ContextTooLong(
-                f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}",
-                "shorten the message, or raise llama_cpp.n_ctx",
-            )
+        self._fits(tokens)
         # The decode runs in a thread of its own that holds the compute lock and hands
         # the pieces over a queue: a reader that stalls (a client that stops reading, a
         # generator nobody closes) holds nothing, and the lock is free again after at
@@ -432,7 +441,7 @@ class LlamaCppChatModel:
             if finish is None and len(out) >= max_tokens:  # a kept guess filled the reply
                 finish = "length"
             text = llm.detokenize(out).decode("utf-8", "ignore")
-            cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+            cut = _first_stop(text, stops)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
             ready = text if finish else text[: max(len(sent), len(text) - hold)]
@@ -477,11 +486,7 @@ class LlamaCppChatModel:
         read = []
         for messages, options in prompts:
             tokens, stop = self.prompt_tokens(messages)
-            if len(tokens) + 1 >= self.n_ctx:
-                raise ContextTooLong(
-                    f"the prompt is {len(tokens)} tokens; the context window is {self.n_ctx}",
-                    "shorten the message, or raise llama_cpp.n_ctx",
-                )
+            self._fits(tokens)
             read.append((tokens, options.stop + stop, options.max_tokens))
         if any(len(tokens) + most + 1 > self.TOGETHER_CTX for tokens, _, most in read):  # a long context's prompt
             return [complete(self, messages, options, until) for messages, options in prompts]
@@ -754,7 +759,7 @@ class _Together:
                     else:
                         out[i].append(token)
                         text[i] = llm.detokenize(out[i]).decode("utf-8", "ignore")
-                        cut = min((at for at in (text[i].find(x) for x in stops if x) if at >= 0), default=-1)
+                        cut = _first_stop(text[i], stops)
                         if cut >= 0:
                             text[i], finish[i] = text[i][:cut], "stop"
                         elif until is not None and until(text[i]):
