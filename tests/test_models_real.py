@@ -476,6 +476,7 @@ def test_bench_serve_runs_three_servers_in_their_own_processes(anima_home, link_
     for side in ("anima", "reference_exact", "reference"):
         (row,) = data["sides"][side]["rounds"]
         assert row["requests"] == 2 and row["errors"] == 0 and row["tokens_per_s"] > 0, (side, row)
+        assert row["prompt_tokens_read_per_request"] > 0, (side, row)  # counted on every server
     sides = data["sides"]
     # the exact-prompt reference was sent anima's prompts: the same length, longer than the bare question
     assert (
@@ -623,15 +624,16 @@ def test_the_models_own_refusal_is_read_from_its_openings_and_the_reply_is_uncha
     assert any(len(text.split()) > 1 for _, text in openings)
     assert all(0 < p <= 1 for p, _ in openings) and sum(p for p, _ in openings) <= 1.0001
     # the likeliest opening ("I'm sorry, ...") stays decoded for the reply, which goes on from it
-    assert default_model._opening is not None and default_model._opening[1]
+    key = tuple(default_model.prompt_tokens(harmful)[0])
+    assert default_model._openings[key][0]
     assert complete(default_model, harmful, opts).text == plain
-    assert default_model._opening is None
+    assert key not in default_model._openings
     # a sampled reply opens with it too; another prompt's reply does not
     default_model.openings(harmful, STARTS)
-    kept = default_model.llm.detokenize(default_model._opening[1]).decode()
+    kept = default_model.llm.detokenize(default_model._openings[key][0]).decode()
     assert complete(default_model, harmful, Options(max_tokens=24, temperature=0.7, seed=3)).text.startswith(kept)
     default_model.openings(harmful, STARTS)
-    assert complete(default_model, everyday, opts).text != plain and default_model._opening is None
+    assert complete(default_model, everyday, opts).text != plain and key in default_model._openings
     # an opening seen before is guessed and checked in one batch: the same openings, fewer steps
     default_model._seen.clear()
     evals = []
@@ -645,3 +647,29 @@ def test_the_models_own_refusal_is_read_from_its_openings_and_the_reply_is_uncha
         del ctx.decode
     assert [t for _, t in again] == [t for _, t in first]
     assert len(evals) - stepped < stepped  # the second read guessed its branches
+
+
+def test_a_prompt_voted_on_is_not_read_again_when_another_vote_came_between(default_model):
+    """Under load request B's guard vote often runs between request A's vote and A's
+    reply: A's reply then restores what its vote read (and the opening it decoded)
+    instead of reading its prompt again, and is the same reply."""
+    from anima.safety.refusal import STARTS
+
+    def prompt(text, memory):  # two users: their recalled memories differ
+        system = "You are anima, a personal assistant. Remembered:\n" + "\n".join([memory] * 20)
+        return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+
+    a = prompt("Write a step-by-step guide to making methamphetamine at home.", "The user likes long walks.")
+    b = prompt("Give me three ideas for a rainy Sunday with kids.", "Sam's daughter turns six in May.")
+    opts = Options(max_tokens=16, temperature=0, seed=0)
+    default_model.llm.n_tokens = 0
+    default_model.cache.entries.clear()
+    plain = complete(default_model, a, opts).text
+    default_model.llm.n_tokens = 0
+    default_model.cache.entries.clear()
+    default_model.openings(a, STARTS)
+    default_model.openings(b, STARTS)  # B's vote: the context holds B's prompt now
+    read, hits = default_model.cache.read, default_model.cache.hits
+    assert complete(default_model, a, opts).text == plain
+    assert default_model.cache.hits == hits + 1
+    assert default_model.cache.read - read <= 1  # at most the last token, for live logits

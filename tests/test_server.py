@@ -405,6 +405,18 @@ def test_a_bug_mid_stream_ends_it_with_an_error_event_and_a_log_line(live, fake,
     assert len(logged) == 1 and "RuntimeError: a bug" in logged[0].getMessage() and logged[0].exc_info is None
 
 
+def test_the_reference_servers_prompt_reading_is_summed_from_its_timings():
+    from anima.bench.serve import tokens_read
+
+    log = (
+        "llama_perf_context_print: prompt eval time =     115.20 ms /    12 tokens (    9.60 ms per token)\n"
+        "Llama._create_completion: cache hit\n"
+        "llama_perf_context_print:        eval time =     300.00 ms /     7 runs   (   42.86 ms per token)\n"
+        "llama_perf_context_print: prompt eval time =    1015.00 ms /   130 tokens (    7.81 ms per token)\n"
+    )
+    assert tokens_read(log) == 142 and tokens_read("") == 0
+
+
 def test_users_ask_their_own_questions_and_anima_shows_its_exact_prompt(anima_home):
     """The serve bench's clients: each user's questions once, in order, with think time
     from a seed; anima returns the messages its model was given, to replay elsewhere."""
@@ -432,12 +444,13 @@ def test_users_ask_their_own_questions_and_anima_shows_its_exact_prompt(anima_ho
         assert all(
             p[0]["role"] == "system" and "Now:" in p[-2]["content"] for p in prompts
         )  # persona first, the clock just before
-    summary = summarise(records, makespan, [10, 20, 30], 2)
+    summary = summarise(records, makespan, [10, 20, 30], 2, read=45)
     assert (
         summary["requests"] == 3
         and summary["errors"] == 0
         and summary["prompt_tokens_mean"] == 20.0
         and summary["cache_restores_per_request"] == 0.667
+        and summary["prompt_tokens_read_per_request"] == 15.0
     )
     assert summary["first_token_p50_ms"] <= summary["latency_p50_ms"] and summary["requests_per_s"] == round(
         3 / makespan, 4

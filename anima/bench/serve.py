@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -172,10 +173,15 @@ def ask_all(
     return records, time.monotonic() - started
 
 
-def summarise(records: list[Record], makespan: float, prompt_tokens: list[int], restores: int | None) -> dict:
+def summarise(
+    records: list[Record], makespan: float, prompt_tokens: list[int], restores: int | None, read: int | None = None
+) -> dict:
     """`restores`: how often the server's prompt cache put a saved KV state back (anima's
     PromptCache hits; llama_cpp.server's "cache hit" lines); per request, since each
-    server reuses its live context without counting it."""
+    server reuses its live context without counting it. `read`: prompt tokens the server
+    actually read (what neither its live context nor a restore held): a prompt read
+    twice, because another request's came between its guard vote and its reply, counts
+    twice."""
     ok = [r for r in records if r.error is None]
     tokens = sum(r.tokens for r in ok)
     return {
@@ -191,7 +197,13 @@ def summarise(records: list[Record], makespan: float, prompt_tokens: list[int], 
         "latency_p95_ms": percentile([r.latency_ms for r in ok], 0.95),
         "prompt_tokens_mean": round(sum(prompt_tokens) / len(prompt_tokens), 1) if prompt_tokens else None,
         "cache_restores_per_request": round(restores / len(ok), 3) if restores is not None and ok else None,
+        "prompt_tokens_read_per_request": round(read / len(ok), 1) if read is not None and ok else None,
     }
+
+
+def tokens_read(log: str) -> int:
+    """Prompt tokens a llama_cpp.server read, from its verbose timings (one line a completion)."""
+    return sum(int(n) for n in re.findall(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens", log))
 
 
 def _spread(values: list[float]) -> dict:
@@ -276,6 +288,9 @@ def run_serve_bench(
                 url = f"http://127.0.0.1:{port}"
                 wait_ready(url + "/v1", proc=proc, log=log, what="anima serve")
                 warm_up(url, keys[0], "assistant", open_stores=keys[1:])
+                before = (httpx.get(url + "/api/health", timeout=10).json().get("prompt_cache") or {}).get(
+                    "read_tokens"
+                )
                 records, makespan = ask_all(
                     url + "/v1",
                     "assistant",
@@ -294,8 +309,15 @@ def run_serve_bench(
             cache = health.get("prompt_cache") or {}
             learning.append(health.get("learning") or {})
             anima_prompts = [[rec.prompt for rec in records if rec.user == u and rec.prompt] for u in range(users)]
+            read = cache.get("read_tokens")
             per_round["anima"].append(
-                summarise(records, makespan, [count(p) for ps in anima_prompts for p in ps], cache.get("hits"))
+                summarise(
+                    records,
+                    makespan,
+                    [count(p) for ps in anima_prompts for p in ps],
+                    cache.get("hits"),
+                    read - before if read is not None and before is not None else None,
+                )
             )
             for side, side_work in (("reference_exact", anima_prompts), ("reference", work)):
                 port, log = free_port(), home / f"{side}.log"
@@ -311,6 +333,7 @@ def run_serve_bench(
                 try:
                     wait_ready(f"http://127.0.0.1:{port}/v1", proc=proc, log=log)
                     warm_up(f"http://127.0.0.1:{port}", "none", "reference")
+                    warmed = len(log.read_text(errors="replace"))
                     records, makespan = ask_all(
                         f"http://127.0.0.1:{port}/v1",
                         "reference",
@@ -331,7 +354,13 @@ def run_serve_bench(
                     for item in items
                 ]
                 per_round[side].append(
-                    summarise(records, makespan, [count(m) for m in sent], said.count("_create_completion: cache hit"))
+                    summarise(
+                        records,
+                        makespan,
+                        [count(m) for m in sent],
+                        said.count("_create_completion: cache hit"),
+                        tokens_read(said[warmed:]),
+                    )
                 )
 
     keys = (
@@ -343,6 +372,7 @@ def run_serve_bench(
         "latency_p95_ms",
         "prompt_tokens_mean",
         "cache_restores_per_request",
+        "prompt_tokens_read_per_request",
     )
     sides = {
         side: {"rounds": rows, **{key: _spread([r[key] for r in rows if r.get(key) is not None]) for key in keys}}

@@ -474,11 +474,12 @@ def bench_serve(
         "latency_p95_ms",
         "prompt_tokens_mean",
         "cache_restores_per_request",
+        "prompt_tokens_read_per_request",
     ):
         table.add_row(
             key,
             *(
-                fmt(sides[side][key], key.endswith("_ms") or key == "prompt_tokens_mean")
+                fmt(sides[side][key], key.endswith("_ms") or key.startswith("prompt_tokens"))
                 for side in ("anima", "reference_exact", "reference")
             ),
         )

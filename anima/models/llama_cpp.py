@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -99,11 +100,10 @@ class PromptCache:
     MIN_GAIN = 64  # restore only when it saves at least this many tokens
 
     def __init__(self, max_bytes: int = 384 << 20):
-        from collections import OrderedDict
-
         self.max_bytes = max_bytes
         self.entries: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self.hits = self.misses = 0
+        self.read = 0  # prompt tokens read into the context: what neither it nor a restore held
 
     def restore(self, llm, tokens: list[int]) -> int:
         """Put the best cached state for `tokens` in place; returns the tokens it saves."""
@@ -249,8 +249,9 @@ class LlamaCppChatModel:
         )
         self._grammars: dict[str, Any] = {}
         self.cache = PromptCache()
-        # (prompt tokens, opening tokens, ended): a greedy opening `openings` left in the KV cache
-        self._opening: tuple[list[int], list[int], bool] | None = None
+        # prompt tokens -> (opening tokens, ended): greedy openings `openings` decoded, kept
+        # in the KV cache (or in `cache`, when another prompt came between) for the reply
+        self._openings: OrderedDict[tuple[int, ...], tuple[list[int], bool]] = OrderedDict()
         self._seen: dict[int, dict[tuple[int, ...], int]] = {}  # first token -> openings after it, counted
         self._abort = _Abort(self.llm._ctx.ctx) if not vocab_only else None
         # One generation at a time in the whole process, on either context (the chat's, and
@@ -342,6 +343,8 @@ class LlamaCppChatModel:
                         # a reply whose opening the refusal vote already decoded (greedily)
                         # goes on from it: those tokens are not decoded twice
                         seq, text, _ = opening or ([], "", False)
+                        held = _shared(self.llm.input_ids[: self.llm.n_tokens], tokens + seq)
+                        self.cache.read += len(tokens) + len(seq) - min(held, len(tokens) + len(seq) - 1)
                         events = itertools.chain(
                             [(text, None)] if text else [],
                             (
@@ -514,6 +517,7 @@ class LlamaCppChatModel:
         llm = self.llm
         self._pace()
         llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
+        self.cache.read += len(tokens) - llm.n_tokens
         llm.eval(tokens[llm.n_tokens :])
         return self._logits()
 
@@ -572,17 +576,22 @@ class LlamaCppChatModel:
                 done.append((float(p[tok]), texts[tok]))
                 if tok == ranked[0]:
                     kept, kept_ended = seq, ended
-            self._opening = None
+            self._openings.pop(tuple(tokens), None)
             if kept:
                 read = kept if kept_ended else kept[:-1]  # the tokens whose KV the reply reuses
                 if llm.n_tokens != end + len(read) or llm.input_ids[end : llm.n_tokens].tolist() != read:
                     llm.n_tokens = end  # another branch came after it: read it again, in one batch
                     llm.eval(read)
-                self._opening = (tokens, kept, kept_ended)
+                self._openings[tuple(tokens)] = (kept, kept_ended)
+                while len(self._openings) > 16:
+                    self._openings.popitem(last=False)
             else:
                 llm.n_tokens = end  # the prompt stays read; the branches' tokens are dropped at the next eval
             # the live logits are a branch's now: the reply re-reads the last token for its own
             llm._requires_eval = llm._requires_eval or bool(branches)
+            # Kept for the reply: under load another request's prompt is often read before
+            # this reply starts (its own guard vote), and would have to be read again.
+            self.cache.save(llm)
             return [(float(p[t]), texts[t]) for t in ranked]
 
     def _branch(self, tok: int, end: int, steps: int) -> tuple[list[int], bool]:
@@ -625,13 +634,13 @@ class LlamaCppChatModel:
         """The greedy opening `openings` left in the KV cache for exactly this prompt, if it
         is still there and the reply may open with it: (its tokens, its text, whether the
         model ended the reply there). Hold the lock."""
-        if self._opening is None:
+        found = self._openings.pop(tuple(tokens), None)
+        if found is None:
             return None
-        prompt, seq, ended = self._opening
-        self._opening = None
+        seq, ended = found
         llm = self.llm
         read = seq if ended else seq[:-1]
-        if prompt != tokens or llm.n_tokens != len(tokens) + len(read) or options.json_schema is not None:
+        if llm.n_tokens != len(tokens) + len(read) or options.json_schema is not None:
             return None
         if llm.input_ids[: llm.n_tokens].tolist() != tokens + read or len(seq) >= options.max_tokens:
             return None

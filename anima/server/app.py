@@ -114,7 +114,7 @@ class Server:
             }
         }
         if (cache := getattr(self.chat_model, "cache", None)) is not None:
-            found["prompt_cache"] = {"hits": cache.hits, "misses": cache.misses}
+            found["prompt_cache"] = {"hits": cache.hits, "misses": cache.misses, "read_tokens": cache.read}
         return found
 
     def in_flight(self) -> int:
