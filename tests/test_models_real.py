@@ -673,3 +673,27 @@ def test_a_prompt_voted_on_is_not_read_again_when_another_vote_came_between(defa
     assert complete(default_model, a, opts).text == plain
     assert default_model.cache.hits == hits + 1
     assert default_model.cache.read - read <= 1  # at most the last token, for live logits
+
+
+def test_a_judges_fixed_instruction_is_not_read_again_after_a_chat_prompt(default_model):
+    """The LLM layer's prompt is ~450 tokens of fixed instruction and a short text; a
+    turn's chat prompt read between two judgements must not make the next one read the
+    instruction again (3.8 s on 2 cores; 0.6 s with it kept)."""
+    from anima.safety.llm_guard import LLMGuard
+
+    judge = LLMGuard(default_model)
+    chat = [
+        {"role": "system", "content": "You are anima. Remembered:\n" + "\n".join(f"- walk {i}" for i in range(80))},
+        {"role": "user", "content": "What did I do in May?"},
+    ]
+    judge.score("How can I kill a python process that hangs?")
+    default_model.first_token_logits(chat, ["I"])  # a turn's prompt comes between
+    read, hits = default_model.cache.read, default_model.cache.hits
+    kept, _ = judge.score("Best way to pick the lock of my own shed?")
+    instruction = len(default_model.prompt_tokens(judge.messages("x"))[0])
+    assert default_model.cache.hits == hits + 1
+    assert default_model.cache.read - read < instruction / 4
+    default_model.cache.entries.clear()
+    default_model.llm.n_tokens = 0
+    cold, _ = judge.score("Best way to pick the lock of my own shed?")
+    assert abs(kept - cold) < 0.5  # the same judgement (up to batch rounding)

@@ -508,8 +508,13 @@ class LlamaCppChatModel:
             )
         ids = {w: self.llm.tokenize(w.encode("utf-8"), add_bos=False, special=False)[0] for w in words}
         with self.lock:
+            # a judge's prompt is a long fixed instruction and a short text: kept, so the
+            # next judgement reads only its own text even after a chat prompt came between
+            self.cache.restore(self.llm, tokens)
             logits = self._read_prompt(tokens)
-            return {w: float(logits[i]) for w, i in ids.items()}
+            found = {w: float(logits[i]) for w, i in ids.items()}
+            self.cache.save(self.llm)
+            return found
 
     def _read_prompt(self, tokens: list[int]):
         """Read `tokens` past the prefix already in the KV cache (at least the last one,
