@@ -48,6 +48,20 @@ def test_wrong_passphrase_is_a_clear_error_and_leaves_the_file_alone(anima_home,
     assert [m.text for m in open_store(anima_home, "bob").list_memories()] == ["likes tea"]
 
 
+def test_a_wrong_passphrase_prints_one_line_and_nothing_from_sqlcipher(anima_home, monkeypatch):
+    """In a real process: SQLCipher's C log (two "ERROR CORE" lines) stays quiet."""
+    monkeypatch.setenv("ANIMA_PASSPHRASE", "correct horse")
+    store = open_store(anima_home, "local")
+    store.add_memory(Memory("likes tea"), vec("likes tea"))
+    store.close()
+    env = {**os.environ, "ANIMA_HOME": str(anima_home), "ANIMA_PASSPHRASE": "wrong horse"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "anima", "memory", "list"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 1 and "wrong key or passphrase" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_lost_key_file_is_a_clear_error(anima_home):
     open_store(anima_home, "carol").close()
     (keys_dir() / "carol.key").unlink()

@@ -73,6 +73,9 @@ def connect(path: Path, key: Key | None = None, vectors: str = "auto") -> tuple[
 def _open(path: Path, key: Key | None) -> Connection:
     db = sqlite.connect(str(path), check_same_thread=False, isolation_level=None)
     if key:
+        # SQLCipher's own log would print two C-level lines before the one error a wrong
+        # key gets here (its default level is WARN)
+        db.execute("PRAGMA cipher_log_level = NONE")
         db.execute(f"PRAGMA key = {key.literal()}")
     try:
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
