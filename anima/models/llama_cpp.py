@@ -343,8 +343,7 @@ class LlamaCppChatModel:
                         # a reply whose opening the refusal vote already decoded (greedily)
                         # goes on from it: those tokens are not decoded twice
                         seq, text, _ = opening or ([], "", False)
-                        held = _shared(self.llm.input_ids[: self.llm.n_tokens], tokens + seq)
-                        self.cache.read += len(tokens) + len(seq) - min(held, len(tokens) + len(seq) - 1)
+                        self.cache.read += len(tokens) + len(seq) - self._held(tokens + seq)
                         events = itertools.chain(
                             [(text, None)] if text else [],
                             (
@@ -521,10 +520,15 @@ class LlamaCppChatModel:
         so the logits are live) and return the logits of the next token. Hold the lock."""
         llm = self.llm
         self._pace()
-        llm.n_tokens = min(_shared(llm.input_ids[: llm.n_tokens], tokens), len(tokens) - 1)
+        llm.n_tokens = self._held(tokens)
         self.cache.read += len(tokens) - llm.n_tokens
         llm.eval(tokens[llm.n_tokens :])
         return self._logits()
+
+    def _held(self, tokens: list[int]) -> int:
+        """How much of `tokens` the KV cache holds and need not be read again: the shared
+        prefix, less the last token (read again for live logits, as llama-cpp-python does)."""
+        return min(_shared(self.llm.input_ids[: self.llm.n_tokens], tokens), len(tokens) - 1)
 
     def _logits(self):
         """The live logits of the last token read (a view into llama.cpp's buffer)."""
