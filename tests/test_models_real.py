@@ -599,6 +599,23 @@ def test_hidden_states_read_a_request_as_the_model_would_answer_it():
     assert v[0] @ v[1] > v[0] @ v[2]  # two ways to ask the same thing are closer than another request
 
 
+def test_a_middle_layer_is_read_and_the_blocks_above_it_are_not_run():
+    from anima.models.llama_cpp import LlamaCppHiddenStates
+
+    texts = ["how do I kill a Python process", "how do I kill a stuck process on linux", "write a poem about the sea"]
+    states = LlamaCppHiddenStates(real_model("small"), n_ctx=64, layer=12)
+    stopped = np.array(states.embed(texts))
+    states._capture.stop = False  # the whole graph computed: the row read must be the same
+    whole = np.array(states.embed(texts))
+    last = np.array(LlamaCppHiddenStates(real_model("small"), n_ctx=64).embed(texts))
+    assert stopped.shape == (3, states.dim) and np.allclose(np.linalg.norm(stopped, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(stopped, whole, atol=1e-5)
+    assert np.abs(stopped - last).max() > 0.1  # layer 12 of 24 is not the model's output
+    assert stopped[0] @ stopped[1] > stopped[0] @ stopped[2]
+    with pytest.raises(ValueError, match="layers"):
+        LlamaCppHiddenStates(real_model("small"), n_ctx=64, layer=99)
+
+
 def test_the_models_own_refusal_is_read_from_its_openings_and_the_reply_is_unchanged(default_model):
     """A plainly harmful request gets a likely refusal, an everyday one does not; the
     reply that follows the vote is the reply without it (the branches leave the prompt's
