@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from anima.config import data_dir, load_config  # noqa: E402
+from anima.errors import AnimaError  # noqa: E402
 from anima.models import load_embedder  # noqa: E402
 from anima.models.registry import resolve  # noqa: E402
 from anima.safety import classifier  # noqa: E402
@@ -39,11 +40,11 @@ from anima.safety.data import (  # noqa: E402
     donotanswer,
     held_out,
     read_labelled,
-    safety_data_dir,
     split_of,
     training_set,
 )
 from anima.safety.evaluate import auprc  # noqa: E402
+from anima.safety.train import source_folder  # noqa: E402
 
 BODY_TOKENS = 64  # a longer message is read by its first and last 32 tokens
 TEMPLATE_TOKENS = 9  # ChatML's user and assistant markers around it, and one spare
@@ -55,7 +56,7 @@ def key(text: str) -> str:
 
 
 def sets(test: bool) -> dict[str, list]:
-    folder = safety_data_dir()
+    folder = source_folder()  # a clear error when the public sets are not there
     out = {
         "train": training_set(folder),
         "contrast validation": read_labelled(ROOT / "tests/data/guard_contrast_validation.csv"),
@@ -174,4 +175,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (AnimaError, ValueError) as exc:  # no data, no model, a layer the model lacks: one line
+        sys.exit(f"error: {exc}")
