@@ -104,7 +104,7 @@ def standardise(train: np.ndarray):
     return lambda x: (x - mean) / std / np.sqrt(x.shape[1]) * SCALE
 
 
-def scores(name: str, feats: dict[str, np.ndarray], data: dict[str, list]) -> dict:
+def scores(feats: dict[str, np.ndarray], data: dict[str, list]) -> dict:
     head = classifier.fit(data["train"], feats["train"], categories=False)
     out = {"threshold": round(head.threshold, 2)}
     for set_name, rows in data.items():
@@ -113,19 +113,21 @@ def scores(name: str, feats: dict[str, np.ndarray], data: dict[str, list]) -> di
         p = head.score([e.text for e in rows], feats[set_name], categories=False)[0]
         y = np.array([e.unsafe for e in rows], bool)
         pred = p >= head.threshold
-        row = {"n": len(rows), "recall": round(float(pred[y].mean()), 3) if y.any() else None}
-        row["fpr"] = round(float(pred[~y].mean()), 3) if (~y).any() else None
+        # share flagged among the harmful rows and among the harmless ones (None: no such rows)
+        rate = lambda sel: round(float(pred[sel].mean()), 3) if sel.any() else None
+        row = {"n": len(rows), "recall": rate(y), "fpr": rate(~y)}
         if y.any() and (~y).any():
             row["auprc"] = round(auprc(y, p), 3)
         if set_name == "public test split":
-            row["by_source"] = {}
-            for src in sorted({e.source.split("#")[0].split("/")[0] for e in rows}):
-                sel = np.array([e.source.split("#")[0].split("/")[0] == src for e in rows])
-                row["by_source"][src] = {
-                    "n": int(sel.sum()),
-                    "recall": round(float(pred[sel & y].mean()), 3) if (sel & y).any() else None,
-                    "fpr": round(float(pred[sel & ~y].mean()), 3) if (sel & ~y).any() else None,
+            source = np.array([e.source.split("#")[0].split("/")[0] for e in rows])
+            row["by_source"] = {
+                src: {
+                    "n": int((source == src).sum()),
+                    "recall": rate((source == src) & y),
+                    "fpr": rate((source == src) & ~y),
                 }
+                for src in sorted(set(source))
+            }
         out[set_name] = row
     return out
 
@@ -150,8 +152,8 @@ def main() -> None:
     result = {
         "model": args.model,
         "layer": args.layer,
-        "minilm": scores("minilm", split(minilm), data),
-        "probe": scores("probe", split(scale(hidden)), data),
+        "minilm": scores(split(minilm), data),
+        "probe": scores(split(scale(hidden)), data),
     }
     if len(took) >= 20:
         ms = sorted(t * 1000 for t in took)
