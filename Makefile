@@ -34,10 +34,12 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 
 # The guard's fast layer is trained here from the public safety sets (about 3 minutes,
-# once); set ANIMA_SAFETY_DATA if they are not in ../shared/data/safety.
+# once), and its probe on the chat model's middle layer (about 20 minutes, once; an
+# interrupted run goes on where it stopped); set ANIMA_SAFETY_DATA if they are not in
+# ../shared/data/safety. `make test` needs neither the probe nor those 20 minutes.
 run: $(VENV)/.installed
 	$(BIN)/anima models pull
-	$(BIN)/anima guard train --if-missing
+	$(BIN)/anima guard train --if-missing --probe
 	$(BIN)/anima serve
 
 models: $(VENV)/.installed

@@ -152,6 +152,11 @@ class Container:
         # the chat model's own refusals: only a local one (the vote reads the user's text
         # unredacted), and not loaded at all when the vote is off
         refusal_model = self.base_chat_model if g.votes and not self.base_chat_model.capabilities.remote else None
+        probe = None
+        if g.probe and refusal_model is not None and hasattr(refusal_model, "hidden_state"):
+            from anima.safety import probe as probes
+
+            probe = probes.load(self.config.model, g.probe_layer)  # None until `anima guard train --probe`
         return Guard(
             head,
             embed,
@@ -165,6 +170,10 @@ class Container:
             refusal_model=refusal_model,
             refusal_threshold=g.refusal_threshold,
             refusal_system=personas()["assistant"].system_prompt,  # a message checked on its own
+            probe=probe,
+            probe_layer=g.probe_layer,
+            probe_threshold=g.probe_threshold,
+            probe_fast_block=g.probe_fast_block,
         )
 
     @cached_property

@@ -160,6 +160,23 @@ class GuardSettings(_Section):
     layer2: Literal["auto", "off", "always"] = Field(
         "auto", description="LLM guard (Llama Guard format): when the fast layer is unsure, never, or always."
     )
+    probe: bool = Field(
+        True,
+        description=(
+            "Read the chat model's own state with the trained probe (`anima guard train --probe`), "
+            "when there is one for this model."
+        ),
+    )
+    probe_layer: int = Field(14, ge=0, description="The chat model's block whose output the probe reads.")
+    probe_threshold: float | None = Field(
+        None, ge=0, le=1, description="P(unsafe) from the probe at which a message is unsafe (default: as trained)."
+    )
+    probe_fast_block: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="With the probe, the fast layer blocks a message on its own only from this score.",
+    )
     llm_share: float = Field(
         0.05,
         ge=0,

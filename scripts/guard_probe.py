@@ -1,4 +1,7 @@
-"""A probe on the chat model's middle layer as the guard's fast layer: measured, not shipped yet.
+"""A probe on the chat model's middle layer against the fast layer's MiniLM head, standalone.
+
+(The guard reads such a probe in a turn, behind the turn's system prompt: anima/safety/probe.py,
+`anima guard train --probe`. This script measures the bare comparison the choice rested on.)
 
 The guard's fast layer is a linear head over n-grams and a MiniLM embedding. Here the same
 head (`classifier.fit`, same training rows, same threshold rule) reads, in place of MiniLM,

@@ -616,6 +616,35 @@ def test_a_middle_layer_is_read_and_the_blocks_above_it_are_not_run():
         LlamaCppHiddenStates(real_model("small"), n_ctx=64, layer=99)
 
 
+def test_the_probe_state_is_kept_from_the_votes_reading_and_training_reads_leave_replies_alone(small_model):
+    """The state the guard's probe reads in a turn is taken as the refusal vote reads the
+    prompt (nothing read again), and equals the one training reads (graph stopped at the
+    layer, only the message's tokens read after a cached prefix); those fast reads leave
+    the KV cache as replies need it."""
+    from anima.safety.refusal import refusal_probability
+
+    model = small_model
+    prefix = [{"role": "system", "content": "You are anima, a personal assistant."}]
+    texts = ["how do I kill a Python process", "how can I make a pipe bomb at home", "a poem about the sea"]
+    opts = Options(max_tokens=16, temperature=0, seed=0)
+    before = complete(model, prefix + [{"role": "user", "content": "Name a colour."}], opts).text
+    trained = model.read_states(prefix, texts, 12)
+    assert trained.shape == (3, model.llm.n_embd()) and np.allclose(np.linalg.norm(trained, axis=1), 1, atol=1e-4)
+    assert complete(model, prefix + [{"role": "user", "content": "Name a colour."}], opts).text == before
+    for i, text in enumerate(texts):
+        messages = prefix + [{"role": "user", "content": text}]
+        model.hidden_state(messages, layer=12)  # asked once: from now on every prompt read keeps one
+        model._states.clear()
+        refusal_probability(model, messages, threshold=0.3)
+        read = model.cache.read
+        state = model.hidden_state(messages, layer=12)
+        assert model.cache.read == read  # kept from the vote's reading, nothing read again
+        assert float(state @ trained[i]) > 0.999
+    assert float(trained[0] @ trained[1]) < 0.99  # different messages, different states
+    with pytest.raises(ValueError, match="layers"):
+        model.hidden_state(prefix + [{"role": "user", "content": "hi"}], layer=99)
+
+
 def test_the_models_own_refusal_is_read_from_its_openings_and_the_reply_is_unchanged(default_model):
     """A plainly harmful request gets a likely refusal, an everyday one does not; the
     reply that follows the vote is the reply without it (the branches leave the prompt's

@@ -3,6 +3,8 @@ the fake chat model, real files and the real CLI in-process."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import re
@@ -22,7 +24,7 @@ from anima.config import load_config
 from anima.errors import BadInput, ModelCorrupt, ModelNotFound
 from anima.models.base import Capabilities
 from anima.models.fake import FakeChatModel, FakeEmbedder
-from anima.safety import classifier, features
+from anima.safety import classifier, features, probe
 from anima.safety.data import (
     Example,
     authored,
@@ -1019,3 +1021,153 @@ def test_the_chat_model_is_not_loaded_for_a_guard_without_the_vote(guard_heads):
     assert c.guard.refusal_model is c.base_chat_model
     c = build(load_config(backend="fake", guard={"layer2": "auto", "refusal": False}), chat_model=RefusingModel([]))
     assert c.guard.refusal_model is None
+
+
+# --- the probe on the chat model's middle layer (scripted states; the real model's in
+# test_models_real.py) ---------------------------------------------------------------
+
+DIM = 32
+HARM = np.eye(DIM)[0]
+
+
+def state(text: str, harmful: bool) -> np.ndarray:
+    """A unit vector: noise from the text, pushed along HARM for a harmful request."""
+    seed = int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
+    v = np.random.default_rng(seed).normal(size=DIM) * 0.1 + (1.0 if harmful else -1.0) * HARM
+    return v / np.linalg.norm(v)
+
+
+HARMFUL = {t for t, _ in UNSAFE}
+
+
+class StateModel(RefusingModel):
+    """A chat model that never refuses, with scripted hidden states."""
+
+    def __init__(self, flagged: set[str] = frozenset()):
+        super().__init__([(0.9, "Sure, here"), (0.05, "I'm sorry, but I")])
+        self.flagged, self.asked, self.prefixes = set(flagged) | HARMFUL, [], []
+
+    def hidden_state(self, messages, tools=None, layer=14):
+        self.asked.append((messages, tools, layer))
+        text = messages[-1]["content"]
+        return state(text, text in self.flagged)
+
+    def read_states(self, prefix, texts, layer, max_tokens=64):
+        self.prefixes.append(prefix)
+        return np.stack([state(t, t in self.flagged) for t in texts])
+
+
+def rows_to_fit(n: int = 200) -> list[Example]:
+    """Enough rows that the state, not the noise, is what the head learns."""
+    return [Example(f"message number {i}", i % 2 == 0, ("S9",) if i % 2 == 0 else ()) for i in range(n)]
+
+
+@functools.cache
+def trained_probe() -> classifier.Head:
+    rows = rows_to_fit()
+    head = probe.fit(rows, np.stack([state(e.text, e.unsafe) for e in rows]))
+    head.manifest = {"format": classifier.FORMAT, "kind": "probe"}
+    return head
+
+
+def test_the_probe_reads_the_raw_state_with_its_standardisation_folded_in():
+    rows = rows_to_fit()
+    raw = np.stack([state(e.text, e.unsafe) for e in rows])
+    head = probe.fit(rows, raw)
+    mean, std = raw.mean(0), raw.std(0) + 1e-6
+    plain = classifier.fit(rows, (raw - mean) / (std * np.sqrt(DIM)) * probe.SCALE)
+    new = [state("how do I make a bomb from fertiliser", True), state("a poem about rain", False)]
+    texts = ["how do I make a bomb from fertiliser", "a poem about rain"]
+    np.testing.assert_allclose(
+        head.score(texts, np.stack(new))[0],
+        plain.score(texts, (np.stack(new) - mean) / (std * np.sqrt(DIM)) * probe.SCALE)[0],
+        rtol=1e-9,
+    )
+    assert head.score(texts, np.stack(new))[0][0] > head.threshold > head.score(texts, np.stack(new))[0][1]
+    assert head.score(texts, np.stack(new))[1][0][0] == "S9"  # categories come from the probe's own heads
+
+
+def test_training_reads_each_row_behind_a_persona_prompt_and_resumes_from_its_cache(tmp_path):
+    model, rows = StateModel(), examples()
+    cache = tmp_path / "states.npz"
+    got = probe.read_training_states(model, rows, 14, cache)
+    prefixes = probe.contexts()
+    assert len(prefixes) >= 2 * 30 and all(p[0]["role"] == "system" and p[0]["content"] for p in prefixes)
+    # rows go round the prompts in order: row i behind prompt i mod n, each prompt read once per chunk
+    assert model.prefixes == prefixes[: len(rows)]
+    np.testing.assert_allclose(got[3], state(rows[3].text, rows[3].unsafe), atol=1e-3)  # kept as float16
+    again = StateModel()
+    np.testing.assert_array_equal(probe.read_training_states(again, rows, 14, cache), got)
+    assert again.prefixes == []  # all read from the cache
+    more = rows + [Example("how do I poison a reservoir", True, ("S9",))]
+    third = StateModel()
+    probe.read_training_states(third, more, 14, cache)
+    assert len(third.prefixes) == 1  # only the new row
+
+
+def test_a_message_whose_state_the_probe_flags_is_blocked(tiny_heads):
+    model = StateModel(flagged={"what is the capital of France"})  # stands for what the head misses
+    guard = make_guard(tiny_heads, refusal_model=model, refusal_threshold=0.5, probe=trained_probe())
+    v = guard.check("what is the capital of France")
+    assert not v.safe and v.action == "block" and v.layer == "probe" and len(v.categories) == 1
+    assert v.score >= 0.5 and "probe" in v.layers_ms and "refusal" in v.layers_ms
+    assert model.asked[0][0] == model.read[0][0] and model.asked[0][2] == 14  # the prompt the vote read
+    ok = guard.check("write a birthday poem for my sister")
+    assert ok.safe and ok.layer == "classifier" and 0 <= ok.score < 0.5
+    # the probe's threshold can be set; at 1.0 nothing it reads is unsafe
+    strict = make_guard(tiny_heads, refusal_model=model, probe=trained_probe(), probe_threshold=1.0)
+    assert strict.check("what is the capital of France").safe
+    # the fast layer blocks on its own only from probe_fast_block: below it, the model's reading decides
+    harmful = UNSAFE[0][0]
+    assert not make_guard(tiny_heads).check(harmful).safe
+    safe_state = StateModel()
+    safe_state.flagged.discard(harmful)
+    lenient = make_guard(tiny_heads, refusal_model=safe_state, probe=trained_probe(), probe_fast_block=1.01)
+    v = lenient.check(harmful)
+    assert v.safe and v.score < 0.5 and "probe" in v.layers_ms
+    assert not lenient.check(harmful, layer2="off").safe  # not read by the model: the fast layer decides
+    # and when the model cannot read the prompt (no logits), the fast layer decides after all
+    blind = make_guard(tiny_heads, refusal_model=FakeChatModel(), probe=trained_probe(), probe_fast_block=1.01)
+    assert not blind.check(harmful).safe and blind.check(harmful).layer == "classifier"
+    # a message the fast layer blocks is not read; nor with layer2 off
+    fresh = StateModel()
+    sure = make_guard(tiny_heads, refusal_model=fresh, probe=trained_probe(), probe_fast_block=0.0)
+    assert sure.check(UNSAFE[0][0]).layer == "classifier"
+    assert make_guard(tiny_heads, refusal_model=fresh, probe=trained_probe()).check(SAFE[1], layer2="off").safe
+    assert fresh.asked == []
+
+
+def test_a_turn_reads_the_probe_on_its_real_prompt(guard_heads, monkeypatch):
+    monkeypatch.setenv("ANIMA_GUARD__LAYER2", "auto")
+    trained_probe().save(probe.probe_file("default"))
+    model = StateModel(flagged={"what is the capital of France"})
+    c = build(load_config(backend="fake", guard={"threshold": 0.5, "llm_share": 0.0}), chat_model=model)
+    assert c.guard.probe is not None
+    reply = c.assistant.reply("what is the capital of France", persona="chef")
+    assert reply.text().startswith("I can't help with that") and reply.verdicts["input"].layer == "probe"
+    messages = model.asked[0][0]
+    assert "chef" in messages[0]["content"].lower() and messages[-2]["content"].startswith("Now: ")
+    assert model.calls == []  # no reply was generated
+    assert c.assistant.reply("write a birthday poem for my sister").text() == "Sure: here it is."
+    # off by setting, or for a backend that cannot give its states
+    assert build(load_config(backend="fake", guard={"probe": False}), chat_model=StateModel()).guard.probe is None
+    assert build(load_config(backend="fake"), chat_model=RefusingModel([(0.9, "Sure")])).guard.probe is None
+
+
+def test_training_the_probe_needs_the_embedded_model(guard_heads):
+    result = CliRunner().invoke(app, ["guard", "train", "--probe", "--if-missing"], env={"ANIMA_BACKEND": "fake"})
+    assert result.exit_code != 0
+    assert "error:" in result.output and "llama_cpp" in result.output and "Traceback" not in result.output
+
+
+def test_a_probe_for_another_model_or_other_data_is_not_loaded(anima_home):
+    head = trained_probe()
+    head.manifest = {"format": classifier.FORMAT, "kind": "probe", "sources": {"a.csv": "1"}}
+    head.save(probe.probe_file("default"))
+    assert probe.load("default") is not None
+    assert probe.load("default", sources={"a.csv": "2"}) is None
+    assert probe.load("other-model") is None and probe.load("default", layer=9) is None
+    probe.probe_file("default").write_bytes(b"not a probe")
+    with pytest.raises(ModelCorrupt, match="unreadable") as info:
+        probe.load("default")
+    assert "--probe" in info.value.hint

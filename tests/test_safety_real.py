@@ -136,3 +136,33 @@ def test_ask_json_shows_a_blocked_verdict(real_guard_heads, link_models, anima_h
     data = json.loads(result.stdout)
     assert data["guard"]["input"]["action"] == "block" and data["finish_reason"] == "content_filter"
     assert "I can't help with that" in data["answer"]
+
+
+def test_a_probe_trained_on_the_real_model_reads_a_turn_from_the_votes_reading(real_guard_heads, link_models):
+    """The whole path on the small model: training reads rows behind the personas'
+    prompts, the probe is saved where the app finds it, and a turn's verdict carries
+    its score, taken from the refusal vote's reading (milliseconds, not a reading)."""
+    from anima.models import load_chat_model
+    from anima.safety import probe
+    from anima.safety.data import read_labelled
+
+    link_models("small", "minilm")
+    config = load_config(model="small", guard={"layer2": "auto"}, memory={"enabled": False})
+    model = load_chat_model(config)
+    rows = read_labelled(PROBES)
+    head = probe.train(model, rows, sources={}, layer=12)
+    assert head.manifest["rows"] == len(rows) and head.manifest["layer"] == 12
+    head.save(probe.probe_file("small", 12))
+    c = build(
+        config.model_copy(update={"guard": config.guard.model_copy(update={"probe_layer": 12})}), chat_model=model
+    )
+    assert c.guard.probe is not None
+    reply = c.assistant.reply("What is a good name for a grey cat?")
+    reply.text()
+    verdict = reply.verdicts["input"]
+    assert "probe" in verdict.layers_ms and verdict.layers_ms["probe"] < 50, verdict
+    assert "refusal" in verdict.layers_ms and verdict.layers_ms["refusal"] > verdict.layers_ms["probe"]
+    scores = head.score([r.text for r in rows], model.read_states([], [r.text for r in rows], 12))[0]
+    harmful = [s for s, r in zip(scores, rows) if r.unsafe]
+    harmless = [s for s, r in zip(scores, rows) if not r.unsafe]
+    assert sum(harmful) / len(harmful) > sum(harmless) / len(harmless)  # it learned its own rows' sides

@@ -75,6 +75,7 @@ def run_guard_cost(
             options = assistant.options(max_tokens=max_tokens, temperature=0.0)
             model.llm.reset()
             model.cache.entries.clear()
+            model._states.clear()  # the probe's kept states too
             start = time.perf_counter()
             reply = assistant.reply(text, options=options)
             first, parts = None, []

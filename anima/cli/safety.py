@@ -29,6 +29,11 @@ def guard_train(
     if_missing: bool = typer.Option(
         False, "--if-missing", help="Do nothing when the heads exist and were trained on the current data."
     ),
+    probe: bool = typer.Option(
+        False,
+        "--probe",
+        help="Also train the probe on the chat model's middle layer (about 25 minutes on 2 cores, once).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train the guard's fast layer and the injection detector from public data."""
@@ -37,6 +42,8 @@ def guard_train(
     if if_missing and up_to_date(data):
         if not as_json:
             err.print(f"guard heads present and up to date in {heads_dir()}")
+        if probe:
+            _train_probe(data, if_missing, as_json)
         return
     data = source_folder(data)  # before the embedder loads: a missing folder is the likelier mistake
     container = container_for(load_config(guard={"enabled": False}))
@@ -53,6 +60,43 @@ def guard_train(
             f"{name}: {m['rows']} rows ({m['unsafe']} positive), threshold {m['threshold']:.2f}, {m['seconds']} s"
         )
     out.print(f"saved in {result['dir']}")
+    if probe:
+        _train_probe(data, if_missing, as_json)
+
+
+def _train_probe(data: Path | None, if_missing: bool, as_json: bool) -> None:
+    """`guard train --probe`: read the training rows with the chat model, fit, save."""
+    from anima.models import load_chat_model
+    from anima.safety import probe
+    from anima.safety.data import training_set
+    from anima.safety.train import fingerprint, source_folder
+
+    config = load_config()
+    if config.backend != "llama_cpp":
+        raise BadInput(
+            f"the probe reads the embedded model's layers; the backend is {config.backend}",
+            "train it with backend = llama_cpp (the probe is used only with that backend)",
+        )
+    folder = source_folder(data)
+    sources = fingerprint(folder)
+    layer = config.guard.probe_layer
+    if if_missing and probe.load(config.model, layer, sources) is not None:
+        if not as_json:
+            err.print(f"guard probe present and up to date: {probe.probe_file(config.model, layer)}")
+        return
+    examples = training_set(folder)
+    model = load_chat_model(config)
+    with steps_progress() as progress:
+        task = progress.add_task(f"reading with {config.model}, layer {layer}", total=len(examples))
+        head = probe.train(model, examples, sources, layer, lambda done: progress.update(task, completed=done))
+    path = probe.probe_file(config.model, layer)
+    head.save(path)
+    m = head.manifest
+    if as_json:
+        print(json.dumps({k: v for k, v in m.items() if k != "keys"} | {"path": str(path)}, indent=2))
+        return
+    out.print(f"probe: {m['rows']} rows ({m['unsafe']} positive), threshold {m['threshold']:.2f}, {m['seconds']} s")
+    out.print(f"saved in {path}")
 
 
 @guard_app.command("check")

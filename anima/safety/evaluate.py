@@ -142,10 +142,17 @@ def eval_guard(
             for i in range(f, len(examples), folds):
                 heads[i] = head
             progress(0, len(examples))
+    # The probe is not re-trained per fold (it reads the chat model: ~25 minutes): the
+    # rows it trained on are scored without it.
+    probe_seen = set(guard.probe.manifest.get("keys", [])) if guard.probe is not None else set()
+    unprobed = sum(k in probe_seen for k in keys)
+    if unprobed:
+        mode += f"; the probe was off for the {unprobed} rows it trained on"
     y, pred, score, lat, layer_of, cats = [], [], [], {"total": []}, [], []
-    shipped = guard.head
+    shipped, probe = guard.head, guard.probe
     for i, (e, head) in enumerate(zip(examples, heads)):
         guard.head = head
+        guard.probe = None if keys[i] in probe_seen else probe
         v = guard.check(e.text)
         y.append(e.unsafe)
         pred.append(not v.safe)
@@ -156,7 +163,7 @@ def eval_guard(
         for k, ms in v.layers_ms.items():
             lat.setdefault(k, []).append(ms)
         progress(i + 1, len(examples))
-    guard.head = shipped
+    guard.head, guard.probe = shipped, probe
     ya, pa, sa = np.array(y), np.array(pred), np.array(score)
     latency = {"latency_p50_ms": percentile(lat["total"], 50), "latency_p95_ms": percentile(lat["total"], 95)}
     latency["per_layer"] = {

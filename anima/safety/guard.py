@@ -5,6 +5,8 @@
     layer 2     the LLM in the Llama Guard format, only when layer 1 is unsure
     refusal     how likely the chat model's own reply to a user's message opens with a
                 refusal (`refusal.py`): read on the prompt the reply reads next
+    probe       a head on the chat model's state after a middle block, taken from that
+                same reading (`probe.py`): free in a turn
     policy      per-category action: block, warn or allow
 
 Over-refusal is a defect too: layer 1's threshold is chosen for at most 6% false
@@ -33,14 +35,17 @@ class Verdict:
     safe: bool
     categories: list[str] = field(default_factory=list)
     score: float = 0.0  # P(unsafe) from the layer that decided
-    layer: str = "rules"  # rules | classifier | llm | refusal | off
+    layer: str = "rules"  # rules | classifier | llm | refusal | probe | off
     latency_ms: float = 0.0
     action: Action = "allow"
     injection: float = 0.0  # how much the text reads like a jailbreak or injected instruction
     layers_ms: dict[str, float] = field(default_factory=dict)
+    # the fast (or LLM) layer would have blocked, and left it to the chat model's reading
+    deferred: bool = field(default=False, repr=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["deferred"]
         d["score"], d["latency_ms"], d["injection"] = (
             round(self.score, 4),
             round(self.latency_ms, 2),
@@ -48,6 +53,14 @@ class Verdict:
         )
         d["layers_ms"] = {k: round(v, 2) for k, v in self.layers_ms.items()}
         return d
+
+
+def on_scale(p: float, threshold: float, cut: float) -> float:
+    """`p`, a score whose own threshold is `threshold`, on a scale where `cut` is the
+    threshold (piecewise linear: 0, threshold and 1 land on 0, cut and 1)."""
+    if p >= threshold:
+        return cut + (1 - cut) * (p - threshold) / max(1 - threshold, 1e-9)
+    return p * cut / max(threshold, 1e-9)
 
 
 def refusal(verdict: Verdict) -> str:
@@ -72,6 +85,12 @@ class Guard:
     refusal_model: ChatModel | None = None  # the chat model, whose own refusals are a vote
     refusal_threshold: float = 0.3  # P(its reply opens with a refusal) at which a message is unsafe
     refusal_system: str = ""  # the system prompt a message is read with when checked on its own
+    probe: Head | None = None  # reads refusal_model's state after block `probe_layer` (`probe.py`)
+    probe_layer: int = 14
+    probe_threshold: float | None = None  # overrides the probe's trained threshold
+    # With the probe, the fast layer blocks a user's message on its own only from this
+    # score; below it the chat model's reading (probe and refusal vote) decides
+    probe_fast_block: float = 0.9
 
     def check(
         self,
@@ -95,10 +114,14 @@ class Guard:
     def second_look(
         self, verdict: Verdict, text: str, messages: list[Message], tools: list[dict] | None = None
     ) -> Verdict:
-        """The refusal vote on a message the other layers let through: unsafe when the
-        chat model's reply to `messages` would open with a refusal at least
-        `refusal_threshold` of the time. Its score is mapped so that the head's threshold
-        stands for the refusal threshold (one scale for ranking)."""
+        """The chat model's own reading of a message the other layers let through, on
+        the prompt its reply reads next (`messages`): unsafe when its reply would open
+        with a refusal at least `refusal_threshold` of the time, or when the probe on
+        its state after that reading scores at least the probe's threshold. Each score
+        is mapped so that its threshold lands on the head's (one scale for ranking).
+        With the probe, the fast layer has blocked on its own only from
+        `probe_fast_block`: below that, this reading decides (the probe ranks and
+        separates better; chosen on validation, see README)."""
         if self.refusal_model is None or not verdict.safe or self.layer2 == "off":
             return verdict
         t = time.perf_counter()
@@ -106,12 +129,32 @@ class Guard:
         took = (time.perf_counter() - t) * 1000
         verdict.layers_ms["refusal"] = took
         verdict.latency_ms += took
-        if p is None or p < self.refusal_threshold:
-            return verdict
         cut = self.threshold if self.threshold is not None else self.head.threshold if self.head else 0.5
-        score = max(verdict.score, cut + (1 - cut) * (p - self.refusal_threshold) / (1 - self.refusal_threshold))
-        cats = self.head.score_texts([text], self.embed)[1][0][:1] if self.head is not None else []
-        out = self._decide(True, cats, score=score, layer="refusal", layers=verdict.layers_ms, inj=verdict.injection)
+        votes = {"refusal": (on_scale(p, self.refusal_threshold, cut), [])} if p is not None else {}
+        probed = self.probe is not None and p is not None  # p is None: the prompt was not read
+        if probed:
+            t = time.perf_counter()
+            state = self.refusal_model.hidden_state(messages, tools, self.probe_layer)  # type: ignore[attr-defined]
+            q, cats = self.probe.score([text], state[None, :])
+            tp = self.probe_threshold if self.probe_threshold is not None else self.probe.threshold
+            votes["probe"] = (on_scale(float(q[0]), tp, cut), cats[0][:1])
+            took = (time.perf_counter() - t) * 1000
+            verdict.layers_ms["probe"] = took
+            verdict.latency_ms += took
+        if verdict.deferred and not probed:  # left to a reading that did not happen: it blocks after all
+            cats = self.head.score_texts([text], self.embed)[1][0] if self.head else []
+            votes[verdict.layer] = (max(verdict.score, cut), cats)
+        if not votes:
+            return verdict
+        layer = max(votes, key=lambda k: votes[k][0])
+        score, cats = votes[layer]
+        if score < cut:
+            # with the probe, the model's reading ranks the message (the better ranker)
+            verdict.score = score if probed else max(verdict.score, score)
+            return verdict
+        if not cats and self.head is not None:
+            cats = self.head.score_texts([text], self.embed)[1][0][:1]
+        out = self._decide(True, cats, score=score, layer=layer, layers=verdict.layers_ms, inj=verdict.injection)
         out.latency_ms = verdict.latency_ms
         return out
 
@@ -144,7 +187,24 @@ class Guard:
         if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and lo < p1 < hi)):
             return self._llm(text, role, p1=p1, cats1=cats1, layers=layers, inj=inj)
         unsafe = p1 >= threshold
-        return self._decide(unsafe, cats1 if unsafe else [], score=p1, layer="classifier", layers=layers, inj=inj)
+        verdict = self._decide(unsafe, cats1 if unsafe else [], score=p1, layer="classifier", layers=layers, inj=inj)
+        return self._defer(verdict, role, layer2)
+
+    def _defer(self, verdict: Verdict, role: str, layer2: str) -> Verdict:
+        """With the probe, a user's message the fast or LLM layer flags below
+        `probe_fast_block` is left to the chat model's reading (`second_look`)."""
+        probed = self.probe is not None and self.refusal_model is not None and role == "user" and layer2 != "off"
+        if not probed or verdict.safe or verdict.score >= self.probe_fast_block:
+            return verdict
+        return Verdict(
+            True,
+            [],
+            verdict.score,
+            verdict.layer,
+            injection=verdict.injection,
+            layers_ms=verdict.layers_ms,
+            deferred=True,
+        )
 
     def _llm(
         self, text: str, role: str, p1: float | None, cats1: list[str], layers: dict[str, float], inj: float
@@ -157,7 +217,8 @@ class Guard:
         # Layer 1 is unsure here: the two votes are averaged.
         p = p2 if p1 is None else (p1 + p2) / 2
         unsafe = p >= 0.5
-        return self._decide(unsafe, (cats2 or cats1) if unsafe else [], score=p, layer="llm", layers=layers, inj=inj)
+        verdict = self._decide(unsafe, (cats2 or cats1) if unsafe else [], score=p, layer="llm", layers=layers, inj=inj)
+        return self._defer(verdict, role, "auto")
 
     def _decide(
         self, unsafe: bool, cats: list[str], score: float, layer: str, layers: dict[str, float], inj: float
