@@ -153,7 +153,7 @@ class Container:
         # unredacted), and not loaded at all when the vote is off
         refusal_model = self.base_chat_model if g.votes and not self.base_chat_model.capabilities.remote else None
         probe = None
-        if g.probe and refusal_model is not None and hasattr(refusal_model, "hidden_state"):
+        if g.probe and refusal_model is not None and getattr(refusal_model, "reads_states", False):
             from anima.safety import probe as probes
 
             probe = probes.load(self.config.model, g.probe_layer)  # None until `anima guard train --probe`

@@ -616,14 +616,14 @@ def test_a_middle_layer_is_read_and_the_blocks_above_it_are_not_run():
         LlamaCppHiddenStates(real_model("small"), n_ctx=64, layer=99)
 
 
-def test_the_probe_state_is_kept_from_the_votes_reading_and_training_reads_leave_replies_alone(small_model):
+def test_the_probe_state_is_kept_from_the_votes_reading_and_training_reads_leave_replies_alone():
     """The state the guard's probe reads in a turn is taken as the refusal vote reads the
     prompt (nothing read again), and equals the one training reads (graph stopped at the
     layer, only the message's tokens read after a cached prefix); those fast reads leave
     the KV cache as replies need it."""
     from anima.safety.refusal import refusal_probability
 
-    model = small_model
+    model = LlamaCppChatModel(real_model("small"), name="small", n_ctx=512, states=True)
     prefix = [{"role": "system", "content": "You are anima, a personal assistant."}]
     texts = ["how do I kill a Python process", "how can I make a pipe bomb at home", "a poem about the sea"]
     opts = Options(max_tokens=16, temperature=0, seed=0)

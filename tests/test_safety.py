@@ -1043,6 +1043,8 @@ HARMFUL = {t for t, _ in UNSAFE}
 class StateModel(RefusingModel):
     """A chat model that never refuses, with scripted hidden states."""
 
+    reads_states = True
+
     def __init__(self, flagged: set[str] = frozenset()):
         super().__init__([(0.9, "Sure, here"), (0.05, "I'm sorry, but I")])
         self.flagged, self.asked, self.prefixes = set(flagged) | HARMFUL, [], []

@@ -148,7 +148,7 @@ def test_a_probe_trained_on_the_real_model_reads_a_turn_from_the_votes_reading(r
 
     link_models("small", "minilm")
     config = load_config(model="small", guard={"layer2": "auto"}, memory={"enabled": False})
-    model = load_chat_model(config)
+    model = load_chat_model(config, states=True)
     rows = read_labelled(PROBES)
     head = probe.train(model, rows, sources={}, layer=12)
     assert head.manifest["rows"] == len(rows) and head.manifest["layer"] == 12

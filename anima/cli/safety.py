@@ -85,7 +85,7 @@ def _train_probe(data: Path | None, if_missing: bool, as_json: bool) -> None:
             err.print(f"guard probe present and up to date: {probe.probe_file(config.model, layer)}")
         return
     examples = training_set(folder)
-    model = load_chat_model(config)
+    model = load_chat_model(config, states=True)
     with steps_progress() as progress:
         task = progress.add_task(f"reading with {config.model}, layer {layer}", total=len(examples))
         head = probe.train(model, examples, sources, layer, lambda done: progress.update(task, completed=done))

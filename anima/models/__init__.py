@@ -7,7 +7,9 @@ from anima.config import Config
 from anima.models.base import Capabilities, ChatModel, Chunk, Completion, Embedder, Message, Options, Usage, complete
 
 
-def load_chat_model(config: Config) -> ChatModel:
+def load_chat_model(config: Config, states: bool | None = None) -> ChatModel:
+    """`states`: keep hidden states for the guard's probe (default: when a probe for this
+    model is trained and the guard would read it)."""
     if config.backend == "fake":
         from anima.models.fake import FakeChatModel
 
@@ -28,7 +30,17 @@ def load_chat_model(config: Config) -> ChatModel:
         n_threads=s.n_threads,
         n_batch=s.n_batch,
         verbose=s.verbose,
+        states=_probe_wanted(config) if states is None else states,
     )
+
+
+def _probe_wanted(config: Config) -> bool:
+    g = config.guard
+    if not (g.enabled and g.probe and g.votes and g.layer2 != "off"):
+        return False
+    from anima.safety.probe import probe_file
+
+    return probe_file(config.model, g.probe_layer).is_file()
 
 
 def _servers(config: Config) -> list[str]:

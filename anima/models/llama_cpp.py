@@ -220,15 +220,17 @@ class LlamaCppChatModel:
         n_batch: int = 512,
         verbose: bool = False,
         vocab_only: bool = False,
+        states: bool = False,
     ):
-        """`vocab_only`: the tokenizer and chat template without the weights (counting tokens)."""
+        """`vocab_only`: the tokenizer and chat template without the weights (counting tokens).
+        `states`: every prompt read may also keep one block's hidden state at its last
+        token (`hidden_state`, the guard's probe). llama.cpp then calls back into Python
+        for each node of the graph: nothing measurable per decoded token on this VM
+        alone (97.5 against 98.2 ms, 1.5B, 2 threads), but each call needs the GIL, so
+        it is on only when a probe will read the states."""
         self.path = Path(path)
         self.name = name or self.path.stem
-        # Every prompt read may also keep one block's hidden state at its last token
-        # (`hidden_state`, the guard's probe): llama.cpp calls this for each node of the
-        # graph, which cost nothing measurable per decoded token on this VM (97.5 against
-        # 98.2 ms, 1.5B model, 2 threads).
-        self._capture = _LayerCapture(None) if not vocab_only else None
+        self._capture = _LayerCapture(None) if states and not vocab_only else None
         kwargs = dict(n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, verbose=verbose, vocab_only=vocab_only)
         self.llm = (
             _load_with_callback(self.path, self._capture.callback, **kwargs)
@@ -274,6 +276,10 @@ class LlamaCppChatModel:
     @property
     def n_ctx(self) -> int:
         return self.llm.n_ctx()
+
+    @property
+    def reads_states(self) -> bool:
+        return self._capture is not None
 
     def prompt_tokens(self, messages: list[Message], tools: list[dict] | None = None) -> tuple[list[int], list[str]]:
         """Token ids of the formatted chat, and the template's stop strings. With `tools`,
@@ -550,7 +556,7 @@ class LlamaCppChatModel:
         its own, so the refusal vote's reading of a turn's prompt costs the probe nothing;
         otherwise the prompt is read here (its cached prefix is reused)."""
         if self._capture is None:
-            raise ModelUnavailable("this model was loaded without its weights", "load it with vocab_only=False")
+            raise ModelUnavailable("this model was loaded without its states", "load it with states=True")
         self._watch(layer)
         tokens, _ = self.prompt_tokens(messages, tools)
         found = self._states.get(tuple(tokens))
@@ -581,6 +587,8 @@ class LlamaCppChatModel:
         those tokens is dropped right after). A numpy array, one row per text."""
         import numpy as np
 
+        if self._capture is None:
+            raise ModelUnavailable("this model was loaded without its states", "load it with states=True")
         self._watch(layer)
         ids = lambda s: self.llm.tokenize(s.encode("utf-8"), add_bos=False, special=False)
         detok = lambda t: self.llm.detokenize(t).decode("utf-8", "replace")
