@@ -32,7 +32,7 @@ def guard_train(
     probe: bool = typer.Option(
         False,
         "--probe",
-        help="Also train the probe on the chat model's middle layer (about 25 minutes on 2 cores, once).",
+        help="Also train the probe on the chat model's middle layer (about 20 minutes on 2 cores, once).",
     ),
     as_json: bool = JsonOpt,
 ) -> None:

@@ -8,7 +8,7 @@ threshold rule) caught far more of the public test split than the fast layer at 
 its false-alarm rate (see README, Safety). In a turn it costs nothing: the refusal vote
 reads that same prompt, and the state is kept as it passes (`hidden_state`).
 
-Training reads every training row once through the model's first blocks (~25 minutes
+Training reads every training row once through the model's first blocks (~20 minutes
 on 2 cores): `anima guard train --probe`. Each row is read as a turn reads it, after a
 persona's system prompt (all of them in turn, with and without the turn's clock line):
 a prefix shifts the state, and a probe trained on bare messages lost some of its hold
