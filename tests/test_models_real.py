@@ -623,7 +623,7 @@ def test_the_probe_state_is_kept_from_the_votes_reading_and_training_reads_leave
     the KV cache as replies need it."""
     from anima.safety.refusal import refusal_probability
 
-    model = LlamaCppChatModel(real_model("small"), name="small", n_ctx=512, states=True)
+    model = LlamaCppChatModel(real_model("small"), name="small", n_ctx=512, states=12)
     prefix = [{"role": "system", "content": "You are anima, a personal assistant."}]
     texts = ["how do I kill a Python process", "how can I make a pipe bomb at home", "a poem about the sea"]
     opts = Options(max_tokens=16, temperature=0, seed=0)
@@ -633,8 +633,6 @@ def test_the_probe_state_is_kept_from_the_votes_reading_and_training_reads_leave
     assert complete(model, prefix + [{"role": "user", "content": "Name a colour."}], opts).text == before
     for i, text in enumerate(texts):
         messages = prefix + [{"role": "user", "content": text}]
-        model.hidden_state(messages, layer=12)  # asked once: from now on every prompt read keeps one
-        model._states.clear()
         refusal_probability(model, messages, threshold=0.3)
         read = model.cache.read
         state = model.hidden_state(messages, layer=12)

@@ -222,37 +222,41 @@ ORDINARY_KB = (
 ) * 4
 
 
-def test_one_kilobyte_of_ordinary_text_takes_under_a_millisecond() -> None:
-    text = ORDINARY_KB[:1024]
-    best = float("inf")
-    for _ in range(5):  # CPU time, best of 5 batches: robust to a busy machine
-        t = time.process_time()
-        for _ in range(20):
-            find(text, names=["Anna", "Tom Hardy"])
-        best = min(best, (time.process_time() - t) / 20)
-    assert best < 0.001
-
-
-def _garbage(alphabet: str, seed: int) -> str:
+def _garbage(alphabet: str, seed: int, size: int) -> str:
     rnd = random.Random(seed)
-    return "".join(rnd.choices(alphabet, k=1 << 20))
+    return "".join(rnd.choices(alphabet, k=size))
+
+
+def _cpu_seconds(text: str) -> float:
+    """CPU time of `find` on `text`, best of 3: robust to a busy machine."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.process_time()
+        find(text, names=["Anna", "Tom Hardy"])
+        best = min(best, time.process_time() - t)
+    return best
 
 
 @pytest.mark.parametrize(
-    "text",
+    "make",
     [
-        _garbage(string.printable, 1),
-        _garbage("0123456789 -.+()/:@", 2),
-        ("Aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa " * 30_000)[: 1 << 20],
-        ("a.b@" * (1 << 18)),
-        ("my sister Anna I'm Bob Mr Smith 12 Baker Street " * 22_000)[: 1 << 20],
+        lambda n: (ORDINARY_KB * (n // len(ORDINARY_KB) + 1))[:n],
+        lambda n: _garbage(string.printable, 1, n),
+        lambda n: _garbage("0123456789 -.+()/:@", 2, n),
+        lambda n: ("Aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa " * (n // 35 + 1))[:n],
+        lambda n: "a.b@" * (n // 4),
+        lambda n: ("my sister Anna I'm Bob Mr Smith 12 Baker Street " * (n // 48 + 1))[:n],
     ],
-    ids=["printable", "digits-and-separators", "long-capitalised-words", "email-like", "many-hits"],
+    ids=["ordinary", "printable", "digits-and-separators", "long-capitalised-words", "email-like", "many-hits"],
 )
-def test_one_megabyte_is_bounded(text: str) -> None:
-    t = time.process_time()
-    spans = find(text, names=["Anna"])
-    assert time.process_time() - t < 3.0
+def test_time_grows_linearly_with_the_text(make) -> None:
+    """16 times the text takes about 16 times as long (measured 16-19 here); a pattern
+    that backtracks on some input would take 256 times as long on it, or more. A ratio
+    of the machine's own times, so a slow or busy machine does not fail it."""
+    small, large = make(1 << 15), make(1 << 19)
+    ratio = _cpu_seconds(large) / max(_cpu_seconds(small), 1e-4)
+    assert ratio < 40, f"{ratio:.0f}x the time for 16x the text"
+    spans = find(large, names=["Anna"])
     assert all(a.end <= b.start for a, b in itertools.pairwise(spans))
 
 

@@ -1156,6 +1156,19 @@ def test_a_turn_reads_the_probe_on_its_real_prompt(guard_heads, monkeypatch):
     assert build(load_config(backend="fake"), chat_model=RefusingModel([(0.9, "Sure")])).guard.probe is None
 
 
+def test_the_model_keeps_states_only_when_the_guard_will_read_a_trained_probe(anima_home):
+    """One rule decides it (`probe.wanted`): the chat model is loaded with its states,
+    at the probe's block, and `anima doctor` says "probe on", only then."""
+    guard = {"enabled": True, "refusal": True, "probe": True, "layer2": "auto"}
+    on = load_config(backend="llama_cpp", guard=guard)
+    assert not probe.wanted(on)  # nothing trained yet
+    trained_probe().save(probe.probe_file("default", on.guard.probe_layer))
+    assert probe.wanted(on)
+    for off in [{"probe": False}, {"refusal": False}, {"layer2": "off"}, {"enabled": False}, {"probe_layer": 9}]:
+        assert not probe.wanted(load_config(backend="llama_cpp", guard=guard | off)), off
+    assert not probe.wanted(load_config(backend="openai_http", guard=guard))
+
+
 def test_training_the_probe_needs_the_embedded_model(guard_heads):
     result = CliRunner().invoke(app, ["guard", "train", "--probe", "--if-missing"], env={"ANIMA_BACKEND": "fake"})
     assert result.exit_code != 0

@@ -8,8 +8,8 @@ from anima.models.base import Capabilities, ChatModel, Chunk, Completion, Embedd
 
 
 def load_chat_model(config: Config, states: bool | None = None) -> ChatModel:
-    """`states`: keep hidden states for the guard's probe (default: when a probe for this
-    model is trained and the guard would read it)."""
+    """`states`: keep the hidden states the guard's probe reads (default: when the guard
+    would read a probe, `probe.wanted`)."""
     if config.backend == "fake":
         from anima.models.fake import FakeChatModel
 
@@ -21,6 +21,7 @@ def load_chat_model(config: Config, states: bool | None = None) -> ChatModel:
         return OpenAIChatModel(_servers(config), s.model, s.api_key, s.timeout)
     from anima.models.llama_cpp import LlamaCppChatModel
     from anima.models.registry import resolve
+    from anima.safety.probe import wanted as probe_wanted
 
     s = config.llama_cpp
     return LlamaCppChatModel(
@@ -30,17 +31,8 @@ def load_chat_model(config: Config, states: bool | None = None) -> ChatModel:
         n_threads=s.n_threads,
         n_batch=s.n_batch,
         verbose=s.verbose,
-        states=_probe_wanted(config) if states is None else states,
+        states=config.guard.probe_layer if (probe_wanted(config) if states is None else states) else None,
     )
-
-
-def _probe_wanted(config: Config) -> bool:
-    g = config.guard
-    if not (g.enabled and g.probe and g.votes and g.layer2 != "off"):
-        return False
-    from anima.safety.probe import probe_file
-
-    return probe_file(config.model, g.probe_layer).is_file()
 
 
 def _servers(config: Config) -> list[str]:

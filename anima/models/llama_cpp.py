@@ -220,17 +220,17 @@ class LlamaCppChatModel:
         n_batch: int = 512,
         verbose: bool = False,
         vocab_only: bool = False,
-        states: bool = False,
+        states: int | None = None,
     ):
         """`vocab_only`: the tokenizer and chat template without the weights (counting tokens).
-        `states`: every prompt read may also keep one block's hidden state at its last
-        token (`hidden_state`, the guard's probe). llama.cpp then calls back into Python
-        for each node of the graph: nothing measurable per decoded token on this VM
-        alone (97.5 against 98.2 ms, 1.5B, 2 threads), but each call needs the GIL, so
-        it is on only when a probe will read the states."""
+        `states`: a block; every prompt read also keeps the hidden state after it at the
+        prompt's last token (`hidden_state`, the guard's probe). llama.cpp then calls back
+        into Python for each node of the graph: nothing measurable per decoded token on
+        this VM alone (97.5 against 98.2 ms, 1.5B, 2 threads), but each call needs the
+        GIL, so it is on only when a probe will read the states."""
         self.path = Path(path)
         self.name = name or self.path.stem
-        self._capture = _LayerCapture(None) if states and not vocab_only else None
+        self._capture = _LayerCapture(None) if states is not None and not vocab_only else None
         kwargs = dict(n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, verbose=verbose, vocab_only=vocab_only)
         self.llm = (
             _load_with_callback(self.path, self._capture.callback, **kwargs)
@@ -240,6 +240,8 @@ class LlamaCppChatModel:
         if self._capture is not None:
             self._capture.dim = self.llm.n_embd()
         self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # prompt -> its kept state
+        if self._capture is not None:
+            self._watch(states)
         # Threads: `n_threads` when set; else every core while no other work wants one
         # (OTHER_WORK), and llama-cpp-python's default (half the CPUs) while some does.
         # A batch is read on every hardware thread (llama-cpp-python's default) either way.
@@ -552,11 +554,10 @@ class LlamaCppChatModel:
 
     def hidden_state(self, messages: list[Message], tools: list[dict] | None = None, layer: int = 14):
         """The state after block `layer` at the last token of the prompt (where the reply
-        starts), L2-normalised: a numpy vector. Once asked for, every prompt read keeps
-        its own, so the refusal vote's reading of a turn's prompt costs the probe nothing;
-        otherwise the prompt is read here (its cached prefix is reused)."""
-        if self._capture is None:
-            raise ModelUnavailable("this model was loaded without its states", "load it with states=True")
+        starts), L2-normalised: a numpy vector. Every prompt read keeps its own (of the
+        block given at load, or the last asked for), so the refusal vote's reading of a
+        turn's prompt costs the probe nothing; otherwise the prompt is read here (its
+        cached prefix is reused)."""
         self._watch(layer)
         tokens, _ = self.prompt_tokens(messages, tools)
         found = self._states.get(tuple(tokens))
@@ -570,6 +571,9 @@ class LlamaCppChatModel:
             return self._states[tuple(tokens)]
 
     def _watch(self, layer: int) -> None:
+        """Keep the state after block `layer` from now on (the kept ones of another go)."""
+        if self._capture is None:
+            raise ModelUnavailable("this model was loaded without its states", "load it with states=<layer>")
         llama_cpp, _ = _import_llama_cpp()
         layers = llama_cpp.llama_model_n_layer(self.llm._model.model)
         if not 0 <= layer < layers:
@@ -587,8 +591,6 @@ class LlamaCppChatModel:
         those tokens is dropped right after). A numpy array, one row per text."""
         import numpy as np
 
-        if self._capture is None:
-            raise ModelUnavailable("this model was loaded without its states", "load it with states=True")
         self._watch(layer)
         ids = lambda s: self.llm.tokenize(s.encode("utf-8"), add_bos=False, special=False)
         detok = lambda t: self.llm.detokenize(t).decode("utf-8", "replace")

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from anima.config import data_dir
+from anima.config import Config, data_dir
 from anima.errors import ModelCorrupt
 from anima.models.base import Message
 from anima.safety import classifier
@@ -43,6 +43,14 @@ def probe_file(model: str, layer: int = LAYER) -> Path:
     from anima.safety.train import heads_dir
 
     return heads_dir() / f"probe-{model}-layer{layer}.npz"
+
+
+def wanted(config: Config) -> bool:
+    """Whether a turn's guard reads a probe: the guard, its refusal vote and its second
+    look on, the embedded model, and a probe trained for this model and block."""
+    g = config.guard
+    on = g.probe and g.votes and config.backend == "llama_cpp"  # votes: the guard and its LLM layers on
+    return on and probe_file(config.model, g.probe_layer).is_file()
 
 
 def contexts() -> list[list[Message]]:
