@@ -395,12 +395,10 @@ def _guard_state(config) -> str:
         return "not trained: run `anima guard train`"
     vote = config.guard.votes and config.backend == "llama_cpp"
     refusal = f"; refusal vote at {config.guard.refusal_threshold}" if vote else ""
-    from anima.safety import probe
+    if vote and config.guard.probe:
+        from anima.safety import probe
 
-    if probe.wanted(config):
-        refusal += "; probe on"
-    elif vote and config.guard.probe and not probe.probe_file(config.model, config.guard.probe_layer).is_file():
-        refusal += "; no probe (`anima guard train --probe` adds one)"
+        refusal += "; probe on" if probe.wanted(config) else "; no probe (`anima guard train --probe` adds one)"
     return f"on; fast layer in {heads_dir()}; LLM layer {config.guard.layer2}{refusal}"
 
 

@@ -24,6 +24,8 @@ def load_chat_model(config: Config, states: bool | None = None) -> ChatModel:
     from anima.safety.probe import wanted as probe_wanted
 
     s = config.llama_cpp
+    if states is None:
+        states = probe_wanted(config)
     return LlamaCppChatModel(
         resolve(config.model),
         name=config.model,
@@ -31,7 +33,7 @@ def load_chat_model(config: Config, states: bool | None = None) -> ChatModel:
         n_threads=s.n_threads,
         n_batch=s.n_batch,
         verbose=s.verbose,
-        states=config.guard.probe_layer if (probe_wanted(config) if states is None else states) else None,
+        states=config.guard.probe_layer if states else None,
     )
 
 

@@ -237,10 +237,9 @@ class LlamaCppChatModel:
             if self._capture
             else _load(self.path, **kwargs)
         )
-        if self._capture is not None:
-            self._capture.dim = self.llm.n_embd()
         self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # prompt -> its kept state
         if self._capture is not None:
+            self._capture.dim = self.llm.n_embd()
             self._watch(states)
         # Threads: `n_threads` when set; else every core while no other work wants one
         # (OTHER_WORK), and llama-cpp-python's default (half the CPUs) while some does.
