@@ -184,6 +184,17 @@ def recall(
 # taken out of its words and their own messages raised (weight 0.2): tune 0.713, adversarial
 # questions (which name the wrong speaker) 0.866 -> 0.786. `memory.expand` (the model's
 # query expansion) on conv-26: 0.706 -> 0.665 (multi-hop 0.125 -> 0.188), 2.6 s a question.
+# Tried and left (2026-12-07), episodes alone, `anima bench locomo --answer-limit 0`, turn /
+# session recall@10 and memory tokens a question, report split (conv-42/43): a linear reranker
+# over the fused candidates (13 features: fused score, BM25, cosine, the question's words and
+# names held, speaker named, length, "?", a date word for a "when" question, a photo), fitted
+# on the tune split (softmax over each question's candidates): 0.699 / 0.825, 439 tokens ->
+# 0.711 / 0.847, 579 tokens (length weighs most: longer messages); without length 0.711 /
+# 0.843, 528 tokens. Tune split 0.705 -> 0.760 / 0.752. A point of recall for a fifth more
+# prompt: not worth it while the prompt's length is what serving costs. all-mpnet-base-v2
+# (PyPI parts) in place of MiniLM, vector weight 0.15: tune 0.705 -> 0.727, report 0.699 ->
+# 0.699. Turns of the best BM25-ranked sessions (a session's turns as one document) as one
+# more fused list, weight 1: tune 0.705 / 0.847 -> 0.719 / 0.820.
 def _distinct(hits: list[Hit]) -> list[Hit]:
     """One hit per distinct text: a question asked ten times is one memory, not ten
     copies filling the prompt. It keeps the best-ranked copy's place and shows the
