@@ -190,11 +190,11 @@ def recall(
 # names held, speaker named, length, "?", a date word for a "when" question, a photo), fitted
 # on the tune split (softmax over each question's candidates): 0.699 / 0.825, 439 tokens ->
 # 0.711 / 0.847, 579 tokens (length weighs most: longer messages); without length 0.711 /
-# 0.843, 528 tokens. Tune split 0.705 -> 0.760 / 0.752. A point of recall for a fifth more
-# prompt: not worth it while the prompt's length is what serving costs. all-mpnet-base-v2
-# (PyPI parts) in place of MiniLM, vector weight 0.15: tune 0.705 -> 0.727, report 0.699 ->
-# 0.699. Turns of the best BM25-ranked sessions (a session's turns as one document) as one
-# more fused list, weight 1: tune 0.705 / 0.847 -> 0.719 / 0.820.
+# 0.843, 528 tokens. Tune split, turn recall: 0.705 -> 0.760 (0.752 without length). A point
+# of recall for a fifth more prompt: not worth it while the prompt's length is what serving
+# costs. all-mpnet-base-v2 (PyPI parts) in place of MiniLM, vector weight 0.15: tune 0.705 ->
+# 0.727, report 0.699 -> 0.699. Turns of the best BM25-ranked sessions (a session's turns as
+# one document) as one more fused list, weight 1: tune 0.705 / 0.847 -> 0.719 / 0.820.
 def _distinct(hits: list[Hit]) -> list[Hit]:
     """One hit per distinct text: a question asked ten times is one memory, not ten
     copies filling the prompt. It keeps the best-ranked copy's place and shows the
