@@ -433,8 +433,13 @@ def test_bench_overhead_runs(anima_home, link_models):
 
 def test_bench_guard_times_the_same_turns_with_the_guard_off_and_on(anima_home, link_models, real_guard_heads):
     link_models("small", "minilm")
-    data = bench_json(anima_home, "guard", "--model", "small", "--prompts", "2", "--max-tokens", "8")
-    assert data["prompts"] == 2 and set(data["groups"]) == {"benign", "harmful", "all"}
+    data = bench_json(anima_home, "guard", "--model", "small", "--prompts", "2", "--max-tokens", "8", "--repeats", "2")
+    assert (
+        data["prompts"] == 2
+        and data["repeats"] == 2
+        and "median of 2 runs" in data["timing"]
+        and set(data["groups"]) == {"benign", "harmful", "all"}
+    )
     every = data["groups"]["all"]
     assert every["n"] == 2 and every["first_off_ms"]["p50"] > 0 and every["first_on_ms"]["p50"] > 0
     assert every["fast_layer_ms"]["p50"] > 0  # the guard ran on the guarded side

@@ -1186,3 +1186,16 @@ def test_a_probe_for_another_model_or_other_data_is_not_loaded(anima_home):
     with pytest.raises(ModelCorrupt, match="unreadable") as info:
         probe.load("default")
     assert "--probe" in info.value.hint
+
+
+def test_the_guard_bench_takes_each_sides_median_run():
+    from anima.bench.guard import _median_run
+
+    runs = [
+        {"first_ms": 900.0, "end_ms": 3000.0, "blocked": False, "layers": {"classifier": 12.0}},
+        {"first_ms": 700.0, "end_ms": 1600.0, "blocked": False, "layers": {}},
+        {"first_ms": 2400.0, "end_ms": 1700.0, "blocked": False, "layers": {}},
+    ]
+    side = _median_run(runs)
+    assert (side["first_ms"], side["end_ms"]) == (900.0, 1700.0)  # each time's own median, an outlier left out
+    assert side["layers"] == {"classifier": 12.0} and side["blocked"] is False

@@ -9,6 +9,10 @@ max_tokens on both sides, so a reply the guard lets through is the same reply; b
 every call the KV cache and the PromptCache are cleared; the order alternates. The
 guard's cost is the difference per prompt: to the first piece shown, and to the end of
 the reply (a blocked prompt: to its refusal, against the unguarded reply's end).
+With `repeats` > 1 each side is run that many times, alternating, and its median time
+is the side's: one run of a row moves by up to a second and a half from run to run on
+2 cores (thread scheduling, the CPU's speed), which a p95 over a few dozen rows is
+mostly made of.
 
 Prompts: chat-length rows (at most `max_chars`) of the public safety sets' test split,
 which the guard never trained on, harmful and benign, in a fixed order (by a hash).
@@ -48,6 +52,7 @@ def run_guard_cost(
     n_prompts: int = 40,
     max_tokens: int = 48,
     max_chars: int = 500,
+    repeats: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     model = load_chat_model(config)
@@ -93,14 +98,15 @@ def run_guard_cost(
             }
 
         turn("What is the capital of France?", True), turn("What is the capital of France?", False)  # warm-up
-        rows, total = [], 2 * len(chosen)
+        rows, total, done = [], 2 * repeats * len(chosen), iter(range(1, 10**6))
         for i, (text, harmful) in enumerate(chosen):
-            sides = {}
-            for guarded in (True, False) if i % 2 == 0 else (False, True):
-                sides[guarded] = turn(text, guarded)
-                if progress:
-                    progress("guard on / off", 2 * i + len(sides), total)
-            rows.append({"harmful": harmful, "on": sides[True], "off": sides[False]})
+            runs: dict[bool, list[dict]] = {True: [], False: []}
+            for r in range(repeats):
+                for guarded in (True, False) if (i + r) % 2 == 0 else (False, True):
+                    runs[guarded].append(turn(text, guarded))
+                    if progress:
+                        progress("guard on / off", next(done), total)
+            rows.append({"harmful": harmful, "on": _median_run(runs[True]), "off": _median_run(runs[False])})
 
     groups = {"benign": [r for r in rows if not r["harmful"]], "harmful": [r for r in rows if r["harmful"]]}
     groups["all"] = rows
@@ -108,9 +114,13 @@ def run_guard_cost(
         "model": config.model,
         "guard": f"layer2 {config.guard.layer2}, refusal vote {'on' if guard and guard.refusal_model else 'off'}",
         "prompts": len(rows),
+        "repeats": repeats,
         "max_tokens": max_tokens,
         "split": f"test split of the public safety sets (never trained on), rows of at most {max_chars} characters",
-        "timing": "from reply() to the first piece shown / to the end; greedy, caches cleared before each call",
+        "timing": (
+            "from reply() to the first piece shown / to the end; greedy, caches cleared before each call"
+            + (f"; each side the median of {repeats} runs" if repeats > 1 else "")
+        ),
         "groups": {name: _summary(g) for name, g in groups.items() if g},
         "rows": [
             {
@@ -124,6 +134,13 @@ def run_guard_cost(
             for (text, _), r in zip(chosen, rows)
         ],
     }
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """One side of a row: the median of its runs' times (the verdict is the same in every
+    run: greedy decoding, the same caches)."""
+    median = lambda key: statistics.median(r[key] for r in runs)
+    return runs[0] | {"first_ms": median("first_ms"), "end_ms": median("end_ms")}
 
 
 def _summary(rows: list[dict]) -> dict:

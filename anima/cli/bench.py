@@ -68,6 +68,9 @@ def bench_guard(
     model: Optional[str] = ModelOpt,
     prompts: int = typer.Option(40, "--prompts", min=2, help="Prompts (half benign, half harmful), each run twice."),
     max_tokens: int = typer.Option(48, "--max-tokens", min=1, help="Tokens generated per reply."),
+    repeats: int = typer.Option(
+        1, "--repeats", min=1, help="Runs of each side per prompt; the median is the side's time (less noise)."
+    ),
     data: Optional[Path] = typer.Option(
         None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety)."
     ),
@@ -85,13 +88,15 @@ def bench_guard(
         )
     config = load_config(model=model, backend="llama_cpp")
     with labelled_steps() as update:
-        result = run_guard_cost(config, folder, n_prompts=prompts, max_tokens=max_tokens, progress=update)
+        result = run_guard_cost(
+            config, folder, n_prompts=prompts, max_tokens=max_tokens, repeats=repeats, progress=update
+        )
     if as_json:
         print(json.dumps(result, indent=2))
         return
     out.print(
         f"guard cost in a turn · {result['model']} · {result['guard']} · {result['prompts']} prompts · "
-        f"max_tokens {result['max_tokens']}"
+        f"max_tokens {result['max_tokens']} · {result['repeats']} run(s) a side"
     )
     out.print(f"prompts: {result['split']}; {result['timing']}")
     table = Table("", "n", "blocked", "1st off", "1st on", "added 1st", "added end", "fast", "LLM", "vote")
