@@ -1,12 +1,14 @@
-"""Write tests/data/own_words_{tune,test}.csv: texts in the user's own voice (to-dos, notes to self,
-how-to steps, recipes, lists) as the local model writes them, to measure how often the
+"""Write tests/data/own_words_{tune,test}.csv (or own_words_validation.csv): texts in the user's own voice
+(to-dos, notes to self, how-to steps, recipes, lists) as the local model writes them, to measure how often the
 injection filter would strip a user's own words from a tool result or a document.
 
     .venv/bin/python scripts/own_words.py [--model default] [--out tests/data]
 
 Each (kind, topic) pair is one generation at a fixed seed; topics are split in two by a
 hash of their name: `tune` (may be used to choose and train things) and `test` (only
-for reporting). Every row is labelled `clean`, so `anima eval injection --data FILE`
+for reporting). `--validation` writes a third set from topics of its own (written later,
+2026-12-07), to find the detector's false alarms on the user's words without reading the
+test split. Every row is labelled `clean`, so `anima eval injection --data FILE`
 reports the share the detector flags as its FPR. Nothing here reads an evaluation set.
 """
 
@@ -68,6 +70,29 @@ TOPICS = [
     "a visit to grandparents",
 ]
 
+VALIDATION_TOPICS = [  # none of them in TOPICS
+    "a kitchen renovation budget",
+    "a dog's vet visit",
+    "a violin practice plan",
+    "a neighbourhood cleanup day",
+    "applying for a mortgage",
+    "a board game night",
+    "a pottery class",
+    "a solar panel quote",
+    "a toddler's sleep routine",
+    "a family reunion",
+    "a bathroom mould problem",
+    "a podcast episode",
+    "a car insurance renewal",
+    "an allotment garden",
+    "a sailing course",
+    "a thesis chapter",
+    "a yard sale",
+    "a broken laptop screen",
+    "a knitting project",
+    "a trip to the zoo",
+]
+
 
 def split_of(topic: str) -> str:
     return "test" if int(hashlib.sha256(topic.encode()).hexdigest(), 16) % 2 else "tune"
@@ -104,6 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="small")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "tests" / "data")
+    parser.add_argument("--validation", action="store_true", help="write own_words_validation.csv from its own topics")
     args = parser.parse_args()
 
     from anima.config import load_config
@@ -112,7 +138,8 @@ def main() -> int:
 
     model = load_chat_model(load_config(model=args.model))
     rows = []
-    pairs = [(k, t) for t in TOPICS for k in KINDS]
+    pairs = [(k, t) for t in (VALIDATION_TOPICS if args.validation else TOPICS) for k in KINDS]
+    first_seed = 1000 if args.validation else 1
     for n, (kind, topic) in enumerate(pairs, 1):
         messages = [
             {
@@ -123,12 +150,20 @@ def main() -> int:
                 ),
             }
         ]
-        text = complete(model, messages, Options(max_tokens=110, temperature=0.8, seed=n)).text.strip()
+        text = complete(model, messages, Options(max_tokens=110, temperature=0.8, seed=first_seed + n - 1)).text.strip()
         text = re.sub(r"\n{3,}", "\n\n", text)
         if text:
             rows.append({"text": text, "label": "clean", "kind": kind, "topic": topic})
         print(f"\r{n}/{len(pairs)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
+    if args.validation:
+        path = args.out / "own_words_validation.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, ["text", "label", "kind", "topic"])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"{len(rows)} texts -> {path}")
+        return 0
     write(rows, args.out)
     return 0
 
