@@ -2,7 +2,7 @@
 (to-dos, notes to self, how-to steps, recipes, lists) as the local model writes them, to measure how often the
 injection filter would strip a user's own words from a tool result or a document.
 
-    .venv/bin/python scripts/own_words.py [--model default] [--out tests/data]
+    .venv/bin/python scripts/own_words.py [--model default] [--out tests/data] [--validation]
 
 Each (kind, topic) pair is one generation at a fixed seed; topics are split in two by a
 hash of their name: `tune` (may be used to choose and train things) and `test` (only

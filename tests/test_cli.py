@@ -269,6 +269,15 @@ def test_bench_and_usage_mistakes_are_one_line(anima_home, tmp_path, args, code,
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_guard_train_probe_on_another_backend_says_so_before_training_anything(anima_home, tmp_path):
+    proc = _anima_process(
+        anima_home, "guard", "train", "--probe", "--data", str(tmp_path), extra_env={"ANIMA_BACKEND": "openai_http"}
+    )
+    assert proc.returncode == 1 and proc.stderr.startswith("error: the probe reads the embedded model's layers")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(anima_home.rglob("*.npz"))  # no head was trained first
+
+
 @pytest.mark.parametrize("args", [["--help"], ["bench", "--help"], ["personas", "list"]])
 def test_a_closed_pipe_ends_quietly(anima_home, args):
     """`anima --help | head -1`: the reader is gone before anima writes. Exit 1 and
