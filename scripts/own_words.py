@@ -117,12 +117,15 @@ def write(rows: list[dict], folder: Path) -> None:
         HEADER + "\n".join(lines) + "\n", encoding="utf-8"
     )
     for split in ("tune", "test"):
-        path = folder / f"own_words_{split}.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, ["text", "label", "kind", "topic"])
-            writer.writeheader()
-            writer.writerows(r for r in rows if split_of(r["topic"]) == split)
-        print(f"{sum(split_of(r['topic']) == split for r in rows)} texts -> {path}")
+        write_csv([r for r in rows if split_of(r["topic"]) == split], folder / f"own_words_{split}.csv")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["text", "label", "kind", "topic"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} texts -> {path}")
 
 
 def main() -> int:
@@ -157,14 +160,9 @@ def main() -> int:
         print(f"\r{n}/{len(pairs)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     if args.validation:
-        path = args.out / "own_words_validation.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, ["text", "label", "kind", "topic"])
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"{len(rows)} texts -> {path}")
-        return 0
-    write(rows, args.out)
+        write_csv(rows, args.out / "own_words_validation.csv")
+    else:
+        write(rows, args.out)
     return 0
 
 
