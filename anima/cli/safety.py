@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from anima.cli.common import AnimaGroup, JsonOpt, container_for, err, out, read_stdin, steps_progress
-from anima.config import load_config
+from anima.config import Config, load_config
 from anima.errors import BadInput
 
 guard_app = typer.Typer(cls=AnimaGroup, help="Train and try the safety guard.", no_args_is_help=True)
@@ -39,16 +39,17 @@ def guard_train(
     """Train the guard's fast layer and the injection detector from public data."""
     from anima.safety.train import heads_dir, source_folder, train_all, up_to_date
 
-    if probe and (backend := load_config().backend) != "llama_cpp":  # before a minute of training the heads
+    config = load_config() if probe else None
+    if config is not None and config.backend != "llama_cpp":  # before a minute of training the heads
         raise BadInput(
-            f"the probe reads the embedded model's layers; the backend is {backend}",
+            f"the probe reads the embedded model's layers; the backend is {config.backend}",
             "train it with backend = llama_cpp (the probe is used only with that backend)",
         )
     if if_missing and up_to_date(data):
         if not as_json:
             err.print(f"guard heads present and up to date in {heads_dir()}")
         if probe:
-            _train_probe(data, if_missing, as_json)
+            _train_probe(config, data, if_missing, as_json)
         return
     data = source_folder(data)  # before the embedder loads: a missing folder is the likelier mistake
     container = container_for(load_config(guard={"enabled": False}))
@@ -66,17 +67,17 @@ def guard_train(
         )
     out.print(f"saved in {result['dir']}")
     if probe:
-        _train_probe(data, if_missing, as_json)
+        _train_probe(config, data, if_missing, as_json)
 
 
-def _train_probe(data: Path | None, if_missing: bool, as_json: bool) -> None:
-    """`guard train --probe`: read the training rows with the chat model, fit, save."""
+def _train_probe(config: Config, data: Path | None, if_missing: bool, as_json: bool) -> None:
+    """`guard train --probe`: read the training rows with the chat model (`config`'s,
+    whose backend `guard_train` checked), fit, save."""
     from anima.models import load_chat_model
     from anima.safety import probe
     from anima.safety.data import training_set
     from anima.safety.train import fingerprint, source_folder
 
-    config = load_config()  # its backend was checked in guard_train
     folder = source_folder(data)
     sources = fingerprint(folder)
     layer = config.guard.probe_layer
