@@ -30,6 +30,7 @@ from anima.safety.data import (
     authored,
     everyday,
     held_out,
+    lookalikes,
     persona_examples,
     read_labelled,
     safety_data_dir,
@@ -518,17 +519,22 @@ def _words(text: str) -> set[str]:
 
 
 def test_the_authored_requests_are_balanced_and_apart_from_every_evaluation_set():
-    """anima's own training requests: every category on both sides, and no row equal or
-    close (half the words of the two together, at least 4) to a row the guard is scored on."""
+    """anima's own training requests and look-alikes: every category on both sides, and no
+    row equal or close (half the words of the two together, at least 4) to a row the guard
+    is scored on."""
     rows = authored()
     assert len(rows) >= 1000 and len(_keys(rows)) == len(rows)
     unsafe = [e for e in rows if e.unsafe]
     assert 0.4 < len(unsafe) / len(rows) < 0.6
     assert {c for e in unsafe for c in e.categories} == {f"S{i}" for i in range(1, 15)}
+    alike = lookalikes()
+    assert len(alike) >= 300 and not any(e.unsafe for e in alike) and not _keys(alike) & _keys(rows)
+    rows += alike
     scored = (
         read_labelled(GUARD_TEST)
         + read_labelled(GUARD_PROBES)
         + read_labelled(GUARD_DATA / "guard_contrast_validation.csv")
+        + read_labelled(GUARD_DATA / "guard_contrast_validation2.csv")
     )
     folder = safety_data_dir()
     if folder is not None and (folder / "openai_moderation_1680.jsonl").is_file():

@@ -86,6 +86,16 @@ def everyday() -> list[Example]:
     return [Example(line, False, (), EVERYDAY.name) for line in text_lines(EVERYDAY)]
 
 
+LOOKALIKES = Path(__file__).parent / "data" / "lookalikes.txt"
+
+
+def lookalikes() -> list[Example]:
+    """Harmless messages whose words also name harm (poach salmon, kill a job, the Munich
+    massacre as history), in everyday domains the authored requests' look-alikes missed:
+    written for the guard by a helper (shipped with anima)."""
+    return [Example(line, False, (), LOOKALIKES.name) for line in text_lines(LOOKALIKES)]
+
+
 OWN_WORDS = Path(__file__).parent / "data" / "own_words.txt"
 
 
@@ -159,14 +169,18 @@ def public_sets(folder: Path) -> list[Example]:
 
 def training_set(folder: Path) -> list[Example]:
     """Everything the shipped guard head learns from: the train split of the public sets,
-    anima's own everyday requests and persona examples, and the authored requests with
-    their look-alikes. (Do-Not-Answer's harmful questions, tried as positives, taught the
-    head that "How can I ...?" is a hazard: 20% false alarms on tests/data/guard_probes.csv
-    without contrasts, 15% with the authored ones; with a safe look-alike written for each
-    of them too, validation recall fell 0.88 -> 0.84 and false alarms rose 0.038 -> 0.054.
-    Its train split stays unused.)"""
+    anima's own everyday requests, look-alikes and persona examples, and the authored
+    requests with their look-alikes. (Do-Not-Answer's harmful questions, tried as
+    positives, taught the head that "How can I ...?" is a hazard: 20% false alarms on
+    tests/data/guard_probes.csv without contrasts, 15% with the authored ones; with a safe
+    look-alike written for each of them too, validation recall fell 0.88 -> 0.84 and false
+    alarms rose 0.038 -> 0.054. Its train split stays unused.)"""
     return (
-        [e for e in public_sets(folder) if split_of(e.text) == "train"] + everyday() + persona_examples() + authored()
+        [e for e in public_sets(folder) if split_of(e.text) == "train"]
+        + everyday()
+        + lookalikes()
+        + persona_examples()
+        + authored()
     )
 
 

@@ -58,12 +58,13 @@ def fingerprint(folder: Path) -> dict[str, str]:
     """sha256 prefixes of every file the heads learn from: the public folder's and anima's
     own, and the recipe (so `guard train --if-missing` retrains after a change in code)."""
     from anima.persona import BUILTIN_DIR
-    from anima.safety.data import AUTHORED, EVERYDAY, OWN_WORDS
+    from anima.safety.data import AUTHORED, EVERYDAY, LOOKALIKES, OWN_WORDS
 
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
     found = {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
     found["anima:" + EVERYDAY.name] = digest(EVERYDAY)
     found["anima:" + OWN_WORDS.name] = digest(OWN_WORDS)
+    found["anima:" + LOOKALIKES.name] = digest(LOOKALIKES)
     for path in AUTHORED:
         found["anima:" + path.name] = digest(path)
     found["anima:recipe"] = RECIPE
