@@ -62,10 +62,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
 
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
     found = {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    found["anima:" + EVERYDAY.name] = digest(EVERYDAY)
-    found["anima:" + OWN_WORDS.name] = digest(OWN_WORDS)
-    found["anima:" + LOOKALIKES.name] = digest(LOOKALIKES)
-    for path in AUTHORED:
+    for path in (EVERYDAY, OWN_WORDS, LOOKALIKES, *AUTHORED):
         found["anima:" + path.name] = digest(path)
     found["anima:recipe"] = RECIPE
     found["anima:personas"] = hashlib.sha256(
