@@ -119,6 +119,17 @@ class Container:
         return Learner(self.memory) if self.config.memory.learn else None
 
     @cached_property
+    def guard_embedder(self) -> Embedder:
+        """What the guard's heads read: MiniLM run by ONNX Runtime (`onnx_embed`), whatever
+        memory embeds with (under the fake backend, the fake embedder)."""
+        if self.config.backend == "fake":
+            return self.embedder
+        from anima.models.onnx_embed import OnnxEmbedder
+        from anima.models.registry import resolve
+
+        return OnnxEmbedder(resolve("minilm", kind="embed"), name="minilm", n_threads=self.config.llama_cpp.n_threads)
+
+    @cached_property
     def guard(self) -> Guard | None:
         """The safety guard, or None when `guard.enabled` is off. Its fast layer needs the
         trained heads (`anima guard train`) and the local sentence embedder they were
@@ -134,11 +145,7 @@ class Container:
         from anima.safety.train import GUARD_FILE, INJECTION_FILE, heads_dir
 
         head = Head.load(heads_dir() / GUARD_FILE)
-        embed = (
-            self.embedder.embed
-            if self.config.embedder != "remote"
-            else load_embedder(self.config.model_copy(update={"embedder": "minilm"})).embed
-        )
+        embed = self.guard_embedder.embed
         injection = InjectionDetector(Head.load(heads_dir() / INJECTION_FILE), embed) if g.injection else None
         llm = None
         if g.layer2 != "off":

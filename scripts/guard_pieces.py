@@ -84,14 +84,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from anima.audit.attacks import split_parts
-    from anima.models.llama_cpp import LlamaCppEmbedder
+    from anima.models.onnx_embed import OnnxEmbedder
     from anima.models.registry import resolve
     from anima.safety import classifier
     from anima.safety.data import read_labelled
     from anima.safety.train import GUARD_FILE, heads_dir
 
     head = classifier.Head.load(heads_dir() / GUARD_FILE)
-    embed = LlamaCppEmbedder(resolve("minilm", "embed")).embed
+    embed = OnnxEmbedder(resolve("minilm", "embed")).embed  # the guard's: its heads are trained on it
     rng = random.Random(7)
     rows = read_labelled(ROOT / "tests" / "data" / "guard_contrast_validation.csv")
     sets = {

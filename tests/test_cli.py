@@ -249,6 +249,7 @@ def _anima_process(anima_home, *args, stdout=subprocess.PIPE, extra_env=None):
         (["bench", "overhead", "--prompts", "0"], 2, "Invalid value for '--prompts'"),
         (["bench", "overhead", "--rounds", "0"], 2, "Invalid value for '--rounds'"),
         (["bench", "guard", "--data", "missing"], 1, "no safety data folder at missing"),
+        (["bench", "fast-guard", "--data", "missing"], 1, "no safety data folder at missing"),
         (["bench", "guard", "--prompts", "1"], 2, "Invalid value for '--prompts'"),
         (["bench", "give-way", "--min-gap", "3", "--max-gap", "1"], 1, "--max-gap 1.0 is below --min-gap 3.0"),
         (["bench", "give-way", "--requests", "0"], 2, "Invalid value for '--requests'"),

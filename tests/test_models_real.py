@@ -446,6 +446,18 @@ def test_bench_guard_times_the_same_turns_with_the_guard_off_and_on(anima_home, 
     assert "test split" in data["split"]
 
 
+def test_bench_fast_guard_times_the_fast_layer_and_both_embedders_on_the_same_rows(
+    anima_home, link_models, real_guard_heads
+):
+    link_models("minilm")
+    data = bench_json(anima_home, "fast-guard", "--max-chars", "60", "--passes", "1")
+    bands = data["bands"]
+    assert set(bands) == {"fast layer", "guard's (ONNX Runtime, int8)", "llama.cpp (F16)"}
+    for timed in bands.values():
+        assert set(timed) == {"0-60", "all"} and timed["all"]["n"] == data["rows"] > 10
+        assert 0 < timed["all"]["p50"] <= timed["all"]["p95"]
+
+
 def test_bench_give_way_runs_a_learner_and_requests(anima_home, link_models):
     link_models("small", "minilm")
     data = bench_json(anima_home, "give-way", "--model", "small", "--requests", "2", "--max-gap", "2")

@@ -31,6 +31,7 @@ from anima.app import build
 from anima.bench import percentile
 from anima.bench.stores import BENCH_KEY
 from anima.config import Config
+from anima.errors import BadInput, ModelNotFound
 from anima.models import load_chat_model, load_embedder
 from anima.models.llama_cpp import LlamaCppChatModel
 from anima.safety.data import held_out
@@ -162,4 +163,68 @@ def _summary(rows: list[dict]) -> dict:
         "fast_layer_ms": ms(layer("classifier")),
         "llm_layer_ms": ms(layer("llm")),
         "refusal_vote_ms": ms(layer("refusal")),
+    }
+
+
+BANDS = ((0, 160), (160, 320), (320, 400), (400, 500))
+
+
+def run_fast_layer(
+    config: Config,
+    folder: Path,
+    max_chars: int = 500,
+    passes: int = 2,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """The fast layer alone (`guard.check_fast`: rules, the injection score, the head on
+    a message and its pieces) over the test split's rows of at most `max_chars`, `passes`
+    times, p50 / p95 by the message's length. Beside it, on the same rows, the sentence
+    embeddings the head asks for, from the guard's embedder (ONNX Runtime, int8) and from
+    llama.cpp's MiniLM (what memory uses, and the guard did before): the layer's cost."""
+    from anima.models.llama_cpp import LlamaCppEmbedder
+    from anima.models.onnx_embed import OnnxEmbedder
+    from anima.safety.classifier import embed_start
+
+    fast = {"enabled": True, "layer2": "off", "votes": False}  # no chat model: the fast layer alone
+    container = build(config.model_copy(update={"guard": config.guard.model_copy(update=fast)}))
+    guard = container.guard
+    if guard is None or guard.head is None:
+        raise ModelNotFound("the guard's heads are not trained", "run `anima guard train`")
+    texts = [e.text for e in held_out(folder) if len(e.text.strip()) <= max_chars]
+    if not isinstance(container.guard_embedder, OnnxEmbedder):
+        raise BadInput("this bench times the guard's local embedder", "run it with backend = llama_cpp")
+    reference = LlamaCppEmbedder(container.guard_embedder.path, n_threads=config.llama_cpp.n_threads)
+    embedders = {"guard's (ONNX Runtime, int8)": guard.embed, "llama.cpp (F16)": reference.embed}
+    for text in texts[:20]:  # warm-up
+        guard.check_fast(text)
+    timed: dict[str, list[tuple[int, float]]] = {"fast layer": [], **{name: [] for name in embedders}}
+    total, done = passes * len(texts) * (1 + len(embedders)), iter(range(1, 10**7))
+    for _ in range(passes):
+        for text in texts:
+            start = time.perf_counter()
+            guard.check_fast(text)
+            timed["fast layer"].append((len(text.strip()), (time.perf_counter() - start) * 1000))
+            whole, pieces = guard.head.readings(text)
+            for name, embed in embedders.items():
+                start = time.perf_counter()
+                embed_start(embed, whole + pieces)
+                timed[name].append((len(text.strip()), (time.perf_counter() - start) * 1000))
+            if progress:
+                for _ in range(1 + len(embedders)):
+                    progress("fast layer", next(done), total)
+
+    def band(rows: list[tuple[int, float]], lo: int, hi: int) -> dict:
+        values = [ms for n, ms in rows if lo <= n < hi or (hi == max_chars and n == hi)]
+        return {"n": len(values) // passes, "p50": percentile(values, 0.5), "p95": percentile(values, 0.95)}
+
+    bands = [(lo, min(hi, max_chars)) for lo, hi in BANDS if lo < max_chars]
+    return {
+        "rows": len(texts),
+        "passes": passes,
+        "split": f"test split of the public safety sets, rows of at most {max_chars} characters",
+        "embedder": getattr(container.guard_embedder, "name", "?"),
+        "bands": {
+            name: {f"{lo}-{hi}": band(rows, lo, hi) for lo, hi in bands} | {"all": band(rows, 0, max_chars)}
+            for name, rows in timed.items()
+        },
     }

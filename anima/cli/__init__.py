@@ -387,12 +387,20 @@ def config_show(as_json: bool = JsonOpt) -> None:
 
 
 def _guard_state(config) -> str:
+    from anima.models.onnx_embed import EMBEDDER
+    from anima.safety.classifier import Head
     from anima.safety.train import GUARD_FILE, heads_dir
 
     if not config.guard.enabled:
         return "off (guard.enabled = false)"
     if not (heads_dir() / GUARD_FILE).is_file():
         return "not trained: run `anima guard train`"
+    try:
+        trained_on = Head.load(heads_dir() / GUARD_FILE).manifest.get("embedder")
+    except AnimaError as exc:
+        return f"{exc.args[0]}: run `anima guard train`"
+    if config.backend != "fake" and trained_on != EMBEDDER:
+        return f"trained on another embedder's vectors ({trained_on or 'llama.cpp'}): run `anima guard train`"
     vote = config.guard.votes and config.backend == "llama_cpp"
     refusal = f"; refusal vote at {config.guard.refusal_threshold}" if vote else ""
     if vote and config.guard.probe:

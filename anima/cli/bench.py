@@ -119,6 +119,41 @@ def bench_guard(
     out.print("the refusal vote's time includes reading the prompt, which the reply then reuses")
 
 
+@bench_app.command("fast-guard")
+def bench_fast_guard(
+    max_chars: int = typer.Option(500, "--max-chars", min=20, help="Longest message timed (chat length)."),
+    passes: int = typer.Option(2, "--passes", min=1, help="Times each row is checked."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """The guard's fast layer alone, p50 / p95 by message length, and the sentence
+    embeddings it asks for from its embedder and from llama.cpp's, on the same rows."""
+    from anima.bench.guard import run_fast_layer
+    from anima.safety.data import safety_data_dir
+
+    folder = data or safety_data_dir()
+    if folder is None or not folder.is_dir():
+        raise BadInput(
+            f"no safety data folder at {folder or '../shared/data/safety'}", "pass --data or set ANIMA_SAFETY_DATA"
+        )
+    with labelled_steps() as update:
+        result = run_fast_layer(load_config(), folder, max_chars=max_chars, passes=passes, progress=update)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    out.print(f"guard fast layer · {result['split']} · {result['rows']} rows × {result['passes']} passes")
+    names = list(result["bands"])
+    table = Table("characters", "n", *names)
+    table.title = "ms, p50 / p95 (the embeddings: the message and its pieces, as the fast layer reads them)"
+    first = result["bands"][names[0]]
+    for band in first:
+        cells = [f"{result['bands'][n][band]['p50']:.1f} / {result['bands'][n][band]['p95']:.1f}" for n in names]
+        table.add_row(band, str(first[band]["n"]), *cells)
+    out.print(table)
+
+
 @bench_app.command("give-way")
 def bench_giveway(
     model: Optional[str] = ModelOpt,

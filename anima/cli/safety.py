@@ -55,7 +55,7 @@ def guard_train(
     container = container_for(load_config(guard={"enabled": False}))
     with err.status("training the guard...") as status:
         result = train_all(
-            container.embedder.embed, data, progress=lambda step: status.update(f"training the guard: {step}")
+            container.guard_embedder.embed, data, progress=lambda step: status.update(f"training the guard: {step}")
         )
     if as_json:
         print(json.dumps(result, indent=2))

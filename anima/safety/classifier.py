@@ -23,9 +23,10 @@ from anima.safety.data import Example
 from anima.safety.taxonomy import CATEGORIES
 
 EMBED_CHARS = 256  # the embedding sees the start of a message: ~60 tokens keep it fast
-# That embedding is layer 1's cost: MiniLM reads 256 characters (~55 tokens) in ~20 ms on
-# 2 cores (~0.36 ms a token; 1 or 2 threads, F16 or Q8_0 weights alike), so a message read
-# whole and in two pieces takes ~60 ms. Tried and left (2026-12-06): a static table
+# That embedding is layer 1's cost: llama.cpp's MiniLM reads 256 characters (~55 tokens) in
+# ~20 ms on 2 cores (~0.36 ms a token; 1 or 2 threads, F16 or Q8_0 weights alike), so a
+# message read whole and in two pieces took ~60 ms; the guard's MiniLM in ONNX Runtime with
+# int8 products (`anima.models.onnx_embed`) takes ~4 ms. Tried and left (2026-12-06): a static table
 # distilled from MiniLM (each of its 30,522 tokens embedded alone, weighted by vocabulary
 # rank as model2vec does; 0.05 ms a message), heads retrained on it. Validation: the
 # contrast set F1 0.915 -> 0.870, FPR 0.025 -> 0.058; the injection detector

@@ -11,6 +11,7 @@ from typing import Callable
 
 from anima.config import data_dir
 from anima.errors import AnimaError, ModelNotFound
+from anima.models.onnx_embed import EMBEDDER
 from anima.safety import classifier
 from anima.safety.data import Example, bipia_contexts, jbb, own_words, safety_data_dir, training_set
 from anima.safety.injection import segments
@@ -80,7 +81,7 @@ def up_to_date(folder: Path | None = None) -> bool:
         current = fingerprint(source_folder(folder))
     except (OSError, ValueError, KeyError, AnimaError):
         return False
-    return all(h.manifest.get("sources") == current for h in heads)
+    return all(h.manifest.get("sources") == current and h.manifest.get("embedder") == EMBEDDER for h in heads)
 
 
 def attack_instructions(folder: Path) -> dict[str, list[str]]:
@@ -115,16 +116,20 @@ def train_all(
     folder: Path | None = None,
     out: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    embedder: str | None = None,
 ) -> dict:
+    """Both heads, trained on `embed`'s vectors; `embedder` names it in their manifest
+    (default: the guard's, `onnx_embed.EMBEDDER`)."""
     folder = source_folder(folder)
     out = out or heads_dir()
     sources = fingerprint(folder)
     progress("guard head")
     guard = classifier.train(training_set(folder), embed, sources, progress)
-    guard.save(out / GUARD_FILE)
     progress("injection head")
     inj = classifier.train(injection_examples(folder, attack_instructions(folder)), embed, sources, progress)
-    inj.save(out / INJECTION_FILE)
+    for head, name in ((guard, GUARD_FILE), (inj, INJECTION_FILE)):
+        head.manifest["embedder"] = embedder or EMBEDDER
+        head.save(out / name)
     return {
         "guard": {k: v for k, v in guard.manifest.items() if k != "keys"},
         "injection": {k: v for k, v in inj.manifest.items() if k != "keys"},
