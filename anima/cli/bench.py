@@ -15,6 +15,21 @@ from anima.errors import BadInput
 
 bench_app = typer.Typer(cls=AnimaGroup, help="Benchmarks, printed as a table or --json.", no_args_is_help=True)
 ModelOpt = typer.Option(None, "--model", "-m", help="Registry name or .gguf path (default: config `model`).")
+SafetyDataOpt = typer.Option(
+    None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety)."
+)
+
+
+def safety_folder(data: Path | None) -> Path:
+    """The public safety sets' folder, or one line saying where it was looked for."""
+    from anima.safety.data import safety_data_dir
+
+    folder = data or safety_data_dir()
+    if folder is None or not folder.is_dir():
+        raise BadInput(
+            f"no safety data folder at {folder or '../shared/data/safety'}", "pass --data or set ANIMA_SAFETY_DATA"
+        )
+    return folder
 
 
 @bench_app.command("overhead")
@@ -71,21 +86,14 @@ def bench_guard(
     repeats: int = typer.Option(
         1, "--repeats", min=1, help="Runs of each side per prompt; the median is the side's time (less noise)."
     ),
-    data: Optional[Path] = typer.Option(
-        None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety)."
-    ),
+    data: Optional[Path] = SafetyDataOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """What the guard adds to a turn: the same prompts answered with the guard off and on
     (same model, greedy, caches cleared), the difference to the first piece and to the end."""
     from anima.bench.guard import run_guard_cost
-    from anima.safety.data import safety_data_dir
 
-    folder = data or safety_data_dir()
-    if folder is None or not folder.is_dir():
-        raise BadInput(
-            f"no safety data folder at {folder or '../shared/data/safety'}", "pass --data or set ANIMA_SAFETY_DATA"
-        )
+    folder = safety_folder(data)
     config = load_config(model=model, backend="llama_cpp")
     with labelled_steps() as update:
         result = run_guard_cost(
@@ -123,21 +131,14 @@ def bench_guard(
 def bench_fast_guard(
     max_chars: int = typer.Option(500, "--max-chars", min=20, help="Longest message timed (chat length)."),
     passes: int = typer.Option(2, "--passes", min=1, help="Times each row is checked."),
-    data: Optional[Path] = typer.Option(
-        None, "--data", help="Folder of the public safety sets (default: $ANIMA_SAFETY_DATA or ../shared/data/safety)."
-    ),
+    data: Optional[Path] = SafetyDataOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """The guard's fast layer alone, p50 / p95 by message length, and the sentence
     embeddings it asks for from its embedder and from llama.cpp's, on the same rows."""
     from anima.bench.guard import run_fast_layer
-    from anima.safety.data import safety_data_dir
 
-    folder = data or safety_data_dir()
-    if folder is None or not folder.is_dir():
-        raise BadInput(
-            f"no safety data folder at {folder or '../shared/data/safety'}", "pass --data or set ANIMA_SAFETY_DATA"
-        )
+    folder = safety_folder(data)
     with labelled_steps() as update:
         result = run_fast_layer(load_config(), folder, max_chars=max_chars, passes=passes, progress=update)
     if as_json:
