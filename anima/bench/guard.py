@@ -222,7 +222,7 @@ def run_fast_layer(
         "rows": len(texts),
         "passes": passes,
         "split": f"test split of the public safety sets, rows of at most {max_chars} characters",
-        "embedder": getattr(container.guard_embedder, "name", "?"),
+        "embedder": container.guard_embedder.name,
         "bands": {
             name: {f"{lo}-{hi}": band(rows, lo, hi) for lo, hi in bands} | {"all": band(rows, 0, max_chars)}
             for name, rows in timed.items()

@@ -116,10 +116,9 @@ def train_all(
     folder: Path | None = None,
     out: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
-    embedder: str | None = None,
 ) -> dict:
-    """Both heads, trained on `embed`'s vectors; `embedder` names it in their manifest
-    (default: the guard's, `onnx_embed.EMBEDDER`)."""
+    """Both heads, trained on `embed`'s vectors: the guard's embedder's, which their
+    manifest names (`onnx_embed.EMBEDDER`)."""
     folder = source_folder(folder)
     out = out or heads_dir()
     sources = fingerprint(folder)
@@ -128,7 +127,7 @@ def train_all(
     progress("injection head")
     inj = classifier.train(injection_examples(folder, attack_instructions(folder)), embed, sources, progress)
     for head, name in ((guard, GUARD_FILE), (inj, INJECTION_FILE)):
-        head.manifest["embedder"] = embedder or EMBEDDER
+        head.manifest["embedder"] = EMBEDDER
         head.save(out / name)
     return {
         "guard": {k: v for k, v in guard.manifest.items() if k != "keys"},
