@@ -444,6 +444,7 @@ def test_bench_guard_times_the_same_turns_with_the_guard_off_and_on(anima_home, 
     assert every["n"] == 2 and every["first_off_ms"]["p50"] > 0 and every["first_on_ms"]["p50"] > 0
     assert every["fast_layer_ms"]["p50"] > 0  # the guard ran on the guarded side
     assert "test split" in data["split"]
+    assert data["llm_layer_kept_tokens"] > 200  # a server's judge context keeps the LLM layer's instruction
 
 
 def test_bench_fast_guard_times_the_fast_layer_and_both_embedders_on_the_same_rows(

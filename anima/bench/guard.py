@@ -1,12 +1,14 @@
 """`anima bench guard`: what the guard adds to a turn, measured in the turn.
 
-One process, one loaded model, a new empty store for every call, learning off. Each
+One process, one model's weights (the chat's context, and the LLM layer's own context
+as `anima serve` has it), a new empty store for every call, learning off. Each
 prompt is answered twice by `Assistant.reply()` as `anima ask` runs it: with the guard
 off, and with it on as configured (fast layer, the LLM layer where the fast layer is
 unsure, the refusal vote on the reply's own prompt, the streamed reply held back and
 checked piece by piece, the full check at the end). Greedy decoding and the same
 max_tokens on both sides, so a reply the guard lets through is the same reply; before
-every call the KV cache and the PromptCache are cleared; the order alternates. The
+every call the KV caches and the PromptCaches are cleared, but for the LLM layer's fixed
+instruction, which a server reads once and keeps; the order alternates. The
 guard's cost is the difference per prompt: to the first piece shown, and to the end of
 the reply (a blocked prompt: to its refusal, against the unguarded reply's end).
 With `repeats` > 1 each side is run that many times, alternating, and its median time
@@ -58,11 +60,13 @@ def run_guard_cost(
 ) -> dict:
     model = load_chat_model(config)
     assert isinstance(model, LlamaCppChatModel), "this bench times the embedded model (backend llama_cpp)"
+    # the LLM layer in a context of its own, as `anima serve` runs it (the learner's)
+    judge = load_chat_model(config)
     embedder = load_embedder(config)
     config.memory.learn = False
     on = config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": True})}, deep=True)
     off = config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": False})}, deep=True)
-    guard = build(on, chat_model=model, embedder=embedder).guard
+    guard = build(on, chat_model=model, embedder=embedder, learner_model=judge).guard
     chosen = prompts(folder, n_prompts, max_chars)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,9 +83,11 @@ def run_guard_cost(
             )
             assistant = container.assistant
             options = assistant.options(max_tokens=max_tokens, temperature=0.0)
-            model.llm.reset()
-            model.cache.entries.clear()
+            for m in (model, judge):
+                m.llm.reset()
+                m.cache.entries.clear()
             model._states.clear()  # the probe's kept states too
+            judge.cache.entries.update(instruction)
             start = time.perf_counter()
             reply = assistant.reply(text, options=options)
             first, parts = None, []
@@ -98,6 +104,13 @@ def run_guard_cost(
                 "layers": dict(verdict.layers_ms) if verdict is not None else {},
             }
 
+        # A server's judge context holds the LLM layer's fixed instruction from its first
+        # judgement on (`first_token_logits` keeps it): every call starts from that, and
+        # from nothing else of an earlier call.
+        instruction: dict = {}
+        if guard is not None and guard.llm is not None:
+            guard.llm.score("What is the capital of France?")
+            instruction = dict(judge.cache.entries)
         turn("What is the capital of France?", True), turn("What is the capital of France?", False)  # warm-up
         rows, total, done = [], 2 * repeats * len(chosen), iter(range(1, 10**6))
         for i, (text, harmful) in enumerate(chosen):
@@ -114,12 +127,14 @@ def run_guard_cost(
     return {
         "model": config.model,
         "guard": f"layer2 {config.guard.layer2}, refusal vote {'on' if guard and guard.refusal_model else 'off'}",
+        "llm_layer_kept_tokens": max((len(k) for k in instruction), default=0),
         "prompts": len(rows),
         "repeats": repeats,
         "max_tokens": max_tokens,
         "split": f"test split of the public safety sets (never trained on), rows of at most {max_chars} characters",
         "timing": (
             "from reply() to the first piece shown / to the end; greedy, caches cleared before each call"
+            " (the LLM layer's context keeps its fixed instruction, as a server's does)"
             + (f"; each side the median of {repeats} runs" if repeats > 1 else "")
         ),
         "groups": {name: _summary(g) for name, g in groups.items() if g},
