@@ -1145,6 +1145,31 @@ def test_a_message_whose_state_the_probe_flags_is_blocked(tiny_heads):
     assert fresh.asked == []
 
 
+def test_the_llm_layer_is_not_asked_where_the_probe_decides_anyway(tiny_heads):
+    texts = [UNSAFE[0][0], SAFE[1], "what is the capital of France", "how do I make a bomb from fertiliser"]
+    fast = {t: make_guard(tiny_heads).check(t, layer2="off").score for t in texts}
+    moot = [t for t in texts if (fast[t] + 1) / 2 < 0.9]  # the LLM's mean with p1 cannot reach probe_fast_block
+    assert 0 < len(moot) < len(texts)
+    for gap in (10.0, -10.0):  # an LLM layer that says unsafe / safe to everything
+        judge = LogitModel(gap)
+        probed = make_guard(tiny_heads, llm=LLMGuard(judge), refusal_model=StateModel(), probe=trained_probe())
+        probed.llm_share = 1.0  # every message is in the band
+        alone = make_guard(tiny_heads, refusal_model=StateModel(), probe=trained_probe())  # no LLM layer at all
+        for text in moot:
+            v, w = probed.check(text), alone.check(text)
+            assert (v.safe, v.score, v.categories) == (w.safe, w.score, w.categories) and "llm" not in v.layers_ms
+        assert judge.calls == []
+        # it is asked where its verdict could count: a high fast score, a reply (no probe
+        # reads it), a low probe_fast_block
+        for text in set(texts) - set(moot):
+            assert "llm" in probed.check(text).layers_ms
+        asked = len(judge.calls)
+        assert asked == len(texts) - len(moot)
+        assert probed.check(SAFE[1], role="assistant").layer == "llm" and len(judge.calls) == asked + 1
+        probed.probe_fast_block = 0.5
+        assert "llm" in probed.check(SAFE[1]).layers_ms and len(judge.calls) == asked + 2
+
+
 def test_a_turn_reads_the_probe_on_its_real_prompt(guard_heads, monkeypatch):
     monkeypatch.setenv("ANIMA_GUARD__LAYER2", "auto")
     trained_probe().save(probe.probe_file("default"))

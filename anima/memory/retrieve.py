@@ -201,7 +201,15 @@ def recall(
 # 0.727, report 0.699 -> 0.699. Turns of the best BM25-ranked sessions (a session's turns as
 # one document) as one more fused list, weight 1: tune 0.705 / 0.847 -> 0.719 / 0.820.
 # Tried and left (2026-12-07, RRF_K 10): a turn's fused score raised by 0.2 / 0.5 times its better
-# neighbour's (the message before or after it): tune 0.719 -> 0.721 / 0.717.
+# neighbour's (the message before or after it): tune 0.719 -> 0.721 / 0.717. With RRF_K 10, tune
+# split, turn recall@10: vector weight 0.05 / 0.3 / 0.5 -> 0.709 / 0.717 / 0.715; POOL 80 0.721;
+# recency weight 0 / 0.1 0.717 / 0.719. Each message embedded with the one before it (always,
+# or when that one asks), vector weight 0.15 / 0.3 / 0.5: 0.715 / 0.713 / 0.725, 0.719 / 0.717
+# / 0.715. The question's words widened by the conversation's own words nearest in meaning
+# (MiniLM on single words; top 3 / 5 / 10 / 5 above cosine 0.6 / 0.5 / 0.4 / 0.7), one more
+# BM25 list at half weight: 0.711 / 0.715 / 0.717 / 0.703 (multi-hop 0.16 -> 0.18-0.19, the
+# rest lower). Nothing cheap is left in these weights: the misses' evidence shares few words
+# and little meaning (to MiniLM) with the question.
 def _distinct(hits: list[Hit]) -> list[Hit]:
     """One hit per distinct text: a question asked ten times is one memory, not ten
     copies filling the prompt. It keeps the best-ranked copy's place and shows the

@@ -184,7 +184,12 @@ class Guard:
         layers["classifier"] = (time.perf_counter() - t) * 1000
         threshold = self.threshold if self.threshold is not None else self.head.threshold
         lo, hi = self.head.band_for(self.llm_share, threshold)
-        if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and lo < p1 < hi)):
+        # Where the probe reads a user's message, "auto" does not ask the LLM layer when its
+        # score, averaged with p1, could not reach `probe_fast_block`: that verdict would be
+        # left to the probe's reading anyway (`_defer`, `second_look`). It cost ~1 s.
+        moot = self._probed(role, layer2) and (p1 + 1) / 2 < self.probe_fast_block
+        unsure = lo < p1 < hi and not moot
+        if self.llm is not None and (layer2 == "always" or (layer2 == "auto" and unsure)):
             return self._llm(text, role, p1=p1, cats1=cats1, layers=layers, inj=inj)
         unsafe = p1 >= threshold
         verdict = self._decide(unsafe, cats1 if unsafe else [], score=p1, layer="classifier", layers=layers, inj=inj)
@@ -193,8 +198,7 @@ class Guard:
     def _defer(self, verdict: Verdict, role: str, layer2: str) -> Verdict:
         """With the probe, a user's message the fast or LLM layer flags below
         `probe_fast_block` is left to the chat model's reading (`second_look`)."""
-        probed = self.probe is not None and self.refusal_model is not None and role == "user" and layer2 != "off"
-        if not probed or verdict.safe or verdict.score >= self.probe_fast_block:
+        if not self._probed(role, layer2) or verdict.safe or verdict.score >= self.probe_fast_block:
             return verdict
         return Verdict(
             True,
@@ -205,6 +209,10 @@ class Guard:
             layers_ms=verdict.layers_ms,
             deferred=True,
         )
+
+    def _probed(self, role: str, layer2: str) -> bool:
+        """Whether the chat model's reading (probe and refusal vote) will judge this message."""
+        return self.probe is not None and self.refusal_model is not None and role == "user" and layer2 != "off"
 
     def _llm(
         self, text: str, role: str, p1: float | None, cats1: list[str], layers: dict[str, float], inj: float
