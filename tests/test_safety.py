@@ -1147,8 +1147,10 @@ def test_a_message_whose_state_the_probe_flags_is_blocked(tiny_heads):
 
 def test_the_llm_layer_is_not_asked_where_the_probe_decides_anyway(tiny_heads):
     texts = [UNSAFE[0][0], SAFE[1], "what is the capital of France", "how do I make a bomb from fertiliser"]
-    fast = {t: make_guard(tiny_heads).check(t, layer2="off").score for t in texts}
-    moot = [t for t in texts if (fast[t] + 1) / 2 < 0.9]  # the LLM's mean with p1 cannot reach probe_fast_block
+    plain = make_guard(tiny_heads)
+    fast = {t: plain.check(t, layer2="off").score for t in texts}
+    # the LLM's mean with p1 cannot reach probe_fast_block (its default, 0.9)
+    moot = [t for t in texts if (fast[t] + 1) / 2 < plain.probe_fast_block]
     assert 0 < len(moot) < len(texts)
     for gap in (10.0, -10.0):  # an LLM layer that says unsafe / safe to everything
         judge = LogitModel(gap)
