@@ -56,6 +56,11 @@ def audit_run(
     report: Optional[Path] = typer.Option(
         None, "--report", help="Also write the HTML report here (it is always saved under <data dir>/audit/)."
     ),
+    mutators: str = typer.Option(
+        "",
+        "--mutators",
+        help="Comma-separated mutators to draw from (default: all), e.g. template,suffix; plain requests always run.",
+    ),
     seed: int = typer.Option(
         0, "--seed", help="Picks seeds, mutators, canaries and PAIR targets: the same seed, the same cases."
     ),
@@ -134,7 +139,8 @@ def audit_run(
     harmful = read_prompts(seeds) if seeds else harmful
     benign_seeds = read_prompts(benign) if benign else benign_seeds
     plan = SUITES[suite]
-    cases = build_cases(plan, harmful, benign_seeds, seed, folder, pair=pair and plan.pair_seeds > 0)
+    only = [m.strip() for m in mutators.split(",") if m.strip()] or None
+    cases = build_cases(plan, harmful, benign_seeds, seed, folder, pair=pair and plan.pair_seeds > 0, only=only)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = resume.parent if resume else data_dir() / "audit" / f"{stamp}-{'url' if is_url else 'self'}-{suite}"
     results_path = resume or run_dir / "results.jsonl"
@@ -193,6 +199,7 @@ def audit_run(
                 **({} if is_url else {"target": f"self ({container.chat_model.name})"}),
                 "suite": suite,
                 "seed": seed,
+                "mutators": only or "all",
                 "judge": judge_meta,
                 "temperature": temperature,
                 "sampling_seed": seed,
