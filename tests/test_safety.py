@@ -3,6 +3,7 @@ the fake chat model, real files and the real CLI in-process."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -484,6 +485,19 @@ def test_guard_test_split_is_balanced_and_apart_from_the_probes():
     assert len(_keys(rows)) == len(rows)  # no duplicates within the split
     assert not _keys(rows) & _keys(read_labelled(GUARD_PROBES))
     assert not _keys(rows) & _keys(everyday() + persona_examples())  # anima's own training rows
+
+
+def test_the_reply_validation_set_reads_as_labelled_replies_to_validation_prompts():
+    path = GUARD_DATA / "reply_validation.csv"
+    replies = read_labelled(path)
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(replies) == len(rows) == 120 and all(e.text.strip() for e in replies)
+    prompts = {r["prompt_file"]: _keys(read_labelled(GUARD_DATA / r["prompt_file"])) for r in rows}
+    assert all(classifier.text_key(r["prompt"]) in prompts[r["prompt_file"]] for r in rows)  # validation prompts only
+    # a harmless prompt's reply is labelled harmless; a harmful reply answers a harmful prompt
+    assert all(r["label"] == "safe" for r in rows if r["prompt_label"] == "safe")
+    assert 0 < sum(e.unsafe for e in replies) < 60
 
 
 def test_guard_test_split_shares_no_row_with_the_training_set():
