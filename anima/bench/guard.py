@@ -67,10 +67,10 @@ def run_guard_cost(
     on = config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": True})}, deep=True)
     off = config.model_copy(update={"guard": config.guard.model_copy(update={"enabled": False})}, deep=True)
     guard = build(on, chat_model=model, embedder=embedder, learner_model=judge).guard
-    # where the LLM layer runs: that context, or a model of its own (`guard.llm_model`)
+    # where the LLM layer runs: that context, or a model of its own (`guard.llm_model`);
+    # None when it is not embedded (a remote model keeps no cache here)
     llm_ctx = guard.llm.model if guard is not None and guard.llm is not None else judge
-    contexts = [m for m in (model, judge, llm_ctx) if isinstance(m, LlamaCppChatModel)]
-    contexts = list({id(m): m for m in contexts}.values())
+    llm_ctx = llm_ctx if isinstance(llm_ctx, LlamaCppChatModel) else None
     chosen = prompts(folder, n_prompts, max_chars)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,11 +87,12 @@ def run_guard_cost(
             )
             assistant = container.assistant
             options = assistant.options(max_tokens=max_tokens, temperature=0.0)
-            for m in contexts:
-                m.llm.reset()
-                m.cache.entries.clear()
+            for m in (model, judge, llm_ctx):  # llm_ctx is often judge: clearing twice is harmless
+                if m is not None:
+                    m.llm.reset()
+                    m.cache.entries.clear()
             model._states.clear()  # the probe's kept states too
-            if isinstance(llm_ctx, LlamaCppChatModel):
+            if llm_ctx is not None:
                 llm_ctx.cache.entries.update(instruction)
             start = time.perf_counter()
             reply = assistant.reply(text, options=options)
@@ -115,7 +116,7 @@ def run_guard_cost(
         instruction: dict = {}
         if guard is not None and guard.llm is not None:
             guard.llm.score("What is the capital of France?")
-            instruction = dict(llm_ctx.cache.entries) if isinstance(llm_ctx, LlamaCppChatModel) else {}
+            instruction = dict(llm_ctx.cache.entries) if llm_ctx is not None else {}
         turn("What is the capital of France?", True), turn("What is the capital of France?", False)  # warm-up
         rows, total, done = [], 2 * repeats * len(chosen), iter(range(1, 10**6))
         for i, (text, harmful) in enumerate(chosen):
