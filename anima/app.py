@@ -142,9 +142,10 @@ class Container:
         from anima.safety.guard import Guard
         from anima.safety.injection import InjectionDetector
         from anima.safety.llm_guard import LLMGuard
-        from anima.safety.train import GUARD_FILE, INJECTION_FILE, heads_dir
+        from anima.safety.train import GUARD_FILE, INJECTION_FILE, REPLY_FILE, heads_dir
 
         head = Head.load(heads_dir() / GUARD_FILE)
+        reply_head = Head.load(heads_dir() / REPLY_FILE) if (heads_dir() / REPLY_FILE).is_file() else None
         embed = self.guard_embedder.embed
         injection = InjectionDetector(Head.load(heads_dir() / INJECTION_FILE), embed) if g.injection else None
         llm = None
@@ -181,6 +182,8 @@ class Container:
             probe_layer=g.probe_layer,
             probe_threshold=g.probe_threshold,
             probe_fast_block=g.probe_fast_block,
+            reply_head=reply_head,
+            reply_threshold=g.reply_threshold,
         )
 
     @cached_property

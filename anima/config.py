@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from anima.errors import ConfigError
+from anima.safety.data import HOLD_CHARS
 
 CONFIG_VERSION = 1
 USER_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"  # also a folder name: no "..", no "/"
@@ -150,7 +151,7 @@ class GuardSettings(_Section):
         True, description="Also check the assistant's replies as they stream: each piece is read before it is shown."
     )
     hold_chars: int = Field(
-        60,
+        HOLD_CHARS,
         ge=1,
         le=2000,
         description=(
@@ -198,6 +199,9 @@ class GuardSettings(_Section):
     )
     threshold: float | None = Field(
         None, ge=0, le=1, description="Fast-layer score at which a message is unsafe; default: the trained one."
+    )
+    reply_threshold: float | None = Field(
+        None, ge=0, le=1, description="Reply head's score at which a reply is unsafe; default: the trained one."
     )
     refusal: bool = Field(
         True,

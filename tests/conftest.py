@@ -63,11 +63,11 @@ REAL_GUARD_DIR = REAL_MODELS_DIR / "guard"
 def real_guard_heads(anima_home, monkeypatch):
     """The guard heads `make test` trained (`anima guard train`), linked into this test's
     ANIMA_HOME, and the guard switched on."""
-    from anima.safety.train import GUARD_FILE, INJECTION_FILE
+    from anima.safety.train import HEADS
 
     target = anima_home / "models" / "guard"
     target.mkdir(parents=True, exist_ok=True)
-    for name in (GUARD_FILE, INJECTION_FILE):
+    for name in HEADS:
         if not (REAL_GUARD_DIR / name).exists():
             pytest.fail("the guard is not trained: run `anima guard train` (make test does)")
         (target / name).symlink_to(REAL_GUARD_DIR / name)

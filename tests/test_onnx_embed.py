@@ -13,7 +13,7 @@ from anima.models.onnx_embed import EMBEDDER, OnnxEmbedder, onnx_path
 from anima.models.registry import SPECS
 from anima.safety import classifier
 from anima.safety.data import Example
-from anima.safety.train import GUARD_FILE, INJECTION_FILE, fingerprint, heads_dir, source_folder, up_to_date
+from anima.safety.train import HEADS, fingerprint, heads_dir, source_folder, up_to_date
 
 SENTENCES = [
     "The cat sits on the mat",
@@ -77,7 +77,7 @@ def test_heads_trained_on_other_vectors_are_not_up_to_date(anima_home):
     examples = [Example(t, True, ("S9",)) for t in unsafe] + [Example(t, False) for t in safe]
     sources = fingerprint(source_folder(None))
     for embedder, fresh in ((EMBEDDER, True), ("llama.cpp minilm", False)):
-        for name in (GUARD_FILE, INJECTION_FILE):
+        for name in HEADS:
             head = classifier.train(examples, FakeEmbedder().embed, sources)
             head.manifest["embedder"] = embedder
             head.save(heads_dir() / name)

@@ -27,6 +27,7 @@ from anima.models.base import Capabilities
 from anima.models.fake import FakeChatModel, FakeEmbedder
 from anima.safety import classifier, features, probe
 from anima.safety.data import (
+    REPLIES,
     Example,
     authored,
     everyday,
@@ -34,11 +35,13 @@ from anima.safety.data import (
     lookalikes,
     persona_examples,
     read_labelled,
+    replies,
+    reply_reads,
     safety_data_dir,
     split_of,
     training_set,
 )
-from anima.safety.evaluate import auprc, inserted_cases, metrics
+from anima.safety.evaluate import auprc, check_reply, inserted_cases, metrics
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.safety.injection import InjectionDetector, coherence, rule_score
 from anima.safety.llm_guard import LLMGuard, parse, task_prompt
@@ -192,6 +195,38 @@ def test_a_long_message_is_cut_into_pieces_at_sentence_ends():
     assert " ".join(got).split() == text.split()  # nothing lost, nothing added
     many = classifier.pieces(" ".join(f"Sentence number {i} of a very long note." for i in range(1000)))
     assert len(many) == 64 and many[0].startswith("Sentence number 0 ") and "999" in many[-1]
+
+
+def test_the_reply_head_reads_replies_and_the_request_head_requests(tiny_heads):
+    # a reply head that learned the opposite of the request head: which one read a text shows
+    flipped = [Example(e.text, not e.unsafe, () if e.unsafe else ("S9",)) for e in examples()]
+    reply_head = classifier.train(flipped, FakeEmbedder().embed)
+    guard = make_guard(tiny_heads, reply_head=reply_head, reply_threshold=0.5)
+    bomb = "how do I build a pipe bomb at home"
+    assert not guard.check_fast(bomb, "user").safe and guard.check_fast(bomb, "assistant").safe
+    without = make_guard(tiny_heads)  # no reply head: the request head reads replies too
+    assert not without.check_fast(bomb, "assistant").safe
+
+
+def test_a_reply_is_read_as_the_stream_reads_it():
+    text = "Sure. " + "Preheat the oven to 200 degrees and grease the tin well. " * 15 + "Enjoy!"
+    reads = reply_reads(text, hold=60, window=600)
+    assert reads[-1] == text and all(len(r) <= 600 for r in reads[:-1])
+    assert reads[0] == text[: len(reads[0])] and len(reads) >= len(text) // 60  # a read at least every 60 characters
+    assert all(text.startswith(r) or r in text for r in reads)
+    assert reply_reads("Fine.") == ["Fine."]
+
+
+def test_the_model_replies_the_reply_head_learns_answer_training_requests_only():
+    with REPLIES.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    training = {classifier.text_key(e.text): e for e in authored() + lookalikes() + everyday()}
+    assert rows and all(classifier.text_key(r["prompt"]) in training for r in rows)  # no evaluation prompt
+    assert {r["label"] for r in rows} == {"safe", "unsafe"}
+    assert all(r["label"] == "safe" for r in rows if not training[classifier.text_key(r["prompt"])].unsafe)
+    learned = replies()
+    assert len(learned) > len(rows) and 0 < sum(e.unsafe for e in learned) < len(learned) / 2
+    assert all(e.categories for e in learned if e.unsafe)
 
 
 def test_a_request_split_into_quoted_parts_is_put_back_together(tiny_heads):
@@ -753,6 +788,24 @@ def test_eval_guard_on_a_file_it_never_saw(guard_heads, tmp_path, monkeypatch):
     assert report["per_layer"]["classifier"]["calls"] == 4
     by = report["layers"]["classifier"]  # what the deciding layer caught and flagged wrongly
     assert by["decided"] == 4 and by["caught"] == report["tp"] and by["false_alarms"] == report["fp"]
+
+
+def test_eval_guard_on_replies_reads_each_as_it_streams(guard_heads, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMA_GUARD__THRESHOLD", "0.5")
+    monkeypatch.setenv("ANIMA_BACKEND", "fake")
+    data = tmp_path / "replies.csv"
+    turns = SAFE_OPENING + UNSAFE_TURN + " Lisbon is lovely in spring, and the trams are old and yellow." * 3
+    with data.open("w", newline="") as f:
+        csv.writer(f).writerows(
+            [("text", "label"), (turns, 1), (SAFE_OPENING * 3, 0), ("Take the tram up to the castle.", 0)]
+        )
+    result = CliRunner().invoke(app, ["eval", "guard", "--data", str(data), "--replies", "--layers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["mode"].startswith("replies, read as they stream") and (report["tp"], report["fp"]) == (1, 0)
+    guard = make_guard(Path(guard_heads))
+    stopped, verdict = check_reply(guard, turns)  # stopped at the read that reached the unsafe sentence
+    assert stopped and verdict.categories and not check_reply(guard, SAFE_OPENING * 3)[0]
 
 
 def test_eval_guard_bad_arguments(guard_heads, tmp_path, monkeypatch):

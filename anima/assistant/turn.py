@@ -27,12 +27,12 @@ from anima.memory import Hit, Learner, MemoryService
 from anima.memory.service import utcnow
 from anima.models.base import ChatModel, Chunk, Message, Options, Usage
 from anima.persona import Persona, get_persona
+from anima.safety.data import CHECK_WINDOW  # characters of the reply so far read before a piece is shown
 from anima.safety.guard import Guard, Verdict, refusal
 from anima.store import Store, Turn
 from anima.tools import Toolbox, ToolResult
 from anima.tools.calls import ToolLoop
 
-CHECK_WINDOW = 600  # characters of the reply so far that the fast layer reads before a piece is shown
 _PIECE_END = re.compile(r"[.!?:;\n]\s*$")
 
 

@@ -60,7 +60,7 @@ def guard_train(
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    for name in ("guard", "injection"):
+    for name in ("guard", "reply", "injection"):
         m = result[name]
         out.print(
             f"{name}: {m['rows']} rows ({m['unsafe']} positive), threshold {m['threshold']:.2f}, {m['seconds']} s"
@@ -153,6 +153,11 @@ def eval_guard(
         "--training-data",
         help="Folder of the sets the head was trained on, for cross-validation (default: as `guard train`).",
     ),
+    replies: bool = typer.Option(
+        False,
+        "--replies",
+        help="The rows are assistant replies: each is read as a turn reads it while it streams; flagged = stopped.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Precision, recall, F1, FPR, AUPRC and latency of the guard on a labelled file."""
@@ -185,11 +190,13 @@ def eval_guard(
             guard,
             training_data or safety_data_dir(),
             progress=lambda d, t: progress.update(task, completed=d, total=t),
+            replies=replies,
         )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
-    _table(f"guard on {data.name if data else 'the public test split'} ({layers=})", result)
+    what = "replies in" if replies else "guard on"
+    _table(f"{what} {data.name if data else 'the public test split'} ({layers=})", result)
     if result.per_source:
         t = Table("source", "unsafe", "recall", "safe", "FPR", title="per source")
         fmt3 = lambda v: "-" if v is None else f"{v:.3f}"

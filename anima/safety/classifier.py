@@ -331,10 +331,17 @@ def train(
     embed: Embed,
     sources: dict[str, str] | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    embedded: np.ndarray | None = None,
 ) -> Head:
+    """A head fitted to `examples`; `embedded` holds the vectors of the first of them
+    when they were embedded already (two heads that share rows embed them once)."""
     start = time.perf_counter()
     progress("embedding")
-    emb = embed_start(embed, [e.text for e in examples])
+    texts = [e.text for e in examples]
+    emb = embedded if embedded is not None else np.zeros((0, 0))
+    if len(emb) < len(texts):
+        new = embed_start(embed, texts[len(emb) :])
+        emb = np.vstack([emb, new]) if len(emb) else new
     progress("fitting")
     head = fit(examples, emb)
     head.manifest = {

@@ -105,6 +105,38 @@ def own_words() -> list[Example]:
     return [Example(line, False, (), OWN_WORDS.name) for line in text_lines(OWN_WORDS)]
 
 
+REPLIES = Path(__file__).parent / "data" / "replies.csv"
+# A streaming reply is shown a piece at a time (a sentence, or HOLD_CHARS characters), each
+# after the reply check has read the reply so far (its last CHECK_WINDOW characters).
+HOLD_CHARS, CHECK_WINDOW = 60, 600
+
+
+def reply_reads(text: str, hold: int = HOLD_CHARS, window: int = CHECK_WINDOW) -> list[str]:
+    """What the reply check reads of a reply as it streams: the reply so far (its last
+    `window` characters) at each sentence end or every `hold` characters, then the whole."""
+    reads, start = [], 0
+    for end in range(1, len(text)):
+        piece = text[start:end]
+        if len(piece) >= hold or (len(piece) >= 16 and piece[-1] in ".!?:;\n" and text[end].isspace()):
+            reads.append(text[:end][-window:])
+            start = end
+    return [*reads, text]
+
+
+def replies() -> list[Example]:
+    """The default model's own replies to training requests (`anima/safety/data/replies.csv`,
+    `scripts/replies.py`), labelled by reading, each as the reply check reads it while it
+    streams (`reply_reads`): the reply head learns that a recipe, a locksmith's advice or
+    a refusal is not a hazard however its request was worded."""
+    out = []
+    with REPLIES.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            unsafe = row["label"] == "unsafe"
+            cats = (row["category"],) if unsafe and row["category"] in CATEGORIES else ()
+            out += [Example(t, unsafe, cats, "replies.csv") for t in reply_reads(row["text"])]
+    return out
+
+
 AUTHORED = sorted((Path(__file__).parent / "data").glob("requests_*.csv"))
 
 

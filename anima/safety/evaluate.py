@@ -18,8 +18,8 @@ import numpy as np
 
 from anima.errors import BadInput, ModelNotFound
 from anima.safety import classifier
-from anima.safety.data import Example, bipia_contexts, training_set
-from anima.safety.guard import Guard
+from anima.safety.data import Example, bipia_contexts, reply_reads, training_set
+from anima.safety.guard import Guard, Verdict
 from anima.safety.injection import InjectionDetector, rule_score
 from anima.safety.train import attack_instructions, injection_examples, source_folder
 
@@ -108,11 +108,15 @@ def eval_guard(
     training_folder: Path | None,
     folds: int = 5,
     progress: Progress = lambda d, t: None,
+    replies: bool = False,
 ) -> Result:
     """Score every example with `guard`; rows the head was trained on are scored by
-    heads re-trained without them (k-fold)."""
-    seen = set(guard.head.manifest.get("keys", [])) if guard.head is not None else set()
+    heads re-trained without them (k-fold). With `replies`, each row is an assistant's
+    reply, read as a turn reads one while it streams (`check_reply`)."""
     keys = [classifier.text_key(e.text) for e in examples]
+    if replies:
+        return _eval_replies(examples, keys, guard, progress)
+    seen = set(guard.head.manifest.get("keys", [])) if guard.head is not None else set()
     overlap = sum(k in seen for k in keys)
     heads: list[classifier.Head | None] = [guard.head] * len(examples)
     mode = "held-out: no row of this file was in the head's training data"
@@ -148,22 +152,61 @@ def eval_guard(
     unprobed = sum(k in probe_seen for k in keys)
     if unprobed:
         mode += f"; the probe was off for the {unprobed} rows it trained on"
-    y, pred, score, lat, layer_of, cats = [], [], [], {"total": []}, [], []
+    verdicts = []
     shipped, probe = guard.head, guard.probe
     for i, (e, head) in enumerate(zip(examples, heads)):
         guard.head = head
         guard.probe = None if keys[i] in probe_seen else probe
-        v = guard.check(e.text)
+        verdicts.append(guard.check(e.text))
+        progress(i + 1, len(examples))
+    guard.head, guard.probe = shipped, probe
+    return _result(examples, verdicts, [not v.safe for v in verdicts], mode)
+
+
+def check_reply(guard: Guard, text: str) -> tuple[bool, Verdict]:
+    """Whether a turn would stop this reply, and the verdict that decided: the fast layer
+    on the reply so far at each piece's end (`data.reply_reads`), then the full check of
+    the whole reply. A warning (`guard.policy`) lets a reply go on."""
+    *reads, whole = reply_reads(text)
+    start, highest = time.perf_counter(), 0.0
+    for read in reads:
+        verdict = guard.check_fast(read, "assistant")
+        highest = max(highest, verdict.score)
+        if verdict.action == "block":
+            break
+    else:
+        verdict = guard.check(whole, "assistant")
+    verdict.score = max(highest, verdict.score)  # the reply ranks by its most suspect read
+    verdict.latency_ms = (time.perf_counter() - start) * 1000
+    return verdict.action == "block", verdict
+
+
+def _eval_replies(examples: list[Example], keys: list[str], guard: Guard, progress: Progress) -> Result:
+    head = guard.reply_head or guard.head
+    learned = set(head.manifest.get("keys", [])) if head is not None else set()
+    verdicts, stopped = [], []
+    for i, e in enumerate(examples):
+        stop, verdict = check_reply(guard, e.text)
+        verdicts.append(verdict)
+        stopped.append(stop)
+        progress(i + 1, len(examples))
+    mode = "replies, read as they stream: " + ("the reply head" if guard.reply_head else "the request head")
+    if same := [e.text for e, k in zip(examples, keys) if k in learned]:
+        # not re-trained without them: the same words are a reply the model gives to many requests
+        mode += f"; {len(same)} rows are word for word training rows (e.g. {min(same, key=len)[:60]!r})"
+    return _result(examples, verdicts, stopped, mode)
+
+
+def _result(examples: list[Example], verdicts: list[Verdict], flagged: list[bool], mode: str) -> Result:
+    y, pred, score, lat, layer_of = [], [], [], {"total": []}, []
+    for e, v, p in zip(examples, verdicts, flagged):
         y.append(e.unsafe)
-        pred.append(not v.safe)
+        pred.append(p)
         score.append(v.score)
         layer_of.append(v.layer)
-        cats.append(v.categories)
         lat["total"].append(v.latency_ms)
         for k, ms in v.layers_ms.items():
             lat.setdefault(k, []).append(ms)
-        progress(i + 1, len(examples))
-    guard.head, guard.probe = shipped, probe
     ya, pa, sa = np.array(y), np.array(pred), np.array(score)
     latency = {"latency_p50_ms": percentile(lat["total"], 50), "latency_p95_ms": percentile(lat["total"], 95)}
     latency["per_layer"] = {

@@ -91,6 +91,10 @@ class Guard:
     # With the probe, the fast layer blocks a user's message on its own only from this
     # score; below it the chat model's reading (probe and refusal vote) decides
     probe_fast_block: float = 0.9
+    # Reads the assistant's replies: trained on the model's own replies besides the
+    # requests (`data.replies`). Without it the request head reads them.
+    reply_head: Head | None = None
+    reply_threshold: float | None = None  # overrides the reply head's trained threshold
 
     def check(
         self,
@@ -176,14 +180,17 @@ class Guard:
                 return Verdict(True, layer="off", injection=inj, layers_ms=layers)
             return self._llm(text, role, p1=None, cats1=[], layers=layers, inj=inj)
         t = time.perf_counter()
+        head, threshold = self.head, self.threshold
         if role == "user":  # pieces find a request inside a long message (validated on requests only)
-            p1, cats1 = self.head.score_long(text, self.embed)
+            p1, cats1 = head.score_long(text, self.embed)
         else:
-            p, cats = self.head.score_texts([text], self.embed)
+            if self.reply_head is not None:
+                head, threshold = self.reply_head, self.reply_threshold
+            p, cats = head.score_texts([text], self.embed)
             p1, cats1 = float(p[0]), cats[0]
         layers["classifier"] = (time.perf_counter() - t) * 1000
-        threshold = self.threshold if self.threshold is not None else self.head.threshold
-        lo, hi = self.head.band_for(self.llm_share, threshold)
+        threshold = threshold if threshold is not None else head.threshold
+        lo, hi = head.band_for(self.llm_share, threshold)
         # Where the probe reads a user's message, "auto" does not ask the LLM layer when its
         # score, averaged with p1, could not reach `probe_fast_block`: that verdict would be
         # left to the probe's reading anyway (`_defer`, `second_look`). It cost ~1 s.

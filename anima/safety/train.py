@@ -13,10 +13,11 @@ from anima.config import data_dir
 from anima.errors import AnimaError, ModelNotFound
 from anima.models.onnx_embed import EMBEDDER
 from anima.safety import classifier
-from anima.safety.data import Example, bipia_contexts, jbb, own_words, safety_data_dir, training_set
+from anima.safety.data import Example, bipia_contexts, jbb, own_words, replies, safety_data_dir, training_set
 from anima.safety.injection import segments
 
-GUARD_FILE, INJECTION_FILE = "guard-head.npz", "injection-head.npz"
+GUARD_FILE, INJECTION_FILE, REPLY_FILE = "guard-head.npz", "injection-head.npz", "reply-head.npz"
+HEADS = (GUARD_FILE, INJECTION_FILE, REPLY_FILE)
 REQUIRED = (
     "openai_moderation_1680.jsonl",
     "harmbench_behaviors_text_val.csv",
@@ -51,19 +52,20 @@ def source_folder(folder: Path | None = None) -> Path:
 
 # Bumped when what the heads learn changes in code
 # (3: the public sets' train split only; Llama Guard 3's S2 for hacking;
-# 4: the authored requests, anima/safety/data/requests_*.csv).
-RECIPE = "4"
+# 4: the authored requests, anima/safety/data/requests_*.csv;
+# 5: the reply head, anima/safety/data/replies.csv).
+RECIPE = "5"
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
     """sha256 prefixes of every file the heads learn from: the public folder's and anima's
     own, and the recipe (so `guard train --if-missing` retrains after a change in code)."""
     from anima.persona import BUILTIN_DIR
-    from anima.safety.data import AUTHORED, EVERYDAY, LOOKALIKES, OWN_WORDS
+    from anima.safety.data import AUTHORED, EVERYDAY, LOOKALIKES, OWN_WORDS, REPLIES
 
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
     found = {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    for path in (EVERYDAY, OWN_WORDS, LOOKALIKES, *AUTHORED):
+    for path in (EVERYDAY, OWN_WORDS, LOOKALIKES, REPLIES, *AUTHORED):
         found["anima:" + path.name] = digest(path)
     found["anima:recipe"] = RECIPE
     found["anima:personas"] = hashlib.sha256(
@@ -77,7 +79,7 @@ def up_to_date(folder: Path | None = None) -> bool:
     from anima.safety.classifier import Head
 
     try:
-        heads = [Head.load(heads_dir() / name) for name in (GUARD_FILE, INJECTION_FILE)]
+        heads = [Head.load(heads_dir() / name) for name in HEADS]
         current = fingerprint(source_folder(folder))
     except (OSError, ValueError, KeyError, AnimaError):
         return False
@@ -117,20 +119,23 @@ def train_all(
     out: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict:
-    """Both heads, trained on `embed`'s vectors: the guard's embedder's, which their
-    manifest names (`onnx_embed.EMBEDDER`)."""
+    """The three heads, trained on `embed`'s vectors: the guard's embedder's, which their
+    manifest names (`onnx_embed.EMBEDDER`). The reply head learns what the guard head
+    does and the model's own replies besides (`data.replies`): it reads replies, whose
+    wording requests never have."""
     folder = source_folder(folder)
     out = out or heads_dir()
     sources = fingerprint(folder)
+    requests = training_set(folder)
     progress("guard head")
-    guard = classifier.train(training_set(folder), embed, sources, progress)
+    seen = classifier.embed_start(embed, [e.text for e in requests])
+    guard = classifier.train(requests, embed, sources, progress, embedded=seen)
+    progress("reply head")
+    reply = classifier.train(requests + replies(), embed, sources, progress, embedded=seen)
     progress("injection head")
     inj = classifier.train(injection_examples(folder, attack_instructions(folder)), embed, sources, progress)
-    for head, name in ((guard, GUARD_FILE), (inj, INJECTION_FILE)):
+    for head, name in ((guard, GUARD_FILE), (inj, INJECTION_FILE), (reply, REPLY_FILE)):
         head.manifest["embedder"] = EMBEDDER
         head.save(out / name)
-    return {
-        "guard": {k: v for k, v in guard.manifest.items() if k != "keys"},
-        "injection": {k: v for k, v in inj.manifest.items() if k != "keys"},
-        "dir": str(out),
-    }
+    keep = lambda head: {k: v for k, v in head.manifest.items() if k != "keys"}
+    return {"guard": keep(guard), "reply": keep(reply), "injection": keep(inj), "dir": str(out)}
