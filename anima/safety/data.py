@@ -126,8 +126,8 @@ def reply_reads(text: str, hold: int = HOLD_CHARS, window: int = CHECK_WINDOW) -
 def replies() -> list[Example]:
     """The default model's own replies to training requests (`anima/safety/data/replies.csv`,
     `scripts/replies.py`), labelled by reading, each as the reply check reads it while it
-    streams (`reply_reads`): the reply head learns that a recipe, a locksmith's advice or
-    a refusal is not a hazard however its request was worded."""
+    streams (`reply_reads`): the reply head learns from replies, whose wording requests
+    never have, and not from requests alone."""
     out = []
     with REPLIES.open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
